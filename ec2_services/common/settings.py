@@ -1,0 +1,217 @@
+"""Settings for every part, read from the environment with pydantic-settings (SPEC.md's variables).
+
+The one place that reads ``os.environ``: one class per service, defaults exactly as SPEC.md gives them.
+A bad value fails at start with a message that names the variable (``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path("~/.local/state/aipm")
+
+
+def split_csv(value: str) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class SettingsError(SystemExit):
+    """A variable with a bad value; exits the service with a message naming it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True)
+
+    aipm_shared_secret: SecretStr | None = None
+    aipm_insecure_dev: bool = False
+    aipm_state_dir: Path = DEFAULT_STATE_DIR
+    aipm_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("aipm_state_dir", mode="after")
+    @classmethod
+    def _expand_state_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("aipm_log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def shared_secret(self) -> str | None:
+        return self.aipm_shared_secret.get_secret_value() if self.aipm_shared_secret else None
+
+
+class _WorkspaceRoot(_Base):
+    kiro_workspace_root: Path | None = None
+
+    @model_validator(mode="after")
+    def _default_workspace_root(self):
+        root = self.kiro_workspace_root or self.aipm_state_dir / "workspaces"
+        self.kiro_workspace_root = root.expanduser().absolute()
+        return self
+
+
+class WorkerPoolSettings(_WorkspaceRoot):
+    """``python -m ec2_services.worker_pool`` (SPEC.md, "Worker Pool API")."""
+
+    worker_pool_host: str = "127.0.0.1"
+    worker_pool_port: int = Field(8081, ge=1, le=65535)
+    kiro_pool_size: int = Field(2, ge=1, le=32)
+    # Which agent CLI profile supplies the defaults below ("kiro" or "q"); the KIRO_* variables override any field.
+    kiro_profile: Literal["kiro", "q"] = "kiro"
+    kiro_command: str | None = None
+    kiro_prompt_pattern: str | None = None
+    kiro_approval_pattern: str | None = None
+    kiro_approval_reply: str | None = None
+    kiro_deny_tools: str = ""
+    kiro_driver: Literal["pty", "acp"] = "pty"
+    kiro_acp_command: str = "kiro-cli acp"
+    kiro_task_timeout: float = Field(1800, gt=0)
+    kiro_queue_limit: int = Field(64, ge=0)
+    kiro_stall_timeout: float = Field(600, gt=0)
+    kiro_trouble_retries: int = Field(3, ge=0, le=20)
+    # Backoff before re-sending a prompt after "having trouble responding" (doubles each time).
+    kiro_trouble_backoff: float = Field(5.0, ge=0)
+    # How long a finished task's result is kept for a replayed task_id (SPEC: 600 s).
+    kiro_result_ttl: float = Field(600, gt=0)
+
+    @field_validator("kiro_prompt_pattern", "kiro_approval_pattern")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @property
+    def deny_tools(self) -> list[str]:
+        return split_csv(self.kiro_deny_tools)
+
+
+class PrProcessorSettings(_WorkspaceRoot):
+    """``python -m ec2_services.pr_processor`` (SPEC.md, "PR Processor API")."""
+
+    pr_processor_host: str = "127.0.0.1"
+    pr_processor_port: int = Field(8082, ge=1, le=65535)
+    worker_pool_url: str = "http://127.0.0.1:8081"
+    pr_processor_db: Path | None = None
+    pr_max_attempts: int = Field(3, ge=1, le=20)
+    # Base delay of the exponential backoff between attempts, and the callback outbox's.
+    pr_retry_base_delay: float = Field(5.0, ge=0)
+    pr_callback_max_age: float = Field(24 * 3600, gt=0)
+    git_base_url: str = "https://github.com"
+    github_token: SecretStr | None = None
+    aipm_callback_origins: str = ""
+    git_author_name: str = "AIPM Kiro Bot"
+    git_author_email: str = "aipm-bot@users.noreply.github.com"
+
+    @model_validator(mode="after")
+    def _default_db(self):
+        self.pr_processor_db = (self.pr_processor_db or self.aipm_state_dir / "jobs.sqlite").expanduser().absolute()
+        return self
+
+    @field_validator("git_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^(https?://[^/\s]+(/[^\s]*)?|file:///[^\s]*)$", value):
+            raise ValueError("must be an http(s) URL or file:///absolute/path")
+        return value.rstrip("/")
+
+    @property
+    def callback_origins(self) -> list[str]:
+        return [origin.rstrip("/") for origin in split_csv(self.aipm_callback_origins)]
+
+    @property
+    def token(self) -> str | None:
+        return self.github_token.get_secret_value() if self.github_token else None
+
+
+class LambdaSettings(_Base):
+    """The Lambda API (``lambda_fn``), also run locally as ``python -m lambda_fn`` (SPEC.md, "Lambda API")."""
+
+    github_api_url: str = "https://api.github.com"
+    github_token: SecretStr | None = None
+    github_token_secret_arn: str | None = None
+    github_app_id: str | None = None
+    github_app_private_key_secret_arn: str | None = None
+    github_app_installation_id: str | None = None
+    pr_processor_url: str = "http://127.0.0.1:8082"
+    aipm_shared_secret_arn: str | None = None
+    public_api_url: str | None = None
+    aipm_auth: Literal["cognito", "token", "none"] | None = None
+    aipm_ui_token: SecretStr | None = None
+    aipm_allowed_groups: str = ""
+    cognito_user_pool_id: str | None = None
+    cognito_client_id: str | None = None
+    cognito_region: str | None = None
+    cognito_domain: str | None = None
+    aipm_rate_limit_per_minute: int = Field(10, ge=0)
+    allowed_origins: str = ""
+    aipm_forge: Literal["github", "local"] = "github"
+    aipm_local_forge_dir: Path | None = None
+    aipm_allowed_repos: str = ""
+    aipm_api_host: str = "127.0.0.1"
+    aipm_api_port: int = Field(8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _default_forge_dir(self):
+        self.aipm_local_forge_dir = (self.aipm_local_forge_dir or self.aipm_state_dir / "forge").expanduser().absolute()
+        return self
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [origin.rstrip("/") for origin in split_csv(self.allowed_origins)]
+
+    @property
+    def allowed_repo_list(self) -> list[str]:
+        return [repo.lower() for repo in split_csv(self.aipm_allowed_repos)]
+
+    @property
+    def token(self) -> str | None:
+        return self.github_token.get_secret_value() if self.github_token else None
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides) -> S:
+    """Build ``cls`` from the environment; a bad variable raises ``SettingsError`` naming it."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or cls.__name__
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) or "secret" in name.lower() or "token" in name.lower() else f" (got {value!r})"
+            problems.append(f"{name}: {error['msg']}{shown}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def require_secret(settings: _Base, service: str, logger) -> str | None:
+    """The shared secret, or ``None`` in insecure dev mode (warned); without either the service must not start."""
+    secret = settings.shared_secret
+    if secret:
+        return secret
+    if settings.aipm_insecure_dev:
+        logger.warning(
+            "%s starting WITHOUT AIPM_SHARED_SECRET because AIPM_INSECURE_DEV=1: signed endpoints accept anyone", service
+        )
+        return None
+    raise SettingsError(
+        f"{service}: AIPM_SHARED_SECRET is not set. Set it (the same value on every part), "
+        "or set AIPM_INSECURE_DEV=1 for a local experiment without request signing."
+    )

@@ -1,0 +1,121 @@
+"""Settings: SPEC.md's defaults, and bad values failing at start with the variable's name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from ec2_services.common.settings import (
+    LambdaSettings,
+    PrProcessorSettings,
+    SettingsError,
+    WorkerPoolSettings,
+    load_settings,
+    require_secret,
+)
+
+SPEC_VARS = [
+    "WORKER_POOL_HOST", "WORKER_POOL_PORT", "KIRO_POOL_SIZE", "KIRO_COMMAND", "KIRO_PROMPT_PATTERN",
+    "KIRO_APPROVAL_PATTERN", "KIRO_APPROVAL_REPLY", "KIRO_DENY_TOOLS", "KIRO_DRIVER", "KIRO_TASK_TIMEOUT",
+    "KIRO_QUEUE_LIMIT", "KIRO_STALL_TIMEOUT", "KIRO_TROUBLE_RETRIES", "KIRO_WORKSPACE_ROOT", "PR_PROCESSOR_HOST",
+    "PR_PROCESSOR_PORT", "WORKER_POOL_URL", "AIPM_STATE_DIR", "PR_PROCESSOR_DB", "PR_MAX_ATTEMPTS", "GIT_BASE_URL",
+    "GITHUB_TOKEN", "AIPM_CALLBACK_ORIGINS", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "AIPM_SHARED_SECRET",
+    "AIPM_INSECURE_DEV", "GITHUB_API_URL", "PR_PROCESSOR_URL", "AIPM_AUTH", "AIPM_FORGE", "AIPM_ALLOWED_REPOS",
+    "AIPM_LOCAL_FORGE_DIR", "ALLOWED_ORIGINS", "PUBLIC_API_URL",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in SPEC_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_worker_pool_defaults_match_spec():
+    s = load_settings(WorkerPoolSettings)
+    assert (s.worker_pool_host, s.worker_pool_port) == ("127.0.0.1", 8081)
+    assert s.kiro_pool_size == 2
+    assert s.kiro_driver == "pty"
+    assert s.kiro_task_timeout == 1800
+    assert s.kiro_queue_limit == 64
+    assert s.kiro_stall_timeout == 600
+    assert s.kiro_trouble_retries == 3
+    assert s.deny_tools == []
+    assert s.aipm_state_dir == Path("~/.local/state/aipm").expanduser()
+    assert s.kiro_workspace_root == s.aipm_state_dir / "workspaces"
+
+
+def test_pr_processor_defaults_match_spec():
+    s = load_settings(PrProcessorSettings)
+    assert (s.pr_processor_host, s.pr_processor_port) == ("127.0.0.1", 8082)
+    assert s.worker_pool_url == "http://127.0.0.1:8081"
+    assert s.pr_processor_db == s.aipm_state_dir / "jobs.sqlite"
+    assert s.kiro_workspace_root == s.aipm_state_dir / "workspaces"
+    assert s.pr_max_attempts == 3
+    assert s.git_base_url == "https://github.com"
+    assert s.callback_origins == []
+    assert (s.git_author_name, s.git_author_email) == ("AIPM Kiro Bot", "aipm-bot@users.noreply.github.com")
+
+
+def test_lambda_defaults_match_spec():
+    s = load_settings(LambdaSettings)
+    assert s.github_api_url == "https://api.github.com"
+    assert s.aipm_auth is None
+    assert s.aipm_forge == "github"
+    assert s.aipm_local_forge_dir == s.aipm_state_dir / "forge"
+    assert s.aipm_api_port == 8000
+
+
+def test_state_dir_moves_every_derived_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIPM_STATE_DIR", str(tmp_path))
+    assert load_settings(PrProcessorSettings).pr_processor_db == tmp_path / "jobs.sqlite"
+    assert load_settings(WorkerPoolSettings).kiro_workspace_root == tmp_path / "workspaces"
+    assert load_settings(LambdaSettings).aipm_local_forge_dir == tmp_path / "forge"
+
+
+@pytest.mark.parametrize("value", ["0", "33", "two", "-1"])
+def test_bad_pool_size_fails_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("KIRO_POOL_SIZE", value)
+    with pytest.raises(SettingsError) as err:
+        load_settings(WorkerPoolSettings)
+    assert "KIRO_POOL_SIZE" in err.value.message
+
+
+def test_bad_regex_fails_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("KIRO_PROMPT_PATTERN", "([unclosed")
+    with pytest.raises(SettingsError) as err:
+        load_settings(WorkerPoolSettings)
+    assert "KIRO_PROMPT_PATTERN" in err.value.message
+
+
+def test_secret_value_never_shown_in_errors(monkeypatch):
+    monkeypatch.setenv("AIPM_SHARED_SECRET", "topsecretvalue")
+    monkeypatch.setenv("WORKER_POOL_PORT", "99999")
+    with pytest.raises(SettingsError) as err:
+        load_settings(WorkerPoolSettings)
+    assert "WORKER_POOL_PORT" in err.value.message
+    assert "topsecretvalue" not in err.value.message
+
+
+def test_lists_are_split_on_commas(monkeypatch):
+    monkeypatch.setenv("KIRO_DENY_TOOLS", "use_aws, execute_bash,")
+    monkeypatch.setenv("AIPM_ALLOWED_REPOS", "Acme/Web, acme/*")
+    assert load_settings(WorkerPoolSettings).deny_tools == ["use_aws", "execute_bash"]
+    assert load_settings(LambdaSettings).allowed_repo_list == ["acme/web", "acme/*"]
+
+
+def test_missing_secret_refuses_to_start():
+    s = load_settings(WorkerPoolSettings)
+    with pytest.raises(SettingsError) as err:
+        require_secret(s, "worker-pool", logging.getLogger("t"))
+    assert "AIPM_SHARED_SECRET" in err.value.message
+
+
+def test_insecure_dev_starts_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("AIPM_INSECURE_DEV", "1")
+    s = load_settings(WorkerPoolSettings)
+    with caplog.at_level(logging.WARNING):
+        assert require_secret(s, "worker-pool", logging.getLogger("t")) is None
+    assert "AIPM_INSECURE_DEV" in caplog.text

@@ -1,0 +1,1 @@
+"""Test support shared by the whole suite: loopback servers, service processes, free ports."""
