@@ -165,6 +165,12 @@ class LambdaSettings(_Base):
     aipm_allowed_repos: str = ""
     aipm_api_host: str = "127.0.0.1"
     aipm_api_port: int = Field(8000, ge=1, le=65535)
+    # The static UI served at / by the API (local runs); None = API only.
+    aipm_ui_dir: Path | None = None
+    # Longest wait for a GitHub rate limit to reset when no Lambda deadline bounds it (local runs).
+    github_rate_limit_max_wait: float = Field(20.0, ge=0)
+    # Time kept in reserve before the Lambda's own deadline: a retry that would end inside it is not tried.
+    aipm_deadline_margin: float = Field(3.0, ge=0)
 
     @model_validator(mode="after")
     def _default_forge_dir(self):

@@ -1,0 +1,82 @@
+"""The FastAPI app: routers, the HTTP edge (body limit, JSON errors), CORS in this one place, and the static UI.
+
+Built from a ``Runtime`` (``lambda_fn.runtime``) so tests and both entry points (Mangum, uvicorn) build the same
+app. Maps the forge's and the PR processor's errors to JSON ``{"detail": ...}`` answers.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from ec2_services.common.http import install_edge
+from ec2_services.common.settings import LambdaSettings
+from lambda_fn.deadline import DeadlineMiddleware
+from lambda_fn.forge.base import ForgeError
+from lambda_fn.generate import StepFailed
+from lambda_fn.processor import ProcessorError
+from lambda_fn.routes.api import router as api_router
+from lambda_fn.routes.callbacks import callbacks_router
+from lambda_fn.runtime import Runtime, build_runtime
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    settings = runtime.settings
+    app = FastAPI(title="AIPM API", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.runtime = runtime
+    install_edge(app)
+    app.add_middleware(DeadlineMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origin_list,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        max_age=600,
+    )
+
+    @app.exception_handler(ForgeError)
+    async def _forge_error(request: Request, exc: ForgeError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ProcessorError)
+    async def _processor_error(request: Request, exc: ProcessorError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(StepFailed)
+    async def _step_failed(request: Request, exc: StepFailed):
+        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status, headers=exc.headers)
+
+    @app.get("/health", tags=["health"])
+    def health():
+        return {"status": "ok", "service": "lambda-api", "forge": runtime.forge.kind,
+                "auth": runtime.authenticator.mode}
+
+    app.include_router(api_router)
+    app.include_router(callbacks_router(runtime.shared_secret))
+    if runtime.forge.kind == "local":
+        from lambda_fn.routes.forge_pages import forge_router
+
+        app.include_router(forge_router(runtime.forge))
+    if settings.aipm_ui_dir:
+        _mount_ui(app, settings.aipm_ui_dir)
+    return app
+
+
+def _mount_ui(app: FastAPI, ui_dir) -> None:
+    """The static UI at ``/`` after every API route; ``/config.json`` says "same origin" when the UI has none."""
+    from fastapi.staticfiles import StaticFiles
+
+    if not (ui_dir / "config.json").is_file():
+        @app.get("/config.json", include_in_schema=False)
+        def ui_config():
+            return {"apiUrl": ""}
+
+    app.mount("/", StaticFiles(directory=ui_dir, html=True, check_dir=True), name="ui")
+
+
+def build_handler(settings: LambdaSettings):
+    """Mangum around the app, lifespan off (nothing to start per event): what ``lambda_fn.handler`` exposes."""
+    from mangum import Mangum
+
+    return Mangum(create_app(build_runtime(settings)), lifespan="off")

@@ -1,0 +1,379 @@
+"""The GitHub forge: REST v3 through ``GITHUB_API_URL`` (github.com or GitHub Enterprise) with one httpx client.
+
+Owns talking to GitHub: authentication (a token, or a GitHub App installation token made from the app's key and
+cached until near its expiry), rate limits (wait when the reset fits in the request's time, else a clear 503 with
+``Retry-After``), transient failures (a few retries), and turning GitHub's answers into the forge errors of
+``base`` with a message that says what failed and what to do. It never logs or returns a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from urllib.parse import quote
+
+import httpx
+
+from ec2_services.common.logging import register_secret
+from lambda_fn.deadline import can_wait
+from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NotFound, PullRequest, RateLimited, Repo
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "aipm-kiro-lambda"
+API_VERSION = "2022-11-28"
+_TRANSIENT_RETRIES = 2
+
+
+class StaticToken:
+    """A personal access token (or any token GitHub takes as a bearer)."""
+
+    refreshable = False
+
+    def __init__(self, token: str | None):
+        self._token = token
+
+    def __call__(self, client: httpx.Client) -> str | None:
+        return self._token
+
+    def invalidate(self) -> None:
+        pass
+
+
+class AppInstallationToken:
+    """A GitHub App installation token: JWT (RS256, the app's private key) → ``POST /app/installations/{id}/access_tokens``."""
+
+    refreshable = True
+    REFRESH_BEFORE_S = 300
+
+    def __init__(self, app_id: str, private_key: str, installation_id: str, *, clock: Callable[[], float] = time.time):
+        self.app_id = app_id
+        self._key = private_key
+        self.installation_id = installation_id
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def app_jwt(self) -> str:
+        import jwt  # only GitHub App set-ups pay for the crypto import
+
+        now = int(self._clock())
+        return jwt.encode({"iat": now - 60, "exp": now + 540, "iss": str(self.app_id)}, self._key, algorithm="RS256")
+
+    def __call__(self, client: httpx.Client) -> str:
+        with self._lock:
+            if self._token and self._expires_at - self._clock() > self.REFRESH_BEFORE_S:
+                return self._token
+            path = f"/app/installations/{quote(str(self.installation_id), safe='')}/access_tokens"
+            try:
+                resp = client.post(path, headers={"Authorization": f"Bearer {self.app_jwt()}"})
+            except httpx.HTTPError as exc:
+                raise ForgeError(f"GitHub could not be reached to make an App installation token: {exc}") from exc
+            if resp.status_code != 201:
+                raise ForgeError(
+                    f"GitHub refused to make an installation token for app {self.app_id}, installation "
+                    f"{self.installation_id} ({resp.status_code} {_message(resp)}): check GITHUB_APP_ID, "
+                    "GITHUB_APP_INSTALLATION_ID and the private key secret"
+                )
+            data = resp.json()
+            self._token = data["token"]
+            register_secret(self._token)
+            self._expires_at = datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00")).timestamp()
+            return self._token
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._token = None
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.reason_phrase
+    if not isinstance(data, dict):
+        return resp.reason_phrase
+    message = str(data.get("message") or resp.reason_phrase)
+    details = [str(e.get("message") or e.get("code")) for e in data.get("errors") or [] if isinstance(e, dict)]
+    return f"{message}: {'; '.join(details)}" if details else message
+
+
+def _rate_limit_wait(resp: httpx.Response, clock: Callable[[], float]) -> float | None:
+    """Seconds to wait when ``resp`` says "rate limited", else None."""
+    if resp.status_code not in (403, 429):
+        return None
+    retry_after = resp.headers.get("Retry-After")
+    if retry_after and retry_after.strip().isdigit():
+        return float(retry_after)
+    if resp.headers.get("X-RateLimit-Remaining") == "0":
+        reset = resp.headers.get("X-RateLimit-Reset", "")
+        return max(0.0, float(reset) - clock()) + 1 if reset.isdigit() else 60.0
+    if resp.status_code == 429:
+        return 60.0
+    return None
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="/")
+
+
+class GitHubForge:
+    kind = "github"
+
+    def __init__(
+        self,
+        api_url: str,
+        token: StaticToken | AppInstallationToken,
+        *,
+        max_wait: float = 20.0,
+        margin: float = 3.0,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.api_url = api_url.rstrip("/")
+        self._token = token
+        self._max_wait = max_wait
+        self._margin = margin
+        self._timeout = timeout
+        self._clock = clock
+        self._sleep = sleep
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        """One client per container: its connections are reused by every request the container serves."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        base_url=self.api_url,
+                        timeout=httpx.Timeout(self._timeout, connect=5.0),
+                        headers={
+                            "Accept": "application/vnd.github+json",
+                            "X-GitHub-Api-Version": API_VERSION,
+                            "User-Agent": USER_AGENT,
+                        },
+                        follow_redirects=False,
+                    )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # --- the request loop --------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, what: str, **kwargs) -> httpx.Response:
+        """One GitHub call with auth, rate-limit waits and transient retries; ``what`` names it in errors."""
+        transient = limited = 0
+        refreshed = False
+        while True:
+            headers = {}
+            token = self._token(self.client)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            try:
+                resp = self.client.request(method, path, headers=headers, **kwargs)
+            except httpx.TimeoutException as exc:
+                if transient < _TRANSIENT_RETRIES and self._may_wait(0.5 * 2**transient):
+                    transient += 1
+                    continue
+                raise ForgeError(f"GitHub did not answer in time while trying to {what}", status=504) from exc
+            except httpx.HTTPError as exc:
+                if transient < _TRANSIENT_RETRIES and self._may_wait(0.5 * 2**transient):
+                    transient += 1
+                    continue
+                raise ForgeError(f"GitHub ({self.api_url}) could not be reached to {what}: {type(exc).__name__}") from exc
+            wait = _rate_limit_wait(resp, self._clock)
+            if wait is not None:
+                if limited < 3 and self._may_wait(wait):
+                    limited += 1
+                    log.warning("GitHub rate limit while trying to %s: waiting %.0f s", what, wait)
+                    continue
+                raise RateLimited(
+                    f"GitHub's rate limit was reached while trying to {what}; it resets in about {int(wait)} s. "
+                    "Try again after Retry-After seconds.",
+                    retry_after=int(wait) + 1,
+                )
+            if resp.status_code >= 500:
+                if transient < _TRANSIENT_RETRIES and self._may_wait(0.5 * 2**transient):
+                    transient += 1
+                    continue
+                raise ForgeError(f"GitHub failed while trying to {what} ({resp.status_code} {_message(resp)})")
+            if resp.status_code == 401:
+                if self._token.refreshable and not refreshed:
+                    self._token.invalidate()
+                    refreshed = True
+                    continue
+                raise ForgeError(
+                    f"GitHub rejected the credentials while trying to {what} (401 {_message(resp)}): "
+                    "set a valid GITHUB_TOKEN (or the secret GITHUB_TOKEN_SECRET_ARN names)"
+                )
+            if resp.status_code == 403:
+                raise ForgeError(
+                    f"GitHub refused to {what} (403 {_message(resp)}): the token lacks the permission "
+                    "(contents, pull requests and issues: read and write)"
+                )
+            return resp
+
+    def _may_wait(self, seconds: float) -> bool:
+        if not can_wait(seconds, margin=self._margin, max_wait=self._max_wait):
+            return False
+        self._sleep(seconds)
+        return True
+
+    # --- repository, branches, files --------------------------------------------------------------------------
+
+    def get_repo(self, repo: str) -> Repo:
+        resp = self._request("GET", f"/repos/{repo}", what=f"read repository {repo}")
+        if resp.status_code == 404:
+            raise NotFound(f"repository {repo} was not found on GitHub, or the token cannot see it")
+        _expect(resp, 200, f"read repository {repo}")
+        data = resp.json()
+        return Repo(full_name=data["full_name"], default_branch=data["default_branch"], html_url=data["html_url"])
+
+    def branch_sha(self, repo: str, branch: str) -> str | None:
+        resp = self._request("GET", f"/repos/{repo}/git/ref/heads/{_q(branch)}", what=f"read branch {branch}")
+        if resp.status_code == 404:
+            return None
+        _expect(resp, 200, f"read branch {branch} of {repo}")
+        data = resp.json()
+        return data["object"]["sha"] if isinstance(data, dict) else None
+
+    def create_branch(self, repo: str, branch: str, sha: str) -> None:
+        what = f"create branch {branch} in {repo}"
+        resp = self._request("POST", f"/repos/{repo}/git/refs", what=what, json={"ref": f"refs/heads/{branch}", "sha": sha})
+        if resp.status_code == 422 and "already exists" in _message(resp).lower():
+            raise AlreadyExists(f"branch {branch} already exists in {repo}")
+        if resp.status_code == 404:
+            raise NotFound(f"repository {repo} was not found on GitHub, or the token cannot write to it")
+        _expect(resp, 201, what)
+
+    def get_file(self, repo: str, branch: str, path: str) -> tuple[str, str] | None:
+        resp = self._request("GET", f"/repos/{repo}/contents/{_q(path)}", what=f"read {path} on {branch}",
+                             params={"ref": branch})
+        if resp.status_code == 404:
+            return None
+        _expect(resp, 200, f"read {path} on {branch} of {repo}")
+        data = resp.json()
+        if not isinstance(data, dict) or data.get("type") != "file":
+            raise ForgeError(f"{path} on {branch} of {repo} is not a file", status=409)
+        return base64.b64decode(data.get("content") or "").decode("utf-8", "replace"), data["sha"]
+
+    def put_file(self, repo: str, branch: str, path: str, text: str, message: str, *, blob_sha: str | None) -> str:
+        what = f"commit {path} to {branch} in {repo}"
+        body = {"message": message, "content": base64.b64encode(text.encode()).decode(), "branch": branch}
+        if blob_sha:
+            body["sha"] = blob_sha
+        resp = self._request("PUT", f"/repos/{repo}/contents/{_q(path)}", what=what, json=body)
+        if resp.status_code == 409 or (resp.status_code == 422 and "sha" in _message(resp).lower()):
+            raise Conflict(f"{path} on {branch} changed meanwhile")
+        if resp.status_code == 404:
+            raise NotFound(f"branch {branch} of {repo} was not found while trying to commit {path}")
+        _expect(resp, (200, 201), what)
+        return resp.json()["commit"]["sha"]
+
+    # --- pull requests ----------------------------------------------------------------------------------------
+
+    def pulls_for_branch(self, repo: str, branch: str) -> list[PullRequest]:
+        owner = repo.split("/", 1)[0]
+        resp = self._request("GET", f"/repos/{repo}/pulls", what=f"list pull requests of {branch}",
+                             params={"head": f"{owner}:{branch}", "state": "all", "per_page": 100})
+        _expect(resp, 200, f"list pull requests of {branch} in {repo}")
+        pulls = [_pull(item) for item in resp.json()]
+        # GitHub filters on head; keep the exact branch only, newest first.
+        return sorted((p for p in pulls if p.head == branch), key=lambda p: p.number, reverse=True)
+
+    def open_pull(self, repo: str, *, head: str, base: str, title: str, body: str) -> PullRequest:
+        what = f"open a pull request from {head} to {base} in {repo}"
+        resp = self._request("POST", f"/repos/{repo}/pulls", what=what,
+                             json={"title": title, "head": head, "base": base, "body": body, "maintainer_can_modify": True})
+        if resp.status_code == 422 and "already exists" in _message(resp).lower():
+            raise AlreadyExists(f"a pull request for {head} is already open in {repo}")
+        if resp.status_code == 422:
+            raise ForgeError(f"GitHub refused to {what} (422 {_message(resp)})")
+        _expect(resp, 201, what)
+        return _pull(resp.json())
+
+    def get_pull(self, repo: str, number: int) -> PullRequest:
+        resp = self._request("GET", f"/repos/{repo}/pulls/{number}", what=f"read pull request #{number}")
+        if resp.status_code == 404:
+            raise NotFound(f"pull request #{number} was not found in {repo}")
+        _expect(resp, 200, f"read pull request #{number} of {repo}")
+        return _pull(resp.json())
+
+    # --- comments and labels ----------------------------------------------------------------------------------
+
+    def list_comments(self, repo: str, number: int) -> list[Comment]:
+        comments: list[Comment] = []
+        path: str | None = f"/repos/{repo}/issues/{number}/comments"
+        params: dict | None = {"per_page": 100}
+        for _ in range(30):  # 3,000 comments: past that, the marker would be far too old to matter
+            if path is None:
+                break
+            resp = self._request("GET", path, what=f"list comments of #{number}", params=params)
+            if resp.status_code == 404:
+                raise NotFound(f"pull request #{number} was not found in {repo}")
+            _expect(resp, 200, f"list comments of #{number} in {repo}")
+            comments += [Comment(id=c["id"], body=c.get("body") or "") for c in resp.json()]
+            nxt = resp.links.get("next", {}).get("url")
+            path, params = (nxt, None) if nxt else (None, None)
+        return comments
+
+    def create_comment(self, repo: str, number: int, body: str) -> Comment:
+        what = f"comment on #{number} in {repo}"
+        resp = self._request("POST", f"/repos/{repo}/issues/{number}/comments", what=what, json={"body": body})
+        if resp.status_code == 404:
+            raise NotFound(f"pull request #{number} was not found in {repo}")
+        _expect(resp, 201, what)
+        data = resp.json()
+        return Comment(id=data["id"], body=data.get("body") or body)
+
+    def update_comment(self, repo: str, comment_id: int, body: str) -> Comment:
+        what = f"edit comment {comment_id} in {repo}"
+        resp = self._request("PATCH", f"/repos/{repo}/issues/comments/{comment_id}", what=what, json={"body": body})
+        if resp.status_code == 404:
+            raise NotFound(f"comment {comment_id} was not found in {repo}")
+        _expect(resp, 200, what)
+        return Comment(id=comment_id, body=body)
+
+    def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
+        what = f"label #{number} in {repo}"
+        resp = self._request("POST", f"/repos/{repo}/issues/{number}/labels", what=what, json={"labels": labels})
+        _expect(resp, 200, what)
+
+    def remove_label(self, repo: str, number: int, label: str) -> None:
+        what = f"remove label {label} from #{number} in {repo}"
+        resp = self._request("DELETE", f"/repos/{repo}/issues/{number}/labels/{quote(label, safe='')}", what=what)
+        if resp.status_code != 404:
+            _expect(resp, (200, 204), what)
+
+    def commit_url(self, repo: Repo, sha: str) -> str:
+        return f"{repo.html_url}/commit/{sha}"
+
+
+def _expect(resp: httpx.Response, ok: int | tuple[int, ...], what: str) -> None:
+    if resp.status_code not in ((ok,) if isinstance(ok, int) else ok):
+        if resp.status_code == 404:
+            raise NotFound(f"GitHub answered 404 while trying to {what}: {_message(resp)}")
+        raise ForgeError(f"GitHub refused to {what} ({resp.status_code} {_message(resp)})")
+
+
+def _pull(data: dict) -> PullRequest:
+    return PullRequest(
+        number=data["number"],
+        state=data["state"],
+        merged=bool(data.get("merged") or data.get("merged_at")),
+        head=data["head"]["ref"],
+        base=data["base"]["ref"],
+        title=data.get("title") or "",
+        html_url=data["html_url"],
+        labels=tuple(label["name"] for label in data.get("labels") or []),
+    )

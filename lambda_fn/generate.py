@@ -1,0 +1,183 @@
+"""Generate Code & PR: from a story to a branch with TASK.md, an open pull request and a job on the PR processor.
+
+Owns idempotency, which is read from the forge and never from memory, so it holds across Lambda containers: a
+story's branches are ``aipm/story-<slug>``, ``-2``, ``-3``…; the first without a closed pull request is the story's
+current one. An open pull request there is answered again (200) and its job re-sent (the PR processor treats the same
+job id as a no-op); "already exists" from the forge (two calls at once) means reuse what the other call made.
+Every failure names the step that failed; a pull request opened whose job could not be started gets a comment.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ec2_services.common.logging import log_context
+from lambda_fn import naming
+from lambda_fn.forge.base import AlreadyExists, Conflict, Forge, ForgeError, PullRequest, Repo
+from lambda_fn.processor import ProcessorClient, ProcessorError
+from lambda_fn.results import IN_PROGRESS, dispatch_marker, find_marked, render_not_started
+from lambda_fn.tasks import TASK_FILE, render_pr_body, render_task
+
+log = logging.getLogger(__name__)
+
+MAX_STORY_PULLS = 50
+
+
+@dataclass(frozen=True)
+class Story:
+    repo: str
+    title: str
+    description: str
+    acceptance_criteria: list[str]
+    base_branch: str | None
+    story_id: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    created: bool  # True: this call opened the pull request (202); False: it answered an existing one (200)
+    job_id: str
+    pr: PullRequest
+    branch: str
+    status: str
+
+    def body(self) -> dict:
+        return {"job_id": self.job_id, "pr_number": self.pr.number, "pr_url": self.pr.html_url,
+                "branch": self.branch, "status": self.status}
+
+
+class StepFailed(Exception):
+    """A step after the pull request was opened failed: the answer carries the PR so nothing is left unreported."""
+
+    def __init__(self, status: int, detail: str, extra: dict, headers: dict | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.extra, self.headers = status, detail, extra, headers or {}
+
+
+class Generator:
+    def __init__(self, forge: Forge, processor: ProcessorClient, *, ui_url: str | None = None):
+        self.forge = forge
+        self.processor = processor
+        self.ui_url = ui_url
+
+    def run(self, story: Story, *, requested_by: str | None, idempotency_key: str | None,
+            callback_url: str | None) -> Outcome:
+        repo = self.forge.get_repo(story.repo)
+        if story.story_id:
+            candidates = [naming.story_branch(story.story_id, n) for n in range(1, MAX_STORY_PULLS + 1)]
+        else:
+            candidates = [naming.title_branch(story.title, idempotency_key)]
+        for branch in candidates:
+            pulls = self.forge.pulls_for_branch(repo.full_name, branch)
+            live = next((p for p in pulls if p.is_open), None)
+            if live is None and pulls and story.story_id:
+                continue  # that PR of the story was closed or merged: the next one gets a new branch
+            with log_context(job_id=naming.job_id(repo.full_name, branch)):
+                if live is not None or pulls:
+                    return self._again(repo, branch, live or pulls[0], story, requested_by, callback_url)
+                return self._open(repo, branch, story, requested_by, callback_url)
+        raise ForgeError(f"story {story.story_id!r} already has {MAX_STORY_PULLS} pull requests; use a new story id",
+                         status=409)
+
+    # --- a new pull request --------------------------------------------------------------------------------
+
+    def _open(self, repo: Repo, branch: str, story: Story, requested_by, callback_url) -> Outcome:
+        base = story.base_branch or repo.default_branch
+        base_sha = self.forge.branch_sha(repo.full_name, base)
+        if base_sha is None:
+            raise ForgeError(f"base branch {base!r} does not exist in {repo.full_name}", status=400)
+        try:
+            self.forge.create_branch(repo.full_name, branch, base_sha)
+        except AlreadyExists:
+            log.info("branch %s already exists in %s: reusing it", branch, repo.full_name)
+        self._write_task(repo, branch, story)
+        job = naming.job_id(repo.full_name, branch)
+        body = render_pr_body(description=story.description, acceptance_criteria=story.acceptance_criteria,
+                              story_id=story.story_id, job_id=job, ui_url=self.ui_url, requested_by=requested_by)
+        try:
+            pr = self.forge.open_pull(repo.full_name, head=branch, base=base, title=story.title, body=body)
+            created = True
+        except AlreadyExists:
+            pr = next((p for p in self.forge.pulls_for_branch(repo.full_name, branch) if p.is_open), None)
+            if pr is None:
+                raise ForgeError(f"a pull request for {branch} was reported open but cannot be found") from None
+            created = False
+        log.info("pull request #%s %s for %s on %s", pr.number, "opened" if created else "reused", repo.full_name, branch)
+        if created:
+            self._labelled(repo, pr, job, branch)
+        status = self._dispatch(repo, pr, branch, base, job, requested_by, callback_url)
+        return Outcome(created=created, job_id=job, pr=pr, branch=branch, status="queued" if created else status)
+
+    def _write_task(self, repo: Repo, branch: str, story: Story) -> None:
+        text = render_task(title=story.title, description=story.description,
+                           acceptance_criteria=story.acceptance_criteria, story_id=story.story_id)
+        for _ in range(3):
+            current = self.forge.get_file(repo.full_name, branch, TASK_FILE)
+            if current is not None and current[0] == text:
+                return
+            try:
+                self.forge.put_file(repo.full_name, branch, TASK_FILE, text, f"Add {TASK_FILE}: {story.title}"[:120],
+                                    blob_sha=current[1] if current else None)
+                return
+            except Conflict:
+                continue  # a concurrent call wrote it: read again
+        raise ForgeError(f"{TASK_FILE} on {branch} kept changing while it was being written; try again", status=409)
+
+    def _labelled(self, repo: Repo, pr: PullRequest, job: str, branch: str) -> None:
+        try:
+            self.forge.add_labels(repo.full_name, pr.number, [IN_PROGRESS])
+        except ForgeError as exc:
+            raise StepFailed(exc.status, f"pull request #{pr.number} was opened but could not be labelled: {exc.detail}",
+                             _pr_extra(pr, job, branch), exc.headers) from exc
+
+    # --- an existing pull request --------------------------------------------------------------------------
+
+    def _again(self, repo: Repo, branch: str, pr: PullRequest, story: Story, requested_by, callback_url) -> Outcome:
+        job = naming.job_id(repo.full_name, branch)
+        if not pr.is_open:  # an Idempotency-Key replay of a request whose PR was closed since: answer what it made
+            return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=self._status(job))
+        status = self._dispatch(repo, pr, branch, pr.base, job, requested_by, callback_url)
+        return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=status)
+
+    def _status(self, job: str) -> str:
+        try:
+            return str(self.processor.get_job(job).get("status", "unknown"))
+        except ProcessorError:
+            return "unknown"
+
+    # --- the job -------------------------------------------------------------------------------------------
+
+    def _dispatch(self, repo: Repo, pr: PullRequest, branch: str, base: str, job: str, requested_by,
+                  callback_url) -> str:
+        payload = {"job_id": job, "repo": repo.full_name, "branch": branch, "base_branch": base,
+                   "pr_number": pr.number, "task_file": TASK_FILE, "callback_url": callback_url,
+                   "requested_by": requested_by}
+        try:
+            answer = self.processor.submit(payload)
+        except ProcessorError as exc:
+            log.error("job %s was not started: %s", job, exc.detail)
+            noted = self._note_not_started(repo, pr, job, exc.detail)
+            detail = f"pull request #{pr.number} was opened but its job was not started: {exc.detail}"
+            if not noted:
+                detail += " (and the comment saying so could not be written on the pull request)"
+            raise StepFailed(exc.status if exc.status != 404 else 502, detail, _pr_extra(pr, job, branch)) from exc
+        log.info("job %s sent to the PR processor: %s", job, answer.get("status"))
+        return str(answer.get("status") or "queued")
+
+    def _note_not_started(self, repo: Repo, pr: PullRequest, job: str, reason: str) -> bool:
+        body = render_not_started(job_id=job, reason=reason)
+        try:
+            existing = find_marked(self.forge.list_comments(repo.full_name, pr.number), dispatch_marker(job))
+            if existing:
+                self.forge.update_comment(repo.full_name, existing.id, body)
+            else:
+                self.forge.create_comment(repo.full_name, pr.number, body)
+            return True
+        except ForgeError as exc:
+            log.error("could not comment on #%s that job %s was not started: %s", pr.number, job, exc.detail)
+            return False
+
+
+def _pr_extra(pr: PullRequest, job: str, branch: str) -> dict:
+    return {"job_id": job, "pr_number": pr.number, "pr_url": pr.html_url, "branch": branch}

@@ -1,0 +1,132 @@
+"""The PR processor as the API sees it: submit a job, read jobs, cancel one — every request signed for it.
+
+Owns the HTTP client to ``PR_PROCESSOR_URL`` (one per container), the retries of a submission (tenacity: only
+transport failures and 5xx, never a 4xx, within the request's remaining time) and the mapping of its answers to
+the API's errors, each saying what failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
+from lambda_fn.deadline import time_left
+
+log = logging.getLogger(__name__)
+
+
+class ProcessorError(Exception):
+    """The PR processor failed or refused; ``status`` and ``detail`` are what the API answers."""
+
+    def __init__(self, detail: str, status: int = 502):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class _Retryable(Exception):
+    def __init__(self, error: ProcessorError):
+        super().__init__(error.detail)
+        self.error = error
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:300] or resp.reason_phrase
+    return str(data.get("detail", data))[:500] if isinstance(data, dict) else str(data)[:300]
+
+
+class ProcessorClient:
+    def __init__(self, base_url: str, secret: str | None, *, attempts: int = 3, timeout: float = 10.0,
+                 backoff: float = 0.3):
+        self.base_url = base_url.rstrip("/")
+        self._auth = SigningAuth(secret, PR_PROCESSOR)
+        self._attempts = attempts
+        self._timeout = timeout
+        self._backoff = backoff
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        base_url=self.base_url, auth=self._auth, follow_redirects=False,
+                        timeout=httpx.Timeout(self._timeout, connect=3.0),
+                    )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _once(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            resp = self.client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(ProcessorError(f"the PR processor at {self.base_url} did not answer in time", 504)) from exc
+        except httpx.HTTPError as exc:
+            raise _Retryable(ProcessorError(
+                f"the PR processor at {self.base_url} could not be reached ({type(exc).__name__}); "
+                "check PR_PROCESSOR_URL and that the service runs")) from exc
+        if resp.status_code >= 500:
+            raise _Retryable(ProcessorError(f"the PR processor failed ({resp.status_code}: {_detail(resp)})"))
+        return resp
+
+    def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        def worth_retrying(exc: BaseException) -> bool:
+            left = time_left()  # a retry must still fit in the Lambda's remaining time
+            return isinstance(exc, _Retryable) and (left is None or left > self._timeout + 2)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=self._backoff, max=3),
+            retry=retry_if_exception(worth_retrying),
+            reraise=True,
+        )
+        try:
+            return retrying(self._once, method, path, **kwargs)
+        except _Retryable as exc:
+            raise exc.error from None
+
+    def _refused(self, resp: httpx.Response, what: str) -> ProcessorError:
+        if resp.status_code == 401:
+            return ProcessorError(
+                f"the PR processor refused our signature while trying to {what}: AIPM_SHARED_SECRET must be the "
+                "same on the API and the PR processor")
+        if resp.status_code in (404, 409, 429):
+            return ProcessorError(f"PR processor: {_detail(resp)}", resp.status_code)
+        return ProcessorError(f"the PR processor refused to {what} ({resp.status_code}: {_detail(resp)})")
+
+    def submit(self, job: dict) -> dict:
+        """``POST /api/process-pr``: 202 (new) or 200 (the same job_id again) answer the job's state."""
+        resp = self._call("POST", "/api/process-pr", json=job)
+        if resp.status_code not in (200, 202):
+            raise self._refused(resp, f"start job {job['job_id']}")
+        return resp.json()
+
+    def get_job(self, job_id: str) -> dict:
+        resp = self._call("GET", f"/api/jobs/{job_id}")
+        if resp.status_code != 200:
+            raise self._refused(resp, f"read job {job_id}")
+        return resp.json()
+
+    def list_jobs(self, params: dict) -> dict:
+        resp = self._call("GET", "/api/jobs", params={k: v for k, v in params.items() if v is not None})
+        if resp.status_code != 200:
+            raise self._refused(resp, "list jobs")
+        return resp.json()
+
+    def cancel(self, job_id: str) -> dict:
+        resp = self._call("POST", f"/api/jobs/{job_id}/cancel")
+        if resp.status_code not in (200, 202):
+            raise self._refused(resp, f"cancel job {job_id}")
+        return resp.json()

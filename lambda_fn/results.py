@@ -1,0 +1,120 @@
+"""The comment a finished job leaves on its pull request, and the label that says how it ended.
+
+Owns the comment's format, its hidden marker (how a repeated callback finds the comment to edit) and the
+neutralising of the agent's text: it goes in a code fence longer than any backtick run in it, with mentions,
+HTML comments and secrets made harmless, so nothing the agent printed can ping people, inject markup or forge
+the marker.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ec2_services.common.logging import redact
+
+IN_PROGRESS = "aipm:in-progress"
+STATUS_LABELS = {
+    "succeeded": "aipm:succeeded",
+    "failed": "aipm:failed",
+    "no_changes": "aipm:no-changes",
+    "cancelled": "aipm:cancelled",
+}
+ALL_LABELS = (IN_PROGRESS, *STATUS_LABELS.values())
+_HEADLINES = {
+    "succeeded": "✅ The agent finished this task",
+    "failed": "❌ The agent could not finish this task",
+    "no_changes": "➖ The agent finished without changing anything",
+    "cancelled": "⏹️ The job was cancelled",
+}
+TAIL_CHARS = 4000
+_ZWSP = "\u200b"
+
+
+def job_marker(job_id: str) -> str:
+    """The first line of the job's result comment: invisible on GitHub, stable across callbacks."""
+    return f"<!-- aipm-job:{job_id} -->"
+
+
+def dispatch_marker(job_id: str) -> str:
+    """The first line of the "job was not started" comment."""
+    return f"<!-- aipm-dispatch:{job_id} -->"
+
+
+def find_marked(comments, marker: str):
+    """The oldest comment whose first line is exactly ``marker`` (we write it first; later copies are not ours)."""
+    for comment in comments:
+        if comment.body.split("\n", 1)[0].strip() == marker:
+            return comment
+    return None
+
+
+def neutralise(text: str) -> str:
+    """Redacted, with mentions, HTML comments and tags made inert even outside a code block."""
+    text = redact(text)
+    text = re.sub(r"@(?=[A-Za-z0-9_-])", "@" + _ZWSP, text)
+    text = text.replace("<", "<" + _ZWSP)
+    return text
+
+
+def fenced(text: str, lang: str = "text") -> str:
+    """``text`` in a backtick fence longer than any backtick run inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
+
+
+def render_result(
+    *,
+    job_id: str,
+    status: str,
+    commit: str | None,
+    commit_url: str | None,
+    duration_s: float | None,
+    credits: float | None,
+    attempts: int | None,
+    error: str | None,
+    output_tail: str | None,
+) -> str:
+    """The result comment; ``commit`` must already be a validated hex sha."""
+    rows = [
+        ("Job", f"`{job_id}`"),
+        ("Status", f"`{status}`"),
+        ("Commit", f"[`{commit[:12]}`]({commit_url})" if commit and commit_url else (f"`{commit[:12]}`" if commit else "—")),
+        ("Duration", _duration(duration_s)),
+        ("Credits", f"{credits:g}" if credits is not None else "—"),
+        ("Attempts", str(attempts) if attempts is not None else "—"),
+    ]
+    parts = [
+        job_marker(job_id),
+        f"### {_HEADLINES.get(status, status)}",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {name} | {value} |" for name, value in rows),
+    ]
+    if error:
+        parts += ["", "**Error**", "", fenced(neutralise(error[-TAIL_CHARS:]))]
+    if output_tail:
+        tail = output_tail[-TAIL_CHARS:]
+        parts += ["", f"**The agent's answer** (last {len(tail)} characters)", "", fenced(neutralise(tail))]
+    return "\n".join(parts) + "\n"
+
+
+def render_not_started(*, job_id: str, reason: str) -> str:
+    """The comment left when the PR processor could not be given the job."""
+    return (
+        f"{dispatch_marker(job_id)}\n"
+        "### ⚠️ The job was not started\n\n"
+        f"Job `{job_id}` could not be handed to the PR processor, so no agent is working on this pull request.\n\n"
+        f"{fenced(neutralise(reason))}\n\n"
+        "Click **Generate Code & PR** again for this story to retry: the same pull request and job are used.\n"
+    )

@@ -1,0 +1,150 @@
+"""User-facing endpoints: ``POST /api/generate-code`` and the jobs (``GET /api/jobs…``, ``POST …/cancel``).
+
+Validates at the edge (repo form, allow-list, branch names, sizes) and calls the service objects; every route
+needs a signed-in caller (``auth.current_caller``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lambda_fn import naming
+from lambda_fn.auth import Caller, current_caller
+from lambda_fn.generate import Generator, Story
+from lambda_fn.jobs import story_jobs
+from lambda_fn.processor import ProcessorError
+from lambda_fn.runtime import Runtime
+
+router = APIRouter(prefix="/api", tags=["generate"])
+
+_DOMAIN_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    repo: str = Field(max_length=140, description="owner/name")
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=65_536)
+    acceptance_criteria: list[Annotated[str, Field(max_length=4000)]] = Field(default_factory=list, max_length=100)
+    base_branch: str | None = Field(None, max_length=200)
+    story_id: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("title")
+    @classmethod
+    def _title_not_blank(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("title is blank")
+        return value
+
+
+class GenerateResponse(BaseModel):
+    job_id: str
+    pr_number: int
+    pr_url: str
+    branch: str
+    status: str
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def check_repo(repo: str, rt: Runtime) -> str:
+    """400 for a name not of the form owner/name, 403 for one outside ``AIPM_ALLOWED_REPOS``."""
+    if not naming.valid_repo(repo):
+        raise HTTPException(400, f"repo must be of the form owner/name (got {repo[:140]!r})")
+    if not naming.repo_allowed(repo, rt.allowed_repos):
+        raise HTTPException(403, f"repository {repo} is not in AIPM_ALLOWED_REPOS")
+    return repo
+
+
+def check_job_id(job_id: str) -> str:
+    if not naming.JOB_ID_RE.match(job_id):
+        raise HTTPException(400, "job id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+    return job_id
+
+
+def callback_url(request: Request, rt: Runtime) -> str | None:
+    """PUBLIC_API_URL, else the Function URL's own domain from the Lambda event — never a Host header."""
+    base = rt.settings.public_api_url
+    if not base:
+        event = request.scope.get("aws.event") or {}
+        domain = (event.get("requestContext") or {}).get("domainName")
+        base = f"https://{domain}" if isinstance(domain, str) and _DOMAIN_RE.match(domain) else None
+    return f"{base.rstrip('/')}/api/callbacks/job" if base else None
+
+
+def ui_url(rt: Runtime) -> str | None:
+    origins = rt.settings.allowed_origin_list
+    if origins:
+        return origins[0] + "/"
+    if rt.settings.aipm_ui_dir and rt.settings.public_api_url:
+        return rt.settings.public_api_url.rstrip("/") + "/"
+    return None
+
+
+@router.post("/generate-code", status_code=202, response_model=GenerateResponse,
+             responses={200: {"model": GenerateResponse, "description": "the story's open pull request, again"}})
+def generate_code(
+    body: GenerateRequest,
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    rt: Annotated[Runtime, Depends(runtime)],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+):
+    check_repo(body.repo, rt)
+    if body.base_branch is not None and not naming.valid_branch(body.base_branch):
+        raise HTTPException(400, f"base_branch {body.base_branch[:200]!r} is not a valid branch name")
+    story = Story(repo=body.repo, title=body.title, description=body.description,
+                  acceptance_criteria=body.acceptance_criteria, base_branch=body.base_branch, story_id=body.story_id)
+    outcome = Generator(rt.forge, rt.processor, ui_url=ui_url(rt)).run(
+        story, requested_by=caller.identity, idempotency_key=idempotency_key, callback_url=callback_url(request, rt))
+    return JSONResponse(outcome.body(), status_code=202 if outcome.created else 200)
+
+
+@router.get("/jobs")
+def list_jobs(
+    caller: Annotated[Caller, Depends(current_caller)],
+    rt: Annotated[Runtime, Depends(runtime)],
+    repo: Annotated[str | None, Query(max_length=140)] = None,
+    story_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    status: Annotated[str | None, Query(max_length=20, pattern=r"^[a-z_]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+):
+    if repo is not None:
+        check_repo(repo, rt)
+    if story_id is not None:
+        if repo is None:
+            raise HTTPException(400, "story_id needs repo: GET /api/jobs?repo=owner/name&story_id=…")
+        return {"jobs": story_jobs(rt.forge, rt.processor, repo, story_id)}
+    jobs = rt.processor.list_jobs({"limit": limit if repo is None else 200, "status": status}).get("jobs", [])
+    jobs = [j for j in jobs if naming.repo_allowed(str(j.get("repo", "")), rt.allowed_repos)]
+    if repo is not None:
+        jobs = [j for j in jobs if str(j.get("repo", "")).lower() == repo.lower()][:limit]
+    return {"jobs": jobs}
+
+
+def _visible_job(rt: Runtime, job_id: str) -> dict:
+    job = rt.processor.get_job(check_job_id(job_id))
+    if not naming.repo_allowed(str(job.get("repo", "")), rt.allowed_repos):
+        raise ProcessorError(f"job {job_id} not found", 404)
+    return job
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, caller: Annotated[Caller, Depends(current_caller)], rt: Annotated[Runtime, Depends(runtime)]):
+    return _visible_job(rt, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, caller: Annotated[Caller, Depends(current_caller)],
+               rt: Annotated[Runtime, Depends(runtime)]):
+    _visible_job(rt, job_id)
+    return rt.processor.cancel(job_id)

@@ -1,0 +1,44 @@
+"""``POST /api/callbacks/job``: the PR processor's signed report that a job ended (signed for ``lambda-api``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from ec2_services.common.signing import LAMBDA_API, SignatureVerifier
+from lambda_fn import naming
+from lambda_fn.callbacks import Recorder
+
+
+class JobResult(BaseModel):
+    job_id: str = Field(pattern=naming.JOB_ID_RE.pattern)
+    status: Literal["succeeded", "failed", "no_changes", "cancelled"]
+    repo: str = Field(max_length=140)
+    branch: str = Field(max_length=200)
+    commit: str | None = Field(None, max_length=64)
+    error: str | None = Field(None, max_length=200_000)
+    pr_number: int | None = Field(None, ge=1)
+    attempts: int | None = Field(None, ge=0)
+    duration_s: float | None = Field(None, ge=0)
+    credits: float | None = None
+    output_tail: str | None = Field(None, max_length=500_000)
+
+
+def callbacks_router(secret: str | None) -> APIRouter:
+    router = APIRouter(prefix="/api/callbacks", tags=["callbacks"])
+    verify = SignatureVerifier(secret, LAMBDA_API)
+
+    @router.post("/job", dependencies=[Depends(verify)])
+    def job_ended(result: JobResult, request: Request):
+        if not naming.valid_repo(result.repo):
+            raise HTTPException(400, "repo must be of the form owner/name")
+        if not naming.valid_branch(result.branch) or not result.branch.startswith(naming.BRANCH_PREFIX):
+            raise HTTPException(400, "branch must be a valid branch under aipm/")
+        runtime = request.app.state.runtime
+        if not naming.repo_allowed(result.repo, runtime.allowed_repos):
+            raise HTTPException(403, f"repository {result.repo} is not in AIPM_ALLOWED_REPOS")
+        return Recorder(runtime.forge).record(result.model_dump())
+
+    return router

@@ -1,0 +1,136 @@
+"""The local forge, seen through the API: pull request pages (``/forge/{owner}/{name}/pull/{n}``) and JSON.
+
+Only mounted when ``AIPM_FORGE=local``; a local pull request's ``pr_url`` points here, so the UI works without
+GitHub. Every value shown is HTML-escaped; comments are shown as their text, not rendered.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from lambda_fn.auth import Caller, current_caller
+from lambda_fn.forge.local import LocalForge
+from lambda_fn.naming import valid_repo
+
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
+
+_STYLE = """
+body{font:15px/1.5 system-ui,sans-serif;max-width:1000px;margin:2rem auto;padding:0 1rem;color:#1f2328}
+h1{font-size:1.5rem}.meta{color:#59636e}.label{display:inline-block;border:1px solid #d1d9e0;border-radius:1em;
+padding:0 .6em;margin-right:.3em;font-size:.85em}.state-open{color:#1a7f37}.state-closed{color:#cf222e}
+pre{background:#f6f8fa;padding:1em;overflow:auto;border-radius:6px;white-space:pre-wrap}
+.comment{border:1px solid #d1d9e0;border-radius:6px;margin:1em 0}.comment pre{margin:0}
+.add{color:#1a7f37}.del{color:#cf222e}.hunk{color:#8250df}table{border-collapse:collapse}td{padding:.2em .8em .2em 0}
+"""
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>",
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+    )
+
+
+def _diff_html(diff: str) -> str:
+    lines = []
+    for line in diff.splitlines():
+        cls = "add" if line.startswith("+") else "del" if line.startswith("-") else "hunk" if line.startswith("@@") else ""
+        text = html.escape(line)
+        lines.append(f"<span class={cls}>{text}</span>" if cls else text)
+    return "<pre>" + "\n".join(lines) + "</pre>"
+
+
+def forge_router(forge: LocalForge) -> APIRouter:
+    router = APIRouter(tags=["local forge"])
+
+    def repo_name(owner: str, name: str) -> str:
+        repo = f"{owner}/{name}"
+        if not valid_repo(repo):
+            raise HTTPException(400, "repository must be owner/name")
+        return forge.get_repo(repo).full_name
+
+    def pull_view(repo: str, number: int) -> dict:
+        pr = forge.get_pull(repo, number)
+        return {
+            "number": pr.number, "title": pr.title, "state": pr.state, "merged": pr.merged, "head": pr.head,
+            "base": pr.base, "html_url": pr.html_url, "labels": list(pr.labels), "body": forge.pull_body(repo, number),
+            "commits": forge.commits(repo, pr.base, pr.head),
+            "comments": [{"id": c.id, "body": c.body} for c in forge.list_comments(repo, number)],
+            "diff": forge.diff(repo, pr.base, pr.head),
+        }
+
+    @router.get("/api/forge/repos")
+    def list_repos(caller: Annotated[Caller, Depends(current_caller)]):
+        repos = []
+        if forge.root.is_dir():
+            for owner in sorted(p for p in forge.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                repos += [f"{owner.name}/{r.name[:-4]}" for r in sorted(owner.glob("*.git")) if (r / "HEAD").exists()]
+        return {"repos": repos}
+
+    @router.get("/api/forge/{owner}/{name}/pulls")
+    def list_pulls(owner: str, name: str, caller: Annotated[Caller, Depends(current_caller)], state: str = "all"):
+        if state not in ("all", "open", "closed"):
+            raise HTTPException(400, "state must be all, open or closed")
+        return {"pulls": forge.list_pulls(repo_name(owner, name), state)}
+
+    @router.get("/api/forge/{owner}/{name}/pulls/{number}")
+    def show_pull(owner: str, name: str, number: int, caller: Annotated[Caller, Depends(current_caller)]):
+        return pull_view(repo_name(owner, name), number)
+
+    @router.get("/forge/{owner}/{name}/pull/{number}", response_class=HTMLResponse)
+    def pull_page(owner: str, name: str, number: int, request: Request,
+                  caller: Annotated[Caller, Depends(current_caller)]):
+        repo = repo_name(owner, name)
+        pr = pull_view(repo, number)
+        e = html.escape
+        state = "merged" if pr["merged"] else pr["state"]
+        labels = "".join(f"<span class=label>{e(label)}</span>" for label in pr["labels"]) or "<span class=meta>none</span>"
+        commits = "".join(
+            f"<tr><td><a href='/forge/{e(repo)}/commit/{e(c['sha'])}'><code>{e(c['sha'][:10])}</code></a></td>"
+            f"<td>{e(c.get('subject', ''))}</td><td class=meta>{e(c.get('author', ''))}</td></tr>"
+            for c in pr["commits"]) or "<tr><td class=meta>no commits yet</td></tr>"
+        comments = "".join(f"<div class=comment><pre>{e(c['body'])}</pre></div>" for c in pr["comments"]) \
+            or "<p class=meta>No comments yet: the result appears here when the job ends.</p>"
+        body = (
+            f"<p class=meta><a href='/forge/{e(repo)}'>{e(repo)}</a> · local forge</p>"
+            f"<h1>{e(pr['title'])} <span class=meta>#{pr['number']}</span></h1>"
+            f"<p><b class=state-{e(pr['state'])}>{e(state)}</b> · <code>{e(pr['head'])}</code> → "
+            f"<code>{e(pr['base'])}</code></p><p>Labels: {labels}</p>"
+            f"<h2>Description</h2><pre>{e(pr['body'])}</pre>"
+            f"<h2>Commits</h2><table>{commits}</table>"
+            f"<h2>Comments</h2>{comments}"
+            f"<h2>Changes against {e(pr['base'])}</h2>{_diff_html(pr['diff']) if pr['diff'] else '<p class=meta>none</p>'}"
+        )
+        return _page(f"{pr['title']} · {repo}#{number}", body)
+
+    @router.get("/forge/{owner}/{name}/commit/{sha}", response_class=HTMLResponse)
+    def commit_page(owner: str, name: str, sha: str, caller: Annotated[Caller, Depends(current_caller)]):
+        repo = repo_name(owner, name)
+        if not _SHA_RE.match(sha):
+            raise HTTPException(400, "not a commit sha")
+        try:
+            shown = forge.show_commit(repo, sha)
+        except Exception as exc:
+            raise HTTPException(404, f"commit {sha} not found in {repo}") from exc
+        return _page(f"{sha[:10]} · {repo}", f"<p class=meta><a href='/forge/{html.escape(repo)}'>{html.escape(repo)}</a></p>"
+                     f"<h1>Commit <code>{html.escape(sha[:12])}</code></h1>{_diff_html(shown)}")
+
+    @router.get("/forge/{owner}/{name}", response_class=HTMLResponse)
+    def repo_page(owner: str, name: str, caller: Annotated[Caller, Depends(current_caller)]):
+        repo = repo_name(owner, name)
+        e = html.escape
+        rows = "".join(
+            f"<tr><td><a href='/forge/{e(repo)}/pull/{p['number']}'>#{p['number']}</a></td><td>{e(p['title'])}</td>"
+            f"<td class=state-{e(p['state'])}>{'merged' if p['merged'] else e(p['state'])}</td>"
+            f"<td><code>{e(p['head'])}</code></td></tr>" for p in forge.list_pulls(repo)
+        ) or "<tr><td class=meta>no pull requests yet</td></tr>"
+        return _page(repo, f"<h1>{e(repo)}</h1><p class=meta>local forge</p><h2>Pull requests</h2><table>{rows}</table>")
+
+    return router

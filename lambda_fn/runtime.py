@@ -1,0 +1,85 @@
+"""Everything a container builds once at cold start: settings, secrets, the forge, the PR processor client, auth.
+
+Owns start-up decisions: where each secret comes from (variable, else Secrets Manager), refusing to start without
+the shared secret unless ``AIPM_INSECURE_DEV=1``, and which forge serves. Nothing here handles a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ec2_services.common.logging import register_secret
+from ec2_services.common.settings import LambdaSettings, SettingsError, require_secret
+from lambda_fn.auth import Authenticator, make_authenticator
+from lambda_fn.forge.base import Forge
+from lambda_fn.processor import ProcessorClient
+from lambda_fn.secrets import read_secret
+
+log = logging.getLogger("lambda_fn")
+
+
+@dataclass
+class Runtime:
+    settings: LambdaSettings
+    shared_secret: str | None
+    forge: Forge
+    processor: ProcessorClient
+    authenticator: Authenticator
+
+    @property
+    def allowed_repos(self) -> list[str]:
+        return self.settings.allowed_repo_list
+
+
+def _shared_secret(settings: LambdaSettings) -> str | None:
+    if not settings.shared_secret and settings.aipm_shared_secret_arn:
+        return read_secret(settings.aipm_shared_secret_arn, "AIPM_SHARED_SECRET_ARN")
+    return require_secret(settings, "lambda-api", log)
+
+
+def _github_forge(settings: LambdaSettings) -> Forge:
+    from lambda_fn.forge.github import AppInstallationToken, GitHubForge, StaticToken
+
+    token = settings.token
+    if not token and settings.github_token_secret_arn:
+        token = read_secret(settings.github_token_secret_arn, "GITHUB_TOKEN_SECRET_ARN")
+    if token:
+        provider = StaticToken(token)
+    elif settings.github_app_id:
+        if not (settings.github_app_private_key_secret_arn and settings.github_app_installation_id):
+            raise SettingsError(
+                "GITHUB_APP_ID is set: GITHUB_APP_PRIVATE_KEY_SECRET_ARN and GITHUB_APP_INSTALLATION_ID are needed too")
+        key = read_secret(settings.github_app_private_key_secret_arn, "GITHUB_APP_PRIVATE_KEY_SECRET_ARN")
+        provider = AppInstallationToken(settings.github_app_id, key, settings.github_app_installation_id)
+    else:
+        log.warning("no GitHub credentials (GITHUB_TOKEN, GITHUB_TOKEN_SECRET_ARN or a GitHub App): calls go unauthenticated")
+        provider = StaticToken(None)
+    return GitHubForge(
+        settings.github_api_url, provider,
+        max_wait=settings.github_rate_limit_max_wait, margin=settings.aipm_deadline_margin,
+    )
+
+
+def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Runtime:
+    """Read the secrets and build the parts; a missing secret or bad setting raises ``SettingsError``."""
+    secret = _shared_secret(settings)
+    register_secret(secret)
+    register_secret(settings.token)
+    if settings.aipm_ui_token:
+        register_secret(settings.aipm_ui_token.get_secret_value())
+    if forge is None:
+        if settings.aipm_forge == "local":
+            from lambda_fn.forge.local import LocalForge
+
+            forge = LocalForge(settings.aipm_local_forge_dir, public_url=settings.public_api_url)
+        else:
+            forge = _github_forge(settings)
+    ui_token = settings.aipm_ui_token.get_secret_value() if settings.aipm_ui_token else None
+    return Runtime(
+        settings=settings,
+        shared_secret=secret,
+        forge=forge,
+        processor=ProcessorClient(settings.pr_processor_url, secret),
+        authenticator=make_authenticator(settings.aipm_auth, ui_token),
+    )

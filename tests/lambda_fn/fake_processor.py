@@ -1,0 +1,80 @@
+"""A PR processor stand-in for the API's tests: checks the signature (for ``pr-processor``) and records jobs.
+
+Speaks the SPEC's PR Processor API where the Lambda depends on it: 202 for a new job, 200 with the current state
+for the same ``job_id`` again, 409 for another job on a live branch; ``GET /api/jobs[/{id}]``, cancel (409 once
+ended). ``fail_with`` makes every call answer that status, to test the API's retries and errors.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ec2_services.common.signing import PR_PROCESSOR, SignatureVerifier
+
+ENDED = {"succeeded", "failed", "no_changes", "cancelled"}
+
+
+class FakeProcessor:
+    def __init__(self, secret: str | None):
+        self.jobs: dict[str, dict] = {}
+        self.submissions: list[dict] = []
+        self.fail_with: int | None = None
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.app = self._build(secret)
+
+    def _build(self, secret: str | None) -> FastAPI:
+        app = FastAPI()
+        fake = self
+        signed = [Depends(SignatureVerifier(secret, PR_PROCESSOR))]
+
+        @app.middleware("http")
+        async def failing(request: Request, call_next):
+            fake.calls += 1
+            if fake.fail_with is not None and request.url.path != "/health":
+                return JSONResponse({"detail": "injected failure"}, status_code=fake.fail_with)
+            return await call_next(request)
+
+        @app.get("/health")
+        def health():
+            return {"status": "ok"}
+
+        @app.post("/api/process-pr", dependencies=signed)
+        async def process_pr(request: Request):
+            body = await request.json()
+            with fake.lock:
+                fake.submissions.append(body)
+                if body["job_id"] in fake.jobs:
+                    return JSONResponse(fake.jobs[body["job_id"]], status_code=200)
+                for job in fake.jobs.values():
+                    if job["branch"] == body["branch"] and job["status"] not in ENDED:
+                        return JSONResponse({"detail": f"branch has live job {job['job_id']}"}, status_code=409)
+                job = {**body, "status": "queued", "attempts": 0, "commit": None, "error": None}
+                fake.jobs[body["job_id"]] = job
+            return JSONResponse({"job_id": body["job_id"], "status": "queued"}, status_code=202)
+
+        @app.get("/api/jobs", dependencies=signed)
+        def list_jobs(limit: int = 50, status: str | None = None):
+            jobs = [j for j in reversed(list(fake.jobs.values())) if status is None or j["status"] == status]
+            return {"jobs": jobs[:limit]}
+
+        @app.get("/api/jobs/{job_id}", dependencies=signed)
+        def get_job(job_id: str):
+            if job_id not in fake.jobs:
+                return JSONResponse({"detail": f"job {job_id} not found"}, status_code=404)
+            return fake.jobs[job_id]
+
+        @app.post("/api/jobs/{job_id}/cancel", dependencies=signed)
+        def cancel(job_id: str):
+            job = fake.jobs.get(job_id)
+            if job is None:
+                return JSONResponse({"detail": f"job {job_id} not found"}, status_code=404)
+            if job["status"] in ENDED:
+                return JSONResponse({"detail": f"job {job_id} has already ended ({job['status']})"}, status_code=409)
+            job["status"] = "cancelled"
+            return {"job_id": job_id, "status": "cancelled"}
+
+        return app

@@ -1,0 +1,347 @@
+"""A GitHub double: the REST v3 endpoints the Lambda API uses, over real bare git repositories, on loopback.
+
+Answers like GitHub does where the API depends on it: 401 "Bad credentials" without the right token, 404 for an
+unknown repository, 422 "Reference already exists" / "A pull request already exists for …", 422 when ``sha`` is
+missing for an existing file, 409 when a branch moved, ``full_name`` keeping the owner's spelling. Faults (any
+status, body and headers — e.g. a rate limit) are injected per method and path. Commits are made in a temporary
+clone and pushed, so refs move exactly as git moves them.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+GIT_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_AUTHOR_NAME": "Octo Cat", "GIT_AUTHOR_EMAIL": "octo@example.com",
+    "GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com",
+}
+
+
+def run_git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, timeout=60, check=False)
+
+
+@dataclass
+class Fault:
+    method: str
+    path: re.Pattern
+    status: int
+    body: dict
+    headers: dict
+    times: int
+
+
+@dataclass
+class RepoState:
+    full_name: str
+    path: Path
+    default_branch: str
+    next_number: itertools.count = field(default_factory=lambda: itertools.count(1))
+    pulls: dict[int, dict] = field(default_factory=dict)
+
+
+class GitHubDouble:
+    def __init__(self, root: Path, *, token: str = "ghp_testtoken0123456789abcdefghijklmnop"):
+        self.root = root
+        self.tokens = {token}
+        self.token = token
+        self.repos: dict[str, RepoState] = {}
+        self.comments: dict[int, dict] = {}
+        self._comment_ids = itertools.count(1000)
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.RLock()
+        self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
+        self.app_id: str | None = None
+        self.installation_tokens_made = 0
+        self.app = self._build()
+
+    # --- set-up and inspection (for tests) ---------------------------------------------------------------
+
+    def add_repo(self, full_name: str, *, default_branch: str = "main", files: dict[str, str] | None = None) -> RepoState:
+        path = self.root / f"{full_name}.git"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert run_git("init", "-q", "--bare", f"--initial-branch={default_branch}", str(path)).returncode == 0
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            run_git("init", "-q", f"--initial-branch={default_branch}", cwd=work)
+            for rel, text in (files or {"README.md": f"# {full_name}\n"}).items():
+                (work / rel).parent.mkdir(parents=True, exist_ok=True)
+                (work / rel).write_text(text)
+            run_git("add", "-A", cwd=work)
+            run_git("commit", "-q", "-m", "Initial commit", cwd=work)
+            assert run_git("push", "-q", str(path), f"{default_branch}:{default_branch}", cwd=work).returncode == 0
+        state = RepoState(full_name=full_name, path=path, default_branch=default_branch)
+        self.repos[full_name.lower()] = state
+        return state
+
+    def inject(self, method: str, path_regex: str, status: int, body: dict | None = None,
+               headers: dict | None = None, times: int = 1) -> None:
+        self.faults.append(Fault(method.upper(), re.compile(path_regex), status,
+                                 body or {"message": "injected"}, headers or {}, times))
+
+    def pulls(self, full_name: str) -> list[dict]:
+        return sorted(self.repos[full_name.lower()].pulls.values(), key=lambda p: p["number"])
+
+    def comments_on(self, full_name: str, number: int) -> list[dict]:
+        return [c for c in sorted(self.comments.values(), key=lambda c: c["id"])
+                if c["repo"] == full_name.lower() and c["number"] == number]
+
+    def branch_file(self, full_name: str, branch: str, path: str) -> str | None:
+        out = run_git("--git-dir", str(self.repos[full_name.lower()].path), "show", f"refs/heads/{branch}:{path}")
+        return out.stdout if out.returncode == 0 else None
+
+    def branches(self, full_name: str) -> list[str]:
+        out = run_git("--git-dir", str(self.repos[full_name.lower()].path), "for-each-ref", "--format=%(refname:short)",
+                      "refs/heads/")
+        return out.stdout.split()
+
+    def commit_count(self, full_name: str, branch: str) -> int:
+        out = run_git("--git-dir", str(self.repos[full_name.lower()].path), "rev-list", "--count", f"refs/heads/{branch}")
+        return int(out.stdout.strip())
+
+    def close_pull(self, full_name: str, number: int, *, merged: bool = False) -> None:
+        pr = self.repos[full_name.lower()].pulls[number]
+        pr["state"] = "closed"
+        pr["merged_at"] = datetime.now(UTC).isoformat() if merged else None
+
+    # --- the HTTP app --------------------------------------------------------------------------------------
+
+    def _build(self) -> FastAPI:  # noqa: C901 - one route per GitHub endpoint, kept together for reading
+        app = FastAPI()
+        double = self
+
+        def err(status: int, message: str, errors: list | None = None) -> JSONResponse:
+            body = {"message": message, "documentation_url": "https://docs.github.com/rest"}
+            if errors:
+                body["errors"] = errors
+            return JSONResponse(body, status_code=status)
+
+        @app.middleware("http")
+        async def auth_and_faults(request: Request, call_next):
+            path = request.url.path
+            double.requests.append((request.method, path))
+            with double.lock:
+                for fault in double.faults:
+                    if fault.times > 0 and fault.method == request.method and fault.path.search(path):
+                        fault.times -= 1
+                        return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
+            if not path.startswith("/app/"):
+                auth = request.headers.get("authorization", "")
+                if not auth.startswith("Bearer ") or auth[7:] not in double.tokens:
+                    return err(401, "Bad credentials")
+            return await call_next(request)
+
+        def repo_of(owner: str, name: str) -> RepoState | None:
+            return double.repos.get(f"{owner}/{name}".lower())
+
+        def git_dir(repo: RepoState, *args: str) -> subprocess.CompletedProcess:
+            return run_git("--git-dir", str(repo.path), *args)
+
+        def pull_json(repo: RepoState, pr: dict) -> dict:
+            return {
+                "number": pr["number"], "state": pr["state"], "title": pr["title"], "body": pr["body"],
+                "html_url": f"https://github.example/{repo.full_name}/pull/{pr['number']}",
+                "head": {"ref": pr["head"], "label": f"{repo.full_name.split('/')[0]}:{pr['head']}"},
+                "base": {"ref": pr["base"]}, "merged_at": pr.get("merged_at"), "merged": bool(pr.get("merged_at")),
+                "labels": [{"name": n} for n in sorted(pr["labels"])],
+            }
+
+        @app.post("/app/installations/{installation_id}/access_tokens")
+        def installation_token(installation_id: str, request: Request):
+            import jwt
+
+            auth = request.headers.get("authorization", "")
+            try:
+                claims = jwt.decode(auth.removeprefix("Bearer "), double.app_key_public, algorithms=["RS256"])
+            except Exception:
+                return err(401, "A JSON web token could not be decoded")
+            if str(claims.get("iss")) != double.app_id:
+                return err(401, "Integration not found")
+            with double.lock:
+                double.installation_tokens_made += 1
+                token = f"ghs_installation{double.installation_tokens_made:04d}abcdefghijklmnopqrstuv"
+                double.tokens.add(token)
+            expires = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat().replace("+00:00", "Z")
+            return JSONResponse({"token": token, "expires_at": expires}, status_code=201)
+
+        @app.get("/repos/{owner}/{name}")
+        def get_repo(owner: str, name: str):
+            repo = repo_of(owner, name)
+            if repo is None:
+                return err(404, "Not Found")
+            return {"full_name": repo.full_name, "default_branch": repo.default_branch,
+                    "html_url": f"https://github.example/{repo.full_name}"}
+
+        @app.get("/repos/{owner}/{name}/git/ref/heads/{branch:path}")
+        def get_ref(owner: str, name: str, branch: str):
+            repo = repo_of(owner, name)
+            out = git_dir(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}") if repo else None
+            if out is None or out.returncode != 0:
+                return err(404, "Not Found")
+            return {"ref": f"refs/heads/{branch}", "object": {"sha": out.stdout.strip(), "type": "commit"}}
+
+        @app.post("/repos/{owner}/{name}/git/refs")
+        def create_ref(owner: str, name: str, data: dict = Body(...)):
+            repo = repo_of(owner, name)
+            if repo is None:
+                return err(404, "Not Found")
+            out = git_dir(repo, "update-ref", data["ref"], data["sha"], "")
+            if out.returncode != 0:
+                if git_dir(repo, "rev-parse", "--verify", "-q", data["ref"]).returncode == 0:
+                    return err(422, "Reference already exists")
+                return err(422, "Object does not exist")
+            return JSONResponse({"ref": data["ref"], "object": {"sha": data["sha"]}}, status_code=201)
+
+        @app.get("/repos/{owner}/{name}/contents/{path:path}")
+        def get_contents(owner: str, name: str, path: str, ref: str | None = None):
+            repo = repo_of(owner, name)
+            if repo is None:
+                return err(404, "Not Found")
+            spec = f"refs/heads/{ref or repo.default_branch}:{path}"
+            blob = git_dir(repo, "rev-parse", "--verify", "-q", spec)
+            if blob.returncode != 0:
+                return err(404, "Not Found")
+            content = subprocess.run(["git", "--git-dir", str(repo.path), "cat-file", "blob", blob.stdout.strip()],
+                                     capture_output=True, env=GIT_ENV, check=True).stdout
+            return {"type": "file", "path": path, "sha": blob.stdout.strip(),
+                    "content": base64.encodebytes(content).decode(), "encoding": "base64"}
+
+        @app.put("/repos/{owner}/{name}/contents/{path:path}")
+        def put_contents(owner: str, name: str, path: str, data: dict = Body(...)):
+            repo = repo_of(owner, name)
+            if repo is None:
+                return err(404, "Not Found")
+            branch = data.get("branch") or repo.default_branch
+            existing = git_dir(repo, "rev-parse", "--verify", "-q", f"refs/heads/{branch}:{path}")
+            if existing.returncode == 0 and not data.get("sha"):
+                return err(422, 'Invalid request.\n\n"sha" wasn\'t supplied.')
+            if existing.returncode == 0 and data["sha"] != existing.stdout.strip():
+                return err(409, f"{path} does not match {data['sha']}")
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp) / "w"
+                if run_git("clone", "-q", "--branch", branch, str(repo.path), str(work)).returncode != 0:
+                    return err(404, "Branch not found")
+                (work / path).parent.mkdir(parents=True, exist_ok=True)
+                (work / path).write_bytes(base64.b64decode(data["content"]))
+                run_git("add", path, cwd=work)
+                run_git("commit", "-q", "-m", data["message"], cwd=work)
+                sha = run_git("rev-parse", "HEAD", cwd=work).stdout.strip()
+                if run_git("push", "-q", "origin", f"HEAD:refs/heads/{branch}", cwd=work).returncode != 0:
+                    return err(409, f"is at {branch} but expected something else")
+                shutil.rmtree(work, ignore_errors=True)
+            return JSONResponse({"commit": {"sha": sha}, "content": {"path": path}},
+                                status_code=200 if existing.returncode == 0 else 201)
+
+        @app.get("/repos/{owner}/{name}/pulls")
+        def list_pulls(owner: str, name: str, head: str | None = None, state: str = "open"):
+            repo = repo_of(owner, name)
+            if repo is None:
+                return err(404, "Not Found")
+            out = []
+            for pr in sorted(repo.pulls.values(), key=lambda p: -p["number"]):
+                if head and f"{owner}:{pr['head']}".lower() != head.lower():
+                    continue
+                if state != "all" and pr["state"] != state:
+                    continue
+                out.append(pull_json(repo, pr))
+            return out
+
+        @app.post("/repos/{owner}/{name}/pulls")
+        def create_pull(owner: str, name: str, data: dict = Body(...)):
+            repo = repo_of(owner, name)
+            if repo is None:
+                return err(404, "Not Found")
+            with double.lock:
+                for pr in repo.pulls.values():
+                    if pr["head"] == data["head"] and pr["state"] == "open":
+                        return err(422, "Validation Failed", [{
+                            "resource": "PullRequest", "code": "custom",
+                            "message": f"A pull request already exists for {owner}:{data['head']}."}])
+                for ref in (data["head"], data["base"]):
+                    if git_dir(repo, "rev-parse", "--verify", "-q", f"refs/heads/{ref}").returncode != 0:
+                        return err(422, "Validation Failed", [{"field": "head", "code": "invalid"}])
+                number = next(repo.next_number)
+                repo.pulls[number] = {"number": number, "state": "open", "title": data["title"],
+                                      "body": data.get("body") or "", "head": data["head"], "base": data["base"],
+                                      "labels": set()}
+                return JSONResponse(pull_json(repo, repo.pulls[number]), status_code=201)
+
+        @app.get("/repos/{owner}/{name}/pulls/{number}")
+        def get_pull(owner: str, name: str, number: int):
+            repo = repo_of(owner, name)
+            if repo is None or number not in repo.pulls:
+                return err(404, "Not Found")
+            return pull_json(repo, repo.pulls[number])
+
+        @app.get("/repos/{owner}/{name}/issues/{number}/comments")
+        def list_comments(owner: str, name: str, number: int, request: Request, per_page: int = 30, page: int = 1):
+            repo = repo_of(owner, name)
+            if repo is None or number not in repo.pulls:
+                return err(404, "Not Found")
+            items = [{"id": c["id"], "body": c["body"]} for c in double.comments_on(repo.full_name, number)]
+            chunk = items[(page - 1) * per_page: page * per_page]
+            headers = {}
+            if page * per_page < len(items):
+                nxt = f"{request.url.path}?per_page={per_page}&page={page + 1}"
+                headers["Link"] = f'<{str(request.base_url).rstrip("/")}{nxt}>; rel="next"'
+            return JSONResponse(chunk, headers=headers)
+
+        @app.post("/repos/{owner}/{name}/issues/{number}/comments")
+        def create_comment(owner: str, name: str, number: int, data: dict = Body(...)):
+            repo = repo_of(owner, name)
+            if repo is None or number not in repo.pulls:
+                return err(404, "Not Found")
+            body = data["body"]
+            if len(body) > 65536:
+                return err(422, "Validation Failed", [{"message": "Body is too long (maximum is 65536 characters)"}])
+            with double.lock:
+                cid = next(double._comment_ids)
+                double.comments[cid] = {"id": cid, "repo": repo.full_name.lower(), "number": number, "body": body}
+            return JSONResponse({"id": cid, "body": body}, status_code=201)
+
+        @app.patch("/repos/{owner}/{name}/issues/comments/{comment_id}")
+        def update_comment(owner: str, name: str, comment_id: int, data: dict = Body(...)):
+            repo = repo_of(owner, name)
+            comment = double.comments.get(comment_id)
+            if repo is None or comment is None or comment["repo"] != repo.full_name.lower():
+                return err(404, "Not Found")
+            comment["body"] = data["body"]
+            return {"id": comment_id, "body": comment["body"]}
+
+        @app.post("/repos/{owner}/{name}/issues/{number}/labels")
+        def add_labels(owner: str, name: str, number: int, data: dict = Body(...)):
+            repo = repo_of(owner, name)
+            if repo is None or number not in repo.pulls:
+                return err(404, "Not Found")
+            labels = repo.pulls[number]["labels"]
+            labels.update(data["labels"])
+            return [{"name": n} for n in sorted(labels)]
+
+        @app.delete("/repos/{owner}/{name}/issues/{number}/labels/{label}")
+        def remove_label(owner: str, name: str, number: int, label: str):
+            repo = repo_of(owner, name)
+            label = unquote(label)
+            if repo is None or number not in repo.pulls or label not in repo.pulls[number]["labels"]:
+                return err(404, "Label does not exist")
+            repo.pulls[number]["labels"].discard(label)
+            return Response(status_code=200, content=b"[]", media_type="application/json")
+
+        return app
