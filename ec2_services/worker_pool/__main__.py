@@ -1,0 +1,27 @@
+"""``python -m ec2_services.worker_pool``: read the settings, refuse to start without a secret, serve on 8081."""
+
+from __future__ import annotations
+
+import logging
+
+from ec2_services.common.http import serve
+from ec2_services.common.logging import setup_logging
+from ec2_services.common.settings import SettingsError, WorkerPoolSettings, load_settings, require_secret
+from ec2_services.worker_pool.app import create_app
+
+log = logging.getLogger("ec2_services.worker_pool")
+
+
+def main() -> None:
+    settings = load_settings(WorkerPoolSettings)
+    setup_logging("worker-pool", level=settings.aipm_log_level, secrets=[settings.shared_secret])
+    secret = require_secret(settings, "worker-pool", log)
+    try:
+        app = create_app(settings, secret=secret)
+    except ValueError as exc:
+        raise SettingsError(f"worker-pool: {exc}") from None
+    serve(app, settings.worker_pool_host, settings.worker_pool_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The agent's output in the service log: one ``[Worker N] …`` line per output line, floods condensed.
+
+Owns the rate limit that keeps a flooding agent from flooding the log: past ``lines_per_window`` lines in a window
+the rest are counted, not formatted, and one explicit ``… N lines omitted`` line says so. It never buffers
+output (memory stays bounded) and never waits (the agent is never blocked by the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger("ec2_services.worker_pool.agent")
+
+
+class AgentOutputLog:
+    def __init__(self, worker_id: int, *, lines_per_window: int = 200, window_s: float = 1.0, max_chars: int = 2000):
+        self.worker_id = worker_id
+        self._per_window = lines_per_window
+        self._window_s = window_s
+        self._max_chars = max_chars
+        self._window_start = time.monotonic()
+        self._budget = lines_per_window
+        self.omitted = 0
+
+    def lines(self, lines: list[str]) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self._window_s:
+            self.flush()
+            self._window_start = now
+            self._budget = self._per_window
+        if self._budget <= 0:
+            self.omitted += len(lines)
+            return
+        shown = lines[: self._budget]
+        self._budget -= len(shown)
+        self.omitted += len(lines) - len(shown)
+        for line in shown:
+            if len(line) > self._max_chars:
+                line = f"{line[: self._max_chars]}… ({len(line) - self._max_chars} more characters)"
+            log.info("[Worker %d] %s", self.worker_id, line)
+
+    def flush(self) -> None:
+        """Say how many lines were left out since the last flush, if any."""
+        if self.omitted:
+            log.info("[Worker %d] … %d lines omitted (output flood)", self.worker_id, self.omitted)
+            self.omitted = 0

@@ -1,0 +1,171 @@
+"""The Worker Pool's HTTP edge (SPEC.md, "Worker Pool API"): request and response models, validation, routes.
+
+Owns what a caller may send (and the 400s for what SPEC.md forbids: control characters, a first line that is a CLI
+command, a ``cwd`` outside ``KIRO_WORKSPACE_ROOT``) and the status code of each outcome. Routes only validate and
+call the pool; ``/health`` is the one unsigned route and shows no prompt, output or secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ec2_services.common.http import install_edge
+from ec2_services.common.settings import WorkerPoolSettings
+from ec2_services.common.signing import WORKER_POOL, SignatureVerifier
+from ec2_services.worker_pool.pool import DriverFactory, QueueFull, TaskEnded, WorkerPool, make_driver
+from ec2_services.worker_pool.profiles import resolve_profile
+
+log = logging.getLogger(__name__)
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class ExecuteRequest(BaseModel):
+    prompt: str = Field(min_length=1, max_length=65536, description="The task for the agent; `\\n` and `\\t` allowed.")
+    cwd: str | None = Field(None, description="An existing absolute directory inside KIRO_WORKSPACE_ROOT.")
+    timeout_s: float | None = Field(None, gt=0, description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.")
+    task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay never runs twice.")
+
+
+class TaskResult(BaseModel):
+    status: str
+    task_id: str
+    worker_id: int | None
+    output: str
+    approvals: int
+    denials: int
+    duration_s: float
+    credits: float | None
+    trouble_retries: int = 0
+    detail: str | None = None
+    stalled: bool | None = None
+
+
+class WorkerHealth(BaseModel):
+    id: int
+    state: str
+    pid: int | None
+    tasks_completed: int
+    restarts: int
+    current_task: str | None
+
+
+class Health(BaseModel):
+    status: str
+    pool_size: int
+    queue_depth: int
+    workers: list[WorkerHealth]
+
+
+def _bad_request(detail: str) -> HTTPException:
+    return HTTPException(status_code=400, detail=detail)
+
+
+def check_prompt(prompt: str) -> None:
+    bad = _FORBIDDEN_CONTROLS.search(prompt)
+    if bad:
+        raise _bad_request(
+            f"prompt holds the control character {bad.group()!r} at offset {bad.start()}; only \\n and \\t are allowed"
+        )
+    first = prompt.split("\n", 1)[0].lstrip()
+    if first.startswith(("/", "!")):
+        raise _bad_request(
+            "the prompt's first line starts with '/' or '!', which the agent CLI runs as its own command; "
+            "rephrase it (e.g. put a word in front)"
+        )
+
+
+def check_cwd(cwd: str, root: Path) -> Path:
+    """``cwd`` as an existing directory inside the workspace root, symlinks resolved; 400 otherwise."""
+    if _FORBIDDEN_CONTROLS.search(cwd) or not cwd.startswith("/"):
+        raise _bad_request("cwd must be an absolute path without control characters")
+    try:
+        resolved = Path(cwd).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise _bad_request(f"cwd {cwd!r} does not exist") from None
+    if not resolved.is_dir():
+        raise _bad_request(f"cwd {cwd!r} is not a directory")
+    real_root = root.resolve()
+    if resolved != real_root and not resolved.is_relative_to(real_root):
+        raise _bad_request(f"cwd {cwd!r} is outside KIRO_WORKSPACE_ROOT ({real_root}) once symlinks are resolved")
+    return resolved
+
+
+def create_app(
+    settings: WorkerPoolSettings, *, secret: str | None, driver_factory: DriverFactory | None = None
+) -> FastAPI:
+    """The app; the pool starts with the app's lifespan (on the server's loop) and stops with it."""
+    factory = driver_factory or make_driver(settings, resolve_profile(settings))
+    holder: dict[str, WorkerPool] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = WorkerPool(settings, factory)
+        holder["pool"] = pool
+        await pool.start()
+        log.info(
+            "worker pool: %d workers running %r in %s", settings.kiro_pool_size,
+            resolve_profile(settings).command, settings.kiro_workspace_root,
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    def get_pool() -> WorkerPool:
+        return holder["pool"]
+
+    app = FastAPI(
+        title="AIPM Worker Pool",
+        description="Persistent agent CLI sessions in pseudo-terminals; one prompt at a time per session.",
+        lifespan=lifespan,
+    )
+    install_edge(app)
+    app.state.pool = get_pool
+    signed = APIRouter(dependencies=[Depends(SignatureVerifier(secret, WORKER_POOL))])
+    responses = {code: {"model": TaskResult} for code in (200, 499, 502, 503, 504)}
+
+    @app.get("/health", response_model=Health, tags=["health"])
+    async def health(pool: WorkerPool = Depends(get_pool)) -> dict:
+        return pool.health()
+
+    @signed.post("/execute", responses=responses, tags=["tasks"])
+    async def execute(body: ExecuteRequest, request: Request, pool: WorkerPool = Depends(get_pool)) -> JSONResponse:
+        check_prompt(body.prompt)
+        cwd = check_cwd(body.cwd, settings.kiro_workspace_root) if body.cwd is not None else None
+        try:
+            task = pool.submit(body.task_id, body.prompt, cwd=cwd, timeout_s=body.timeout_s)
+        except QueueFull as exc:
+            raise HTTPException(429, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+        result = await asyncio.shield(task.done)
+        return JSONResponse(result, status_code=task.http_status or 200)
+
+    @signed.get("/tasks/{task_id}", tags=["tasks"])
+    async def get_task(task_id: str, pool: WorkerPool = Depends(get_pool)) -> dict:
+        task = pool.get(task_id)
+        if task is None:
+            raise HTTPException(404, detail=f"no task {task_id!r} (unknown, or ended more than {settings.kiro_result_ttl:g} s ago)")
+        return task.view(pool.position(task))
+
+    @signed.post("/tasks/{task_id}/cancel", tags=["tasks"])
+    async def cancel_task(task_id: str, pool: WorkerPool = Depends(get_pool)) -> dict:
+        try:
+            task = await pool.cancel(task_id)
+        except KeyError:
+            raise HTTPException(404, detail=f"no task {task_id!r}") from None
+        except TaskEnded as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        return task.view(pool.position(task))
+
+    app.include_router(signed)
+    return app

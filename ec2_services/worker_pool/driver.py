@@ -1,0 +1,105 @@
+"""The seam between the pool and one agent session: the interface every driver implements, and its outcomes.
+
+The pool (``pool.py``) only ever talks to an ``AgentDriver``: ``start()`` until idle, ``run(prompt)`` one turn,
+``cancel()`` the running turn, ``reset()`` the conversation between tasks, ``stop()``, plus ``state``/``pid`` and
+``wait_exited()``. The PTY driver (``session.PtySession``) is the first; an ACP driver (``kiro-cli acp``, JSON-RPC
+over stdio, issue 9) plugs into the same pool by implementing this class and being named in ``make_driver``'s
+table — nothing in the pool changes. Drivers report a turn's end with a ``TurnResult`` or one of the
+``TurnError`` subclasses below, which carry the output so far; they never raise anything else for an agent's fault.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+
+
+class DriverState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    EXITED = "exited"
+
+
+@dataclass
+class TurnResult:
+    output: str
+    approvals: int = 0
+    denials: int = 0
+    credits: float | None = None
+    # How many times a "having trouble responding" answer was waited out and the prompt sent again.
+    trouble_retries: int = 0
+
+
+class TurnError(Exception):
+    """A turn that did not complete; ``status`` is the API's status word for it."""
+
+    status = "agent_error"
+
+    def __init__(self, detail: str, partial: TurnResult):
+        super().__init__(detail)
+        self.detail = detail
+        self.partial = partial
+
+
+class TurnTimeout(TurnError):
+    status = "timeout"
+
+    def __init__(self, detail: str, partial: TurnResult, *, stalled: bool):
+        super().__init__(detail, partial)
+        self.stalled = stalled
+
+
+class AgentExited(TurnError):
+    status = "agent_exited"
+
+
+class AgentTrouble(TurnError):
+    status = "agent_error"
+
+
+class TurnCancelled(TurnError):
+    status = "cancelled"
+
+
+class StartError(Exception):
+    """The agent did not reach its idle prompt (not found, exited, or never idle)."""
+
+
+class AgentDriver(abc.ABC):
+    """One agent session. All methods run on the pool's event loop; none may block it."""
+
+    state: DriverState = DriverState.STARTING
+
+    @property
+    @abc.abstractmethod
+    def pid(self) -> int | None:
+        """The agent's process id while it runs."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Spawn the agent and return once it is idle; raise ``StartError`` otherwise (leaving nothing running)."""
+
+    @abc.abstractmethod
+    async def run(self, prompt: str, *, timeout_s: float) -> TurnResult:
+        """Run one turn to its end; raise a ``TurnError`` if it did not complete.
+
+        After ``TurnTimeout`` or ``AgentExited`` the process is gone (``state`` is ``EXITED``) and the pool respawns it.
+        """
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Ask the running turn to stop; ``run`` then raises ``TurnCancelled``. A no-op when idle."""
+
+    @abc.abstractmethod
+    async def reset(self) -> None:
+        """Start a fresh conversation, so one task's context never reaches the next; kills the agent if it cannot."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """End the agent and everything it started."""
+
+    @abc.abstractmethod
+    async def wait_exited(self) -> None:
+        """Return when the agent's process has exited (whatever the reason)."""

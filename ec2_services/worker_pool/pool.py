@@ -1,0 +1,392 @@
+"""The pool: ``KIRO_POOL_SIZE`` workers, the FIFO queue in front of them and the registry of tasks by ``task_id``.
+
+Owns each worker's life (start, respawn after a timeout, an exit or a death while idle — counted in ``restarts``),
+the order in which waiting tasks get a worker, the queue limit, cancellation, and the results kept for replays
+(``KIRO_RESULT_TTL``, 600 s): a ``task_id`` runs at most once. It talks to agents only through the
+``AgentDriver`` interface (``driver.py``), so another driver plugs in via ``make_driver`` alone.
+
+How ``cwd`` is honoured: sessions are persistent and start in ``KIRO_WORKSPACE_ROOT``; a task with a ``cwd`` gets one
+line in front of its prompt naming that absolute directory and telling the agent to work only there. Restarting
+the agent per workspace would cost its start-up (seconds, MCP servers) on every task and lose nothing the
+``/clear`` between tasks does not already reset; the PR processor's own prompt names absolute paths as well.
+
+Everything runs on one event loop; nothing here blocks it. It must not know HTTP (that is ``app.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ec2_services.common.logging import log_context
+from ec2_services.common.settings import WorkerPoolSettings
+from ec2_services.worker_pool import metrics
+from ec2_services.worker_pool.driver import (
+    AgentDriver,
+    DriverState,
+    StartError,
+    TurnError,
+    TurnResult,
+    TurnTimeout,
+)
+from ec2_services.worker_pool.profiles import AgentProfile
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS = {"completed": 200, "timeout": 504, "agent_exited": 502, "agent_error": 503, "cancelled": 499}
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    RESTARTING = "restarting"
+
+
+class QueueFull(Exception):
+    def __init__(self, limit: int, retry_after: int):
+        super().__init__(f"{limit} requests are already waiting for a worker (KIRO_QUEUE_LIMIT); try again later")
+        self.retry_after = retry_after
+
+
+class TaskEnded(Exception):
+    """Cancelling what has already ended."""
+
+
+def cwd_instruction(cwd: Path) -> str:
+    """The line put in front of a task's prompt when it names a working directory."""
+    return (
+        f"Your working directory for this task is {json.dumps(str(cwd))}. Work only inside it: change to it before "
+        "running commands and create or edit files only under it.\n\n"
+    )
+
+
+@dataclass
+class Task:
+    task_id: str
+    text: str  # what is typed: never logged, never shown by /health
+    timeout_s: float
+    accepted_at: float = field(default_factory=time.monotonic)
+    state: str = "queued"  # queued → running → ended
+    worker_id: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    body: dict | None = None
+    driver: AgentDriver | None = None
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def http_status(self) -> int | None:
+        return HTTP_STATUS[self.body["status"]] if self.body else None
+
+    def elapsed(self) -> float:
+        start = self.started_at if self.started_at is not None else self.accepted_at
+        return round((self.ended_at or time.monotonic()) - start, 3)
+
+    def finish(self, status: str, result: TurnResult, *, detail: str | None = None, **extra: object) -> None:
+        self.ended_at = time.monotonic()
+        self.state = "ended"
+        body: dict[str, object] = {"status": status, "task_id": self.task_id}
+        if detail:
+            body["detail"] = detail
+        body.update(
+            worker_id=self.worker_id,
+            output=result.output,
+            approvals=result.approvals,
+            denials=result.denials,
+            duration_s=self.elapsed(),
+            credits=result.credits,
+            trouble_retries=result.trouble_retries,
+            **extra,
+        )
+        self.body = body
+        self.driver = None
+        if not self.done.done():
+            self.done.set_result(body)
+
+    def view(self, position: int | None = None) -> dict:
+        """``GET /tasks/{task_id}``: the state, and once ended the body ``/execute`` answered."""
+        if self.body is not None:
+            return {"task_id": self.task_id, "state": "ended", "http_status": self.http_status, **self.body}
+        return {
+            "task_id": self.task_id,
+            "state": self.state,
+            "status": self.state,
+            "worker_id": self.worker_id,
+            "queue_position": position,
+            "duration_s": self.elapsed(),
+        }
+
+
+@dataclass
+class Worker:
+    id: int
+    driver: AgentDriver
+    state: WorkerState = WorkerState.STARTING
+    tasks_completed: int = 0
+    restarts: int = 0
+    current_task: str | None = None
+
+    def health(self) -> dict:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "pid": self.driver.pid,
+            "tasks_completed": self.tasks_completed,
+            "restarts": self.restarts,
+            "current_task": self.current_task,
+        }
+
+
+DriverFactory = Callable[[int], AgentDriver]
+
+
+def make_driver(
+    settings: WorkerPoolSettings, profile: AgentProfile, env: Mapping[str, str] | None = None
+) -> DriverFactory:
+    """The driver ``KIRO_DRIVER`` names, as a factory of one session per worker id."""
+    if settings.kiro_driver != "pty":
+        raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not available yet; use KIRO_DRIVER=pty")
+    from ec2_services.worker_pool.session import PtySession
+
+    base_env = dict(os.environ if env is None else env)
+
+    def factory(worker_id: int) -> AgentDriver:
+        return PtySession(
+            worker_id,
+            profile,
+            cwd=settings.kiro_workspace_root,
+            env=base_env,
+            stall_timeout=settings.kiro_stall_timeout,
+            trouble_retries=settings.kiro_trouble_retries,
+            trouble_backoff=settings.kiro_trouble_backoff,
+        )
+
+    return factory
+
+
+class WorkerPool:
+    def __init__(self, settings: WorkerPoolSettings, driver_factory: DriverFactory, *, cancel_wait: float = 15.0):
+        self.settings = settings
+        self.workers = [Worker(i, driver_factory(i)) for i in range(1, settings.kiro_pool_size + 1)]
+        self._tasks: dict[str, Task] = {}
+        self._waiting: collections.deque[Task] = collections.deque()
+        self._idle: collections.deque[asyncio.Future] = collections.deque()
+        self._runners: list[asyncio.Task] = []
+        self._closing = False
+        self._cancel_wait = cancel_wait
+        self._durations: collections.deque[float] = collections.deque(maxlen=50)
+
+    # ---- life --------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.settings.kiro_workspace_root.mkdir(parents=True, exist_ok=True)
+        self._runners = [asyncio.create_task(self._worker_loop(w), name=f"worker-{w.id}") for w in self.workers]
+
+    async def close(self) -> None:
+        self._closing = True
+        for fut in self._idle:
+            fut.cancel()
+        for task in list(self._waiting):
+            task.finish("cancelled", TurnResult(""), detail="the worker pool is shutting down")
+        self._waiting.clear()
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        await asyncio.gather(*(w.driver.stop() for w in self.workers), return_exceptions=True)
+
+    async def _worker_loop(self, worker: Worker) -> None:
+        backoff = 1.0
+        while not self._closing:
+            try:
+                await worker.driver.start()
+            except StartError as exc:
+                self._restarted(worker, f"could not start the agent: {exc}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            while worker.driver.state is not DriverState.EXITED and not self._closing:
+                worker.state = WorkerState.IDLE
+                task = await self._take(worker)
+                if task is None:
+                    break
+                await self._execute(worker, task)
+                if worker.driver.state is DriverState.IDLE:
+                    await worker.driver.reset()
+            if not self._closing:
+                self._restarted(worker, "the agent exited; starting a new session")
+
+    def _restarted(self, worker: Worker, why: str) -> None:
+        worker.state = WorkerState.RESTARTING
+        worker.restarts += 1
+        with log_context(worker=worker.id):
+            log.warning("worker %d: %s (restart %d)", worker.id, why, worker.restarts,
+                        extra={"fields": {"event": "worker_restart"}})
+        metrics.emit("worker restart", {"WorkerRestarts": (1, "Count")}, worker=worker.id)
+
+    # ---- queue -------------------------------------------------------------------------------------------
+
+    async def _take(self, worker: Worker) -> Task | None:
+        """The oldest waiting task, once there is one; ``None`` if the agent exits (or the pool closes) first."""
+        if self._waiting:
+            return self._waiting.popleft()
+        offer = asyncio.get_running_loop().create_future()
+        self._idle.append(offer)
+        exited = asyncio.ensure_future(worker.driver.wait_exited())
+        try:
+            await asyncio.wait({offer, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if offer.done() and not offer.cancelled():
+            task = offer.result()
+            if worker.driver.state is DriverState.EXITED:  # died at the very moment it was offered a task
+                self._waiting.appendleft(task)
+                self._dispatch()
+                return None
+            return task
+        offer.cancel()
+        with_offer = [f for f in self._idle if f is not offer]
+        self._idle = collections.deque(with_offer)
+        return None
+
+    def _dispatch(self) -> None:
+        while self._waiting and self._idle:
+            offer = self._idle.popleft()
+            if not offer.done():
+                offer.set_result(self._waiting.popleft())
+
+    def _idle_offers(self) -> int:
+        return sum(1 for fut in self._idle if not fut.done())
+
+    def submit(self, task_id: str, prompt: str, *, cwd: Path | None, timeout_s: float | None) -> Task:
+        """The task with this id: the one already known (queued, running, or ended within the TTL), or a new one."""
+        self._forget_expired()
+        known = self._tasks.get(task_id)
+        if known is not None:
+            log.info("task %s replayed (%s): answering its result, not running it again", task_id, known.state)
+            return known
+        if self._closing:
+            raise QueueFull(0, 5)
+        if not self._idle_offers() and len(self._waiting) >= self.settings.kiro_queue_limit:
+            raise QueueFull(self.settings.kiro_queue_limit, self._retry_after())
+        limit = self.settings.kiro_task_timeout
+        task = Task(
+            task_id=task_id,
+            text=(cwd_instruction(cwd) if cwd else "") + prompt,
+            timeout_s=min(timeout_s, limit) if timeout_s else limit,
+        )
+        self._tasks[task_id] = task
+        self._waiting.append(task)
+        with log_context(task_id=task_id):
+            log.info("task accepted (%d waiting)", len(self._waiting), extra={"fields": {"event": "task_accepted"}})
+        self._dispatch()
+        return task
+
+    def _retry_after(self) -> int:
+        # About one task's time per free slot ahead: the mean of recent durations, within sane bounds.
+        mean = sum(self._durations) / len(self._durations) if self._durations else 30.0
+        return int(min(max(mean, 1.0), 300.0))
+
+    def _forget_expired(self) -> None:
+        cutoff = time.monotonic() - self.settings.kiro_result_ttl
+        for task_id in [t.task_id for t in self._tasks.values() if t.ended_at is not None and t.ended_at < cutoff]:
+            del self._tasks[task_id]
+
+    def get(self, task_id: str) -> Task | None:
+        self._forget_expired()
+        return self._tasks.get(task_id)
+
+    def position(self, task: Task) -> int | None:
+        for index, waiting in enumerate(self._waiting, start=1):
+            if waiting is task:
+                return index
+        return None
+
+    async def cancel(self, task_id: str) -> Task:
+        task = self.get(task_id)
+        if task is None:
+            raise KeyError(task_id)
+        if task.state == "ended":
+            raise TaskEnded(f"task {task_id} has already ended ({task.body['status'] if task.body else 'ended'})")
+        with log_context(task_id=task_id, worker=task.worker_id):
+            log.info("cancel requested while %s", task.state, extra={"fields": {"event": "task_cancel"}})
+            if task.state == "queued":
+                self._waiting.remove(task)
+                task.finish("cancelled", TurnResult(""), detail="cancelled while waiting for a worker")
+                self._record_end(task)
+            elif task.driver is not None:
+                task.driver.cancel()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task.done), self._cancel_wait)
+        return task
+
+    # ---- running -----------------------------------------------------------------------------------------
+
+    async def _execute(self, worker: Worker, task: Task) -> None:
+        task.state = "running"
+        task.worker_id = worker.id
+        task.started_at = time.monotonic()
+        task.driver = worker.driver
+        worker.state = WorkerState.BUSY
+        worker.current_task = task.task_id
+        with log_context(task_id=task.task_id, worker=worker.id):
+            log.info("task started on worker %d (timeout %g s)", worker.id, task.timeout_s,
+                     extra={"fields": {"event": "task_started"}})
+            try:
+                result = await worker.driver.run(task.text, timeout_s=task.timeout_s)
+            except TurnTimeout as exc:
+                task.finish(exc.status, exc.partial, detail=exc.detail, stalled=exc.stalled)
+            except TurnError as exc:
+                task.finish(exc.status, exc.partial, detail=exc.detail)
+            except Exception as exc:  # a driver bug must not take the worker down with it
+                log.exception("worker %d: driver failed", worker.id)
+                await worker.driver.stop()
+                task.finish("agent_error", TurnResult(""), detail=f"internal error in the agent driver: {exc}")
+            else:
+                task.finish("completed", result)
+                worker.tasks_completed += 1
+            finally:
+                worker.current_task = None
+            self._record_end(task)
+
+    def _record_end(self, task: Task) -> None:
+        assert task.body is not None
+        status = task.body["status"]
+        duration = float(task.body["duration_s"])
+        if status == "completed":
+            self._durations.append(duration)
+        log.info(
+            "task %s: %s in %.2f s (%d approvals, %d denials)",
+            task.task_id,
+            status,
+            duration,
+            task.body["approvals"],
+            task.body["denials"],
+            extra={"fields": {"event": "task_ended", "status": status, "duration_s": duration}},
+        )
+        name = "TasksCompleted" if status == "completed" else "TasksFailed"
+        metrics.emit(
+            f"task {status}", {name: (1, "Count"), "TaskDuration": (duration, "Seconds")}, status=status
+        )
+
+    # ---- reading -----------------------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        workers = [w.health() for w in self.workers]
+        healthy = all(w["state"] in ("idle", "busy") for w in workers)
+        return {
+            "status": "ok" if healthy else "degraded",
+            "pool_size": len(self.workers),
+            "queue_depth": len(self._waiting),
+            "workers": workers,
+        }

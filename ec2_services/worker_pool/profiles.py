@@ -1,0 +1,87 @@
+"""Agent CLI profiles: what a given chat CLI prints and expects, as data (SPEC.md, "Kiro facts").
+
+Owns the defaults for each supported CLI ("kiro" = ``kiro-cli chat``, "q" = the Amazon Q CLI's ``q chat``, which
+shares the protocol) and how the ``KIRO_*`` variables override any field. It compiles patterns once; it must not
+touch a terminal or a process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from ec2_services.common.settings import WorkerPoolSettings
+
+# The idle prompt, searched on the last non-blank line of the ANSI-free screen: `[aipm] 20% λ > `, `[dev]> `, `> `.
+DEFAULT_PROMPT_PATTERN = r"(?:\[[\w.-]+\]\s*)?(?:\d+%\s*)?(?:λ\s*)?!?>\s*$"
+# Every wording seen across versions: `Allow this action? [y/n/t]:`, `… to trust (always allow) this tool for the
+# session. [y/n/t]:`, `… the 'NAME' tool …`.
+DEFAULT_APPROVAL_PATTERN = r"Allow this action\?.*\[y/n/t\]:"
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """One chat CLI's terminal protocol. Regexes apply to ANSI-free text unless their name says ``raw``."""
+
+    name: str
+    command: str
+    prompt_pattern: str = DEFAULT_PROMPT_PATTERN
+    approval_pattern: str = DEFAULT_APPROVAL_PATTERN
+    approval_reply: str = "t\r"
+    deny_reply: str = "n\r"
+    # `/clear` asks `… [y/n]:` (followed by the idle prompt); this confirms it.
+    clear_command: str = "/clear"
+    clear_confirm_pattern: str = r"\[y/n\]:\s*$"
+    clear_reply: str = "y\r"
+    quit_command: str = "/quit"
+    # The answer's own leading `> ` is coloured; a literal `> ` in the text is not (raw pattern, at a line start).
+    answer_marker_raw: str = r"(?:\x1b\[[0-9;]*m)+> (?:\x1b\[[0-9;]*m)*"
+    tool_pattern: str = r"\(using tool: ([\w.@:/-]+)\)|Using tool: ([\w.@:/-]+)|the '([\w.@:/-]+)' tool"
+    credits_pattern: str = r"▸ Credits: ([0-9]+(?:\.[0-9]+)?)\s*•\s*Time: "
+    trouble_pattern: str = (
+        r"^(?:Kiro|Amazon Q) is having trouble responding right now"
+        r"|ThrottlingException|Too many requests|Request was throttled|rate limit exceeded"
+    )
+    spinner_pattern: str = r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]\s"
+    # A bare `> ` prompt cannot be told from the answer's first `> ` at once: it must stay quiet this long.
+    bare_prompt_quiet_s: float = 0.3
+    deny_tools: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_pattern", "approval_pattern", "clear_confirm_pattern", "tool_pattern"):
+            re.compile(getattr(self, name))
+
+    @property
+    def argv(self) -> list[str]:
+        """The command split as a shell splits words, to run without a shell."""
+        return shlex.split(self.command)
+
+
+PROFILES: dict[str, AgentProfile] = {
+    "kiro": AgentProfile(name="kiro", command="kiro-cli chat --legacy-ui --agent aipm"),
+    "q": AgentProfile(name="q", command="q chat --agent aipm"),
+}
+
+
+def unescape_reply(value: str) -> str:
+    """``KIRO_APPROVAL_REPLY`` understands ``\\r`` and ``\\n`` (and ``\\t``, ``\\\\``) written literally."""
+    return re.sub(r"\\([rnt\\])", lambda m: {"r": "\r", "n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], value)
+
+
+def resolve_profile(settings: WorkerPoolSettings) -> AgentProfile:
+    """The profile ``KIRO_PROFILE`` names, with every ``KIRO_*`` variable that is set overriding its field."""
+    base = PROFILES[settings.kiro_profile]
+    overrides: dict[str, object] = {"deny_tools": tuple(settings.deny_tools)}
+    if settings.kiro_command:
+        if not shlex.split(settings.kiro_command):
+            raise ValueError("KIRO_COMMAND is empty after splitting into words")
+        overrides["command"] = settings.kiro_command
+    if settings.kiro_prompt_pattern:
+        overrides["prompt_pattern"] = settings.kiro_prompt_pattern
+    if settings.kiro_approval_pattern:
+        overrides["approval_pattern"] = settings.kiro_approval_pattern
+    if settings.kiro_approval_reply:
+        overrides["approval_reply"] = unescape_reply(settings.kiro_approval_reply)
+    return dataclasses.replace(base, **overrides)

@@ -1,0 +1,273 @@
+"""Terminal decoding for agent sessions: the cheap line stream, the recent screen, and what the screen means.
+
+Two views of one byte stream, because a terminal emulator is faithful but slow (pyte feeds well under 1 MB/s):
+
+- ``LineAssembler`` — the hot path. Turns output into plain lines for the log and the answer: escape sequences
+  removed in one C-speed regex pass, ``\\r`` / ``ESC[2K`` / ``ESC[K`` / backspace emulated only on the rare lines
+  that hold them (spinner frames redraw with ``\\r`` and are cleared with ``ESC[2K``), the answer's coloured
+  leading ``> `` dropped (a literal, uncoloured ``> `` is kept).
+- ``RecentScreen`` — a real 200×50 pyte screen fed lazily and only with the most recent output, consulted when
+  the line being drawn looks like a prompt; ``classify_screen`` reads it like a person would (idle prompt,
+  approval question above it, ``/clear`` confirmation).
+
+Nothing here does I/O or knows about workers; every function is pure on its input.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+import pyte
+
+from ec2_services.worker_pool.profiles import AgentProfile
+
+COLUMNS, ROWS = 200, 50
+
+# CSI, OSC, charset selection and two-byte escapes. Factored on the leading ESC so the regex engine skips plain
+# text fast (about 90 MB/s here, the same order as `cat` through a PTY).
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_])")
+# Controls that never print; \x00/\x01/\x08/\r are kept for the line emulation below and removed by it.
+_CONTROLS = re.compile(r"[\x02-\x07\x0b\x0c\x0e-\x1f\x7f]")
+_ERASE_LINE = "\x1b[2K"
+_ERASE_TO_END = ("\x1b[K", "\x1b[0K")
+# Private stand-ins used between the two passes (they cannot survive _CONTROLS, so never leak out).
+_CLEAR, _CLEAR_END = "\x00", "\x01"
+_EDITS = re.compile(r"([\r\x00\x01\x08])")
+_NEEDS_EMULATION = re.compile(r"[\r\x00\x01\x08]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without escape sequences or non-printing controls (``\\n`` and ``\\t`` kept)."""
+    return _CONTROLS.sub("", _ANSI.sub("", text)).replace("\r", "")
+
+
+def _emulate_line(line: str) -> str:
+    """What one terminal line shows after its carriage returns, erasures and backspaces."""
+    buf: list[str] = []
+    cursor = 0
+    for part in _EDITS.split(line):
+        if not part:
+            continue
+        if part == "\r":
+            cursor = 0
+        elif part == _CLEAR:
+            buf = [" "] * cursor
+        elif part == _CLEAR_END:
+            del buf[cursor:]
+        elif part == "\x08":
+            cursor = max(0, cursor - 1)
+        else:
+            if cursor > len(buf):
+                buf.extend(" " * (cursor - len(buf)))
+            buf[cursor : cursor + len(part)] = part
+            cursor += len(part)
+    return "".join(buf)
+
+
+def _prepare(raw: str) -> str:
+    raw = raw.replace("\r\n", "\n").replace(_ERASE_LINE, _CLEAR)
+    for seq in _ERASE_TO_END:
+        raw = raw.replace(seq, _CLEAR_END)
+    return raw
+
+
+class LineAssembler:
+    """Raw terminal output in, finished plain-text lines out; the unfinished line stays raw until its newline."""
+
+    def __init__(self, profile: AgentProfile, *, max_partial: int = 16384):
+        self._marker = re.compile(r"(^|[\r\x00])" + profile.answer_marker_raw, re.MULTILINE)
+        self._marker_at_start = re.compile(profile.answer_marker_raw)
+        self._max_partial = max_partial
+        self.partial = ""
+        self.lines_completed = 0
+
+    def feed(self, text: str) -> list[str]:
+        buf = self.partial + text if self.partial else text
+        cut = buf.rfind("\n")
+        if cut < 0:
+            self.partial = self._bounded(buf)
+            return []
+        self.partial = self._bounded(buf[cut + 1 :])
+        block = self._marker.sub(r"\1", _prepare(buf[:cut]))
+        plain = _CONTROLS.sub("", _ANSI.sub("", block))
+        lines = plain.split("\n")
+        if _NEEDS_EMULATION.search(plain):
+            lines = [_emulate_line(line) if _NEEDS_EMULATION.search(line) else line for line in lines]
+        self.lines_completed += len(lines)
+        return lines
+
+    def _bounded(self, partial: str) -> str:
+        # A spinner can redraw one line for minutes: keep only what the line shows now.
+        if len(partial) <= self._max_partial:
+            return partial
+        last = max(partial.rfind("\r"), partial.rfind(_ERASE_LINE))
+        tail = partial[last:] if last >= 0 else partial
+        return tail[-self._max_partial :]
+
+    def partial_plain(self) -> str:
+        """The line being drawn, as it shows now."""
+        return _emulate_line(_CONTROLS.sub("", _ANSI.sub("", _prepare(self.partial))))
+
+    def partial_is_answer_start(self) -> bool:
+        """The line being drawn starts with the answer's coloured ``> `` (so it cannot be the prompt)."""
+        raw = _prepare(self.partial)
+        start = max(raw.rfind("\r"), raw.rfind(_CLEAR)) + 1
+        return bool(self._marker_at_start.match(raw, start))
+
+    def reset(self) -> None:
+        self.partial = ""
+
+
+class RecentScreen:
+    """A pyte screen of the session's recent output, fed only when asked (and never more than ``budget`` chars)."""
+
+    def __init__(self, *, columns: int = COLUMNS, rows: int = ROWS, budget: int = 16384):
+        self._screen = pyte.Screen(columns, rows)
+        self._stream = pyte.Stream(self._screen)
+        self._budget = budget
+        self._pending: list[str] = []
+        self._pending_len = 0
+        self._restart = False
+
+    def feed(self, text: str) -> None:
+        self._pending.append(text)
+        self._pending_len += len(text)
+        if self._pending_len > 4 * self._budget:
+            self._compact()
+
+    def _compact(self) -> None:
+        joined = "".join(self._pending)[-self._budget :]
+        newline = joined.find("\n")
+        # Start on a line boundary: what came before that is off the recent screen anyway.
+        joined = joined[newline + 1 :] if 0 <= newline < len(joined) - 1 else joined
+        self._pending = [joined]
+        self._pending_len = len(joined)
+        self._restart = True
+
+    def lines(self) -> list[str]:
+        if self._pending_len > self._budget:
+            self._compact()
+        if self._restart:
+            self._screen.reset()
+            self._restart = False
+        if self._pending:
+            self._stream.feed("".join(self._pending))
+            self._pending.clear()
+            self._pending_len = 0
+        return _unwrap(self._screen.display)
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self._pending_len = 0
+        self._restart = True
+
+
+def _unwrap(display: list[str]) -> list[str]:
+    """Screen rows as logical lines: a row filled to its last column continues on the next (a soft wrap)."""
+    lines: list[str] = []
+    carry = ""
+    for row in display:
+        if row and row[-1] != " ":
+            carry += row
+            continue
+        lines.append((carry + row).rstrip())
+        carry = ""
+    if carry:
+        lines.append(carry.rstrip())
+    return lines
+
+
+class ScreenState(enum.Enum):
+    BUSY = "busy"  # working, or printing
+    IDLE = "idle"  # the idle prompt, nothing asked above it
+    APPROVAL = "approval"  # a tool permission question above the prompt
+    CONFIRM = "confirm"  # a `[y/n]:` question (the `/clear` confirmation) above the prompt
+
+
+@dataclass(frozen=True)
+class Reading:
+    state: ScreenState
+    # The prompt matched is a bare `>`: it cannot be told from the answer's leading `> ` without a quiet period.
+    bare: bool = False
+
+
+class Patterns:
+    """A profile's regexes, compiled once."""
+
+    def __init__(self, profile: AgentProfile):
+        self.prompt = re.compile(profile.prompt_pattern)
+        self.approval = re.compile(profile.approval_pattern)
+        self.confirm = re.compile(profile.clear_confirm_pattern)
+        self.tool = re.compile(profile.tool_pattern)
+        self.credits = re.compile(profile.credits_pattern)
+        self.trouble = re.compile(profile.trouble_pattern, re.IGNORECASE)
+        self.spinner = re.compile(profile.spinner_pattern)
+
+    @staticmethod
+    def is_bare(match: re.Match) -> bool:
+        return match.group().strip() in (">", "!>")
+
+    def prompt_at_end(self, line: str) -> re.Match | None:
+        return self.prompt.search(line)
+
+    def prompt_prefix(self, line: str) -> re.Match | None:
+        """A non-bare prompt starting ``line`` with typed text after it (`[aipm] 20% λ > t`)."""
+        end = line.find(">")
+        if end < 0:
+            return None
+        head = line[: end + 1]
+        match = self.prompt.search(head)
+        if match and match.start() == len(head) - len(head.lstrip()) and not self.is_bare(match):
+            return match
+        return None
+
+    def tool_name(self, line: str) -> str | None:
+        match = self.tool.search(line)
+        if not match:
+            return None
+        return next(group for group in match.groups() if group)
+
+    def question(self, text: str) -> ScreenState | None:
+        if self.approval.search(text):
+            return ScreenState.APPROVAL
+        if self.confirm.search(text):
+            return ScreenState.CONFIRM
+        return None
+
+
+def classify_screen(lines: list[str], patterns: Patterns) -> Reading:
+    """What the agent is doing, read from its ANSI-free screen lines (SPEC.md, ``KIRO_PROMPT_PATTERN``).
+
+    The last non-blank line decides: an idle prompt means the agent waits for input, unless a question stands above
+    it with only blank lines between (or before it on the same line) — then it waits for that answer. A prompt line
+    with text typed after it below a question is still that question, being answered. Anything else is busy.
+    """
+    nonblank = [line.rstrip() for line in lines if line.strip()]
+    if not nonblank:
+        return Reading(ScreenState.BUSY)
+    last = nonblank[-1]
+    above = nonblank[-2] if len(nonblank) > 1 else ""
+    match = patterns.prompt_at_end(last)
+    if match:
+        before = last[: match.start()]
+        if before.strip():
+            asked = patterns.question(before)
+            return Reading(asked) if asked else Reading(ScreenState.BUSY)
+        asked = patterns.question(above)
+        if asked:
+            return Reading(asked)
+        return Reading(ScreenState.IDLE, bare=patterns.is_bare(match))
+    if patterns.prompt_prefix(last):
+        asked = patterns.question(above)
+        if asked:
+            return Reading(asked)
+    return Reading(ScreenState.BUSY)
+
+
+def screen_of(raw: str, *, columns: int = COLUMNS, rows: int = ROWS) -> list[str]:
+    """A captured raw terminal text as the lines a terminal shows (for fixtures and diagnostics)."""
+    screen = RecentScreen(columns=columns, rows=rows, budget=max(16384, len(raw) + 1))
+    screen.feed(raw.replace("\r\n", "\n").replace("\n", "\r\n"))
+    return screen.lines()

@@ -1,0 +1,505 @@
+"""The PTY driver: one agent CLI in a pseudo-terminal, driven like a person at the keyboard (SPEC.md, "Kiro facts").
+
+Owns one process: spawned with ptyprocess in a fixed 200×50 terminal (``TERM=xterm-256color``) in its own process
+group, read continuously on the event loop (``add_reader``; no thread, no polling), written without ever blocking.
+The protocol, as ``run`` reads:
+
+    type the prompt (inner newlines as Ctrl+J, submit with ``\\r``)
+    loop: read → update the screen → asking for a tool? approve (or ``n`` for a denied tool)
+                                    → idle prompt after the answer? done
+    "having trouble responding"? wait (backoff), type it again — up to the retry limit
+
+Each chunk goes through the cheap line stream (log and answer); the pyte screen is consulted only when the line
+being drawn looks like a prompt, so the turn ends within a millisecond of the prompt and floods stay cheap.
+A prompt is only believed once something new has printed since the last keystrokes sent (``_guard``), so the idle
+prompt under an answered question, or the screen as it was before typing, is never taken for the end.
+
+Process exit is watched with a pidfd, so a session whose process is gone is never idle, whatever its screen shows.
+It must not decide anything about queues, task ids or HTTP: that is the pool's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import ctypes
+import enum
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+from ptyprocess import PtyProcess
+
+from ec2_services.worker_pool.agent_log import AgentOutputLog
+from ec2_services.worker_pool.driver import (
+    AgentDriver,
+    AgentExited,
+    AgentTrouble,
+    DriverState,
+    StartError,
+    TurnCancelled,
+    TurnResult,
+    TurnTimeout,
+)
+from ec2_services.worker_pool.profiles import AgentProfile
+from ec2_services.worker_pool.screen import (
+    COLUMNS,
+    ROWS,
+    LineAssembler,
+    Patterns,
+    RecentScreen,
+    ScreenState,
+    classify_screen,
+)
+from ec2_services.worker_pool.transcript import Transcript
+
+log = logging.getLogger(__name__)
+
+CTRL_C = "\x03"
+# Variables that must never reach the agent (SPEC.md: none of the services' secrets in its environment).
+_SECRET_VARS = {
+    "AIPM_SHARED_SECRET",
+    "AIPM_SHARED_SECRET_ARN",
+    "AIPM_UI_TOKEN",
+    "GITHUB_TOKEN",
+    "GITHUB_TOKEN_SECRET_ARN",
+    "GH_TOKEN",
+}
+_AWS_KEPT = {"AWS_REGION", "AWS_DEFAULT_REGION"}
+
+
+def agent_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment: the service's, without its secrets or AWS credentials, with a known terminal."""
+    env = {
+        key: value
+        for key, value in base.items()
+        if key not in _SECRET_VARS and not (key.startswith("AWS_") and key not in _AWS_KEPT)
+    }
+    env.update({"TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS)})
+    return env
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: the agent gets SIGKILL if the service dies without stopping it.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class _Event(enum.Enum):
+    IDLE = "idle"
+    APPROVAL = "approval"
+    CONFIRM = "confirm"
+    EXITED = "exited"
+    CANCEL = "cancel"
+
+
+_FROM_SCREEN = {
+    ScreenState.IDLE: _Event.IDLE,
+    ScreenState.APPROVAL: _Event.APPROVAL,
+    ScreenState.CONFIRM: _Event.CONFIRM,
+}
+
+
+class PtySession(AgentDriver):
+    def __init__(
+        self,
+        worker_id: int,
+        profile: AgentProfile,
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        stall_timeout: float = 600,
+        trouble_retries: int = 3,
+        trouble_backoff: float = 5.0,
+        start_timeout: float = 120,
+        cancel_grace: float = 5.0,
+        reset_timeout: float = 20.0,
+        output_limit: int = 1_000_000,
+    ):
+        self.worker_id = worker_id
+        self.profile = profile
+        self.patterns = Patterns(profile)
+        self._cwd = cwd
+        self._env = agent_environment(env)
+        self._stall_timeout = stall_timeout
+        self._trouble_retries = trouble_retries
+        self._trouble_backoff = trouble_backoff
+        self._start_timeout = start_timeout
+        self._cancel_grace = cancel_grace
+        self._reset_timeout = reset_timeout
+        self._output_limit = output_limit
+        self.agent_log = AgentOutputLog(worker_id)
+        self.state = DriverState.EXITED
+        self.exit_status: int | None = None
+        self._proc: PtyProcess | None = None
+        self._fd = -1
+        self._pidfd = -1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exited = asyncio.Event()
+        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._outbox = bytearray()
+        self._turn: Transcript | None = None
+        self._guard = -1
+        self._data_seq = 0
+        self._last_output = 0.0
+        self._cancel_requested = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self.state is not DriverState.EXITED else None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reset_stream()
+        try:
+            self._proc = PtyProcess.spawn(
+                self.profile.argv,
+                cwd=str(self._cwd),
+                env=self._env,
+                dimensions=(ROWS, COLUMNS),
+                preexec_fn=_die_with_parent,
+            )
+        except (OSError, ValueError) as exc:
+            raise StartError(f"cannot start {self.profile.argv[0]!r}: {exc}") from exc
+        self._fd = self._proc.fd
+        os.set_blocking(self._fd, False)
+        self._loop.add_reader(self._fd, self._on_readable)
+        with contextlib.suppress(OSError, AttributeError):
+            self._pidfd = os.pidfd_open(self._proc.pid)
+            self._loop.add_reader(self._pidfd, self._on_process_exit)
+        self.state = DriverState.STARTING
+        self._last_output = self._loop.time()
+        log.info("worker %d: started %s (pid %d) in %s", self.worker_id, self.profile.argv[0], self._proc.pid, self._cwd)
+        try:
+            event = await self._next_event(self._loop.time() + self._start_timeout, stall=False)
+        except TurnTimeout:
+            await self.stop()
+            raise StartError(
+                f"no idle prompt within {self._start_timeout:.0f} s (is the command interactive and the prompt "
+                f"pattern right? last screen line: {self._last_screen_line()!r})"
+            ) from None
+        if event is _Event.EXITED:
+            raise StartError(f"the agent exited with status {self.exit_status} before its first prompt")
+        if event is not _Event.IDLE:
+            await self.stop()
+            raise StartError(f"the agent asked a question ({event.value}) before its first prompt")
+        self.state = DriverState.IDLE
+
+    def _reset_stream(self) -> None:
+        self._exited = asyncio.Event()
+        self._events = asyncio.Queue()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lines = LineAssembler(self.profile)
+        self._screen = RecentScreen()
+        self._outbox.clear()
+        self._guard = -1
+        self.exit_status = None
+
+    async def stop(self) -> None:
+        """Kill the agent's whole process group (a session's conversation is not worth a graceful goodbye)."""
+        if self._proc is None or self.state is DriverState.EXITED:
+            return
+        self._kill_group(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._exited.wait(), 1.0)
+        if self.state is not DriverState.EXITED:
+            self._kill_group(signal.SIGKILL)
+            self._on_process_exit()
+
+    async def wait_exited(self) -> None:
+        await self._exited.wait()
+
+    def _kill_group(self, sig: int) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    def _on_process_exit(self) -> None:
+        """The process ended (pidfd readable, or the terminal closed): reap it and everything it left in its group."""
+        if self.state is DriverState.EXITED or self._proc is None:
+            return
+        loop = self._loop
+        pid = self._proc.pid
+        self._kill_group(signal.SIGKILL)
+        try:
+            _, status = os.waitpid(pid, 0)
+            self.exit_status = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            pass
+        for fd in (self._fd, self._pidfd):
+            if fd >= 0 and loop is not None:
+                loop.remove_reader(fd)
+                loop.remove_writer(fd)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+        self._proc.fileobj.close()
+        self._proc.closed = True
+        self._proc.terminated = True
+        self._fd = self._pidfd = -1
+        self.state = DriverState.EXITED
+        self.agent_log.flush()
+        log.info("worker %d: agent pid %d exited with status %s", self.worker_id, pid, self.exit_status)
+        self._exited.set()
+        self._events.put_nowait(_Event.EXITED)
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the terminal closed: the process is gone or going
+            self._on_process_exit()
+            return
+        self._data_seq += 1
+        self._last_output = self._loop.time()
+        text = self._decoder.decode(data)
+        self._screen.feed(text)
+        lines = self._lines.feed(text)
+        if lines:
+            self.agent_log.lines(lines)
+            if self._turn is not None:
+                self._turn.add(lines)
+        self._check_screen()
+
+    def _check_screen(self) -> None:
+        if self._lines.lines_completed <= self._guard:
+            return  # nothing new since our last keystrokes: what shows is what we answered
+        plain = self._lines.partial_plain()
+        if not plain.strip() or not self.patterns.prompt_at_end(plain) or self._lines.partial_is_answer_start():
+            return
+        reading = classify_screen(self._screen.lines(), self.patterns)
+        if reading.state is ScreenState.BUSY:
+            return
+        if reading.bare:
+            self._loop.call_later(self.profile.bare_prompt_quiet_s, self._quiet_check, self._data_seq)
+            return
+        self._events.put_nowait(_FROM_SCREEN[reading.state])
+
+    def _quiet_check(self, seq: int) -> None:
+        if seq != self._data_seq or self.state is DriverState.EXITED or self._lines.lines_completed <= self._guard:
+            return
+        reading = classify_screen(self._screen.lines(), self.patterns)
+        if reading.state is not ScreenState.BUSY:
+            self._events.put_nowait(_FROM_SCREEN[reading.state])
+
+    def _last_screen_line(self) -> str:
+        lines = [line for line in self._screen.lines() if line.strip()]
+        return lines[-1][-120:] if lines else ""
+
+    # ---- writing ---------------------------------------------------------------------------------------------
+
+    def _type(self, text: str) -> None:
+        """Send keystrokes; what the terminal cannot take now is sent when it can (the loop never blocks)."""
+        if self.state is DriverState.EXITED:
+            return
+        self._guard = self._lines.lines_completed
+        self._drain_events()
+        self._outbox += text.encode("utf-8")
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            while self._outbox:
+                written = os.write(self._fd, self._outbox)
+                del self._outbox[:written]
+        except BlockingIOError:
+            self._loop.add_writer(self._fd, self._flush_outbox)
+            return
+        except OSError:
+            self._outbox.clear()
+        if self._fd >= 0:
+            self._loop.remove_writer(self._fd)
+
+    def _drain_events(self) -> None:
+        kept = []
+        while not self._events.empty():
+            event = self._events.get_nowait()
+            if event in (_Event.EXITED, _Event.CANCEL):
+                kept.append(event)
+        for event in kept:
+            self._events.put_nowait(event)
+
+    # ---- the protocol ----------------------------------------------------------------------------------------
+
+    async def _next_event(self, deadline: float, *, stall: bool = True) -> _Event:
+        """The next thing the agent shows; ``TurnTimeout`` past the deadline or after a silence of the stall time."""
+        while True:
+            now = self._loop.time()
+            limit = deadline
+            if stall:
+                limit = min(limit, self._last_output + self._stall_timeout)
+            if now >= limit:
+                stalled = stall and limit < deadline
+                raise TurnTimeout("stalled" if stalled else "timed out", TurnResult(""), stalled=stalled)
+            try:
+                return await asyncio.wait_for(self._events.get(), limit - now)
+            except TimeoutError:
+                continue
+
+    async def run(self, prompt: str, *, timeout_s: float) -> TurnResult:
+        if self.state is not DriverState.IDLE:
+            raise RuntimeError(f"worker {self.worker_id} is {self.state.value}, not idle")
+        self.state = DriverState.BUSY
+        self._cancel_requested = False
+        turn = self._turn = Transcript(self.patterns, limit_chars=self._output_limit)
+        started = self._loop.time()
+        deadline = started + timeout_s
+        self._last_output = started
+        counts = {"approvals": 0, "denials": 0, "retries": 0}
+        try:
+            while True:
+                turn.begin(prompt)
+                self._type(prompt.replace("\r", "") + "\r")
+                await self._until_idle(turn, deadline, counts)
+                if not turn.trouble:
+                    return self._result(turn, counts)
+                if counts["retries"] >= self._trouble_retries:
+                    raise AgentTrouble(
+                        f"the agent was still having trouble responding after {counts['retries']} retries",
+                        self._result(turn, counts),
+                    )
+                delay = self._trouble_backoff * 2 ** counts["retries"]
+                counts["retries"] += 1
+                log.warning(
+                    "worker %d: agent having trouble responding; retry %d/%d in %.1f s",
+                    self.worker_id,
+                    counts["retries"],
+                    self._trouble_retries,
+                    delay,
+                )
+                await self._pause(delay, deadline, turn, counts)
+        except TurnTimeout as exc:
+            await self.stop()
+            why = (
+                f"stalled (no agent output for {self._stall_timeout:g} s)"
+                if exc.stalled
+                else f"timed out (not done within {timeout_s:g} s)"
+            )
+            raise TurnTimeout(
+                f"the task {why}; its agent session was killed and is being restarted",
+                self._result(turn, counts),
+                stalled=exc.stalled,
+            ) from None
+        finally:
+            self._turn = None
+            self.agent_log.flush()
+            if self.state is DriverState.BUSY:
+                self.state = DriverState.IDLE
+
+    def _result(self, turn: Transcript, counts: dict[str, int]) -> TurnResult:
+        return TurnResult(
+            output=turn.output(),
+            approvals=counts["approvals"],
+            denials=counts["denials"],
+            credits=turn.credits,
+            trouble_retries=counts["retries"],
+        )
+
+    async def _until_idle(self, turn: Transcript, deadline: float, counts: dict[str, int]) -> None:
+        while True:
+            event = await self._next_event(deadline)
+            if event is _Event.IDLE:
+                return
+            if event is _Event.APPROVAL:
+                self._answer_tool_request(turn, counts)
+            elif event is _Event.CONFIRM:
+                log.info("worker %d: agent asked a [y/n] question during a task; answering n", self.worker_id)
+                turn.replied("n")
+                self._type(self.profile.deny_reply)
+            elif event is _Event.EXITED:
+                raise AgentExited(
+                    f"the agent exited (status {self.exit_status}) in the middle of the task", self._result(turn, counts)
+                )
+            elif event is _Event.CANCEL:
+                await self._interrupt(turn, counts)
+
+    def _answer_tool_request(self, turn: Transcript, counts: dict[str, int]) -> None:
+        tool = turn.last_tool
+        deny = bool(self.profile.deny_tools) and (tool is None or tool in self.profile.deny_tools)
+        reply = self.profile.deny_reply if deny else self.profile.approval_reply
+        counts["denials" if deny else "approvals"] += 1
+        log.info(
+            "worker %d: %s tool %s",
+            self.worker_id,
+            "denied" if deny else "approved",
+            tool or "(name not shown)",
+            extra={"fields": {"event": "tool_denied" if deny else "tool_approved", "tool": tool}},
+        )
+        turn.replied(reply)
+        self._type(reply)
+
+    async def _pause(self, delay: float, deadline: float, turn: Transcript, counts: dict[str, int]) -> None:
+        """Wait out a backoff, still noticing an exit, a cancel or the deadline."""
+        end = min(self._loop.time() + delay, deadline)
+        while self._loop.time() < end:
+            try:
+                event = await asyncio.wait_for(self._events.get(), end - self._loop.time())
+            except TimeoutError:
+                break
+            if event is _Event.EXITED:
+                raise AgentExited("the agent exited while waiting to retry", self._result(turn, counts))
+            if event is _Event.CANCEL:
+                raise TurnCancelled("cancelled", self._result(turn, counts))
+        if self._loop.time() >= deadline:
+            raise TurnTimeout("timed out", self._result(turn, counts), stalled=False)
+        self._last_output = self._loop.time()
+
+    def cancel(self) -> None:
+        if self.state is DriverState.BUSY and not self._cancel_requested:
+            self._cancel_requested = True
+            self._events.put_nowait(_Event.CANCEL)
+
+    async def _interrupt(self, turn: Transcript, counts: dict[str, int]) -> None:
+        """Ctrl+C, then the prompt back within the grace time — or the process goes (the pool respawns it)."""
+        log.info("worker %d: cancelling the running task (Ctrl+C)", self.worker_id)
+        self._type(CTRL_C)
+        deadline = self._loop.time() + self._cancel_grace
+        try:
+            while True:
+                event = await self._next_event(deadline, stall=False)
+                if event in (_Event.IDLE, _Event.EXITED):
+                    break
+        except TurnTimeout:
+            log.warning("worker %d: no prompt %.0f s after Ctrl+C; killing the agent", self.worker_id, self._cancel_grace)
+            await self.stop()
+        raise TurnCancelled("cancelled", self._result(turn, counts))
+
+    async def reset(self) -> None:
+        """``/clear`` answered ``y``: the next task starts with no memory of this one. Kills the agent if that fails."""
+        if self.state is not DriverState.IDLE:
+            return
+        self.state = DriverState.BUSY
+        deadline = self._loop.time() + self._reset_timeout
+        try:
+            self._type(self.profile.clear_command + "\r")
+            while True:
+                event = await self._next_event(deadline, stall=False)
+                if event is _Event.CONFIRM:
+                    self._type(self.profile.clear_reply)
+                elif event is _Event.IDLE:
+                    break
+                elif event is _Event.EXITED:
+                    return
+                else:
+                    self._type(self.profile.deny_reply)
+        except TurnTimeout:
+            log.warning("worker %d: %s did not return to the prompt; restarting the agent", self.worker_id,
+                        self.profile.clear_command)
+            await self.stop()
+            return
+        finally:
+            if self.state is DriverState.BUSY:
+                self.state = DriverState.IDLE
+        self.agent_log.flush()

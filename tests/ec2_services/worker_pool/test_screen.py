@@ -1,0 +1,143 @@
+"""Reading the agent's screen: real captured Kiro/Q screens, and the line stream's handling of terminal redraws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ec2_services.worker_pool.profiles import PROFILES
+from ec2_services.worker_pool.screen import (
+    LineAssembler,
+    Patterns,
+    ScreenState,
+    classify_screen,
+    screen_of,
+    strip_ansi,
+)
+from ec2_services.worker_pool.transcript import Transcript
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kiro"
+KIRO = PROFILES["kiro"]
+PATTERNS = Patterns(KIRO)
+
+
+def read(name: str) -> list[str]:
+    raw = (FIXTURES / f"{name}.txt").read_text(encoding="utf-8")
+    return screen_of(raw)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "state"),
+    [
+        ("kiro_cli_idle_output", ScreenState.IDLE),
+        ("kiro_cli_completed_output", ScreenState.IDLE),
+        ("kiro_cli_complex_response", ScreenState.IDLE),
+        ("kiro_cli_error_output", ScreenState.IDLE),
+        ("kiro_cli_handoff_error", ScreenState.IDLE),
+        ("kiro_cli_permission_output", ScreenState.APPROVAL),
+        ("kiro_cli_handoff_with_permission", ScreenState.APPROVAL),
+        ("kiro_cli_permission_active_empty", ScreenState.APPROVAL),
+        ("kiro_cli_permission_active_partial_typing", ScreenState.APPROVAL),
+        ("kiro_cli_permission_active_trailing_text", ScreenState.APPROVAL),
+        ("kiro_cli_permission_active_injection", ScreenState.APPROVAL),
+        ("kiro_cli_permission_stale_answered", ScreenState.IDLE),
+        ("kiro_cli_permission_stale_long_response", ScreenState.IDLE),
+        ("kiro_cli_processing_output", ScreenState.BUSY),
+        ("kiro_cli_tui_processing_output", ScreenState.BUSY),
+        ("kiro_cli_tui_idle_output", ScreenState.BUSY),
+        ("kiro_cli_tui_completed_output", ScreenState.BUSY),
+        ("kiro_trust_all_tools_dialog_active", ScreenState.BUSY),
+        ("kiro_trust_all_tools_dialog_in_scrollback", ScreenState.IDLE),
+    ],
+)
+def test_captured_screens_are_read_as_a_person_would(fixture, state):
+    assert classify_screen(read(fixture), PATTERNS).state is state
+
+
+def test_stale_answered_permission_above_a_fresh_prompt_is_not_pending():
+    lines = read("kiro_cli_permission_stale_answered")
+    assert any("Allow this action?" in line for line in lines)
+    reading = classify_screen(lines, PATTERNS)
+    assert reading.state is ScreenState.IDLE
+    assert not reading.bare
+
+
+def test_agent_name_percentage_and_lambda_prompt_is_idle_and_not_bare():
+    reading = classify_screen(["", "[agent] 16% λ > "], PATTERNS)
+    assert reading == reading.__class__(ScreenState.IDLE, bare=False)
+
+
+def test_a_bare_prompt_is_idle_but_flagged_bare():
+    assert classify_screen(["> "], PATTERNS).bare
+
+
+def test_an_answer_line_ending_in_gt_is_not_a_prompt():
+    assert classify_screen(["x = a -> b", "<div>"], PATTERNS).state is ScreenState.BUSY
+
+
+def test_having_trouble_capture_marks_the_turn_for_retry():
+    transcript = Transcript(PATTERNS)
+    lines = read("kiro_cli_error_output")
+    transcript.add(lines)
+    assert transcript.trouble
+    assert "having trouble" in transcript.output()
+
+
+def test_clear_confirmation_above_the_prompt_is_a_confirm_question():
+    lines = ["Are you sure? This will erase the conversation history. [y/n]:", "", "[aipm] 20% λ > "]
+    assert classify_screen(lines, PATTERNS).state is ScreenState.CONFIRM
+
+
+def test_spinner_redrawn_on_cr_and_cleared_leaves_only_the_answer():
+    assembler = LineAssembler(KIRO)
+    raw = "\r⠋ Thinking...\r⠙ Thinking...\r\x1b[2K\x1b[38;5;10m> \x1b[39mHello there\r\nsecond\r\n"
+    assert assembler.feed(raw) == ["Hello there", "second"]
+
+
+def test_a_literal_uncoloured_gt_line_is_kept():
+    assembler = LineAssembler(KIRO)
+    assert assembler.feed("> quoted text\r\n") == ["> quoted text"]
+
+
+def test_the_coloured_answer_start_cannot_be_the_prompt():
+    assembler = LineAssembler(KIRO)
+    assembler.feed("\r\x1b[2K\x1b[38;5;10m> \x1b[39m")
+    assert assembler.partial_plain() == "> "
+    assert assembler.partial_is_answer_start()
+    assembler.feed("text\r\n\x1b[36m[aipm] \x1b[32m20% \x1b[35mλ > \x1b[39m")
+    assert not assembler.partial_is_answer_start()
+    assert PATTERNS.prompt_at_end(assembler.partial_plain())
+
+
+def test_lines_split_across_reads_are_joined():
+    assembler = LineAssembler(KIRO)
+    assert assembler.feed("hel") == []
+    assert assembler.feed("lo\x1b[3") == []
+    assert assembler.feed("1mred\x1b[0m\r\n") == ["hellored"]
+
+
+def test_strip_ansi_removes_csi_osc_and_controls_but_keeps_text():
+    raw = "\x1b]0;title\x07\x1b[1;31mred\x1b[0m\x1b(B plain\x07\ttab\x1b[K"
+    assert strip_ansi(raw) == "red plain\ttab"
+
+
+def test_transcript_leaves_out_echo_questions_replies_and_credits():
+    transcript = Transcript(PATTERNS)
+    transcript.begin("first line\nsecond line")
+    transcript.add(["[aipm] 20% λ > first line", "second line", "Answer starts", "I'll write x (using tool: write)", ""])
+    transcript.add(["Allow this action? Use 't' to trust (always allow) this tool for the session. [y/n/t]:", ""])
+    assert transcript.last_tool == "write"
+    transcript.replied("t\r")
+    transcript.add(["[aipm] 20% λ > t", "Creating: x", "", "▸ Credits: 0.42 • Time: 3s", ""])
+    assert transcript.output() == "Answer starts\nI'll write x (using tool: write)\nCreating: x"
+    assert transcript.credits == 0.42
+
+
+def test_transcript_memory_is_bounded_and_says_what_it_dropped():
+    transcript = Transcript(PATTERNS, limit_chars=1000)
+    transcript.add([f"line {i:05d}" for i in range(1000)])
+    output = transcript.output()
+    assert len(output) < 1200
+    assert output.endswith("line 00999")
+    assert "earlier lines omitted" in output.splitlines()[0]

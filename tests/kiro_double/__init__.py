@@ -1,0 +1,13 @@
+"""A scripted double of the Kiro CLI's terminal protocol, for the worker pool's tests and benchmarks."""
+
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("kiro_double.py")
+
+
+def command(*args: str) -> str:
+    """A ``KIRO_COMMAND`` that runs the double with this interpreter."""
+    import shlex
+
+    return shlex.join([sys.executable, str(SCRIPT), *args])
