@@ -1,0 +1,149 @@
+"""The deployment's knobs: every CDK context key read once, validated, into one frozen object.
+
+Owns the context keys (their names, defaults and checks). Constructs receive plain values from this object through
+the Stack; nothing else reads ``node.try_get_context``. A bad value stops synthesis with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+WEBSITE_MODES = ("cloudfront", "s3-website")
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+_REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+|\*)$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_DOMAIN_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """A context value that cannot be deployed; the message names the key and what it accepts."""
+
+
+@dataclass(frozen=True)
+class AipmConfig:
+    """Everything ``cdk synth -c key=value`` can change, with the defaults of SPEC.md ("Infrastructure")."""
+
+    stack_name: str = "AipmKiro"
+    instance_type: str = "t3.medium"
+    pool_size: int = 2
+    api_cidr: str = "0.0.0.0/0"
+    admin_cidr: str | None = None
+    allowed_repos: str = ""
+    log_retention_days: int = 30
+    github_api_url: str = "https://api.github.com"
+    git_base_url: str = "https://github.com"
+    website_mode: str = "cloudfront"
+    github_token_secret_arn: str | None = None
+    kiro_api_key_secret_arn: str | None = None
+    kiro_install_command: str = "curl -fsSL https://cli.kiro.dev/install | bash"
+    kiro_deny_tools: str = "use_aws,aws"
+    cognito_domain_prefix: str | None = None
+    alarm_email: str | None = None
+    root_volume_gb: int = 30
+
+    @property
+    def worker_pool_open(self) -> bool:
+        """8081 is reachable from outside (and the pool listens on 0.0.0.0) only with an admin CIDR."""
+        return self.admin_cidr is not None
+
+    @property
+    def uses_cognito(self) -> bool:
+        """Cognito needs an https callback, so only the CloudFront site signs in with it; s3-website uses a token."""
+        return self.website_mode == "cloudfront"
+
+    @classmethod
+    def from_context(cls, get: Any) -> AipmConfig:
+        """Build from ``get(key) -> value | None`` (``app.node.try_get_context``); unset or empty keeps the default."""
+
+        def value(key: str, default: Any) -> Any:
+            raw = get(key)
+            if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+                return default
+            return raw.strip() if isinstance(raw, str) else raw
+
+        cfg = cls(
+            stack_name=str(value("stackName", cls.stack_name)),
+            instance_type=str(value("instanceType", cls.instance_type)),
+            pool_size=_int("poolSize", value("poolSize", cls.pool_size)),
+            api_cidr=str(value("apiCidr", cls.api_cidr)),
+            admin_cidr=value("adminCidr", None),
+            allowed_repos=str(value("allowedRepos", cls.allowed_repos)),
+            log_retention_days=_int("logRetentionDays", value("logRetentionDays", cls.log_retention_days)),
+            github_api_url=str(value("githubApiUrl", cls.github_api_url)).rstrip("/"),
+            git_base_url=str(value("gitBaseUrl", cls.git_base_url)).rstrip("/"),
+            website_mode=str(value("websiteMode", cls.website_mode)),
+            github_token_secret_arn=value("githubTokenSecretArn", None),
+            kiro_api_key_secret_arn=value("kiroApiKeySecretArn", None),
+            # An empty kiroInstallCommand is meaningful (install kiro-cli yourself), so it is read without the default.
+            kiro_install_command=str(get("kiroInstallCommand") if get("kiroInstallCommand") is not None
+                                     else cls.kiro_install_command).strip(),
+            kiro_deny_tools=str(get("kiroDenyTools") if get("kiroDenyTools") is not None else cls.kiro_deny_tools),
+            cognito_domain_prefix=value("cognitoDomainPrefix", None),
+            alarm_email=value("alarmEmail", None),
+            root_volume_gb=_int("rootVolumeGb", value("rootVolumeGb", cls.root_volume_gb)),
+        )
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not re.match(r"^[A-Za-z][A-Za-z0-9-]{0,127}$", self.stack_name):
+            raise ConfigError(f"stackName: {self.stack_name!r} is not a CloudFormation stack name")
+        if not _INSTANCE_TYPE.match(self.instance_type):
+            raise ConfigError(f"instanceType: {self.instance_type!r} is not an EC2 instance type like t3.medium")
+        if not 1 <= self.pool_size <= 32:
+            raise ConfigError(f"poolSize: {self.pool_size} must be between 1 and 32 (KIRO_POOL_SIZE)")
+        _cidr("apiCidr", self.api_cidr)
+        if self.admin_cidr is not None:
+            _cidr("adminCidr", self.admin_cidr)
+        for repo in (r.strip() for r in self.allowed_repos.split(",")):
+            if repo and not _REPO_PATTERN.match(repo):
+                raise ConfigError(f"allowedRepos: {repo!r} is not owner/name or owner/*")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ConfigError(
+                f"logRetentionDays: {self.log_retention_days} is not a CloudWatch Logs retention; "
+                f"use one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
+            )
+        for key, url in (("githubApiUrl", self.github_api_url), ("gitBaseUrl", self.git_base_url)):
+            if not re.match(r"^https://[^/\s]+(/\S*)?$", url):
+                raise ConfigError(f"{key}: {url!r} must be an https URL")
+        if self.website_mode not in WEBSITE_MODES:
+            raise ConfigError(f"websiteMode: {self.website_mode!r} must be one of {', '.join(WEBSITE_MODES)}")
+        for key, arn in (("githubTokenSecretArn", self.github_token_secret_arn),
+                         ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn)):
+            if arn is not None and not _SECRET_ARN.match(arn):
+                raise ConfigError(f"{key}: {arn!r} is not a Secrets Manager secret ARN")
+        if self.cognito_domain_prefix is not None and (
+            not _DOMAIN_PREFIX.match(self.cognito_domain_prefix)
+            or any(word in self.cognito_domain_prefix for word in ("aws", "amazon", "cognito"))
+        ):
+            raise ConfigError(
+                f"cognitoDomainPrefix: {self.cognito_domain_prefix!r} must be lower-case letters, digits and hyphens "
+                "without 'aws', 'amazon' or 'cognito'"
+            )
+        if self.alarm_email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.alarm_email):
+            raise ConfigError(f"alarmEmail: {self.alarm_email!r} is not an e-mail address")
+        if not 8 <= self.root_volume_gb <= 16384:
+            raise ConfigError(f"rootVolumeGb: {self.root_volume_gb} must be between 8 and 16384")
+        if "\n" in self.kiro_install_command:
+            raise ConfigError("kiroInstallCommand: must be one line")
+
+
+def _int(key: str, raw: Any) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: {raw!r} is not a whole number") from None
+
+
+def _cidr(key: str, raw: str) -> None:
+    try:
+        net = ipaddress.ip_network(raw, strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {raw!r} is not a CIDR block ({exc})") from None
+    if net.version != 4:
+        raise ConfigError(f"{key}: {raw!r} must be an IPv4 CIDR (the host has an IPv4 Elastic IP)")

@@ -1,0 +1,207 @@
+"""The EC2 host (deploys ``ec2_services/``): network, security group, role, instance, Elastic IP, the services' log
+groups, and the cfn-init install that runs ``infra/host_install/install.sh``.
+
+Owns how the host is built and reached: Amazon Linux 2023, IMDSv2 only (hop limit 1), SSM Session Manager instead of
+SSH (no key pair, no port 22), an encrypted gp3 root volume, 8082 from ``api_cidr`` and 8081 only from ``admin_cidr``.
+The install runs under a CreationPolicy: a failed install (or a service that never answers /health) fails the deploy.
+Later deploys that change the code are applied in place by cfn-hup (the instance, its jobs and its Kiro login stay).
+It grants nothing itself beyond SSM and the install assets; the Stack grants the secrets and the log groups.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = "/opt/aipm/src"  # where cfn-init unpacks the assets; install.sh copies from here into /opt/aipm/app
+WORKER_POOL_PORT = 8081
+PR_PROCESSOR_PORT = 8082
+INSTANCE_LOGICAL_ID = "AipmHostInstance"
+_ASSET_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
+
+
+class Host(Construct):
+    """``instance``, ``role``, ``security_group``, ``eip`` (``public_ip``), ``pool_log_group``, ``processor_log_group``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        instance_type: str,
+        pool_size: int,
+        api_cidr: str,
+        admin_cidr: str | None,
+        callback_origins: str,
+        git_base_url: str,
+        shared_secret_arn: str,
+        github_token_secret_arn: str,
+        kiro_api_key_secret_arn: str | None,
+        kiro_install_command: str,
+        kiro_deny_tools: str,
+        log_retention: logs.RetentionDays,
+        log_group_prefix: str,
+        root_volume_gb: int,
+    ) -> None:
+        super().__init__(scope, id_)
+        # One public subnet, no NAT: the host needs outbound internet (GitHub, Kiro, AWS APIs) and a public address.
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=1,
+            nat_gateways=0,
+            subnet_configuration=[ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC)],
+            restrict_default_security_group=False,  # nothing is placed in the default group; saves a custom resource
+        )
+        flow_logs = logs.LogGroup(
+            self, "FlowLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))
+
+        self.security_group = ec2.SecurityGroup(
+            self, "Sg", vpc=self.vpc, allow_all_outbound=True,
+            description="aipm-kiro host: PR processor 8082 from apiCidr; worker pool 8081 only from adminCidr",
+        )
+        self.security_group.add_ingress_rule(
+            ec2.Peer.ipv4(api_cidr), ec2.Port.tcp(PR_PROCESSOR_PORT),
+            "PR processor (every request is HMAC-signed; the Lambda has no fixed address)",
+        )
+        if admin_cidr:
+            self.security_group.add_ingress_rule(
+                ec2.Peer.ipv4(admin_cidr), ec2.Port.tcp(WORKER_POOL_PORT), "worker pool, admin access (signed requests)"
+            )
+
+        log_removal = RemovalPolicy.DESTROY
+        self.pool_log_group = logs.LogGroup(
+            self, "WorkerPoolLogs", log_group_name=f"{log_group_prefix}/worker-pool",
+            retention=log_retention, removal_policy=log_removal,
+        )
+        self.processor_log_group = logs.LogGroup(
+            self, "PrProcessorLogs", log_group_name=f"{log_group_prefix}/pr-processor",
+            retention=log_retention, removal_policy=log_removal,
+        )
+
+        self.role = iam.Role(
+            self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description="aipm-kiro host: SSM sessions, its install assets, and what the stack grants (secrets, logs)",
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
+        )
+
+        itype = ec2.InstanceType(instance_type)
+        cpu = ec2.AmazonLinuxCpuType.ARM_64 if itype.architecture == ec2.InstanceArchitecture.ARM_64 \
+            else ec2.AmazonLinuxCpuType.X86_64
+        self.instance = ec2.Instance(
+            self,
+            "Instance",
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            instance_type=itype,
+            machine_image=ec2.MachineImage.latest_amazon_linux2023(cpu_type=cpu),
+            security_group=self.security_group,
+            role=self.role,
+            # No key pair and no port 22: shell access is SSM Session Manager (aws ssm start-session).
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        root_volume_gb, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+            detailed_monitoring=True,
+            init=self._init(
+                env={
+                    "AIPM_POOL_SIZE": str(pool_size),
+                    "AIPM_WORKER_POOL_HOST": "0.0.0.0" if admin_cidr else "127.0.0.1",
+                    "AIPM_WORKER_POOL_PORT": str(WORKER_POOL_PORT),
+                    "AIPM_PR_PROCESSOR_HOST": "0.0.0.0",
+                    "AIPM_PR_PROCESSOR_PORT": str(PR_PROCESSOR_PORT),
+                    "AIPM_CALLBACK_ORIGINS": callback_origins,
+                    "AIPM_GIT_BASE_URL": git_base_url,
+                    "AIPM_KIRO_DENY_TOOLS": kiro_deny_tools,
+                    "AIPM_KIRO_INSTALL_COMMAND": kiro_install_command,
+                    "AIPM_SHARED_SECRET_ARN": shared_secret_arn,
+                    "AIPM_GITHUB_TOKEN_SECRET_ARN": github_token_secret_arn,
+                    "AIPM_KIRO_API_KEY_SECRET_ARN": kiro_api_key_secret_arn or "",
+                    "AIPM_AWS_REGION": Aws.REGION,
+                    "AIPM_LOG_GROUP_WORKER_POOL": self.pool_log_group.log_group_name,
+                    "AIPM_LOG_GROUP_PR_PROCESSOR": self.processor_log_group.log_group_name,
+                },
+            ),
+            init_options=ec2.ApplyCloudFormationInitOptions(
+                timeout=Duration.minutes(30),
+                # cfn-hup applies code changes in place; a fingerprint in the user data would replace the instance
+                # (and lose its job database and Kiro login) on every deploy.
+                embed_fingerprint=False,
+                print_log=True,
+            ),
+        )
+        # A fixed logical ID: cfn-hup's hook and cfn-init name the resource whose metadata they read.
+        self.instance.instance.override_logical_id(INSTANCE_LOGICAL_ID)
+        self._require_imdsv2()
+
+        self.eip = ec2.CfnEIP(self, "Eip", domain="vpc", tags=[{"key": "Name", "value": "aipm-kiro host"}])
+        ec2.CfnEIPAssociation(self, "EipAssociation", allocation_id=self.eip.attr_allocation_id,
+                              instance_id=self.instance.instance_id)
+        self.public_ip = self.eip.attr_public_ip
+
+    def _init(self, *, env: dict[str, str]) -> ec2.CloudFormationInit:
+        install = f"bash {SRC}/infra/host_install/install.sh --source {SRC}"
+        return ec2.CloudFormationInit.from_elements(
+            ec2.InitSource.from_asset(f"{SRC}/ec2_services", str(ROOT / "ec2_services"), exclude=_ASSET_EXCLUDE),
+            ec2.InitSource.from_asset(f"{SRC}/infra/host_install", str(ROOT / "infra" / "host_install"),
+                                      exclude=_ASSET_EXCLUDE),
+            ec2.InitFile.from_asset(f"{SRC}/requirements/host.txt", str(ROOT / "requirements" / "host.txt")),
+            ec2.InitCommand.shell_command(install, key="10-install-aipm", env=env),
+            *self._cfn_hup(),
+        )
+
+    def _require_imdsv2(self) -> None:
+        """IMDSv2 only, one hop: a launch template the instance starts from (CfnInstance has no metadata options)."""
+        template = ec2.LaunchTemplate(
+            self, "Metadata",
+            require_imdsv2=True,
+            http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
+            http_endpoint=True,
+            http_put_response_hop_limit=1,
+            instance_metadata_tags=False,
+        )
+        cfn = self.instance.node.default_child
+        cfn.launch_template = ec2.CfnInstance.LaunchTemplateSpecificationProperty(
+            launch_template_id=template.launch_template_id, version=template.latest_version_number,
+        )
+
+    @staticmethod
+    def _cfn_hup() -> list[ec2.InitElement]:
+        """cfn-hup re-runs cfn-init (and so install.sh) when a deploy changes this instance's init metadata."""
+        cfn_init = (f"/opt/aws/bin/cfn-init -v --stack {Aws.STACK_NAME} --resource {INSTANCE_LOGICAL_ID} "
+                    f"--region {Aws.REGION} -c default")
+        return [
+            ec2.InitFile.from_string(
+                "/etc/cfn/cfn-hup.conf",
+                f"[main]\nstack={Aws.STACK_ID}\nregion={Aws.REGION}\ninterval=5\nverbose=false\n",
+                mode="000400", owner="root", group="root",
+            ),
+            ec2.InitFile.from_string(
+                "/etc/cfn/hooks.d/aipm-reloader.conf",
+                "[aipm-reloader]\ntriggers=post.update\n"
+                f"path=Resources.{INSTANCE_LOGICAL_ID}.Metadata.AWS::CloudFormation::Init\n"
+                f"action={cfn_init}\nrunas=root\n",
+                mode="000400", owner="root", group="root",
+            ),
+            ec2.InitFile.from_string(
+                "/etc/systemd/system/cfn-hup.service",
+                "[Unit]\nDescription=cfn-hup: apply aipm-kiro stack updates in place\nAfter=network-online.target\n\n"
+                "[Service]\nType=simple\nExecStart=/opt/aws/bin/cfn-hup\nRestart=always\nRestartSec=30\n\n"
+                "[Install]\nWantedBy=multi-user.target\n",
+            ),
+            ec2.InitCommand.shell_command("systemctl daemon-reload && systemctl enable --now cfn-hup.service",
+                                          key="20-enable-cfn-hup"),
+        ]

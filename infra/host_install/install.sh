@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# Installs aipm-kiro's EC2 services on Amazon Linux 2023. cfn-init runs it as root on first boot (and again through
+# cfn-hup when a deploy changes the code); a non-zero exit fails cfn-init, so the CreationPolicy fails the deploy.
+#
+# It also runs on any Linux machine with --prefix DIR: everything lands under DIR (a scratch root), and the steps that
+# need root or systemd (dnf, users, iptables, sudoers activation, kiro-cli download, systemctl) are skipped. The
+# rendered units and environment files then name paths under DIR, so their ExecStart lines run as they are.
+#
+#   install.sh [--prefix DIR] [--source DIR] [--python PATH] [--extra-site DIR]
+#
+#   --source      holds ec2_services/ and requirements/host.txt (default: this script's ../..; /opt/aipm/src on EC2)
+#   --python      interpreter for the venv (default /usr/bin/python3.12; with --prefix: python3.12 or python3)
+#   --extra-site  offline/test fast path: a site-packages directory added to the venv's path, so the requirements
+#                 are satisfied from it and pip checks them with --no-index instead of downloading
+#
+# Deployment values come from the environment (host.py passes them through cfn-init); every one has a default:
+#   AIPM_POOL_SIZE, AIPM_WORKER_POOL_HOST, AIPM_WORKER_POOL_PORT, AIPM_PR_PROCESSOR_HOST, AIPM_PR_PROCESSOR_PORT,
+#   AIPM_CALLBACK_ORIGINS, AIPM_GIT_BASE_URL, AIPM_KIRO_DENY_TOOLS, AIPM_KIRO_COMMAND, AIPM_KIRO_ACP_COMMAND,
+#   AIPM_KIRO_INSTALL_COMMAND, AIPM_SHARED_SECRET_ARN, AIPM_GITHUB_TOKEN_SECRET_ARN, AIPM_KIRO_API_KEY_SECRET_ARN,
+#   AIPM_AWS_REGION, AIPM_LOG_GROUP_WORKER_POOL, AIPM_LOG_GROUP_PR_PROCESSOR
+#
+# Signing Kiro in (the agent runs as the `kiro` user, its login lives in ~kiro):
+#   - API key: deploy with -c kiroApiKeySecretArn=<secret holding KIRO_API_KEY>; aipm-secrets.service puts it in the
+#     worker pool's environment and sudo passes it to kiro-cli (env_keep). Kiro documents API keys for headless use.
+#   - Device flow: aws ssm start-session --target <instance>, then
+#       sudo -u kiro -H /usr/local/bin/kiro-cli login --use-device-flow
+#     and open the URL it prints; then `sudo systemctl restart aipm-worker-pool`.
+set -euo pipefail
+
+log() { printf '[aipm-install] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PREFIX=""
+SOURCE="$(cd "$HERE/../.." && pwd)"
+PYTHON=""
+EXTRA_SITE=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) PREFIX="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
+    --source) SOURCE="$(cd "$2" && pwd)"; shift 2 ;;
+    --python) PYTHON="$2"; shift 2 ;;
+    --extra-site) EXTRA_SITE="$(cd "$2" && pwd)"; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+ON_HOST=1
+[ -n "$PREFIX" ] && ON_HOST=0
+if [ "$ON_HOST" = 1 ] && [ "$(id -u)" != 0 ]; then die "run as root, or with --prefix DIR for a scratch install"; fi
+
+SERVICE_USER=aipm
+AGENT_USER=kiro
+APP="$PREFIX/opt/aipm/app"
+VENV="$PREFIX/opt/aipm/venv"
+BIN="$PREFIX/opt/aipm/bin"
+ETC="$PREFIX/etc/aipm"
+UNITS="$PREFIX/etc/systemd/system"
+STATE="$PREFIX/var/lib/aipm"
+WORKSPACES="$STATE/workspaces"
+LOGS="$PREFIX/var/log/aipm"
+SECRETS_DIR="$PREFIX/run/aipm/secrets"
+KIRO_HOME="$PREFIX/home/$AGENT_USER"
+KIRO_BIN="$PREFIX/usr/local/bin/kiro-cli"
+CW_CONFIG="$PREFIX/opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json"
+
+POOL_SIZE="${AIPM_POOL_SIZE:-2}"
+POOL_HOST="${AIPM_WORKER_POOL_HOST:-127.0.0.1}"
+POOL_PORT="${AIPM_WORKER_POOL_PORT:-8081}"
+PRP_HOST="${AIPM_PR_PROCESSOR_HOST:-0.0.0.0}"
+PRP_PORT="${AIPM_PR_PROCESSOR_PORT:-8082}"
+CALLBACK_ORIGINS="${AIPM_CALLBACK_ORIGINS:-}"
+GIT_BASE_URL="${AIPM_GIT_BASE_URL:-https://github.com}"
+DENY_TOOLS="${AIPM_KIRO_DENY_TOOLS-use_aws,aws}"
+# The agent runs as its own user through sudo (one rule, one binary): it never sees the services' environment,
+# cannot read their /proc entries, and the iptables rule below keys on its uid.
+SUDO_AGENT="sudo -n -u $AGENT_USER -H --"
+KIRO_COMMAND="${AIPM_KIRO_COMMAND:-$SUDO_AGENT /usr/local/bin/kiro-cli chat --legacy-ui --agent aipm}"
+KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$SUDO_AGENT /usr/local/bin/kiro-cli acp --agent aipm}"
+KIRO_INSTALL_COMMAND="${AIPM_KIRO_INSTALL_COMMAND-}"
+LOG_GROUP_POOL="${AIPM_LOG_GROUP_WORKER_POOL:-/aipm/worker-pool}"
+LOG_GROUP_PRP="${AIPM_LOG_GROUP_PR_PROCESSOR:-/aipm/pr-processor}"
+
+[ -d "$SOURCE/ec2_services" ] || die "$SOURCE/ec2_services not found (--source)"
+[ -f "$SOURCE/requirements/host.txt" ] || die "$SOURCE/requirements/host.txt not found (--source)"
+case "$POOL_SIZE" in ''|*[!0-9]*) die "AIPM_POOL_SIZE must be a number, got '$POOL_SIZE'" ;; esac
+
+# --- 1. System packages and users (host only) -----------------------------------------------------------------------
+if [ "$ON_HOST" = 1 ]; then
+  log "installing system packages"
+  dnf install -y -q git python3.12 python3.12-pip sudo iptables-nft unzip logrotate amazon-cloudwatch-agent >&2
+  getent group "$SERVICE_USER" >/dev/null || groupadd --system "$SERVICE_USER"
+  id -u "$SERVICE_USER" >/dev/null 2>&1 || useradd --system --gid "$SERVICE_USER" --home-dir "$STATE" \
+    --no-create-home --shell /sbin/nologin "$SERVICE_USER"
+  # kiro has a real home (its login and agent config live there) and shares the aipm group for the workspaces.
+  id -u "$AGENT_USER" >/dev/null 2>&1 || useradd --system --create-home --home-dir "/home/$AGENT_USER" \
+    --user-group --groups "$SERVICE_USER" --shell /bin/bash "$AGENT_USER"
+  usermod -a -G "$SERVICE_USER" "$AGENT_USER"
+fi
+if [ -z "$PYTHON" ]; then
+  if [ "$ON_HOST" = 1 ]; then PYTHON=/usr/bin/python3.12
+  else PYTHON="$(command -v python3.12 || command -v python3)"; fi
+fi
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+  || die "$PYTHON is older than Python 3.11"
+
+# --- 2. The code and its venv ---------------------------------------------------------------------------------------
+log "installing ec2_services into $APP"
+mkdir -p "$APP/requirements" "$BIN" "$ETC" "$UNITS" "$LOGS" "$WORKSPACES" "$SECRETS_DIR"
+rm -rf "$APP/ec2_services.new"
+cp -R "$SOURCE/ec2_services" "$APP/ec2_services.new"
+find "$APP/ec2_services.new" -name __pycache__ -type d -prune -exec rm -rf {} +
+rm -rf "$APP/ec2_services"
+mv "$APP/ec2_services.new" "$APP/ec2_services"
+cp "$SOURCE/requirements/host.txt" "$APP/requirements/host.txt"
+cp "$HERE/aipm-fetch-secrets" "$BIN/aipm-fetch-secrets"
+chmod 0755 "$BIN/aipm-fetch-secrets"
+
+log "building the venv in $VENV with $PYTHON"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+# ec2_services is imported from $APP (a .pth line), so `python -m ec2_services.worker_pool` works from any directory.
+printf '%s\n' "$APP" > "$SITE/aipm-app.pth"
+PIP_ARGS=(--disable-pip-version-check --quiet --no-input)
+if [ -n "$EXTRA_SITE" ]; then
+  printf '%s\n' "$EXTRA_SITE" > "$SITE/aipm-extra-site.pth"
+  PIP_ARGS+=(--no-index)
+else
+  rm -f "$SITE/aipm-extra-site.pth"
+  "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" --upgrade pip >&2
+fi
+"$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" -r "$APP/requirements/host.txt" >&2 \
+  || die "pip could not install requirements/host.txt into $VENV"
+for module in ec2_services.worker_pool ec2_services.pr_processor; do
+  "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$module') is None)" \
+    || die "$module is not importable from $VENV"
+done
+
+# --- 3. kiro-cli and its agent config -------------------------------------------------------------------------------
+mkdir -p "$KIRO_HOME/.kiro/agents"
+if [ "$ON_HOST" = 1 ] && [ -n "$KIRO_INSTALL_COMMAND" ]; then
+  if [ -x /usr/local/bin/kiro-cli ]; then
+    log "kiro-cli already installed: $(/usr/local/bin/kiro-cli --version 2>/dev/null || echo unknown version)"
+  else
+    log "installing kiro-cli as $AGENT_USER: $KIRO_INSTALL_COMMAND"
+    runuser -u "$AGENT_USER" -- env HOME="/home/$AGENT_USER" bash -lc "$KIRO_INSTALL_COMMAND" >&2 \
+      || die "the kiro-cli install command failed (context kiroInstallCommand)"
+    found="$(runuser -u "$AGENT_USER" -- env HOME="/home/$AGENT_USER" \
+      bash -lc 'command -v kiro-cli || ls "$HOME/.local/bin/kiro-cli" 2>/dev/null' | head -n1 || true)"
+    [ -n "$found" ] && [ -x "$found" ] || die "kiro-cli is not on $AGENT_USER's PATH after the install command"
+    ln -sf "$found" /usr/local/bin/kiro-cli
+  fi
+elif [ "$ON_HOST" = 1 ]; then
+  log "kiroInstallCommand is empty: install kiro-cli yourself as /usr/local/bin/kiro-cli (see the README)"
+fi
+# The `aipm` agent: every built-in tool available; the worker pool approves each request itself (KIRO_DENY_TOOLS),
+# so nothing is pre-trusted here. No MCP servers: the agent needs the workspace, a shell and the web, nothing more.
+cat > "$KIRO_HOME/.kiro/agents/aipm.json" <<'JSON'
+{
+  "name": "aipm",
+  "description": "aipm-kiro: implements the TASK.md of a pull request in the current workspace",
+  "prompt": "You implement the task described in the TASK.md file named in each request, inside the workspace directory the request names. Change only files inside that workspace. Keep changes focused, add or update tests, and run them. Do not push, do not change git remotes or configuration, and do not try to reach cloud credentials or the instance metadata service.",
+  "mcpServers": {},
+  "tools": ["*"],
+  "allowedTools": [],
+  "resources": [],
+  "useLegacyMcpJson": false
+}
+JSON
+
+# --- 4. Configuration (non-secret) and the secret fetcher's parameters ---------------------------------------------
+cat > "$ETC/common.env" <<EOF
+AIPM_STATE_DIR=$STATE
+KIRO_WORKSPACE_ROOT=$WORKSPACES
+AIPM_LOG_LEVEL=INFO
+PYTHONUNBUFFERED=1
+EOF
+cat > "$ETC/worker-pool.env" <<EOF
+WORKER_POOL_HOST=$POOL_HOST
+WORKER_POOL_PORT=$POOL_PORT
+KIRO_POOL_SIZE=$POOL_SIZE
+KIRO_COMMAND=$KIRO_COMMAND
+KIRO_ACP_COMMAND=$KIRO_ACP_COMMAND
+KIRO_DENY_TOOLS=$DENY_TOOLS
+EOF
+cat > "$ETC/pr-processor.env" <<EOF
+PR_PROCESSOR_HOST=$PRP_HOST
+PR_PROCESSOR_PORT=$PRP_PORT
+WORKER_POOL_URL=http://127.0.0.1:$POOL_PORT
+GIT_BASE_URL=$GIT_BASE_URL
+AIPM_CALLBACK_ORIGINS=$CALLBACK_ORIGINS
+GIT_CONFIG_COUNT=1
+GIT_CONFIG_KEY_0=safe.directory
+GIT_CONFIG_VALUE_0=*
+EOF
+cat > "$ETC/secrets.conf" <<EOF
+AWS_REGION=${AIPM_AWS_REGION:-}
+AIPM_SHARED_SECRET_ARN=${AIPM_SHARED_SECRET_ARN:-}
+AIPM_GITHUB_TOKEN_SECRET_ARN=${AIPM_GITHUB_TOKEN_SECRET_ARN:-}
+AIPM_KIRO_API_KEY_SECRET_ARN=${AIPM_KIRO_API_KEY_SECRET_ARN:-}
+AIPM_SECRETS_DIR=$SECRETS_DIR
+EOF
+chmod 0644 "$ETC"/*.env "$ETC/secrets.conf"
+
+# The agent's user may not reach the instance metadata service (no role credentials for the agent).
+cat > "$BIN/aipm-imds-block" <<EOF
+#!/bin/sh
+# Drop every packet from uid $AGENT_USER to the instance metadata service (IPv4 and, when present, IPv6). Idempotent.
+set -e
+iptables -C OUTPUT -m owner --uid-owner $AGENT_USER -d 169.254.169.254/32 -j DROP 2>/dev/null \\
+  || iptables -I OUTPUT 1 -m owner --uid-owner $AGENT_USER -d 169.254.169.254/32 -j DROP
+if command -v ip6tables >/dev/null 2>&1; then
+  ip6tables -C OUTPUT -m owner --uid-owner $AGENT_USER -d fd00:ec2::254/128 -j DROP 2>/dev/null \\
+    || ip6tables -I OUTPUT 1 -m owner --uid-owner $AGENT_USER -d fd00:ec2::254/128 -j DROP || true
+fi
+EOF
+chmod 0755 "$BIN/aipm-imds-block"
+
+# --- 5. systemd units -----------------------------------------------------------------------------------------------
+cat > "$UNITS/aipm-secrets.service" <<EOF
+[Unit]
+Description=aipm-kiro: fetch the services' secrets from Secrets Manager into $SECRETS_DIR
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+EnvironmentFile=$ETC/secrets.conf
+ExecStart=$VENV/bin/python $BIN/aipm-fetch-secrets
+Restart=on-failure
+RestartSec=15
+
+[Install]
+WantedBy=multi-user.target
+EOF
+cat > "$UNITS/aipm-imds-block.service" <<EOF
+[Unit]
+Description=aipm-kiro: block the agent user ($AGENT_USER) from the instance metadata service
+Before=aipm-worker-pool.service aipm-pr-processor.service
+After=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=$BIN/aipm-imds-block
+
+[Install]
+WantedBy=multi-user.target
+EOF
+# One unit per service: the same shape; only the ordering, the module and the hardening differ.
+service_unit() {  # name description module unit-lines service-lines
+  cat > "$UNITS/aipm-$1.service" <<EOF
+[Unit]
+Description=aipm-kiro $2
+Wants=network-online.target
+$4
+PartOf=aipm-secrets.service
+StartLimitIntervalSec=0
+
+[Service]
+Type=simple
+User=$SERVICE_USER
+Group=$SERVICE_USER
+UMask=0002
+WorkingDirectory=$STATE
+EnvironmentFile=$ETC/common.env
+EnvironmentFile=$ETC/$1.env
+EnvironmentFile=$SECRETS_DIR/$1.env
+ExecStart=$VENV/bin/python -m $3
+Restart=always
+RestartSec=5
+KillMode=mixed
+TimeoutStopSec=30
+StandardOutput=append:$LOGS/$1.log
+StandardError=inherit
+ProtectSystem=full
+PrivateTmp=yes
+$5
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+service_unit worker-pool "worker pool: kiro-cli sessions in pseudo-terminals (port $POOL_PORT)" ec2_services.worker_pool \
+"After=network-online.target aipm-secrets.service aipm-imds-block.service
+Requires=aipm-secrets.service aipm-imds-block.service
+Before=aipm-pr-processor.service" \
+"# No NoNewPrivileges: the agent is started through sudo as $AGENT_USER."
+service_unit pr-processor "PR processor: jobs, git worktrees, push, callbacks (port $PRP_PORT)" ec2_services.pr_processor \
+"Wants=aipm-worker-pool.service
+After=network-online.target aipm-secrets.service aipm-worker-pool.service
+Requires=aipm-secrets.service" \
+"NoNewPrivileges=yes
+ProtectHome=yes"
+
+# --- 6. sudo rule, log rotation, CloudWatch agent -------------------------------------------------------------------
+mkdir -p "$PREFIX/etc/sudoers.d" "$PREFIX/etc/logrotate.d" "$(dirname "$CW_CONFIG")"
+cat > "$PREFIX/etc/sudoers.d/aipm-kiro" <<EOF
+# The worker pool ($SERVICE_USER) may start kiro-cli as $AGENT_USER, nothing else; only KIRO_API_KEY crosses over.
+Defaults:$SERVICE_USER !requiretty, umask=0002
+Defaults:$SERVICE_USER env_keep += "KIRO_API_KEY"
+$SERVICE_USER ALL=($AGENT_USER) NOPASSWD: /usr/local/bin/kiro-cli
+EOF
+chmod 0440 "$PREFIX/etc/sudoers.d/aipm-kiro"
+cat > "$PREFIX/etc/logrotate.d/aipm" <<EOF
+$LOGS/*.log {
+    daily
+    rotate 7
+    maxsize 100M
+    compress
+    missingok
+    notifempty
+    copytruncate
+}
+EOF
+cat > "$CW_CONFIG" <<EOF
+{
+  "agent": {"run_as_user": "root", "logfile": "/opt/aws/amazon-cloudwatch-agent/logs/amazon-cloudwatch-agent.log"},
+  "logs": {
+    "logs_collected": {
+      "files": {
+        "collect_list": [
+          {"file_path": "$LOGS/worker-pool.log", "log_group_name": "$LOG_GROUP_POOL",
+           "log_stream_name": "{instance_id}", "timezone": "UTC"},
+          {"file_path": "$LOGS/pr-processor.log", "log_group_name": "$LOG_GROUP_PRP",
+           "log_stream_name": "{instance_id}", "timezone": "UTC"}
+        ]
+      }
+    }
+  }
+}
+EOF
+
+# --- 7. Ownership and start (host only) -----------------------------------------------------------------------------
+touch "$LOGS/worker-pool.log" "$LOGS/pr-processor.log"
+chmod 0755 "$LOGS"
+chmod 0644 "$LOGS"/*.log
+if [ "$ON_HOST" = 1 ]; then
+  visudo -cf /etc/sudoers.d/aipm-kiro >&2 || die "the sudoers rule does not parse"
+  # State and workspaces: the services write, the agent (group aipm) works in the workspaces; setgid keeps the group.
+  chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE"
+  chown "$AGENT_USER:$SERVICE_USER" "$WORKSPACES"
+  chmod 2775 "$STATE" "$WORKSPACES"
+  chown -R "$AGENT_USER:$AGENT_USER" "$KIRO_HOME/.kiro"
+  chmod 0700 "$PREFIX/run/aipm/secrets"
+  "$BIN/aipm-imds-block"
+  systemctl daemon-reload
+  systemctl enable aipm-secrets.service aipm-imds-block.service aipm-worker-pool.service aipm-pr-processor.service
+  systemctl restart aipm-secrets.service
+  systemctl restart aipm-worker-pool.service
+  systemctl restart aipm-pr-processor.service
+  /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "file:$CW_CONFIG" >&2
+  # A failed start fails the install (and the deploy): wait for both /health answers.
+  for url in "http://127.0.0.1:$POOL_PORT/health" "http://127.0.0.1:$PRP_PORT/health"; do
+    ok=0
+    for _ in $(seq 1 60); do
+      if curl -fsS -o /dev/null "$url"; then ok=1; break; fi
+      sleep 2
+    done
+    [ "$ok" = 1 ] || die "$url did not answer within 120 s (journalctl -u aipm-worker-pool -u aipm-pr-processor)"
+  done
+fi
+log "installed: units in $UNITS, config in $ETC, state in $STATE"

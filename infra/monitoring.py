@@ -1,0 +1,109 @@
+"""The CloudWatch dashboard and alarms: jobs, durations, queue depth and worker restarts from the services' Embedded
+Metric Format log lines (namespace ``AIPM``, dimension ``Service``), the Lambda's errors and duration, and the
+instance's status checks.
+
+Owns what an operator watches and what wakes them (an SNS topic, with an e-mail subscription when one is given).
+It reads metrics only; it creates no log group and grants nothing.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subs
+from constructs import Construct
+
+NAMESPACE = "AIPM"
+PR_PROCESSOR = "pr-processor"
+WORKER_POOL = "worker-pool"
+FIVE_MINUTES = Duration.minutes(5)
+
+
+def aipm_metric(name: str, service: str, statistic: str = "Sum", label: str | None = None) -> cw.Metric:
+    return cw.Metric(
+        namespace=NAMESPACE, metric_name=name, dimensions_map={"Service": service},
+        statistic=statistic, period=FIVE_MINUTES, label=label or name,
+    )
+
+
+class Monitoring(Construct):
+    """``dashboard``, ``alarms`` (name → Alarm) and ``topic`` (where the alarms go)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        function: lambda_.IFunction,
+        instance: ec2.Instance,
+        dashboard_name: str,
+        alarm_email: str | None,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.topic = sns.Topic(self, "Alarms", display_name="aipm-kiro alarms", enforce_ssl=True)
+        if alarm_email:
+            self.topic.add_subscription(subs.EmailSubscription(alarm_email))
+
+        started = aipm_metric("JobsStarted", PR_PROCESSOR, label="started")
+        succeeded = aipm_metric("JobsSucceeded", PR_PROCESSOR, label="succeeded")
+        failed = aipm_metric("JobsFailed", PR_PROCESSOR, label="failed")
+        duration_avg = aipm_metric("JobDuration", PR_PROCESSOR, "Average", "average")
+        duration_p90 = aipm_metric("JobDuration", PR_PROCESSOR, "p90", "p90")
+        queue_pool = aipm_metric("QueueDepth", WORKER_POOL, "Maximum", "worker pool queue")
+        queue_jobs = aipm_metric("QueueDepth", PR_PROCESSOR, "Maximum", "jobs queued")
+        restarts = aipm_metric("WorkerRestarts", WORKER_POOL, label="worker restarts")
+        lambda_errors = function.metric_errors(period=FIVE_MINUTES, statistic="Sum")
+        lambda_invocations = function.metric_invocations(period=FIVE_MINUTES, statistic="Sum")
+        lambda_duration = function.metric_duration(period=FIVE_MINUTES, statistic="p90")
+        status_failed = cw.Metric(
+            namespace="AWS/EC2", metric_name="StatusCheckFailed",
+            dimensions_map={"InstanceId": instance.instance_id}, statistic="Maximum", period=Duration.minutes(1),
+        )
+
+        self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=dashboard_name,
+                                      default_interval=Duration.hours(24))
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Jobs started / succeeded / failed", left=[started, succeeded, failed], width=12),
+            cw.GraphWidget(title="Job duration (s)", left=[duration_avg, duration_p90], width=12),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Queue depth", left=[queue_pool, queue_jobs], width=8),
+            cw.GraphWidget(title="Worker restarts", left=[restarts], width=8),
+            cw.GraphWidget(title="Host status check failed", left=[status_failed], width=8),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Lambda invocations / errors", left=[lambda_invocations, lambda_errors], width=12),
+            cw.GraphWidget(title="Lambda duration p90 (ms)", left=[lambda_duration], width=12),
+        )
+
+        self.alarms: dict[str, cw.Alarm] = {
+            "JobsFailed": failed.create_alarm(
+                self, "JobsFailedAlarm", alarm_description="A job ended failed (after its retries): see its log_tail",
+                threshold=1, evaluation_periods=1, comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            "WorkerRestarts": restarts.with_(period=Duration.minutes(15)).create_alarm(
+                self, "WorkerRestartsAlarm",
+                alarm_description="Agent sessions keep restarting (timeouts, exits): is kiro-cli signed in?",
+                threshold=3, evaluation_periods=1, comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            "LambdaErrors": lambda_errors.create_alarm(
+                self, "LambdaErrorsAlarm", alarm_description="The API Lambda raised errors (not 4xx answers)",
+                threshold=1, evaluation_periods=1, comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            "InstanceStatus": status_failed.create_alarm(
+                self, "InstanceStatusAlarm", alarm_description="The host fails its EC2 status checks",
+                threshold=1, evaluation_periods=3, comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                # A stopped instance reports nothing: that is "insufficient data", not an outage to page about.
+                treat_missing_data=cw.TreatMissingData.MISSING,
+            ),
+        }
+        action = cw_actions.SnsAction(self.topic)
+        for alarm in self.alarms.values():
+            alarm.add_alarm_action(action)

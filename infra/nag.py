@@ -1,0 +1,99 @@
+"""The cdk-nag (AwsSolutions) findings this design accepts, each on the one construct it concerns, with its reason.
+
+Owns nothing but acknowledgements (cdk-nag 3: CDK's ``Validations.of(...).acknowledge``). Every other finding fails
+``cdk synth``. A finding is acknowledged here only when fixing it would break the design or cost more than it
+protects; the reason says which.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, Stack, Validations
+from constructs import IConstruct
+
+PACK = "AwsSolutions::"
+# CDK's own asset bucket (bootstrap): the host downloads its install assets from it.
+ASSET_OBJECTS = "Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*"
+
+
+def ack(construct: IConstruct, rule: str, reason: str) -> None:
+    Validations.of(construct).acknowledge(Acknowledgment(id=PACK + rule, reason=reason))
+
+
+def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, monitoring) -> None:
+    del monitoring  # nothing to acknowledge: the topic enforces TLS and alarms have actions
+    # --- API ---------------------------------------------------------------------------------------------------------
+    ack(api.function, "AwsSolutions-L1",
+        "SPEC.md fixes Python 3.12 and the bundle is built for cp312/manylinux2014_aarch64; a runtime bump is a "
+        "deliberate change of both.")
+
+    # --- Host --------------------------------------------------------------------------------------------------------
+    ack(host.security_group, "AwsSolutions-EC23",
+        "8082 (PR processor) is open to apiCidr, 0.0.0.0/0 by default: the Lambda runs outside a VPC and has no fixed "
+        "address, and every request must carry an HMAC signature for the PR processor (300 s window) or gets 401. "
+        "Set -c apiCidr to narrow it. 8081 opens only to an explicit adminCidr.")
+    ack(host.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
+        "Session Manager replaces SSH (no key pair, no port 22); this AWS-maintained policy is the documented minimum "
+        "for the SSM agent.")
+    for rule in ("Action::s3:GetBucket*", "Action::s3:GetObject*", "Action::s3:List*", ASSET_OBJECTS):
+        ack(host.role, f"AwsSolutions-IAM5[{rule}]",
+            "Granted by CDK for cfn-init to download this stack's install assets (ec2_services, host_install, "
+            "requirements) from the bootstrap asset bucket; read-only.")
+    ack(host.instance, "AwsSolutions-EC29",
+        "One host by design (the pool's sessions and the job database live on it); termination protection would block "
+        "cdk destroy. Code updates are applied in place by cfn-hup, not by replacement.")
+
+    # --- Secrets -----------------------------------------------------------------------------------------------------
+    if secrets.github_token_created:
+        ack(secrets.github_token, "AwsSolutions-SMG4",
+            "A GitHub token is issued by GitHub, not by a rotation Lambda: the operator puts a new one with "
+            "put-secret-value before it expires.")
+    ack(secrets.shared_secret, "AwsSolutions-SMG4",
+        "Rotating the signing secret needs the Lambda and the host to switch together (restart aipm-secrets, new "
+        "Lambda containers); it is rotated by hand with put-secret-value, as the README says.")
+    if secrets.ui_token is not None:
+        ack(secrets.ui_token, "AwsSolutions-SMG4",
+            "The UI token is typed by users (s3-website mode); rotating it is a manual put-secret-value.")
+
+    # --- Website -----------------------------------------------------------------------------------------------------
+    ack(website.log_bucket, "AwsSolutions-S1",
+        "This is the access-log bucket itself; logging it into itself would loop.")
+    if website.distribution is not None:
+        ack(website.distribution, "AwsSolutions-CFR1",
+            "A self-hosted team tool: users are wherever the team is; sign-in (Cognito) restricts who uses it.")
+        ack(website.distribution, "AwsSolutions-CFR2",
+            "The site is static files; the API behind it authenticates every call. WAF's cost is not justified here.")
+        ack(website.distribution, "AwsSolutions-CFR4",
+            "Served on the default *.cloudfront.net certificate, which does not allow a minimum TLS version; set a "
+            "custom domain and certificate to enforce TLSv1.2_2021.")
+    else:
+        ack(website.bucket, "AwsSolutions-S2",
+            "websiteMode=s3-website was chosen explicitly: the plain S3 website endpoint needs public reads.")
+        ack(website.bucket, "AwsSolutions-S5",
+            "websiteMode=s3-website serves from the S3 website endpoint, not CloudFront, so there is no OAC.")
+        ack(website.bucket, "AwsSolutions-S10",
+            "websiteMode=s3-website: the S3 website endpoint is http only, so an SSL-only policy would refuse every read.")
+    deployment_handler = next(
+        (c for c in stack.node.children if c.node.id.startswith("Custom::CDKBucketDeployment")), None
+    )
+    if deployment_handler is not None:
+        reason = ("CDK's BucketDeployment handler (a CDK-managed Lambda): its runtime, basic execution role and "
+                  "S3 wildcards are set by aws-cdk-lib to copy the assets into the website bucket.")
+        for rule in (
+            "AwsSolutions-L1",
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "AwsSolutions-IAM5[Action::s3:GetBucket*]", "AwsSolutions-IAM5[Action::s3:GetObject*]",
+            "AwsSolutions-IAM5[Action::s3:List*]", "AwsSolutions-IAM5[Action::s3:Abort*]",
+            "AwsSolutions-IAM5[Action::s3:DeleteObject*]", f"AwsSolutions-IAM5[{ASSET_OBJECTS}]",
+            "AwsSolutions-IAM5[Resource::*]",
+            f"AwsSolutions-IAM5[Resource::<{stack.get_logical_id(website.bucket.node.default_child)}.Arn>/*]",
+        ):
+            ack(deployment_handler, rule, reason)
+
+    # --- Sign-in -----------------------------------------------------------------------------------------------------
+    if auth is not None:
+        ack(auth.user_pool, "AwsSolutions-COG2",
+            "MFA is optional (TOTP offered to every user); requiring it is one setting away (mfa=REQUIRED) once the "
+            "team has authenticators.")
+        ack(auth.user_pool, "AwsSolutions-COG8",
+            "Cognito's Plus feature plan (threat protection) costs per user; users are created by an administrator "
+            "only, with a strong password policy.")

@@ -1,0 +1,181 @@
+"""AipmStack: composes the constructs (secrets, website, sign-in, API, host, monitoring) and wires them together.
+
+Every relation between the parts is visible here: which secret each part may read (grants), which address each part
+is given (environment), and what the operator needs after a deploy (outputs). The constructs never reach each other.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, CfnOutput, Fn, Stack
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.api import Api
+from infra.auth import SCOPES, Auth
+from infra.config import AipmConfig
+from infra.host import PR_PROCESSOR_PORT, Host
+from infra.monitoring import Monitoring
+from infra.nag import acknowledge_findings
+from infra.secrets import Secrets
+from infra.website import Website
+
+_RETENTION = {
+    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH", 60: "TWO_MONTHS",
+    90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS", 1827: "FIVE_YEARS",
+    2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS", 3653: "TEN_YEARS",
+}
+
+
+def retention_days(days: int) -> logs.RetentionDays:
+    return logs.RetentionDays[_RETENTION[days]]
+
+
+class AipmStack(Stack):
+    """The whole system of SPEC.md ("Infrastructure") in one stack."""
+
+    def __init__(self, scope: Construct, id_: str, *, config: AipmConfig, **kwargs) -> None:
+        super().__init__(scope, id_, description="aipm-kiro: Generate Code & PR (Lambda API, EC2 Kiro host, web UI)",
+                         **kwargs)
+        retention = retention_days(config.log_retention_days)
+        log_prefix = f"/aipm/{self.stack_name}"
+
+        secrets = Secrets(
+            self, "Secrets",
+            github_token_secret_arn=config.github_token_secret_arn,
+            kiro_api_key_secret_arn=config.kiro_api_key_secret_arn,
+            with_ui_token=not config.uses_cognito,
+        )
+        website = Website(self, "Website", mode=config.website_mode)
+        auth = Auth(self, "Auth", site_url=website.site_url, domain_prefix=config.cognito_domain_prefix) \
+            if config.uses_cognito else None
+
+        env = {
+            "GITHUB_API_URL": config.github_api_url,
+            "GITHUB_TOKEN_SECRET_ARN": secrets.github_token.secret_arn,
+            "AIPM_SHARED_SECRET_ARN": secrets.shared_secret.secret_arn,
+            "AIPM_FORGE": "github",
+            "AIPM_ALLOWED_REPOS": config.allowed_repos,
+            "ALLOWED_ORIGINS": website.site_url,
+        }
+        if auth:
+            env |= {
+                "AIPM_AUTH": "cognito",
+                "COGNITO_USER_POOL_ID": auth.user_pool.user_pool_id,
+                "COGNITO_CLIENT_ID": auth.client.user_pool_client_id,
+                "COGNITO_REGION": Aws.REGION,
+                "COGNITO_DOMAIN": auth.domain_url,
+            }
+        else:
+            env |= {"AIPM_AUTH": "token", "AIPM_UI_TOKEN_SECRET_ARN": secrets.ui_token.secret_arn}
+        api = Api(self, "Api", environment=env, log_retention=retention, log_group_name=f"{log_prefix}/api")
+
+        host = Host(
+            self, "Host",
+            instance_type=config.instance_type,
+            pool_size=config.pool_size,
+            api_cidr=config.api_cidr,
+            admin_cidr=config.admin_cidr,
+            callback_origins=api.url_origin,
+            git_base_url=config.git_base_url,
+            shared_secret_arn=secrets.shared_secret.secret_arn,
+            github_token_secret_arn=secrets.github_token.secret_arn,
+            kiro_api_key_secret_arn=secrets.kiro_api_key.secret_arn if secrets.kiro_api_key else None,
+            kiro_install_command=config.kiro_install_command,
+            kiro_deny_tools=config.kiro_deny_tools,
+            log_retention=retention,
+            log_group_prefix=log_prefix,
+            root_volume_gb=config.root_volume_gb,
+        )
+        # The Lambda reaches the PR processor on the Elastic IP (stable across stop/start).
+        api.function.add_environment("PR_PROCESSOR_URL", f"http://{host.public_ip}:{PR_PROCESSOR_PORT}")
+
+        # Least privilege: each part reads exactly its own secrets and writes its own log groups.
+        secrets.github_token.grant_read(api.function)
+        secrets.shared_secret.grant_read(api.function)
+        if secrets.ui_token:
+            secrets.ui_token.grant_read(api.function)
+        secrets.github_token.grant_read(host.role)
+        secrets.shared_secret.grant_read(host.role)
+        if secrets.kiro_api_key:
+            secrets.kiro_api_key.grant_read(host.role)
+        for group in (host.pool_log_group, host.processor_log_group):
+            group.grant_write(host.role)
+            group.grant(host.role, "logs:DescribeLogStreams")
+
+        sign_in = {"auth": "token"}
+        if auth:
+            sign_in = {
+                "auth": "cognito",
+                "cognito": {
+                    "domain": auth.domain_url,
+                    "clientId": auth.client.user_pool_client_id,
+                    "userPoolId": auth.user_pool.user_pool_id,
+                    "region": Aws.REGION,
+                    "redirectUri": website.site_url + "/",
+                    "scopes": list(SCOPES),
+                },
+            }
+        website.publish(config={"apiUrl": api.url_origin, **sign_in})
+
+        monitoring = Monitoring(
+            self, "Monitoring", function=api.function, instance=host.instance,
+            dashboard_name=f"{self.stack_name}-aipm", alarm_email=config.alarm_email,
+        )
+
+        self._outputs(config, secrets, website, auth, api, host, monitoring)
+        acknowledge_findings(self, website=website, api=api, host=host, auth=auth, secrets=secrets,
+                             monitoring=monitoring)
+
+    def _outputs(self, config, secrets, website, auth, api, host, monitoring) -> None:
+        CfnOutput(self, "WebsiteUrl", value=website.site_url + "/", description="The web UI")
+        CfnOutput(self, "ApiUrl", value=api.url.url, description="The Lambda API (Function URL)")
+        CfnOutput(self, "HostAddress", value=host.public_ip,
+                  description=f"The host's Elastic IP; the PR processor listens on :{PR_PROCESSOR_PORT}")
+        CfnOutput(self, "HostInstanceId", value=host.instance.instance_id,
+                  description="For SSM: aws ssm start-session --target <this value>")
+        CfnOutput(
+            self, "GithubTokenSecretArn", value=secrets.github_token.secret_arn,
+            description="Fill it: aws secretsmanager put-secret-value --secret-id <this ARN> "
+                        "--secret-string <GitHub token>; then on the host: sudo systemctl restart aipm-secrets",
+        )
+        CfnOutput(
+            self, "PutGithubTokenCommand",
+            value=Fn.join("", ["aws secretsmanager put-secret-value --secret-id ", secrets.github_token.secret_arn,
+                               " --secret-string \"$GITHUB_TOKEN\""]),
+            description="The exact command to store the GitHub token (export GITHUB_TOKEN first)",
+        )
+        CfnOutput(self, "SharedSecretArn", value=secrets.shared_secret.secret_arn,
+                  description="AIPM_SHARED_SECRET (generated; rotate with put-secret-value, then restart aipm-secrets "
+                              "on the host and redeploy or wait for new Lambda containers)")
+        CfnOutput(
+            self, "KiroLogin",
+            value=Fn.join("", ["aws ssm start-session --target ", host.instance.instance_id,
+                               "  # then: sudo -u kiro -H /usr/local/bin/kiro-cli login --use-device-flow"
+                               " && sudo systemctl restart aipm-worker-pool"]),
+            description="Sign Kiro in over SSM (device flow), or deploy with -c kiroApiKeySecretArn=<secret with "
+                        "KIRO_API_KEY>",
+        )
+        if secrets.kiro_api_key:
+            CfnOutput(self, "KiroApiKeySecretArn", value=secrets.kiro_api_key.secret_arn,
+                      description="Fill it: aws secretsmanager put-secret-value --secret-id <this ARN> "
+                                  "--secret-string <Kiro API key>")
+        if secrets.ui_token:
+            CfnOutput(
+                self, "UiTokenCommand",
+                value=Fn.join("", ["aws secretsmanager get-secret-value --secret-id ", secrets.ui_token.secret_arn,
+                                   " --query SecretString --output text"]),
+                description="The bearer token the web UI asks for (AIPM_AUTH=token, s3-website mode)",
+            )
+        if auth:
+            CfnOutput(self, "UserPoolId", value=auth.user_pool.user_pool_id, description="Cognito user pool")
+            CfnOutput(
+                self, "CreateUserCommand",
+                value=Fn.join("", ["aws cognito-idp admin-create-user --user-pool-id ", auth.user_pool.user_pool_id,
+                                   " --username you@example.com --user-attributes Name=email,Value=you@example.com"]),
+                description="Users are created by an administrator (no self sign-up); Cognito mails a temporary password",
+            )
+        CfnOutput(self, "DashboardUrl",
+                  value=Fn.join("", ["https://", Aws.REGION, ".console.aws.amazon.com/cloudwatch/home?region=",
+                                     Aws.REGION, "#dashboards:name=", monitoring.dashboard.dashboard_name]),
+                  description="CloudWatch dashboard")
