@@ -8,13 +8,13 @@ the API's errors, each saying what failed.
 from __future__ import annotations
 
 import logging
-import threading
 
 import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
 from lambda_fn.deadline import time_left
+from lambda_fn.httpclient import LazyClient
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +50,17 @@ class ProcessorClient:
         self._attempts = attempts
         self._timeout = timeout
         self._backoff = backoff
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
+        self._client = LazyClient(lambda: httpx.Client(
+            base_url=self.base_url, auth=self._auth, follow_redirects=False,
+            timeout=httpx.Timeout(timeout, connect=3.0),
+        ))
 
     @property
     def client(self) -> httpx.Client:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = httpx.Client(
-                        base_url=self.base_url, auth=self._auth, follow_redirects=False,
-                        timeout=httpx.Timeout(self._timeout, connect=3.0),
-                    )
-        return self._client
+        return self._client.get()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
     def _once(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:

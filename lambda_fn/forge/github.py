@@ -21,6 +21,7 @@ import httpx
 from ec2_services.common.logging import register_secret
 from lambda_fn.deadline import can_wait
 from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NotFound, PullRequest, RateLimited, Repo
+from lambda_fn.httpclient import LazyClient
 
 log = logging.getLogger(__name__)
 
@@ -140,33 +141,22 @@ class GitHubForge:
         self._token = token
         self._max_wait = max_wait
         self._margin = margin
-        self._timeout = timeout
         self._clock = clock
         self._sleep = sleep
-        self._client: httpx.Client | None = None
-        self._client_lock = threading.Lock()
+        self._client = LazyClient(lambda: httpx.Client(
+            base_url=self.api_url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
+                     "User-Agent": USER_AGENT},
+            follow_redirects=False,
+        ))
 
     @property
     def client(self) -> httpx.Client:
-        """One client per container: its connections are reused by every request the container serves."""
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = httpx.Client(
-                        base_url=self.api_url,
-                        timeout=httpx.Timeout(self._timeout, connect=5.0),
-                        headers={
-                            "Accept": "application/vnd.github+json",
-                            "X-GitHub-Api-Version": API_VERSION,
-                            "User-Agent": USER_AGENT,
-                        },
-                        follow_redirects=False,
-                    )
-        return self._client
+        return self._client.get()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
     # --- the request loop --------------------------------------------------------------------------------------
 
@@ -233,10 +223,9 @@ class GitHubForge:
 
     def get_repo(self, repo: str) -> Repo:
         resp = self._request("GET", f"/repos/{repo}", what=f"read repository {repo}")
-        if resp.status_code == 404:
-            raise NotFound(f"repository {repo} was not found on GitHub, or the token cannot see it")
-        _expect(resp, 200, f"read repository {repo}")
-        data = resp.json()
+        _expect(resp, 200, f"read repository {repo}",
+                not_found=f"repository {repo} was not found on GitHub, or the token cannot see it")
+        data = _json(resp, dict, what="read GitHub's answer")
         return Repo(full_name=data["full_name"], default_branch=data["default_branch"], html_url=data["html_url"])
 
     def branch_sha(self, repo: str, branch: str) -> str | None:
@@ -244,17 +233,16 @@ class GitHubForge:
         if resp.status_code == 404:
             return None
         _expect(resp, 200, f"read branch {branch} of {repo}")
-        data = resp.json()
-        return data["object"]["sha"] if isinstance(data, dict) else None
+        data = _json(resp, dict, what="read GitHub's answer")
+        return data["object"]["sha"]
 
     def create_branch(self, repo: str, branch: str, sha: str) -> None:
         what = f"create branch {branch} in {repo}"
         resp = self._request("POST", f"/repos/{repo}/git/refs", what=what, json={"ref": f"refs/heads/{branch}", "sha": sha})
         if resp.status_code == 422 and "already exists" in _message(resp).lower():
             raise AlreadyExists(f"branch {branch} already exists in {repo}")
-        if resp.status_code == 404:
-            raise NotFound(f"repository {repo} was not found on GitHub, or the token cannot write to it")
-        _expect(resp, 201, what)
+        _expect(resp, 201, what,
+                not_found=f"repository {repo} was not found on GitHub, or the token cannot write to it")
 
     def get_file(self, repo: str, branch: str, path: str) -> tuple[str, str] | None:
         resp = self._request("GET", f"/repos/{repo}/contents/{_q(path)}", what=f"read {path} on {branch}",
@@ -262,7 +250,7 @@ class GitHubForge:
         if resp.status_code == 404:
             return None
         _expect(resp, 200, f"read {path} on {branch} of {repo}")
-        data = resp.json()
+        data = _json(resp, dict, what="read GitHub's answer")
         if not isinstance(data, dict) or data.get("type") != "file":
             raise ForgeError(f"{path} on {branch} of {repo} is not a file", status=409)
         return base64.b64decode(data.get("content") or "").decode("utf-8", "replace"), data["sha"]
@@ -275,10 +263,9 @@ class GitHubForge:
         resp = self._request("PUT", f"/repos/{repo}/contents/{_q(path)}", what=what, json=body)
         if resp.status_code == 409 or (resp.status_code == 422 and "sha" in _message(resp).lower()):
             raise Conflict(f"{path} on {branch} changed meanwhile")
-        if resp.status_code == 404:
-            raise NotFound(f"branch {branch} of {repo} was not found while trying to commit {path}")
-        _expect(resp, (200, 201), what)
-        return resp.json()["commit"]["sha"]
+        _expect(resp, (200, 201), what,
+                not_found=f"branch {branch} of {repo} was not found while trying to commit {path}")
+        return _json(resp, dict, what=what)["commit"]["sha"]
 
     # --- pull requests ----------------------------------------------------------------------------------------
 
@@ -287,7 +274,7 @@ class GitHubForge:
         resp = self._request("GET", f"/repos/{repo}/pulls", what=f"list pull requests of {branch}",
                              params={"head": f"{owner}:{branch}", "state": "all", "per_page": 100})
         _expect(resp, 200, f"list pull requests of {branch} in {repo}")
-        pulls = [_pull(item) for item in resp.json()]
+        pulls = [_pull(item) for item in _json(resp, list, what=f"list pull requests of {branch}")]
         # GitHub filters on head; keep the exact branch only, newest first.
         return sorted((p for p in pulls if p.head == branch), key=lambda p: p.number, reverse=True)
 
@@ -300,14 +287,13 @@ class GitHubForge:
         if resp.status_code == 422:
             raise ForgeError(f"GitHub refused to {what} (422 {_message(resp)})")
         _expect(resp, 201, what)
-        return _pull(resp.json())
+        return _pull(_json(resp, dict, what="read a pull request"))
 
     def get_pull(self, repo: str, number: int) -> PullRequest:
         resp = self._request("GET", f"/repos/{repo}/pulls/{number}", what=f"read pull request #{number}")
-        if resp.status_code == 404:
-            raise NotFound(f"pull request #{number} was not found in {repo}")
-        _expect(resp, 200, f"read pull request #{number} of {repo}")
-        return _pull(resp.json())
+        _expect(resp, 200, f"read pull request #{number} of {repo}",
+                not_found=f"pull request #{number} was not found in {repo}")
+        return _pull(_json(resp, dict, what="read a pull request"))
 
     # --- comments and labels ----------------------------------------------------------------------------------
 
@@ -322,7 +308,8 @@ class GitHubForge:
             if resp.status_code == 404:
                 raise NotFound(f"pull request #{number} was not found in {repo}")
             _expect(resp, 200, f"list comments of #{number} in {repo}")
-            comments += [Comment(id=c["id"], body=c.get("body") or "") for c in resp.json()]
+            items = _json(resp, list, what=f"list comments of #{number}")
+            comments += [Comment(id=c["id"], body=c.get("body") or "") for c in items]
             nxt = resp.links.get("next", {}).get("url")
             path, params = (nxt, None) if nxt else (None, None)
         return comments
@@ -330,18 +317,16 @@ class GitHubForge:
     def create_comment(self, repo: str, number: int, body: str) -> Comment:
         what = f"comment on #{number} in {repo}"
         resp = self._request("POST", f"/repos/{repo}/issues/{number}/comments", what=what, json={"body": body})
-        if resp.status_code == 404:
-            raise NotFound(f"pull request #{number} was not found in {repo}")
-        _expect(resp, 201, what)
-        data = resp.json()
+        _expect(resp, 201, what,
+                not_found=f"pull request #{number} was not found in {repo}")
+        data = _json(resp, dict, what="read GitHub's answer")
         return Comment(id=data["id"], body=data.get("body") or body)
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> Comment:
         what = f"edit comment {comment_id} in {repo}"
         resp = self._request("PATCH", f"/repos/{repo}/issues/comments/{comment_id}", what=what, json={"body": body})
-        if resp.status_code == 404:
-            raise NotFound(f"comment {comment_id} was not found in {repo}")
-        _expect(resp, 200, what)
+        _expect(resp, 200, what,
+                not_found=f"comment {comment_id} was not found in {repo}")
         return Comment(id=comment_id, body=body)
 
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
@@ -359,11 +344,23 @@ class GitHubForge:
         return f"{repo.html_url}/commit/{sha}"
 
 
-def _expect(resp: httpx.Response, ok: int | tuple[int, ...], what: str) -> None:
+def _expect(resp: httpx.Response, ok: int | tuple[int, ...], what: str, not_found: str | None = None) -> None:
+    """Raise the forge error for an answer outside ``ok``; ``not_found`` says what a 404 means here."""
     if resp.status_code not in ((ok,) if isinstance(ok, int) else ok):
         if resp.status_code == 404:
-            raise NotFound(f"GitHub answered 404 while trying to {what}: {_message(resp)}")
+            raise NotFound(not_found or f"GitHub answered 404 while trying to {what}: {_message(resp)}")
         raise ForgeError(f"GitHub refused to {what} ({resp.status_code} {_message(resp)})")
+
+
+def _json(resp: httpx.Response, kind: type, *, what: str):
+    """The answer's JSON when it is a ``kind``; anything else is GitHub (or a proxy) misbehaving: 502."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, kind):
+        raise ForgeError(f"GitHub answered something unexpected while trying to {what} (not a JSON {kind.__name__})")
+    return data
 
 
 def _pull(data: dict) -> PullRequest:

@@ -92,10 +92,10 @@ class GitHubDouble:
         self.repos[full_name.lower()] = state
         return state
 
-    def inject(self, method: str, path_regex: str, status: int, body: dict | None = None,
+    def inject(self, method: str, path_regex: str, status: int, body: dict | list | None = None,
                headers: dict | None = None, times: int = 1) -> None:
         self.faults.append(Fault(method.upper(), re.compile(path_regex), status,
-                                 body or {"message": "injected"}, headers or {}, times))
+                                 body if body is not None else {"message": "injected"}, headers or {}, times))
 
     def pulls(self, full_name: str) -> list[dict]:
         return sorted(self.repos[full_name.lower()].pulls.values(), key=lambda p: p["number"])
@@ -116,6 +116,11 @@ class GitHubDouble:
     def commit_count(self, full_name: str, branch: str) -> int:
         out = run_git("--git-dir", str(self.repos[full_name.lower()].path), "rev-list", "--count", f"refs/heads/{branch}")
         return int(out.stdout.strip())
+
+    def create_branch(self, full_name: str, branch: str, source: str = "main") -> None:
+        """A branch made behind the API's back (a concurrent call, a person)."""
+        git_dir = str(self.repos[full_name.lower()].path)
+        assert run_git("--git-dir", git_dir, "branch", branch, source).returncode == 0
 
     def close_pull(self, full_name: str, number: int, *, merged: bool = False) -> None:
         pr = self.repos[full_name.lower()].pulls[number]

@@ -1,0 +1,124 @@
+"""The real entry points: ``lambda_fn.handler`` imported cold with its secrets in Secrets Manager (moto), refusing to
+start without a shared secret; and ``python -m lambda_fn`` serving the API, the local forge and the UI."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import subprocess
+import sys
+
+import boto3
+import httpx
+import pytest
+from moto import mock_aws
+
+from lambda_fn.secrets import read_secret
+from tests.lambda_fn.conftest import REPO, UI_TOKEN, LambdaContext, function_url_event
+from tests.support.servers import ROOT, free_port, wait_http
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+
+
+@pytest.fixture
+def fresh_handler_module():
+    """Import ``lambda_fn.handler`` as a cold start would; put logging back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sys.modules.pop("lambda_fn.handler", None)
+    yield lambda: importlib.import_module("lambda_fn.handler")
+    sys.modules.pop("lambda_fn.handler", None)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cold_start_reads_secrets_from_secrets_manager_and_a_function_url_event_opens_a_pr(
+        aws, monkeypatch, fresh_handler_module, github, processor, shared_secret):
+    shared_arn = aws.create_secret(Name="aipm/shared", SecretString=shared_secret)["ARN"]
+    token_arn = aws.create_secret(Name="aipm/github", SecretString=json.dumps({"token": github.token}))["ARN"]
+    for name, value in {"AIPM_SHARED_SECRET_ARN": shared_arn, "GITHUB_TOKEN_SECRET_ARN": token_arn,
+                        "GITHUB_API_URL": github.url, "PR_PROCESSOR_URL": processor.url, "AIPM_AUTH": "token",
+                        "AIPM_UI_TOKEN": UI_TOKEN}.items():
+        monkeypatch.setenv(name, value)
+    module = fresh_handler_module()
+    body = json.dumps({"repo": REPO, "title": "From a cold start", "story_id": "cold"}).encode()
+    event = function_url_event("POST", "/api/generate-code", body=body,
+                               headers={"content-type": "application/json", "authorization": f"Bearer {UI_TOKEN}"})
+    out = module.handler(event, LambdaContext())
+    assert out["statusCode"] == 202, out
+    answer = json.loads(out["body"])
+    assert answer["branch"] == "aipm/story-cold" and github.pulls(REPO)[0]["title"] == "From a cold start"
+    assert list(processor.jobs) == [answer["job_id"]]  # signed with the secret read from Secrets Manager
+
+
+def test_secret_values_are_redacted_from_logs_once_read(aws):
+    arn = aws.create_secret(Name="x", SecretString="plain-secret-value-123")["ARN"]
+    assert read_secret(arn, "AIPM_SHARED_SECRET_ARN") == "plain-secret-value-123"
+    from ec2_services.common.logging import redact
+
+    assert redact("leaked plain-secret-value-123 here") == "leaked *** here"
+
+
+def test_unreadable_secret_stops_the_start_naming_the_variable(aws):
+    from ec2_services.common.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="GITHUB_TOKEN_SECRET_ARN"):
+        read_secret("arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf", "GITHUB_TOKEN_SECRET_ARN")
+
+
+def _import_handler(env: dict) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in __import__("os").environ.items()
+             if not k.startswith(("AIPM_", "GITHUB_", "PR_PROCESSOR", "PUBLIC_API", "AWS_"))}
+    return subprocess.run([sys.executable, "-c", "import lambda_fn.handler"], cwd=ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_without_a_shared_secret_the_lambda_refuses_to_start():
+    proc = _import_handler({})
+    assert proc.returncode != 0
+    assert "AIPM_SHARED_SECRET" in proc.stdout + proc.stderr
+
+
+def test_insecure_dev_starts_without_a_secret_and_says_so():
+    proc = _import_handler({"AIPM_INSECURE_DEV": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "WITHOUT AIPM_SHARED_SECRET" in proc.stdout
+
+
+def test_python_m_lambda_fn_serves_api_local_forge_and_ui(service_process, tmp_path, shared_secret):
+    ui = tmp_path / "ui"
+    ui.mkdir()
+    (ui / "index.html").write_text("<!doctype html><title>AIPM</title><h1>AIPM UI</h1>")
+    port = free_port()
+    proc = service_process("lambda_fn", {
+        "AIPM_API_PORT": str(port), "AIPM_SHARED_SECRET": shared_secret, "AIPM_FORGE": "local", "AIPM_AUTH": "none",
+        "AIPM_STATE_DIR": str(tmp_path / "state"), "AIPM_UI_DIR": str(ui),
+        "PUBLIC_API_URL": f"http://127.0.0.1:{port}", "PR_PROCESSOR_URL": "http://127.0.0.1:1",
+    })
+    base = f"http://127.0.0.1:{port}"
+    assert wait_http(f"{base}/health", proc=proc.proc).json()["forge"] == "local"
+    assert "AIPM UI" in httpx.get(f"{base}/").text
+    assert httpx.get(f"{base}/config.json").json() == {"apiUrl": ""}
+    assert httpx.get(f"{base}/api/forge/repos").json() == {"repos": ["local/example"]}
+    assert (tmp_path / "state" / "forge" / "local" / "example.git" / "HEAD").exists()
+    assert httpx.get(f"{base}/api/jobs/j-000000000000000000000000").status_code == 502  # processor not running
+    assert httpx.get(f"{base}/no-such-page").status_code == 404
+    assert "AIPM_AUTH=none" in proc.output()
+
+
+def test_ui_config_json_from_the_directory_wins(make_api, tmp_path):
+    ui = tmp_path / "ui2"
+    ui.mkdir()
+    (ui / "index.html").write_text("<h1>x</h1>")
+    (ui / "config.json").write_text('{"apiUrl": "https://api.example"}')
+    api = make_api(aipm_ui_dir=ui)
+    assert api.call("GET", "/config.json", token=None).json() == {"apiUrl": "https://api.example"}
+    assert api.call("GET", "/health", token=None).status_code == 200  # API routes come before the static mount

@@ -1,0 +1,120 @@
+"""What reaches the API before any work: CORS, sign-in, and bad input — each a 4xx with a JSON detail."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.lambda_fn.conftest import REPO, UI_ORIGIN
+
+
+def test_health_needs_no_sign_in_and_reveals_no_secret(api, shared_secret):
+    resp = api.call("GET", "/health", token=None)
+    assert resp.status_code == 200
+    assert resp.json() == {"status": "ok", "service": "lambda-api", "forge": "github", "auth": "token"}
+    assert shared_secret not in resp.text
+
+
+def test_cors_preflight_allows_the_ui_origin_only(api):
+    headers = {"Origin": UI_ORIGIN, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "authorization,content-type,idempotency-key"}
+    ok = api.call("OPTIONS", "/api/generate-code", headers=headers, token=None)
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == UI_ORIGIN
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    assert "idempotency-key" in ok.headers["access-control-allow-headers"].lower()
+    evil = api.call("OPTIONS", "/api/generate-code", headers={**headers, "Origin": "https://evil.example"}, token=None)
+    assert evil.status_code == 400 and "access-control-allow-origin" not in evil.headers
+    # Errors carry the CORS header too, so the UI can read their detail.
+    denied = api.call("GET", "/api/jobs", headers={"Origin": UI_ORIGIN}, token=None)
+    assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == UI_ORIGIN
+
+
+@pytest.mark.parametrize("repo", ["octo", "octo/", "/hello", "octo/hello/extra", "octo/../etc", "octo/hel lo",
+                                  "-octo/hello", "octo/hello.git", "https://github.com/octo/hello", ""])
+def test_repo_not_of_the_form_owner_name_is_a_400(api, github, repo):
+    resp = api.generate(repo=repo, story_id="s")
+    assert resp.status_code in (400, 422) and "detail" in resp.json()
+    if resp.status_code == 400:
+        assert "owner/name" in resp.json()["detail"]
+    assert github.pulls(REPO) == []
+
+
+def test_allow_list_takes_owner_wildcards_and_ignores_case(make_api, github):
+    github.add_repo("Other/Thing")
+    api = make_api(aipm_allowed_repos="OCTO/*, someone/else")
+    assert api.generate(repo="octo/hello-world", story_id="a").status_code == 202
+    denied = api.generate(repo="other/thing", story_id="a")
+    assert denied.status_code == 403 and "AIPM_ALLOWED_REPOS" in denied.json()["detail"]
+    assert github.pulls("Other/Thing") == []
+    assert api.call("GET", "/api/jobs", query="repo=other/thing").status_code == 403
+
+
+@pytest.mark.parametrize("change,where", [
+    ({"title": ""}, "title"), ({"title": "   "}, "title"), ({"title": "x" * 201}, "title"),
+    ({"acceptance_criteria": "not a list"}, "acceptance_criteria"), ({"description": "x" * 70_000}, "description"),
+    ({"story_id": ""}, "story_id"), ({"repo": None}, "repo"),
+])
+def test_body_outside_the_schema_is_a_422_naming_the_field(api, github, change, where):
+    resp = api.generate(**change)
+    assert resp.status_code == 422
+    assert where in resp.json()["detail"]
+
+
+def test_bad_base_branch_is_a_400(api, github):
+    for name in ("-x", "a..b", "a b", "x.lock", "/abs"):
+        resp = api.generate(story_id="s", base_branch=name)
+        assert resp.status_code == 400 and "base_branch" in resp.json()["detail"]
+
+
+def test_non_json_and_huge_bodies_are_refused(api, github):
+    bad = api.call("POST", "/api/generate-code", body=b"{not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and "not valid JSON" in bad.json()["detail"]
+    huge = json.dumps({"repo": REPO, "title": "t", "description": "x" * (1024 * 1024 + 10)}).encode()
+    resp = api.call("POST", "/api/generate-code", body=huge, headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and "1048576" in resp.json()["detail"]
+    assert github.pulls(REPO) == []
+
+
+def test_huge_streamed_body_over_loopback_is_a_413(api, github):
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 65536
+
+    with api.serve() as url:
+        resp = httpx.post(f"{url}/api/generate-code", content=chunks(), timeout=30,
+                          headers={"Authorization": "Bearer x", "content-type": "application/json"})
+    assert resp.status_code == 413 and "detail" in resp.json()
+
+
+def test_token_mode_needs_the_bearer_token(api, github):
+    assert api.call("POST", "/api/generate-code", json={"repo": REPO, "title": "t"}, token=None).status_code == 401
+    wrong = api.call("POST", "/api/generate-code", json={"repo": REPO, "title": "t"}, token="nope")
+    assert wrong.status_code == 401 and "not the UI token" in wrong.json()["detail"]
+    assert api.call("GET", "/api/jobs", token="nope").status_code == 401
+    assert github.pulls(REPO) == []
+
+
+@pytest.mark.parametrize("mode", [None, "cognito"])
+def test_no_usable_sign_in_refuses_user_facing_endpoints(make_api, github, mode):
+    api = make_api(aipm_auth=mode)
+    resp = api.generate(story_id="s")
+    assert resp.status_code == 401 and "AIPM_AUTH" in resp.json()["detail"]
+    assert api.call("GET", "/health", token=None).status_code == 200
+
+
+def test_none_mode_serves_loopback_and_refuses_everything_else(make_api, github, processor):
+    api = make_api(aipm_auth="none")
+    # Through a Function URL (a public address, a public Host): refused.
+    lambda_resp = api.generate(story_id="s")
+    assert lambda_resp.status_code == 401 and "loopback" in lambda_resp.json()["detail"]
+    with api.serve() as url:
+        body = {"repo": REPO, "title": "t", "story_id": "s"}
+        ok = httpx.post(f"{url}/api/generate-code", json=body, timeout=30)
+        rebinding = httpx.post(f"{url}/api/generate-code", json=body, headers={"Host": "attacker.example"}, timeout=30)
+    assert ok.status_code == 202, ok.text
+    assert processor.submissions[0]["requested_by"] == "local"
+    assert processor.submissions[0]["callback_url"] is None  # no PUBLIC_API_URL, no Lambda event: no callback
+    assert rebinding.status_code == 401

@@ -1,0 +1,93 @@
+"""The local forge: real bare repositories and SQLite pull requests, shown by the API's own pages — the whole
+Generate Code & PR path without GitHub, as ``make run`` uses it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+
+from lambda_fn.forge.local import ensure_example_repo
+from tests.lambda_fn.conftest import callback
+
+EXAMPLE = "local/example"
+
+
+def _commit_on(branch_dir, forge_dir, branch: str) -> str:
+    """What the PR processor does: clone, change, commit, push to the branch."""
+    subprocess.run(["git", "clone", "-q", "--branch", branch, str(forge_dir / "local/example.git"), str(branch_dir)],
+                   check=True)
+    (branch_dir / "example" / "greet.py").write_text("def greet(name):\n    return f'Hello, {name}!'\n")
+    env = {"GIT_AUTHOR_NAME": "bot", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bot", "GIT_COMMITTER_EMAIL": "b@x",
+           "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "add", "-A"], cwd=branch_dir, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "Add greet()"], cwd=branch_dir, check=True, env=env)
+    subprocess.run(["git", "push", "-q", "origin", branch], cwd=branch_dir, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=branch_dir, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_example_repository_is_a_small_python_project_on_main(tmp_path):
+    bare = ensure_example_repo(tmp_path / "forge")
+    assert bare == tmp_path / "forge" / "local" / "example.git"
+    assert ensure_example_repo(tmp_path / "forge") == bare  # idempotent
+    work = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+    head = subprocess.run(["git", "branch", "--show-current"], cwd=work, capture_output=True, text=True).stdout.strip()
+    assert head == "main"
+    assert (work / "tests" / "test_calc.py").exists() and (work / "example" / "calc.py").exists()
+    tests = subprocess.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=work, capture_output=True,
+                           text=True)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+def test_generate_on_the_local_forge_then_result_shows_on_the_pull_request_page(local_api, processor, shared_secret,
+                                                                                tmp_path):
+    resp = local_api.generate(repo="Local/Example", story_id="greet")
+    assert resp.status_code == 202, resp.text
+    out = resp.json()
+    assert out["pr_url"] == "http://127.0.0.1:8000/forge/local/example/pull/1"
+    assert processor.submissions[0]["repo"] == EXAMPLE
+    assert processor.submissions[0]["callback_url"] == "http://127.0.0.1:8000/api/callbacks/job"
+
+    sha = _commit_on(tmp_path / "work", tmp_path / "forge", out["branch"])
+    assert callback(local_api, shared_secret, {
+        "job_id": out["job_id"], "status": "succeeded", "commit": sha, "error": None, "pr_number": 1, "repo": EXAMPLE,
+        "branch": out["branch"], "attempts": 1, "duration_s": 12, "credits": 0.1,
+        "output_tail": "Added greet() <script>alert(1)</script>"}).status_code == 200
+
+    with local_api.serve() as url:
+        auth = {"Authorization": "Bearer ui-token-for-tests-0123456789"}
+        page = httpx.get(f"{url}/forge/local/example/pull/1", headers=auth)
+        listed = httpx.get(f"{url}/api/forge/local/example/pulls", headers=auth).json()["pulls"]
+        shown = httpx.get(f"{url}/api/forge/local/example/pulls/1", headers=auth).json()
+        commit_page = httpx.get(f"{url}/forge/local/example/commit/{sha}", headers=auth)
+        repos = httpx.get(f"{url}/api/forge/repos", headers=auth).json()
+        unauth = httpx.get(f"{url}/forge/local/example/pull/1")
+        missing = httpx.get(f"{url}/forge/local/example/pull/99", headers=auth)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    for expected in ("Add a greeting", out["branch"], "TASK.md", "aipm:succeeded", "Add greet()", "+def greet(name):",
+                     "Hello, Ann!", out["job_id"]):
+        assert expected in html, expected
+    assert "<script>alert" not in html and "&lt;" in html
+    assert [p["number"] for p in listed] == [1] and listed[0]["labels"] == ["aipm:succeeded"]
+    assert "+def greet(name):" in shown["diff"] and [c["subject"] for c in shown["commits"]][0] == "Add greet()"
+    assert len(shown["comments"]) == 1 and shown["comments"][0]["body"].startswith("<!-- aipm-job:")
+    assert commit_page.status_code == 200 and "greet" in commit_page.text
+    assert repos == {"repos": [EXAMPLE]}
+    assert unauth.status_code == 401
+    assert missing.status_code == 404 and "detail" in missing.json()
+
+
+def test_closed_local_pull_request_moves_the_story_to_the_next_branch(local_api, processor):
+    first = local_api.generate(repo=EXAMPLE, story_id="again").json()
+    local_api.runtime.forge.close_pull(EXAMPLE, first["pr_number"], merged=True)
+    second = local_api.generate(repo=EXAMPLE, story_id="again")
+    assert second.status_code == 202 and second.json()["branch"] == "aipm/story-again-2"
+    assert local_api.generate(repo=EXAMPLE, story_id="again").status_code == 200
+
+
+def test_unknown_local_repository_is_a_404(local_api):
+    resp = local_api.generate(repo="local/nothing", story_id="s")
+    assert resp.status_code == 404 and "local/nothing" in resp.json()["detail"]

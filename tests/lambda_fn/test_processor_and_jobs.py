@@ -1,0 +1,79 @@
+"""The PR processor side: down → 502 and a comment on the PR; jobs read, found by story and cancelled through it."""
+
+from __future__ import annotations
+
+from tests.lambda_fn.conftest import REPO, dead_url
+
+
+def test_processor_down_is_a_502_and_the_pull_request_says_the_job_was_not_started(make_api, github):
+    api = make_api(pr_processor_url=dead_url())
+    resp = api.generate(story_id="down")
+    assert resp.status_code == 502
+    body = resp.json()
+    assert "job was not started" in body["detail"] and "could not be reached" in body["detail"]
+    assert body["pr_number"] == 1 and body["pr_url"].endswith("/pull/1") and body["branch"] == "aipm/story-down"
+    [comment] = github.comments_on(REPO, 1)
+    assert comment["body"].startswith(f"<!-- aipm-dispatch:{body['job_id']} -->")
+    assert "was not started" in comment["body"]
+
+    again = api.generate(story_id="down")  # still down: the same comment is edited, not a second one
+    assert again.status_code == 502
+    assert len(github.comments_on(REPO, 1)) == 1
+
+
+def test_retry_after_the_processor_is_back_starts_the_same_job(make_api, github, processor):
+    down = make_api(pr_processor_url=dead_url())
+    failed = down.generate(story_id="back").json()
+    up = make_api()
+    resp = up.generate(story_id="back")
+    assert resp.status_code == 200
+    assert resp.json()["job_id"] == failed["job_id"] and resp.json()["pr_number"] == failed["pr_number"]
+    assert list(processor.jobs) == [failed["job_id"]]
+
+
+def test_processor_errors_are_retried_then_reported(api, github, processor):
+    processor.fail_with = 503
+    resp = api.generate(story_id="flaky")
+    assert resp.status_code == 502 and "PR processor failed (503" in resp.json()["detail"]
+    assert processor.calls == 3  # three attempts
+
+
+def test_processor_refusing_the_signature_names_the_shared_secret(make_api, github, processor):
+    api = make_api(aipm_shared_secret="another-secret-entirely-0123456789")
+    resp = api.generate(story_id="sig")
+    assert resp.status_code == 502 and "AIPM_SHARED_SECRET" in resp.json()["detail"]
+    assert processor.submissions == []
+
+
+def test_job_state_is_proxied_and_unknown_ids_are_404(api, github, processor):
+    out = api.generate(story_id="j").json()
+    job = api.call("GET", f"/api/jobs/{out['job_id']}")
+    assert job.status_code == 200 and job.json()["status"] == "queued" and job.json()["branch"] == out["branch"]
+    missing = api.call("GET", "/api/jobs/j-000000000000000000000000")
+    assert missing.status_code == 404 and "not found" in missing.json()["detail"]
+    assert api.call("GET", "/api/jobs/..%2Fetc").status_code in (400, 404)
+    assert api.call("GET", "/api/jobs/-bad").status_code == 400
+
+
+def test_story_job_is_found_by_repo_and_story_id(api, github, processor):
+    first = api.generate(story_id="find-me").json()
+    github.close_pull(REPO, first["pr_number"])
+    second = api.generate(story_id="find-me").json()
+    resp = api.call("GET", "/api/jobs", query="repo=octo/hello-world&story_id=find-me")
+    assert resp.status_code == 200
+    jobs = resp.json()["jobs"]
+    assert [j["job_id"] for j in jobs] == [second["job_id"], first["job_id"]]
+    assert jobs[0]["pr_url"] == second["pr_url"] and jobs[0]["pr_state"] == "open" and jobs[1]["pr_state"] == "closed"
+    assert api.call("GET", "/api/jobs", query="repo=octo/hello-world&story_id=never").json() == {"jobs": []}
+    assert api.call("GET", "/api/jobs", query="story_id=find-me").status_code == 400
+    listed = api.call("GET", "/api/jobs", query="repo=Octo/Hello-World").json()["jobs"]
+    assert {j["job_id"] for j in listed} == {first["job_id"], second["job_id"]}
+
+
+def test_cancel_is_proxied_and_a_second_cancel_is_a_409(api, github, processor):
+    out = api.generate(story_id="c").json()
+    first = api.call("POST", f"/api/jobs/{out['job_id']}/cancel")
+    assert first.status_code == 200 and first.json()["status"] == "cancelled"
+    second = api.call("POST", f"/api/jobs/{out['job_id']}/cancel")
+    assert second.status_code == 409 and "already ended" in second.json()["detail"]
+    assert api.call("POST", "/api/jobs/j-000000000000000000000000/cancel").status_code == 404
