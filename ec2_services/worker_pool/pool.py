@@ -151,9 +151,9 @@ DriverFactory = Callable[[int], AgentDriver]
 
 
 def make_driver(
-    settings: WorkerPoolSettings, profile: AgentProfile, env: Mapping[str, str] | None = None
+    settings: WorkerPoolSettings, profile: AgentProfile, env: Mapping[str, str] | None = None, **options: float
 ) -> DriverFactory:
-    """The driver ``KIRO_DRIVER`` names, as a factory of one session per worker id."""
+    """The driver ``KIRO_DRIVER`` names, as a factory of one session per worker id (``options``: its timings)."""
     if settings.kiro_driver != "pty":
         raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not available yet; use KIRO_DRIVER=pty")
     from ec2_services.worker_pool.session import PtySession
@@ -169,6 +169,7 @@ def make_driver(
             stall_timeout=settings.kiro_stall_timeout,
             trouble_retries=settings.kiro_trouble_retries,
             trouble_backoff=settings.kiro_trouble_backoff,
+            **options,
         )
 
     return factory

@@ -1,0 +1,89 @@
+"""A real worker pool on loopback (uvicorn in a thread) driving the Kiro double in real PTYs, and a signed client."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ec2_services.common.settings import WorkerPoolSettings
+from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from ec2_services.worker_pool.app import create_app
+from ec2_services.worker_pool.pool import make_driver
+from ec2_services.worker_pool.profiles import resolve_profile
+from tests.kiro_double import command
+from tests.support.servers import serve_in_thread
+
+
+@dataclass
+class PoolServer:
+    url: str
+    root: Path
+    settings: WorkerPoolSettings
+    secret: str
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=SigningAuth(self.secret, WORKER_POOL), timeout=timeout)
+
+    def execute(self, prompt: str, task_id: str, **fields) -> httpx.Response:
+        with self.client() as client:
+            return client.post("/execute", json={"prompt": prompt, "task_id": task_id, **fields})
+
+    def health(self) -> dict:
+        return httpx.get(self.url + "/health", timeout=5).json()
+
+    def wait_health(self, predicate: Callable[[dict], bool], timeout: float = 10) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.health()
+            if predicate(health):
+                return health
+            if time.monotonic() > deadline:
+                raise AssertionError(f"health never matched: {health}")
+            time.sleep(0.02)
+
+    def wait_all_idle(self, timeout: float = 10) -> dict:
+        return self.wait_health(lambda h: all(w["state"] == "idle" for w in h["workers"]), timeout)
+
+    def in_background(self, prompt: str, task_id: str, **fields):
+        executor = ThreadPoolExecutor(max_workers=1)
+        future = executor.submit(self.execute, prompt, task_id, **fields)
+        executor.shutdown(wait=False)
+        return future
+
+
+@pytest.fixture
+def pool_server(tmp_path, shared_secret):
+    """Factory: ``pool_server(size=2, double_args=("--credits", "1"), kiro_task_timeout=2)`` → a running PoolServer."""
+    with contextlib.ExitStack() as stack:
+
+        def start(*, size: int = 1, double_args: tuple[str, ...] = (), wait: bool = True, **overrides) -> PoolServer:
+            root = tmp_path / "workspaces"
+            root.mkdir(exist_ok=True)
+            values = {
+                "aipm_shared_secret": shared_secret,
+                "kiro_pool_size": size,
+                "kiro_command": command(*double_args),
+                "kiro_workspace_root": root,
+                "kiro_task_timeout": 10,
+                "kiro_trouble_backoff": 0.05,
+                "kiro_stall_timeout": 30,
+                **overrides,
+            }
+            settings = WorkerPoolSettings(**values)
+            # Short grace times keep the suite fast; the defaults are for real agents.
+            factory = make_driver(settings, resolve_profile(settings), cancel_grace=1.0, reset_timeout=5.0)
+            app = create_app(settings, secret=shared_secret, driver_factory=factory)
+            url = stack.enter_context(serve_in_thread(app))
+            server = PoolServer(url, root, settings, shared_secret)
+            if wait:
+                server.wait_all_idle()
+            return server
+
+        yield start

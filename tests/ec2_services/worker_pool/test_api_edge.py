@@ -1,0 +1,148 @@
+"""The HTTP edge: signatures, bad input (400/422 with a JSON detail), cwd confinement, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from ec2_services.common.settings import WorkerPoolSettings
+from ec2_services.common.signing import (
+    PR_PROCESSOR,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WORKER_POOL,
+    SigningAuth,
+    receiver_key,
+    signature,
+)
+from ec2_services.worker_pool.app import create_app
+from tests.conftest import SECRET
+from tests.ec2_services.worker_pool.conftest import PoolServer
+from tests.kiro_double import command
+from tests.support.servers import serve_in_thread
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    # One pool for the whole module: most of these requests are refused before they reach the agent.
+    root = tmp_path_factory.mktemp("edge") / "workspaces"
+    root.mkdir()
+    settings = WorkerPoolSettings(
+        aipm_shared_secret=SECRET, kiro_pool_size=1, kiro_command=command(), kiro_workspace_root=root
+    )
+    with serve_in_thread(create_app(settings, secret=SECRET)) as url:
+        pool = PoolServer(url, root, settings, SECRET)
+        pool.wait_all_idle()
+        yield pool
+
+
+def body(prompt="hello [[say hi]]", task_id="t-edge", **extra) -> dict:
+    return {"prompt": prompt, "task_id": task_id, **extra}
+
+
+def test_health_is_unsigned_and_reveals_no_secret(server):
+    r = httpx.get(server.url + "/health")
+    assert r.status_code == 200
+    assert server.secret not in r.text
+    assert set(r.json()) == {"status", "pool_size", "queue_depth", "workers"}
+
+
+def test_unsigned_execute_is_401(server):
+    r = httpx.post(server.url + "/execute", json=body())
+    assert r.status_code == 401
+    assert "signed" in r.json()["detail"]
+
+
+def test_signature_made_for_another_path_is_401(server):
+    payload = json.dumps(body(task_id="t-other-path")).encode()
+    ts = str(int(time.time()))
+    sig = signature(receiver_key(server.secret, WORKER_POOL), ts, "POST", "/tasks/t-other-path/cancel", payload)
+    r = httpx.post(
+        server.url + "/execute",
+        content=payload,
+        headers={TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sig, "content-type": "application/json"},
+    )
+    assert r.status_code == 401
+
+
+def test_signature_made_for_another_service_is_401(server):
+    with httpx.Client(base_url=server.url, auth=SigningAuth(server.secret, PR_PROCESSOR)) as client:
+        assert client.post("/execute", json=body(task_id="t-other-svc")).status_code == 401
+        assert client.get("/tasks/t-other-svc").status_code == 401
+
+
+def test_signed_requests_are_accepted(server):
+    with server.client() as client:
+        r = client.post("/execute", json=body(task_id="t-signed"))
+        assert r.status_code == 200 and r.json()["status"] == "completed"
+        assert client.get("/tasks/t-signed").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["/clear", "  /quit now", "!rm -rf /", "escape \x1b[31m inside", "carriage\rreturn", "bell\x07", "nul\x00"],
+)
+def test_cli_commands_and_control_characters_are_400(server, prompt):
+    with server.client() as client:
+        r = client.post("/execute", json=body(prompt=prompt, task_id="t-bad-prompt"))
+    assert r.status_code == 400
+    assert r.json()["detail"]
+
+
+def test_newlines_and_tabs_are_allowed_and_a_later_slash_line_is_fine(server):
+    with server.client() as client:
+        r = client.post("/execute", json=body(prompt="line\twith tab\n/not a command here [[say ok]]", task_id="t-ok"))
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt": ""},
+        {"prompt": "x" * 65537},
+        {"task_id": "-starts-with-dash"},
+        {"task_id": "has space"},
+        {"task_id": "x" * 129},
+        {"timeout_s": 0},
+        {"timeout_s": -1},
+    ],
+)
+def test_out_of_schema_fields_are_422_with_detail(server, fields):
+    with server.client() as client:
+        r = client.post("/execute", json={**body(), **fields})
+    assert r.status_code == 422
+    assert r.json()["detail"]
+
+
+def test_missing_task_id_is_422(server):
+    with server.client() as client:
+        r = client.post("/execute", json={"prompt": "hi"})
+    assert r.status_code == 422
+    assert "task_id" in r.json()["detail"]
+
+
+def test_cwd_outside_the_workspace_root_is_400(server, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = server.root / "escape-link"
+    link.symlink_to(outside)
+    cases = [str(outside), str(link), "relative/dir", str(server.root / "missing"), str(server.root / ".." / "edge")]
+    (server.root / "file.txt").write_text("x")
+    cases.append(str(server.root / "file.txt"))
+    with server.client() as client:
+        for cwd in cases:
+            r = client.post("/execute", json=body(task_id="t-cwd-bad", cwd=cwd))
+            assert r.status_code == 400, (cwd, r.text)
+            assert "cwd" in r.json()["detail"]
+        inside = server.root / "inside"
+        inside.mkdir()
+        assert client.post("/execute", json=body(task_id="t-cwd-ok", cwd=str(inside))).status_code == 200
+
+
+def test_openapi_docs_are_served(server):
+    assert httpx.get(server.url + "/docs").status_code == 200
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert {"/health", "/execute", "/tasks/{task_id}", "/tasks/{task_id}/cancel"} <= set(paths)

@@ -1,0 +1,89 @@
+"""`python -m ec2_services.worker_pool` as a real process with the Kiro double, driven over signed HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from tests.kiro_double import command
+from tests.support.servers import ROOT, free_port, wait_http
+
+
+def test_service_process_runs_tasks_logs_them_and_stops_its_agents(service_process, tmp_path, shared_secret):
+    port = free_port()
+    workspace = tmp_path / "state" / "workspaces" / "job-7"
+    env = {
+        "AIPM_SHARED_SECRET": shared_secret,
+        "AIPM_STATE_DIR": str(tmp_path / "state"),
+        "WORKER_POOL_PORT": str(port),
+        "KIRO_POOL_SIZE": "2",
+        "KIRO_COMMAND": command("--credits", "0.1"),
+        "KIRO_APPROVAL_REPLY": "y\\r",
+    }
+    proc = service_process("ec2_services.worker_pool", env)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health", proc=proc.proc)
+    deadline = time.monotonic() + 15
+    while httpx.get(url + "/health").json()["status"] != "ok":
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.05)
+    workspace.mkdir(parents=True)
+    with httpx.Client(base_url=url, auth=SigningAuth(shared_secret, WORKER_POOL), timeout=30) as client:
+        r = client.post(
+            "/execute",
+            json={"prompt": "Write it [[write out.txt done]] [[tool shell]]", "task_id": "job-7.1", "cwd": str(workspace)},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["status"], body["approvals"], body["credits"]) == ("completed", 2, 0.1)
+        assert (workspace / "out.txt").read_text() == "done\n"
+        assert client.get("/tasks/job-7.1").json()["status"] == "completed"
+    assert httpx.post(url + "/execute", json={"prompt": "x", "task_id": "job-7.2"}).status_code == 401
+
+    agent_pids = [w["pid"] for w in httpx.get(url + "/health").json()["workers"]]
+    proc.kill(signal.SIGTERM)
+    assert proc.proc.returncode is not None
+    for pid in agent_pids:
+        assert not _alive(pid), f"agent {pid} outlived the service"
+
+    log = proc.output()
+    assert shared_secret not in log
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("[Worker ") and "Working on your message" in m for m in messages)
+    assert all("\x1b" not in m for m in messages)
+    ended = [r for r in records if r.get("event") == "task_ended"]
+    assert ended and ended[0]["task_id"] == "job-7.1" and ended[0]["status"] == "completed"
+    emf = [r for r in records if "_aws" in r and r.get("TasksCompleted") == 1]
+    assert emf and emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "AIPM"
+    assert emf[0]["Service"] == "worker-pool" and emf[0]["TaskDuration"] > 0
+    approvals = [r for r in records if r.get("event") == "tool_approved"]
+    assert {r.get("tool") for r in approvals} == {"write", "shell"}
+
+
+def test_service_refuses_to_start_without_a_secret(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("AIPM_SHARED_SECRET", "AIPM_INSECURE_DEV")}
+    env.update({"AIPM_STATE_DIR": str(tmp_path), "WORKER_POOL_PORT": str(free_port()), "KIRO_COMMAND": command()})
+    result = subprocess.run(
+        [sys.executable, "-m", "ec2_services.worker_pool"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "AIPM_SHARED_SECRET" in result.stderr + result.stdout
+
+
+def _alive(pid: int) -> bool:
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.05)
+    return True

@@ -1,0 +1,132 @@
+"""One task through the service, end to end: the Kiro double in a real PTY, the API over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def server(pool_server):
+    return pool_server(double_args=("--credits", "0.37"))
+
+
+def test_several_approvals_in_one_task_are_all_answered_and_counted(server):
+    r = server.execute("Use three tools [[tool shell]] [[tool read]] [[tool grep]]", "t-approvals")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "completed"
+    assert body["approvals"] == 3 and body["denials"] == 0
+    assert body["worker_id"] == 1
+    for tool in ("shell", "read", "grep"):
+        assert f"(using tool: {tool})" in body["output"]
+        assert f"Tool {tool} finished." in body["output"]
+    assert "Allow this action" not in body["output"]
+    # The idle prompt under each question did not end the turn: the answer's last line arrived.
+    assert body["output"].endswith("Done.")
+
+
+def test_output_leaves_out_echo_marker_spinner_prompts_and_credits(server):
+    body = server.execute("Say hello [[say hello world]] [[tool shell]]", "t-clean").json()
+    output = body["output"]
+    assert output.splitlines()[0] == "Working on your message (1 lines)."
+    assert "hello world" in output
+    for leftover in ("Say hello", "Thinking", "[aipm]", "λ", "▸ Credits", "\x1b", "\r"):
+        assert leftover not in output
+    assert body["credits"] == 0.37
+    assert body["duration_s"] > 0
+
+
+def test_multi_line_prompt_is_sent_as_one_message(server):
+    prompt = "first line\nsecond line\n\nfourth line [[say one message]]"
+    body = server.execute(prompt, "t-multiline").json()
+    assert body["status"] == "completed"
+    assert body["output"].splitlines()[0] == "Working on your message (4 lines)."
+    assert "first line" not in body["output"] and "fourth line" not in body["output"]
+
+
+def test_the_answers_coloured_leading_gt_does_not_end_the_task(server):
+    # The double prints the coloured `> ` alone, pauses 0.6 s, then the text: a prompt look-alike on the screen.
+    body = server.execute("Trap [[slowmarker]] [[say after the trap]]", "t-marker").json()
+    assert body["status"] == "completed"
+    assert "this text follows the coloured marker after a pause" in body["output"]
+    assert "after the trap" in body["output"]
+    assert body["output"].endswith("Done.")
+
+
+def test_a_literal_answer_line_starting_with_gt_is_kept_and_does_not_end_the_task(server):
+    body = server.execute("Quote [[quote to be or not]] [[say still going]]", "t-quote").json()
+    assert "> to be or not" in body["output"].splitlines()
+    assert "still going" in body["output"]
+
+
+def test_task_with_cwd_writes_its_file_there(server):
+    workspace = server.root / "job-1"
+    workspace.mkdir()
+    body = server.execute("Create it [[write notes/hello.txt hi from the agent]]", "t-cwd", cwd=str(workspace)).json()
+    assert body["status"] == "completed", body
+    assert body["approvals"] == 1
+    assert (workspace / "notes" / "hello.txt").read_text() == "hi from the agent\n"
+    assert not (server.root / "notes").exists()
+
+
+def test_no_context_is_carried_from_one_task_to_the_next(server):
+    assert server.execute("Remember the word banana [[say noted]]", "t-ctx-1").json()["status"] == "completed"
+    body = server.execute("What did I say? [[recall]]", "t-ctx-2").json()
+    assert "I remember 0 earlier message(s) in this conversation" in body["output"]
+    assert "banana" not in body["output"]
+
+
+def test_agent_environment_has_none_of_the_services_secrets(pool_server, monkeypatch):
+    monkeypatch.setenv("AIPM_SHARED_SECRET", "do-not-leak-0123456789")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_notarealtoken000000000000000000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "abc")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    server = pool_server()
+    prompt = "[[env AIPM_SHARED_SECRET]] [[env GITHUB_TOKEN]] [[env AWS_SECRET_ACCESS_KEY]] [[env AWS_REGION]] [[env TERM]]"
+    output = server.execute(prompt, "t-env").json()["output"]
+    assert "AIPM_SHARED_SECRET is not set" in output
+    assert "GITHUB_TOKEN is not set" in output
+    assert "AWS_SECRET_ACCESS_KEY is not set" in output
+    assert "AWS_REGION is set" in output
+    assert "TERM is set" in output
+
+
+def test_denied_tool_is_answered_n_and_counted(pool_server):
+    server = pool_server(kiro_deny_tools="use_aws, shell")
+    body = server.execute("[[tool use_aws]] [[tool read]] [[tool shell]]", "t-deny").json()
+    assert body["status"] == "completed"
+    assert (body["approvals"], body["denials"]) == (1, 2)
+    assert "Tool use was rejected: use_aws" in body["output"]
+    assert "Tool read finished." in body["output"]
+    assert "Tool shell finished." not in body["output"]
+
+
+def test_having_trouble_is_retried_and_then_succeeds(server):
+    body = server.execute("Flaky [[trouble 2]] [[say finally]]", "t-trouble-ok").json()
+    assert body["status"] == "completed"
+    assert body["trouble_retries"] == 2
+    assert "finally" in body["output"]
+    assert "having trouble" not in body["output"]
+
+
+def test_still_having_trouble_after_the_retries_is_503(pool_server):
+    server = pool_server(kiro_trouble_retries=2)
+    r = server.execute("Broken [[trouble 9]]", "t-trouble-bad")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "agent_error"
+    assert body["trouble_retries"] == 2
+    assert "having trouble" in body["output"]
+    assert body["worker_id"] == 1 and "detail" in body and body["duration_s"] >= 0.1
+
+
+def test_output_flood_is_bounded_and_the_log_condensed(server, caplog):
+    caplog.set_level("INFO", logger="ec2_services.worker_pool.agent")
+    body = server.execute("[[flood 30000]]", "t-flood").json()
+    assert body["status"] == "completed"
+    assert body["output"].endswith("Done.")
+    assert len(body["output"]) <= 1_100_000
+    assert "earlier lines omitted" in body["output"].splitlines()[0]
+    agent_lines = [r.getMessage() for r in caplog.records if r.name == "ec2_services.worker_pool.agent"]
+    assert any("lines omitted (output flood)" in line for line in agent_lines)
+    assert len(agent_lines) < 3000
