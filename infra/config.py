@@ -97,9 +97,10 @@ class AipmConfig:
             raise ConfigError(f"instanceType: {self.instance_type!r} is not an EC2 instance type like t3.medium")
         if not 1 <= self.pool_size <= 32:
             raise ConfigError(f"poolSize: {self.pool_size} must be between 1 and 32 (KIRO_POOL_SIZE)")
-        _cidr("apiCidr", self.api_cidr)
+        # A bare address is a /32; the security group needs the prefix written out.
+        object.__setattr__(self, "api_cidr", _cidr("apiCidr", self.api_cidr))
         if self.admin_cidr is not None:
-            _cidr("adminCidr", self.admin_cidr)
+            object.__setattr__(self, "admin_cidr", _cidr("adminCidr", self.admin_cidr))
         for repo in (r.strip() for r in self.allowed_repos.split(",")):
             if repo and not _REPO_PATTERN.match(repo):
                 raise ConfigError(f"allowedRepos: {repo!r} is not owner/name or owner/*")
@@ -140,10 +141,11 @@ def _int(key: str, raw: Any) -> int:
         raise ConfigError(f"{key}: {raw!r} is not a whole number") from None
 
 
-def _cidr(key: str, raw: str) -> None:
+def _cidr(key: str, raw: str) -> str:
     try:
         net = ipaddress.ip_network(raw, strict=True)
     except ValueError as exc:
         raise ConfigError(f"{key}: {raw!r} is not a CIDR block ({exc})") from None
     if net.version != 4:
         raise ConfigError(f"{key}: {raw!r} must be an IPv4 CIDR (the host has an IPv4 Elastic IP)")
+    return str(net)

@@ -46,7 +46,7 @@ class AipmStack(Stack):
             kiro_api_key_secret_arn=config.kiro_api_key_secret_arn,
             with_ui_token=not config.uses_cognito,
         )
-        website = Website(self, "Website", mode=config.website_mode)
+        website = Website(self, "Website", mode=config.website_mode, log_retention=retention)
         auth = Auth(self, "Auth", site_url=website.site_url, domain_prefix=config.cognito_domain_prefix) \
             if config.uses_cognito else None
 

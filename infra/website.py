@@ -14,6 +14,7 @@ from typing import Any
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
@@ -24,9 +25,12 @@ FRONTEND = Path(__file__).resolve().parents[1] / "frontend"
 class Website(Construct):
     """``bucket``, ``log_bucket``, ``distribution`` (None in s3-website mode), ``site_url`` (origin, no trailing slash)."""
 
-    def __init__(self, scope: Construct, id_: str, *, mode: str, frontend_dir: Path = FRONTEND) -> None:
+    def __init__(
+        self, scope: Construct, id_: str, *, mode: str, log_retention: logs.RetentionDays, frontend_dir: Path = FRONTEND
+    ) -> None:
         super().__init__(scope, id_)
         self.mode = mode
+        self._log_retention = log_retention
         self._frontend_dir = frontend_dir
         self.distribution: cloudfront.Distribution | None = None
         # Access logs of the site bucket and of CloudFront (CloudFront's standard logs need ACLs: object writer).
@@ -84,5 +88,7 @@ class Website(Construct):
             cache_control=[s3deploy.CacheControl.from_string("no-cache")],
             memory_limit=256,
             prune=True,
+            log_group=logs.LogGroup(self, "DeployLogs", retention=self._log_retention,
+                                    removal_policy=RemovalPolicy.DESTROY),
         )
         return self.deployment

@@ -1,0 +1,89 @@
+"""Synthesis for the infrastructure tests: each distinct context is synthesized once per session (synth is slow).
+
+Bundling is skipped (``aws:cdk:bundling-stacks`` = []), so no pip run happens here; cdk-nag runs as in ``cdk synth``
+(app.py adds it), and its validation report is read from the cloud assembly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_CIDR = "203.0.113.7/32"
+KIRO_KEY_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/kiro-api-key-AbCdEf"
+GITHUB_TOKEN_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/github-token"
+
+
+@dataclass(frozen=True)
+class Synth:
+    """One synthesized app: the stack's template (dict and assertions view) and the cdk-nag report."""
+
+    template: dict
+    report: dict
+    outdir: Path
+
+    @property
+    def assertions(self):
+        from aws_cdk.assertions import Template
+
+        return Template.from_json(self.template)
+
+    @property
+    def resources(self) -> dict:
+        return self.template["Resources"]
+
+    def of_type(self, type_: str) -> dict[str, dict]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == type_}
+
+    def one(self, type_: str) -> dict:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
+        return next(iter(found.values()))
+
+
+@functools.cache
+def synthesize(**overrides: str) -> Synth:
+    import aws_cdk as cdk
+
+    from app import build
+
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context.update(overrides)
+    context["aws:cdk:bundling-stacks"] = []
+    outdir = Path(tempfile.mkdtemp(prefix="aipm-synth-"))
+    app = cdk.App(context=context, outdir=str(outdir))
+    stack = build(app)
+    app.synth()
+    return Synth(
+        template=json.loads((outdir / f"{stack.stack_name}.template.json").read_text()),
+        report=json.loads((outdir / "validation-report.json").read_text()),
+        outdir=outdir,
+    )
+
+
+@pytest.fixture(scope="session")
+def default_synth() -> Synth:
+    return synthesize()
+
+
+@pytest.fixture(scope="session")
+def admin_synth() -> Synth:
+    return synthesize(adminCidr=ADMIN_CIDR, kiroApiKeySecretArn=KIRO_KEY_ARN, githubTokenSecretArn=GITHUB_TOKEN_ARN)
+
+
+@pytest.fixture(scope="session")
+def s3_website_synth() -> Synth:
+    return synthesize(websiteMode="s3-website")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: needs the network or takes several seconds (skipped by make test-fast)")

@@ -1,0 +1,77 @@
+"""The Lambda bundle is built without Docker: the shared code beside the handler, arm64/cp312 wheels from pip."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.bundling import PIP_PLATFORM, LocalPipBundling, copy_code, source_hash
+from tests.infra.conftest import ROOT
+
+
+def _tree(tmp_path: Path, requirements: str = "annotated-types>=0.6,<1\n") -> Path:
+    root = tmp_path / "repo"
+    (root / "lambda_fn").mkdir(parents=True)
+    (root / "lambda_fn" / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+    (root / "lambda_fn" / "__pycache__").mkdir()
+    (root / "lambda_fn" / "__pycache__" / "handler.cpython-312.pyc").write_bytes(b"\0")
+    (root / "ec2_services" / "common").mkdir(parents=True)
+    (root / "ec2_services" / "__init__.py").write_text("")
+    (root / "ec2_services" / "common" / "settings.py").write_text("X = 1\n")
+    (root / "ec2_services" / "worker_pool").mkdir()
+    (root / "ec2_services" / "worker_pool" / "pool.py").write_text("import ptyprocess\n")
+    (root / "requirements").mkdir()
+    (root / "requirements" / "lambda.txt").write_text(requirements)
+    return root
+
+
+def test_bundle_holds_the_handler_and_the_shared_code_only(tmp_path):
+    root = _tree(tmp_path)
+    out = tmp_path / "out"
+    copy_code(root, out)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["ec2_services/__init__.py", "ec2_services/common/settings.py", "lambda_fn/handler.py"]
+
+
+def test_source_hash_follows_every_input_and_nothing_else(tmp_path):
+    root = _tree(tmp_path)
+    before = source_hash(root)
+    (root / "ec2_services" / "worker_pool" / "pool.py").write_text("changed\n")
+    assert source_hash(root) == before, "host-only code does not change the Lambda asset"
+    for path in ("lambda_fn/handler.py", "ec2_services/common/settings.py", "requirements/lambda.txt"):
+        (root / path).write_text((root / path).read_text() + "# changed\n")
+        assert source_hash(root) != before, path
+        before = source_hash(root)
+
+
+def test_pip_is_asked_for_arm64_cp312_wheels_only():
+    assert PIP_PLATFORM == ("--platform", "manylinux2014_aarch64", "--only-binary=:all:", "--python-version", "3.12",
+                            "--implementation", "cp")
+
+
+def test_a_failing_pip_stops_synthesis_with_its_message(tmp_path):
+    root = _tree(tmp_path, requirements="this-package-does-not-exist-aipm==0.0.0\n")
+    bundler = LocalPipBundling(root, python=sys.executable)
+    with pytest.raises(RuntimeError, match="Lambda bundling failed: pip could not install requirements/lambda.txt"):
+        bundler.try_bundle(str(tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_local_bundling_installs_linux_arm64_wheels(tmp_path):
+    """A real pip run (PyPI): pydantic-core is a compiled wheel, so its tag shows the platform."""
+    probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(tmp_path / "probe"),
+                            "annotated-types", *PIP_PLATFORM], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        pytest.skip(f"no package index reachable: {probe.stderr.strip()[-200:]}")
+    root = _tree(tmp_path, requirements=(ROOT / "requirements" / "lambda.txt").read_text())
+    out = tmp_path / "out"
+    assert LocalPipBundling(root).try_bundle(str(out)) is True
+    native = [p.name for p in out.joinpath("pydantic_core").glob("*.so")]
+    assert native and all("cpython-312-aarch64-linux-gnu" in name for name in native), native
+    assert (out / "lambda_fn" / "handler.py").exists() and (out / "ec2_services" / "common" / "settings.py").exists()
+    assert not (out / "ec2_services" / "worker_pool").exists()
+    shutil.rmtree(out)

@@ -1,0 +1,270 @@
+"""The host installer cfn-init runs, run here with a prefix (a scratch root, no systemd, no root).
+
+It builds the venv (fast path: this venv's packages through --extra-site, checked by pip with --no-index), renders
+the units, the environment files, the agent config, the CloudWatch agent config; the secret fetcher runs against a
+fake ``aws`` CLI; then both services are started exactly as the rendered units say (ExecStart, WorkingDirectory,
+EnvironmentFile, StandardOutput) and must answer /health.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.infra.conftest import ROOT
+from tests.kiro_double import command as kiro_double_command
+from tests.support.servers import free_port
+
+INSTALL = ROOT / "infra" / "host_install" / "install.sh"
+SHARED_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-shared-AbCdEf"
+TOKEN_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-github-AbCdEf"
+SECRET_VALUES = {SHARED_ARN: "test-shared-secret-0123456789abcdef", TOKEN_ARN: "ghp_" + "x" * 36}
+CALLBACK_ORIGIN = "https://abc123.lambda-url.eu-west-1.on.aws"
+
+
+def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """A systemd unit as section → [(key, value)] (keys repeat: EnvironmentFile)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), [])
+        else:
+            key, _, value = line.partition("=")
+            current.append((key, value))
+    return sections
+
+
+def values(unit: dict, section: str, key: str) -> list[str]:
+    return [v for k, v in unit[section] if k == key]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """systemd's EnvironmentFile= syntax as the installer writes it: KEY=VALUE, the rest of the line verbatim."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    return env
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    prefix = tmp_path_factory.mktemp("host-root")
+    env = {
+        **os.environ,
+        "AIPM_POOL_SIZE": "2",
+        "AIPM_WORKER_POOL_PORT": str(free_port()),
+        "AIPM_PR_PROCESSOR_PORT": str(free_port()),
+        "AIPM_CALLBACK_ORIGINS": CALLBACK_ORIGIN,
+        "AIPM_KIRO_COMMAND": kiro_double_command("--work-seconds", "0"),
+        "AIPM_SHARED_SECRET_ARN": SHARED_ARN,
+        "AIPM_GITHUB_TOKEN_SECRET_ARN": TOKEN_ARN,
+        "AIPM_AWS_REGION": "eu-west-1",
+        "AIPM_LOG_GROUP_WORKER_POOL": "/aipm/Test/worker-pool",
+        "AIPM_LOG_GROUP_PR_PROCESSOR": "/aipm/Test/pr-processor",
+    }
+    extra_site = sysconfig.get_paths()["purelib"]
+    args = ["bash", str(INSTALL), "--prefix", str(prefix), "--source", str(ROOT), "--python", sys.executable,
+            "--extra-site", extra_site]
+    for _ in range(2):  # cfn-hup runs it again on every code update: a second run must succeed as well
+        result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    return prefix
+
+
+def unit(root: Path, name: str) -> dict:
+    return parse_unit(root / "etc/systemd/system" / f"aipm-{name}.service")
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--source", "/nonexistent"], {}, "/nonexistent"),
+    (["--source", str(ROOT)], {"AIPM_POOL_SIZE": "two"}, "AIPM_POOL_SIZE must be a number"),
+    (["--source", str(ROOT), "--bogus"], {}, "unknown argument: --bogus"),
+])
+def test_install_stops_on_bad_input_and_says_why(tmp_path, args, env, message):
+    result = subprocess.run(["bash", str(INSTALL), "--prefix", str(tmp_path), *args],
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "etc/systemd/system/aipm-worker-pool.service").exists(), "nothing half-installed"
+
+
+def test_units_restart_always_and_start_the_pool_before_the_processor(root):
+    pool, processor = unit(root, "worker-pool"), unit(root, "pr-processor")
+    for u, module in ((pool, "ec2_services.worker_pool"), (processor, "ec2_services.pr_processor")):
+        assert values(u, "Service", "Restart") == ["always"]
+        assert values(u, "Service", "User") == ["aipm"]
+        assert values(u, "Service", "ExecStart") == [f"{root}/opt/aipm/venv/bin/python -m {module}"]
+        assert values(u, "Install", "WantedBy") == ["multi-user.target"]
+        assert "aipm-secrets.service" in " ".join(values(u, "Unit", "Requires"))
+    assert "aipm-pr-processor.service" in values(pool, "Unit", "Before")[0]
+    assert "aipm-worker-pool.service" in values(processor, "Unit", "After")[0]
+    assert "aipm-worker-pool.service" in " ".join(values(processor, "Unit", "Wants"))
+    assert "aipm-imds-block.service" in values(pool, "Unit", "Requires")[0]
+
+
+def test_environment_files_carry_the_deployment_values(root):
+    etc = root / "etc/aipm"
+    common = read_env_file(etc / "common.env")
+    pool = read_env_file(etc / "worker-pool.env")
+    processor = read_env_file(etc / "pr-processor.env")
+    assert common["AIPM_STATE_DIR"] == f"{root}/var/lib/aipm"
+    assert common["KIRO_WORKSPACE_ROOT"] == f"{root}/var/lib/aipm/workspaces"
+    assert (pool["WORKER_POOL_HOST"], pool["KIRO_POOL_SIZE"]) == ("127.0.0.1", "2")
+    assert processor["PR_PROCESSOR_HOST"] == "0.0.0.0"
+    assert processor["WORKER_POOL_URL"] == f"http://127.0.0.1:{pool['WORKER_POOL_PORT']}"
+    assert processor["AIPM_CALLBACK_ORIGINS"] == CALLBACK_ORIGIN
+    for env in (common, pool, processor):
+        assert not {"AIPM_SHARED_SECRET", "GITHUB_TOKEN"} & set(env), "no secret in the world-readable files"
+
+
+def test_default_agent_command_runs_kiro_as_its_own_user(tmp_path):
+    """Without an override the pool starts `kiro-cli chat --legacy-ui --agent aipm` through sudo as user kiro."""
+    result = subprocess.run(
+        ["bash", str(INSTALL), "--prefix", str(tmp_path), "--python", sys.executable,
+         "--extra-site", sysconfig.get_paths()["purelib"]],
+        env={k: v for k, v in os.environ.items() if not k.startswith("AIPM_")}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    pool = read_env_file(tmp_path / "etc/aipm/worker-pool.env")
+    assert pool["KIRO_COMMAND"] == "sudo -n -u kiro -H -- /usr/local/bin/kiro-cli chat --legacy-ui --agent aipm"
+    sudoers = (tmp_path / "etc/sudoers.d/aipm-kiro").read_text()
+    assert "aipm ALL=(kiro) NOPASSWD: /usr/local/bin/kiro-cli" in sudoers
+    assert 'env_keep += "KIRO_API_KEY"' in sudoers
+
+
+def test_agent_config_aipm_is_valid_kiro_json(root):
+    config = json.loads((root / "home/kiro/.kiro/agents/aipm.json").read_text())
+    assert config["name"] == "aipm"
+    assert config["tools"] == ["*"]
+    assert config["allowedTools"] == [], "approval stays with the worker pool (KIRO_DENY_TOOLS)"
+    assert config["mcpServers"] == {}
+    assert "TASK.md" in config["prompt"]
+
+
+def test_agent_user_is_blocked_from_instance_metadata(root):
+    script = (root / "opt/aipm/bin/aipm-imds-block").read_text()
+    assert "iptables -I OUTPUT 1 -m owner --uid-owner kiro -d 169.254.169.254/32 -j DROP" in script
+    assert "fd00:ec2::254" in script
+    assert values(unit(root, "imds-block"), "Service", "ExecStart") == [f"{root}/opt/aipm/bin/aipm-imds-block"]
+
+
+def test_cloudwatch_agent_ships_each_service_log_to_its_group(root):
+    config = json.loads((root / "opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json").read_text())
+    shipped = {c["file_path"]: c["log_group_name"] for c in config["logs"]["logs_collected"]["files"]["collect_list"]}
+    for name in ("worker-pool", "pr-processor"):
+        log_file = values(unit(root, name), "Service", "StandardOutput")[0].removeprefix("append:")
+        assert shipped[log_file] == f"/aipm/Test/{name}"
+
+
+def _fake_aws(tmp_path: Path, fail: bool = False) -> Path:
+    script = tmp_path / "aws"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"values = {json.dumps(SECRET_VALUES)}\n"
+        "args = sys.argv[1:]\n"
+        "assert args[:2] == ['secretsmanager', 'get-secret-value'], args\n"
+        "arn = args[args.index('--secret-id') + 1]\n"
+        + ("sys.exit('AccessDeniedException: not authorized')\n" if fail else "print(values[arn])\n")
+    )
+    script.chmod(0o755)
+    return script
+
+
+def _fetch_secrets(root: Path, aws: Path) -> subprocess.CompletedProcess:
+    conf = read_env_file(root / "etc/aipm/secrets.conf")
+    command = shlex.split(values(unit(root, "secrets"), "Service", "ExecStart")[0])
+    return subprocess.run(command, env={"PATH": os.environ["PATH"], **conf, "AIPM_AWS_CLI": str(aws)},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_secret_fetcher_writes_root_only_environment_files(root, tmp_path):
+    result = _fetch_secrets(root, _fake_aws(tmp_path))
+    assert result.returncode == 0, result.stderr
+    secrets = root / "run/aipm/secrets"
+    pool, processor = read_env_file(secrets / "worker-pool.env"), read_env_file(secrets / "pr-processor.env")
+    assert pool == {"AIPM_SHARED_SECRET": SECRET_VALUES[SHARED_ARN]}
+    assert processor == {"AIPM_SHARED_SECRET": SECRET_VALUES[SHARED_ARN], "GITHUB_TOKEN": SECRET_VALUES[TOKEN_ARN]}
+    assert (secrets / "pr-processor.env").stat().st_mode & 0o777 == 0o600
+    assert SECRET_VALUES[TOKEN_ARN] not in result.stderr + result.stdout
+
+
+def test_secret_fetcher_fails_naming_the_secret_it_could_not_read(root, tmp_path):
+    result = _fetch_secrets(root, _fake_aws(tmp_path, fail=True))
+    assert result.returncode == 1
+    assert "AIPM_SHARED_SECRET: could not read" in result.stderr and "AccessDenied" in result.stderr
+
+
+@contextlib.contextmanager
+def run_unit(root: Path, name: str):
+    """Start a service the way systemd would from its rendered unit (as this user, no sandboxing)."""
+    u = unit(root, name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIPM_", "KIRO_", "WORKER_POOL_", "PR_PROCESSOR_"))}
+    for path in values(u, "Service", "EnvironmentFile"):
+        env.update(read_env_file(Path(path.removeprefix("-"))))
+    log_path = Path(values(u, "Service", "StandardOutput")[0].removeprefix("append:"))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(shlex.split(values(u, "Service", "ExecStart")[0]), env=env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=values(u, "Service", "WorkingDirectory")[0],
+                                start_new_session=True)
+    try:
+        yield proc, env, log_path
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{url}: the service exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response.json()
+        time.sleep(0.2)
+    pytest.fail(f"{url} did not answer 200 in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def test_both_services_start_from_the_rendered_units_and_answer_health(root, tmp_path):
+    if not (ROOT / "ec2_services/worker_pool/__main__.py").exists() or \
+            not (ROOT / "ec2_services/pr_processor/__main__.py").exists():
+        pytest.skip("the services' entry points are not in the tree yet")
+    assert _fetch_secrets(root, _fake_aws(tmp_path)).returncode == 0
+    with run_unit(root, "worker-pool") as (pool, pool_env, pool_log):
+        pool_health = wait_health(f"http://127.0.0.1:{pool_env['WORKER_POOL_PORT']}/health", pool, pool_log)
+        with run_unit(root, "pr-processor") as (processor, env, processor_log):
+            health = wait_health(f"http://127.0.0.1:{env['PR_PROCESSOR_PORT']}/health", processor, processor_log)
+            assert health["status"] == "ok"
+            assert health["worker_pool"] == "ok", "the processor reaches the pool at the rendered WORKER_POOL_URL"
+    assert pool_health["pool_size"] == 2
+    # What the CloudWatch agent ships: the services' JSON lines, in the files the units append to.
+    for log in (pool_log, processor_log):
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        assert lines, f"{log} has no JSON log lines"
+        assert SECRET_VALUES[SHARED_ARN] not in log.read_text()
+    assert (root / "var/lib/aipm/jobs.sqlite").exists(), "the processor keeps its jobs under /var/lib/aipm"

@@ -1,0 +1,71 @@
+"""Context knobs change the template as documented: an admin CIDR, existing secrets, the plain S3 website mode."""
+
+from __future__ import annotations
+
+import json
+
+from infra.host import INSTANCE_LOGICAL_ID
+from tests.infra.conftest import ADMIN_CIDR, GITHUB_TOKEN_ARN, KIRO_KEY_ARN
+from tests.infra.templates import config_json, install_env, lambda_env, policy_of_role
+
+
+def test_admin_cidr_opens_8081_to_that_address_only(admin_synth):
+    sg = admin_synth.one("AWS::EC2::SecurityGroup")["Properties"]
+    ingress = sorted((r["CidrIp"], r["FromPort"], r["ToPort"]) for r in sg["SecurityGroupIngress"])
+    assert ingress == [("0.0.0.0/0", 8082, 8082), (ADMIN_CIDR, 8081, 8081)]
+
+
+def test_admin_cidr_makes_the_pool_listen_on_all_interfaces(admin_synth):
+    assert install_env(admin_synth)["AIPM_WORKER_POOL_HOST"] == "0.0.0.0"
+
+
+def test_existing_github_token_is_used_not_created(admin_synth):
+    secrets = admin_synth.of_type("AWS::SecretsManager::Secret")
+    assert len(secrets) == 1, "only the shared secret is created"
+    assert lambda_env(admin_synth)["GITHUB_TOKEN_SECRET_ARN"] == GITHUB_TOKEN_ARN
+    assert install_env(admin_synth)["AIPM_GITHUB_TOKEN_SECRET_ARN"] == GITHUB_TOKEN_ARN
+
+
+def test_kiro_api_key_secret_reaches_only_the_host(admin_synth):
+    assert install_env(admin_synth)["AIPM_KIRO_API_KEY_SECRET_ARN"] == KIRO_KEY_ARN
+    host_reads = json.dumps(policy_of_role(admin_synth, "HostRole"))
+    api_reads = json.dumps(policy_of_role(admin_synth, "ApiRole"))
+    assert KIRO_KEY_ARN in host_reads
+    assert KIRO_KEY_ARN not in api_reads
+    # A partial ARN (no 6-character suffix) is granted with Secrets Manager's suffix wildcard.
+    assert GITHUB_TOKEN_ARN + "-??????" in host_reads and GITHUB_TOKEN_ARN + "-??????" in api_reads
+    assert "KiroApiKeySecretArn" in admin_synth.template["Outputs"]
+
+
+def test_s3_website_mode_signs_in_with_a_token_and_skips_cognito(s3_website_synth):
+    assert not s3_website_synth.of_type("AWS::Cognito::UserPool")
+    assert not s3_website_synth.of_type("AWS::CloudFront::Distribution")
+    env = lambda_env(s3_website_synth)
+    assert env["AIPM_AUTH"] == "token"
+    assert "AIPM_UI_TOKEN_SECRET_ARN" in env
+    assert env["ALLOWED_ORIGINS"] == {"Fn::GetAtt": [_bucket(s3_website_synth), "WebsiteURL"]}
+    assert config_json(s3_website_synth)["auth"] == "token"
+    assert "UiTokenCommand" in s3_website_synth.template["Outputs"]
+
+
+def _bucket(synth) -> str:
+    (name,) = [k for k, b in synth.of_type("AWS::S3::Bucket").items() if "WebsiteConfiguration" in b["Properties"]]
+    return name
+
+
+def test_s3_website_mode_serves_the_bucket_publicly(s3_website_synth):
+    bucket = s3_website_synth.resources[_bucket(s3_website_synth)]["Properties"]
+    assert bucket["WebsiteConfiguration"]["IndexDocument"] == "index.html"
+    assert bucket["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is False
+
+
+def test_every_variant_passes_cdk_nag(admin_synth, s3_website_synth):
+    for synth in (admin_synth, s3_website_synth):
+        (report,) = synth.report["pluginReports"]
+        assert report["violations"] == [] and report["conclusion"] == "success"
+        assert all(item["reason"] for item in report["suppressedViolations"])
+
+
+def test_instance_logical_id_is_stable_across_variants(admin_synth, s3_website_synth):
+    for synth in (admin_synth, s3_website_synth):
+        assert INSTANCE_LOGICAL_ID in synth.resources
