@@ -1,0 +1,29 @@
+"""``python -m ec2_services.pr_processor``: settings, logging, the secret check, then the API under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+from ec2_services.common.http import serve
+from ec2_services.common.logging import setup_logging
+from ec2_services.common.settings import PrProcessorSettings, load_settings, require_secret
+
+log = logging.getLogger("ec2_services.pr_processor")
+
+
+def main() -> None:
+    settings = load_settings(PrProcessorSettings)
+    setup_logging("pr-processor", level=settings.aipm_log_level, secrets=[settings.shared_secret, settings.token])
+    secret = require_secret(settings, "pr-processor", log)
+    from ec2_services.pr_processor.app import create_app
+
+    log.info(
+        "PR processor on %s:%d, worker pool %s, git %s, state %s",
+        settings.pr_processor_host, settings.pr_processor_port, settings.worker_pool_url, settings.git_base_url,
+        settings.aipm_state_dir,
+    )
+    serve(create_app(settings, secret), settings.pr_processor_host, settings.pr_processor_port)
+
+
+if __name__ == "__main__":
+    main()

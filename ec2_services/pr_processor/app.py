@@ -1,0 +1,119 @@
+"""The PR processor's HTTP API (SPEC.md, "PR Processor API"): thin routes over ``ProcessorService``.
+
+Every route but /health is signed for ``pr-processor``. Errors leave as JSON ``{"detail": ...}`` through the shared edge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ec2_services.common.http import install_edge
+from ec2_services.common.settings import PrProcessorSettings
+from ec2_services.common.signing import PR_PROCESSOR, SignatureVerifier
+from ec2_services.pr_processor.jobs import JobState
+from ec2_services.pr_processor.models import JOB_ID_RE, Accepted, InvalidInput, ProcessPrRequest
+from ec2_services.pr_processor.service import JobConflict, ProcessorService
+
+
+def _service(request: Request) -> ProcessorService:
+    return request.app.state.service
+
+
+def _known_job_id(job_id: str) -> str:
+    if not JOB_ID_RE.match(job_id):
+        raise HTTPException(404, f"no job {job_id!r}")
+    return job_id
+
+
+def jobs_router(verify: SignatureVerifier) -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(verify)])
+
+    @router.post("/process-pr", status_code=202, response_model=Accepted, responses={200: {}, 400: {}, 409: {}})
+    async def process_pr(body: ProcessPrRequest, service: ProcessorService = Depends(_service)):
+        try:
+            job, created = service.submit(body)
+        except InvalidInput as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        if created:
+            return Accepted(job_id=job.job_id, status=job.status.value)
+        return JSONResponse(service.to_json(job), status_code=200)
+
+    @router.get("/jobs")
+    async def list_jobs(
+        limit: int = Query(50, ge=1, le=1000),
+        status: JobState | None = Query(None),
+        service: ProcessorService = Depends(_service),
+    ):
+        return {"jobs": [service.to_json(job) for job in service.list(limit=limit, status=status)]}
+
+    @router.get("/jobs/{job_id}")
+    async def get_job(job_id: str = Depends(_known_job_id), service: ProcessorService = Depends(_service)):
+        job = service.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return service.to_json(job)
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str = Depends(_known_job_id), service: ProcessorService = Depends(_service)):
+        try:
+            job = await service.cancel(job_id)
+        except KeyError:
+            raise HTTPException(404, f"no job {job_id!r}") from None
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return service.to_json(job)
+
+    @router.get("/jobs/{job_id}/events")
+    async def job_events(job_id: str = Depends(_known_job_id), service: ProcessorService = Depends(_service)):
+        if service.get(job_id) is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return StreamingResponse(
+            _sse(service, job_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return router
+
+
+async def _sse(service: ProcessorService, job_id: str) -> AsyncIterator[bytes]:
+    async for item in service.stream(job_id):
+        if item is None:
+            yield b": keep-alive\n\n"
+            continue
+        line_id, line = item
+        yield f"id: {line_id}\nevent: line\ndata: {line}\n\n".encode()
+    job = service.get(job_id)
+    end = {"status": job.status.value if job else None, "commit": job.commit_sha if job else None}
+    yield f"event: end\ndata: {json.dumps(end)}\n\n".encode()
+
+
+def create_app(settings: PrProcessorSettings, secret: str | None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service = ProcessorService(settings, secret)
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="AIPM PR processor", lifespan=lifespan)
+    install_edge(app)
+
+    @app.get("/health")
+    async def health(request: Request):
+        service: ProcessorService = request.app.state.service
+        await service.refresh_pool()
+        return service.health()
+
+    app.include_router(jobs_router(SignatureVerifier(secret, PR_PROCESSOR)))
+    return app

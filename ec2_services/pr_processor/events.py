@@ -1,0 +1,74 @@
+"""A job's lines: its own events and the agent's output, kept in the store (``log_tail``) and fanned out live to
+Server-Sent Events subscribers. Every line is redacted by the store before anyone sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from ec2_services.pr_processor.jobs import JobStore
+
+log = logging.getLogger("ec2_services.pr_processor.jobs")
+
+_END = (-1, "")
+HEARTBEAT_S = 15.0
+
+
+class JobEvents:
+    def __init__(self, store: JobStore):
+        self._store = store
+        self._subscribers: dict[str, set[asyncio.Queue[tuple[int, str]]]] = {}
+
+    def event(self, job_id: str, message: str, *, level: int = logging.INFO) -> None:
+        """A job event: logged with the job id, stored, streamed."""
+        log.log(level, "%s", message, extra={"job_id": job_id})
+        self._publish(job_id, [f"[aipm] {message}"])
+
+    def agent_output(self, job_id: str, text: str) -> None:
+        lines = [f"[agent] {line}" for line in text.splitlines() if line.strip()]
+        if lines:
+            self._publish(job_id, lines)
+
+    def _publish(self, job_id: str, lines: list[str]) -> None:
+        self._store.append_log(job_id, lines)
+        subscribers = self._subscribers.get(job_id)
+        if subscribers:
+            for item in self._store.log_lines(job_id, last=len(lines)):
+                for queue in subscribers:
+                    queue.put_nowait(item)
+
+    def ended(self, job_id: str) -> None:
+        for queue in self._subscribers.get(job_id, ()):
+            queue.put_nowait(_END)
+
+    async def stream(self, job_id: str) -> AsyncIterator[tuple[int, str] | None]:
+        """Every stored line of the job, then new ones as they come, until the job ends; None = still alive."""
+        queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        self._subscribers.setdefault(job_id, set()).add(queue)
+        try:
+            last = 0
+            for item in self._store.log_lines(job_id, last=None):
+                last = item[0]
+                yield item
+            job = self._store.get(job_id)
+            if job is None or job.status.final:
+                return
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield None
+                    continue
+                if item == _END:
+                    return
+                if item[0] > last:
+                    last = item[0]
+                    yield item
+        finally:
+            subscribers = self._subscribers.get(job_id)
+            if subscribers is not None:
+                subscribers.discard(queue)
+                if not subscribers:
+                    self._subscribers.pop(job_id, None)

@@ -1,0 +1,309 @@
+"""Every git call the PR processor makes: the cached bare mirror, per-job worktrees, commit, push, rebase.
+
+Git runs as an argument list (never through a shell), with hooks disabled, no fsmonitor, no credential helpers, no
+user or system config, and only the environment built here — the service's own secrets are not in it. The remote is
+always the URL built from ``repo`` and ``GIT_BASE_URL``, passed on the command line: no configured remote exists that
+a work tree could change. Worktree commands name their git directory explicitly, so a ``.git`` file the agent rewrote
+is never followed.
+
+HTTPS credentials: ``GIT_ASKPASS`` points at a small script written into the state directory; it answers only
+prompts for the ``GIT_BASE_URL`` origin, and the token reaches it through the environment of the fetch/push process
+alone (never a URL, an argument, a file, a log line or an error message).
+
+Names (repo, branch, task file) are validated at the edge (``models``) before they get here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ec2_services.common.logging import redact
+
+log = logging.getLogger(__name__)
+
+_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "credential.helper=",
+    "http.followRedirects=false",
+    "commit.gpgsign=false",
+    "protocol.allow=never",
+    "protocol.https.allow=always",
+    "protocol.http.allow=always",
+    "protocol.file.allow=always",
+    "submodule.recurse=false",
+    "gc.auto=0",
+)
+
+ASKPASS_SCRIPT = """#!/bin/sh
+# AIPM git askpass: answers git's credential prompts for one origin only (SPEC.md: the token goes to that host alone).
+case "$1" in
+  "Username for '$AIPM_ASKPASS_ORIGIN'"*) printf '%s\\n' x-access-token ;;
+  "Password for '$AIPM_ASKPASS_USER_ORIGIN'"*) printf '%s\\n' "$AIPM_ASKPASS_TOKEN" ;;
+  *) echo "aipm askpass: no credentials for this prompt" >&2; exit 1 ;;
+esac
+"""
+
+_REJECTED_MARKERS = ("[rejected]", "non-fast-forward", "fetch first", "[remote rejected]")
+
+
+class GitError(Exception):
+    """A git command failed; ``permanent`` when trying again cannot help (missing branch or repository)."""
+
+    permanent = False
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BranchMissing(GitError):
+    permanent = True
+
+
+class PushRejected(GitError):
+    """The remote branch moved: the push was not a fast-forward."""
+
+
+class RebaseConflict(GitError):
+    permanent = True
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Worktree:
+    path: Path
+    git_dir: Path
+    repo: str
+
+
+class GitOps:
+    def __init__(self, *, base_url: str, token: str | None, state_dir: Path, workspace_root: Path,
+                 author_name: str, author_email: str):
+        self.base_url = base_url.rstrip("/")
+        self.mirrors = state_dir / "mirrors"
+        self.workspace_root = workspace_root
+        self._token = token
+        self._git = shutil.which("git") or "/usr/bin/git"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._env = {
+            "PATH": f"{Path(self._git).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(state_dir),
+            "LC_ALL": "C",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": author_name,
+            "GIT_COMMITTER_EMAIL": author_email,
+        }
+        self._askpass_env: dict[str, str] = {}
+        parts = urlsplit(self.base_url)
+        if parts.scheme in ("http", "https"):
+            script = state_dir / "git-askpass.sh"
+            state_dir.mkdir(parents=True, exist_ok=True)
+            script.write_text(ASKPASS_SCRIPT)
+            script.chmod(stat.S_IRWXU)
+            origin = f"{parts.scheme}://{parts.netloc}"
+            self._askpass_env = {
+                "GIT_ASKPASS": str(script),
+                "AIPM_ASKPASS_ORIGIN": origin,
+                "AIPM_ASKPASS_USER_ORIGIN": f"{parts.scheme}://x-access-token@{parts.netloc}",
+            }
+
+    # --- names and places ---------------------------------------------------------------------------------------
+
+    def remote_url(self, repo: str) -> str:
+        return f"{self.base_url}/{repo}.git"
+
+    def mirror_dir(self, repo: str) -> Path:
+        owner, name = repo.lower().split("/", 1)
+        return self.mirrors / owner / f"{name}.git"
+
+    def _lock(self, repo: str) -> asyncio.Lock:
+        return self._locks.setdefault(repo.lower(), asyncio.Lock())
+
+    # --- running git ----------------------------------------------------------------------------------------------
+
+    async def _run(self, *args: str, cwd: Path | None = None, network: bool = False, check: bool = True) -> Result:
+        env = dict(self._env)
+        if network and self._askpass_env:
+            env.update(self._askpass_env)
+            if self._token:
+                env["AIPM_ASKPASS_TOKEN"] = self._token
+        argv = [self._git]
+        for item in _CONFIG:
+            argv += ["-c", item]
+        argv += list(args)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=str(cwd) if cwd else None, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await proc.communicate()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        result = Result(proc.returncode or 0, self._clean(out), self._clean(err))
+        if check and result.code != 0:
+            raise GitError(self._describe(args, result))
+        return result
+
+    def _clean(self, data: bytes) -> str:
+        text = data.decode("utf-8", "replace")
+        if self._token:
+            text = text.replace(self._token, "***")
+        return redact(text)
+
+    @staticmethod
+    def _describe(args: tuple[str, ...], result: Result) -> str:
+        verb = next((a for a in args if not a.startswith("-")), "git")
+        detail = (result.err.strip() or result.out.strip())[-600:]
+        return f"git {verb} failed (exit {result.code}): {detail}"
+
+    async def _in(self, wt: Worktree, *args: str, check: bool = True) -> Result:
+        return await self._run(f"--git-dir={wt.git_dir}", f"--work-tree={wt.path}", *args, cwd=wt.path, check=check)
+
+    async def _mirror(self, repo: str, *args: str, network: bool = False, check: bool = True) -> Result:
+        return await self._run(f"--git-dir={self.mirror_dir(repo)}", *args, network=network, check=check)
+
+    # --- mirror ---------------------------------------------------------------------------------------------------
+
+    async def fetch_branch(self, repo: str, branch: str) -> str:
+        """Bring the mirror's copy of ``branch`` up to date (only what changed) and return its tip."""
+        async with self._lock(repo):
+            mirror = self.mirror_dir(repo)
+            if not (mirror / "HEAD").exists():
+                mirror.parent.mkdir(parents=True, exist_ok=True)
+                await self._run("init", "--bare", "-q", str(mirror))
+            result = await self._mirror(
+                repo, "fetch", "--no-tags", "--no-write-fetch-head", "-q", self.remote_url(repo),
+                f"+refs/heads/{branch}:refs/remotes/origin/{branch}", network=True, check=False,
+            )
+        if result.code != 0:
+            err = result.err.lower()
+            if "couldn't find remote ref" in err:
+                raise BranchMissing(f"branch {branch!r} does not exist in {repo}")
+            if "does not appear to be a git repository" in err or "repository not found" in err:
+                raise BranchMissing(f"repository {repo} was not found at {self.base_url} (or the token cannot read it)")
+            raise GitError(self._describe(("fetch",), result))
+        return await self.rev(repo, f"refs/remotes/origin/{branch}")
+
+    async def rev(self, repo: str, ref: str) -> str:
+        return (await self._mirror(repo, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")).out.strip()
+
+    async def has_commit(self, repo: str, sha: str) -> bool:
+        result = await self._mirror(repo, "cat-file", "-e", f"{sha}^{{commit}}", check=False)
+        return result.code == 0
+
+    async def is_ancestor(self, repo: str, ancestor: str, descendant: str) -> bool:
+        result = await self._mirror(repo, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
+        return result.code == 0
+
+    async def keep(self, repo: str, job_id: str, sha: str | None) -> None:
+        """Hold (or with None release) a job's commit by a ref, so it outlives its worktree and any gc."""
+        ref = f"refs/aipm/jobs/{job_id}"
+        if sha:
+            await self._mirror(repo, "update-ref", ref, sha)
+        else:
+            await self._mirror(repo, "update-ref", "-d", ref, check=False)
+
+    async def push(self, repo: str, sha: str, branch: str) -> None:
+        """Push ``sha`` to ``branch`` of the built URL: never forced, so a moved branch raises PushRejected."""
+        result = await self._mirror(
+            repo, "push", "--porcelain", "--no-verify", self.remote_url(repo), f"{sha}:refs/heads/{branch}",
+            network=True, check=False,
+        )
+        if result.code == 0:
+            await self._mirror(repo, "update-ref", f"refs/remotes/origin/{branch}", sha, check=False)
+            return
+        text = result.out + result.err
+        if any(marker in text for marker in _REJECTED_MARKERS):
+            raise PushRejected(f"push to {branch} rejected: the branch moved on the remote")
+        raise GitError(self._describe(("push",), result))
+
+    # --- worktrees ------------------------------------------------------------------------------------------------
+
+    async def add_worktree(self, repo: str, name: str, sha: str) -> Worktree:
+        """A fresh detached worktree at ``sha`` under the workspace root (an old one of that name is removed)."""
+        path = self.workspace_root / name
+        git_dir = self.mirror_dir(repo) / "worktrees" / name
+        async with self._lock(repo):
+            if path.exists() or git_dir.exists():
+                await self._remove(repo, path)
+            self.workspace_root.mkdir(parents=True, exist_ok=True)
+            await self._mirror(repo, "worktree", "add", "-q", "--detach", str(path), sha)
+        if not (git_dir / "HEAD").exists():
+            raise GitError(f"git worktree add did not create {git_dir}")
+        return Worktree(path=path, git_dir=git_dir, repo=repo)
+
+    def existing_worktree(self, repo: str, name: str) -> Worktree | None:
+        path = self.workspace_root / name
+        git_dir = self.mirror_dir(repo) / "worktrees" / name
+        if path.is_dir() and (git_dir / "HEAD").exists():
+            return Worktree(path=path, git_dir=git_dir, repo=repo)
+        return None
+
+    async def remove_worktree(self, wt: Worktree) -> None:
+        async with self._lock(wt.repo):
+            await self._remove(wt.repo, wt.path)
+
+    async def remove_worktree_named(self, repo: str, name: str) -> None:
+        async with self._lock(repo):
+            await self._remove(repo, self.workspace_root / name)
+
+    async def _remove(self, repo: str, path: Path) -> None:
+        await self._mirror(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+        if path.exists():
+            await asyncio.to_thread(shutil.rmtree, path, True)
+        await self._mirror(repo, "worktree", "prune", check=False)
+
+    async def head(self, wt: Worktree) -> str:
+        return (await self._in(wt, "rev-parse", "--verify", "HEAD^{commit}")).out.strip()
+
+    async def is_dirty(self, wt: Worktree) -> bool:
+        result = await self._in(wt, "status", "--porcelain=v1", "--untracked-files=all", "--ignore-submodules=none")
+        return bool(result.out.strip())
+
+    async def commit_all(self, wt: Worktree, message: str) -> str:
+        """``git add -A`` and commit; returns the new HEAD (the old one when there was nothing to commit)."""
+        await self._in(wt, "add", "-A")
+        if (await self._in(wt, "diff", "--cached", "--quiet", check=False)).code != 0:
+            await self._in(wt, "commit", "-q", "--no-verify", "-m", message)
+        return await self.head(wt)
+
+    async def rebase(self, wt: Worktree, onto: str, upstream: str) -> str:
+        """Replay the commits after ``upstream`` onto ``onto``; RebaseConflict (aborted) when they do not apply."""
+        result = await self._in(wt, "rebase", "-q", "--no-autostash", "--onto", onto, upstream, check=False)
+        if result.code != 0:
+            await self._in(wt, "rebase", "--abort", check=False)
+            raise RebaseConflict(
+                "the branch moved while the job ran and the job's commit does not apply on top of it: "
+                + (result.err.strip() or result.out.strip())[-300:]
+            )
+        return await self.head(wt)
+
+    def task_path(self, wt: Worktree, task_file: str) -> Path | None:
+        """The task file's absolute path if it is a file inside the worktree (symlinks resolved), else None."""
+        root = wt.path.resolve()
+        candidate = (wt.path / task_file).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+        return wt.path / task_file
+

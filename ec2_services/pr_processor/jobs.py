@@ -1,0 +1,407 @@
+"""The job store: SQLite (WAL) holding jobs, their log lines and the callback outbox, and the job state machine.
+
+Owns the states and the one table of allowed transitions; every status change goes through ``transition`` so no
+code path can move a job where the table says it cannot go. A job is written before the service answers 202.
+It must not run git or talk HTTP; it must never hold the GitHub token (callers redact before they write).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ec2_services.common.logging import redact
+
+LOG_TAIL_LINES = 100
+OUTPUT_TAIL_CHARS = 4000
+MAX_LINE_CHARS = 2000
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PUSHING = "pushing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NO_CHANGES = "no_changes"
+    CANCELLED = "cancelled"
+
+    @property
+    def live(self) -> bool:
+        return self in LIVE_STATES
+
+    @property
+    def final(self) -> bool:
+        return not self.live
+
+
+LIVE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.PUSHING})
+
+# The whole state machine. A retried attempt stays in its state (running, or pushing for a push retried without
+# running the agent again); a pushing job is past cancelling: its commit is made and goes out.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset({JobState.PUSHING, JobState.NO_CHANGES, JobState.FAILED, JobState.CANCELLED}),
+    JobState.PUSHING: frozenset({JobState.SUCCEEDED, JobState.FAILED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.NO_CHANGES: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class BranchBusy(Exception):
+    """Another job is live on the same repository branch."""
+
+    def __init__(self, job_id: str):
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class CallbackState(enum.StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Job:
+    seq: int
+    job_id: str
+    repo: str
+    branch: str
+    base_branch: str | None
+    pr_number: int | None
+    task_file: str
+    callback_url: str | None
+    requested_by: str | None
+    status: JobState
+    attempts: int
+    commit_sha: str | None
+    base_commit: str | None
+    error: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    credits: float | None
+    output_tail: str
+    cancel_requested: bool
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return round(end - self.started_at, 3)
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.job_id}.{self.attempts}"
+
+
+_JOB_COLUMNS = [f.name for f in fields(Job)]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    repo TEXT NOT NULL,
+    repo_key TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    base_branch TEXT,
+    pr_number INTEGER,
+    task_file TEXT NOT NULL,
+    callback_url TEXT,
+    requested_by TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    commit_sha TEXT,
+    base_commit TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    credits REAL,
+    output_tail TEXT NOT NULL DEFAULT '',
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+-- One live job per branch, enforced by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_branch ON jobs(repo_key, branch)
+    WHERE status IN ('queued', 'running', 'pushing');
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
+CREATE TABLE IF NOT EXISTS job_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_log_job ON job_log(job_id, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    job_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    last_error TEXT
+);
+"""
+
+
+@dataclass
+class OutboxItem:
+    job_id: str
+    url: str
+    payload: str
+    state: CallbackState
+    attempts: int
+    next_at: float
+    created_at: float
+    last_error: str | None
+
+
+class JobStore:
+    """Thread-safe access to the job database; every public method is one short transaction."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One write transaction (re-entrant within the lock holder)."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- jobs -------------------------------------------------------------------------------------------------
+
+    def create(self, *, job_id: str, repo: str, branch: str, base_branch: str | None, pr_number: int | None,
+               task_file: str, callback_url: str | None, requested_by: str | None) -> tuple[Job, bool]:
+        """The job with this id: ``(job, True)`` when made now, ``(existing, False)`` when it existed.
+
+        Raises ``BranchBusy`` when another job is live on the branch.
+        """
+        now = time.time()
+        with self._tx():
+            existing = self.get(job_id)
+            if existing is not None:
+                return existing, False
+            row = self._db.execute(
+                "SELECT job_id FROM jobs WHERE repo_key = ? AND branch = ? AND status IN ('queued','running','pushing')",
+                (repo.lower(), branch),
+            ).fetchone()
+            if row is not None:
+                raise BranchBusy(row["job_id"])
+            self._db.execute(
+                "INSERT INTO jobs (job_id, repo, repo_key, branch, base_branch, pr_number, task_file, callback_url,"
+                " requested_by, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, repo, repo.lower(), branch, base_branch, pr_number, task_file, callback_url, requested_by,
+                 JobState.QUEUED.value, now, now),
+            )
+            job = self.get(job_id)
+            assert job is not None
+            return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def list(self, *, limit: int = 50, status: JobState | None = None) -> list[Job]:
+        query = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+        args: list[Any] = []
+        if status is not None:
+            query += " WHERE status = ?"
+            args.append(status.value)
+        query += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [_job(row) for row in self._db.execute(query, args).fetchall()]
+
+    def in_states(self, *states: JobState) -> list[Job]:
+        """Jobs in these states, oldest first."""
+        marks = ",".join("?" for _ in states)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE status IN ({marks}) ORDER BY seq",
+                [s.value for s in states],
+            ).fetchall()
+        return [_job(row) for row in rows]
+
+    def queue_position(self, job: Job) -> int | None:
+        if job.status is not JobState.QUEUED:
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq <= ?", (job.seq,)).fetchone()
+        return int(row[0])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def update(self, job_id: str, **values: Any) -> Job:
+        """Change fields other than ``status``."""
+        if "status" in values:
+            raise ValueError("status changes go through transition()")
+        return self._write(job_id, values)
+
+    def transition(self, job_id: str, to: JobState, **values: Any) -> Job:
+        """Move a job to ``to`` if TRANSITIONS allows it (and set ``values`` in the same write)."""
+        with self._tx():
+            job = self.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            if to not in TRANSITIONS[job.status]:
+                raise InvalidTransition(f"job {job_id}: {job.status.value} → {to.value} is not allowed")
+            values = {**values, "status": to.value}
+            if to is JobState.RUNNING and job.started_at is None:
+                values.setdefault("started_at", time.time())
+            if to.final:
+                values.setdefault("ended_at", time.time())
+                values["cancel_requested"] = 0
+            job = self._write(job_id, values)
+            if to.final and job.callback_url:
+                self._enqueue_callback(job)
+            return job
+
+    def _write(self, job_id: str, values: dict[str, Any]) -> Job:
+        unknown = set(values) - set(_JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job fields: {sorted(unknown)}")
+        values = {k: (redact(v) if isinstance(v, str) and k in ("error", "output_tail") else v) for k, v in values.items()}
+        values["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*values.values(), job_id])
+            job = self.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        return job
+
+    # --- log lines --------------------------------------------------------------------------------------------
+
+    def append_log(self, job_id: str, lines: list[str]) -> list[str]:
+        """Store lines (redacted, each cut to a sane length); returns what was stored."""
+        clean = [redact(line)[:MAX_LINE_CHARS] for line in lines]
+        now = time.time()
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO job_log (job_id, ts, line) VALUES (?, ?, ?)", [(job_id, now, line) for line in clean]
+            )
+        return clean
+
+    def log_lines(self, job_id: str, *, last: int | None = LOG_TAIL_LINES, after_id: int = 0) -> list[tuple[int, str]]:
+        with self._lock:
+            if last is None:
+                rows = self._db.execute(
+                    "SELECT id, line FROM job_log WHERE job_id = ? AND id > ? ORDER BY id", (job_id, after_id)
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT id, line FROM job_log WHERE job_id = ? AND id > ? ORDER BY id DESC LIMIT ?",
+                    (job_id, after_id, last),
+                ).fetchall()[::-1]
+        return [(int(r[0]), r[1]) for r in rows]
+
+    # --- callback outbox ---------------------------------------------------------------------------------------
+
+    def _enqueue_callback(self, job: Job) -> None:
+        payload = json.dumps(callback_payload(job))
+        now = time.time()
+        self._db.execute(
+            "INSERT OR IGNORE INTO outbox (job_id, url, payload, state, next_at, created_at) VALUES (?,?,?,?,?,?)",
+            (job.job_id, job.callback_url, payload, CallbackState.PENDING.value, now, now),
+        )
+
+    def callback_status(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._db.execute("SELECT state, attempts FROM outbox WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return {"state": CallbackState.NONE.value, "attempts": 0}
+        return {"state": row["state"], "attempts": int(row["attempts"])}
+
+    def due_callbacks(self, now: float) -> list[OutboxItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE state = 'pending' AND next_at <= ? ORDER BY next_at", (now,)
+            ).fetchall()
+        return [OutboxItem(**{**dict(r), "state": CallbackState(r["state"])}) for r in rows]
+
+    def next_callback_at(self) -> float | None:
+        with self._lock:
+            row = self._db.execute("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'").fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def record_callback(self, job_id: str, *, state: CallbackState, next_at: float, error: str | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE job_id = ?",
+                (state.value, next_at, redact(error) if error else None, job_id),
+            )
+
+
+def callback_payload(job: Job) -> dict[str, Any]:
+    """SPEC.md's callback body."""
+    return {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "commit": job.commit_sha,
+        "error": job.error,
+        "pr_number": job.pr_number,
+        "repo": job.repo,
+        "branch": job.branch,
+        "attempts": job.attempts,
+        "duration_s": job.duration_s,
+        "credits": job.credits,
+        "output_tail": job.output_tail[-OUTPUT_TAIL_CHARS:],
+    }
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    data["status"] = JobState(data["status"])
+    data["cancel_requested"] = bool(data["cancel_requested"])
+    return Job(**data)

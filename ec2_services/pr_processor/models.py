@@ -1,0 +1,144 @@
+"""The edge of the PR processor: the request body of ``POST /api/process-pr`` and every rule SPEC.md puts on it.
+
+This is the one place where names that later reach git are checked (repo, branch, base branch, task file) and where a
+callback URL is held against ``AIPM_CALLBACK_ORIGINS``. It runs nothing: the ref-name rules are those of
+``git check-ref-format --branch`` written out for the allowed character set (a property test holds them to git's).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+# GitHub's own rules for owner and repository names, plus no leading '-' or '.' anywhere git could see an option.
+_OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+_REF_CHARS_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
+BRANCH_PREFIX = "aipm/"
+MAX_REF_LEN = 200
+
+
+class InvalidInput(ValueError):
+    """A rule of SPEC.md broken by the request: answered with 400 and this message as ``detail``."""
+
+
+def ref_name_problem(name: str) -> str | None:
+    """Why ``git check-ref-format --branch`` (or SPEC's character set) refuses ``name``; None when it is fine."""
+    if not name:
+        return "is empty"
+    if len(name) > MAX_REF_LEN:
+        return f"is longer than {MAX_REF_LEN} characters"
+    if name.startswith("-"):
+        return "starts with '-'"
+    if not _REF_CHARS_RE.match(name):
+        return "has a character outside [A-Za-z0-9._/-]"
+    if name == "HEAD":
+        return "is HEAD"
+    if name.startswith("/") or name.endswith("/") or "//" in name:
+        return "has an empty path component"
+    if ".." in name:
+        return "contains '..'"
+    if name.endswith("."):
+        return "ends with '.'"
+    for part in name.split("/"):
+        if part.startswith("."):
+            return "has a component starting with '.'"
+        if part.endswith(".lock"):
+            return "has a component ending with '.lock'"
+    return None
+
+
+def check_repo(repo: str) -> str:
+    owner, sep, name = repo.partition("/")
+    if not sep or not _OWNER_RE.match(owner) or not _NAME_RE.match(name) or name.endswith(".git") or name in {".", ".."}:
+        raise InvalidInput(f"repo must be 'owner/name' (GitHub's characters only), got {repo!r}")
+    return repo
+
+
+def check_branch(branch: str, field: str = "branch", *, aipm_only: bool = True) -> str:
+    problem = ref_name_problem(branch)
+    if problem:
+        raise InvalidInput(f"{field} {branch!r} {problem}: not a valid branch name")
+    if aipm_only and not branch.startswith(BRANCH_PREFIX):
+        raise InvalidInput(f"{field} must start with '{BRANCH_PREFIX}' (the processor pushes nowhere else), got {branch!r}")
+    if aipm_only and branch == BRANCH_PREFIX.rstrip("/"):
+        raise InvalidInput(f"{field} needs a name after '{BRANCH_PREFIX}'")
+    return branch
+
+
+def check_task_file(path: str) -> str:
+    if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        raise InvalidInput(f"task_file must be a path relative to the repository, got {path!r}")
+    if any(part == ".." for part in re.split(r"[/\\]", path)):
+        raise InvalidInput(f"task_file must not contain '..', got {path!r}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or len(path) > 1024:
+        raise InvalidInput("task_file holds control characters or is over 1024 characters")
+    return path
+
+
+def url_origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of ``url``, or None when it has user info, no host, or odd characters."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        return None
+    host = parts.hostname
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}"
+
+
+def check_callback_url(url: str, allowed_origins: list[str]) -> str:
+    origin = url_origin(url)
+    if origin is None:
+        raise InvalidInput("callback_url must be an http(s) URL without user info")
+    parts = urlsplit(url)
+    loopback_http = parts.scheme == "http" and parts.hostname == "127.0.0.1"
+    if parts.scheme != "https" and not loopback_http:
+        raise InvalidInput("callback_url must use https (or http://127.0.0.1:PORT listed in AIPM_CALLBACK_ORIGINS)")
+    if origin.lower() not in {o.lower() for o in allowed_origins}:
+        raise InvalidInput(
+            f"callback_url origin {origin!r} is not in AIPM_CALLBACK_ORIGINS"
+            + ("" if allowed_origins else " (empty: no callbacks accepted)")
+        )
+    return url
+
+
+class ProcessPrRequest(BaseModel):
+    """``POST /api/process-pr``. Field types are checked by pydantic (422); SPEC's rules by ``validate`` (400)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str = Field(max_length=200)
+    repo: str = Field(max_length=140)
+    branch: str = Field(max_length=MAX_REF_LEN + 1)
+    base_branch: str | None = Field(default=None, max_length=MAX_REF_LEN + 1)
+    pr_number: int | None = Field(default=None, ge=1)
+    task_file: str = "TASK.md"
+    callback_url: str | None = Field(default=None, max_length=2048)
+    requested_by: str | None = Field(default=None, max_length=200)
+
+    def validate_rules(self, allowed_origins: list[str]) -> None:
+        """Every rule of SPEC.md's bad-input list that is not a type error; raises ``InvalidInput``."""
+        if not JOB_ID_RE.match(self.job_id):
+            raise InvalidInput(f"job_id must match {JOB_ID_RE.pattern}")
+        check_repo(self.repo)
+        check_branch(self.branch)
+        if self.base_branch is not None:
+            check_branch(self.base_branch, "base_branch", aipm_only=False)
+        check_task_file(self.task_file)
+        if self.callback_url is not None:
+            check_callback_url(self.callback_url, allowed_origins)
+        if self.requested_by is not None and any(ord(c) < 0x20 for c in self.requested_by):
+            raise InvalidInput("requested_by holds control characters")
+
+
+class Accepted(BaseModel):
+    job_id: str
+    status: str

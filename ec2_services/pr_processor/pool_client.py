@@ -1,0 +1,86 @@
+"""The signed client of the worker pool (SPEC.md, "Worker Pool API"), as the PR processor uses it.
+
+Owns the HTTP details: signing for ``worker-pool``, timeouts, and turning transport failures into ``PoolUnreachable``.
+It decides nothing about retries or job states; the runner does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ec2_services.common.signing import WORKER_POOL, SigningAuth
+
+# /execute stays open for the whole agent task (the pool caps it at KIRO_TASK_TIMEOUT, plus its queue wait).
+EXECUTE_READ_TIMEOUT_S = 6 * 3600
+
+
+class PoolUnreachable(Exception):
+    """The worker pool could not be reached or dropped the connection."""
+
+
+@dataclass
+class PoolAnswer:
+    status_code: int
+    body: dict[str, Any]
+
+    @property
+    def output(self) -> str:
+        value = self.body.get("output")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def credits(self) -> float | None:
+        value = self.body.get("credits")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def reason(self) -> str:
+        status = self.body.get("status") or self.body.get("detail") or "error"
+        return f"worker pool answered {self.status_code} ({status})"
+
+
+class PoolClient:
+    def __init__(self, base_url: str, secret: str | None, *, execute_timeout: float = EXECUTE_READ_TIMEOUT_S):
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            auth=SigningAuth(secret, WORKER_POOL),
+            timeout=httpx.Timeout(10.0),
+            follow_redirects=False,
+        )
+        self._execute_timeout = httpx.Timeout(10.0, read=execute_timeout)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> PoolAnswer:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise PoolUnreachable(f"worker pool unreachable ({type(exc).__name__})") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        return PoolAnswer(response.status_code, body if isinstance(body, dict) else {})
+
+    async def pool_size(self) -> int | None:
+        """``pool_size`` from the pool's /health, or None when it does not answer."""
+        try:
+            answer = await self._request("GET", "/health", timeout=3.0)
+        except PoolUnreachable:
+            return None
+        size = answer.body.get("pool_size")
+        return size if answer.status_code == 200 and isinstance(size, int) and size > 0 else None
+
+    async def execute(self, *, prompt: str, cwd: str, task_id: str) -> PoolAnswer:
+        body = {"prompt": prompt, "cwd": cwd, "timeout_s": None, "task_id": task_id}
+        return await self._request("POST", "/execute", json=body, timeout=self._execute_timeout)
+
+    async def task_status(self, task_id: str) -> int:
+        return (await self._request("GET", f"/tasks/{task_id}")).status_code
+
+    async def cancel(self, task_id: str) -> int:
+        return (await self._request("POST", f"/tasks/{task_id}/cancel")).status_code

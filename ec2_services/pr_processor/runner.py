@@ -1,0 +1,358 @@
+"""One job from start to end: its attempts (retried with tenacity), the agent run, commit, push, salvage.
+
+Owns the order of a job's steps and what each failure means (permanent → failed at once; transient → another attempt
+after a backoff; cancelled → cancelled). Git goes through ``git_ops``, the agent through ``pool_client``, every status
+change through ``JobStore.transition``. How many jobs run at once is the scheduler's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from ec2_services.common.logging import log_context
+from ec2_services.pr_processor import metrics
+from ec2_services.pr_processor.events import JobEvents
+from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRejected, Worktree
+from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, Job, JobState, JobStore
+from ec2_services.pr_processor.pool_client import PoolAnswer, PoolClient, PoolUnreachable
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE_POOL_CODES = {429, 500, 502, 503, 504}
+_CANCELLED_CODE = 499
+
+
+class PermanentError(Exception):
+    """Trying again cannot help (missing branch or task file, a conflict, a refused request)."""
+
+
+class RetryableError(Exception):
+    """This attempt failed; another one may succeed (agent timeout or exit, pool unreachable, push failure)."""
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass
+class _Run:
+    """What one job's run carries from attempt to attempt."""
+
+    job_id: str
+    reattach: bool
+    first: bool = True
+    wip_notes: list[str] = field(default_factory=list)
+
+
+def _title(task_path: Path) -> str:
+    try:
+        with task_path.open(encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                text = re.sub(r"[^\w .,:;()'/+-]", "", line.strip().lstrip("#").strip())
+                if text:
+                    return text[:72]
+    except OSError:
+        pass
+    return ""
+
+
+def commit_message(job: Job, task_path: Path) -> str:
+    title = _title(task_path) or f"implement {job.task_file}"
+    pr = f" of PR #{job.pr_number}" if job.pr_number else ""
+    return (
+        f"aipm: {title}\n\n"
+        f"Changes made by the coding agent for the task in {job.task_file}{pr} (AIPM job {job.job_id}).\n\n"
+        f"AIPM-Job: {job.job_id}\n"
+    )
+
+
+def wip_message(job: Job, reason: str) -> str:
+    return (
+        f"wip: {job.task_file} (AIPM job {job.job_id}, attempt {job.attempts})\n\n"
+        f"Work in progress saved after the attempt failed: {reason}.\n\n"
+        f"AIPM-Job: {job.job_id}\n"
+    )
+
+
+def build_prompt(workspace: Path, task_path: Path, job: Job) -> str:
+    return (
+        f"Implement the task described in the file {task_path} .\n"
+        f"The git work tree for this job is {workspace} (branch {job.branch}); it is your current directory, "
+        f"and every change must be made inside it.\n"
+        f"Read {task_path} first, then change the code, add or update tests, and run them if you can.\n"
+        "Do not push, do not switch branches and do not edit git configuration: the AIPM service commits and "
+        "pushes your changes when you finish."
+    )
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, events: JobEvents, git: GitOps, pool: PoolClient, *,
+                 max_attempts: int, retry_base_delay: float):
+        self.store = store
+        self.events = events
+        self.git = git
+        self.pool = pool
+        self.max_attempts = max_attempts
+        self.retry_base_delay = retry_base_delay
+        # job_id → pool task id while the agent works on it (what cancel must stop).
+        self.executing: dict[str, str] = {}
+
+    # --- the whole job ----------------------------------------------------------------------------------------
+
+    async def run(self, job_id: str, *, recovering: bool = False) -> None:
+        """Drive the job to a final state. A CancelledError (service shutdown) leaves it for recovery."""
+        with log_context(job_id=job_id):
+            job = self.store.get(job_id)
+            if job is None or job.status.final:
+                return
+            run = _Run(job_id=job_id, reattach=recovering and job.status is JobState.RUNNING)
+            if recovering:
+                self.events.event(job_id, f"service restarted: taking the job up again in state {job.status.value}")
+            else:
+                metrics.job_started()
+            try:
+                status, error = await self._with_retries(run)
+            except asyncio.CancelledError:
+                raise
+            except JobCancelled:
+                status, error = JobState.CANCELLED, "cancelled on request"
+            except PermanentError as exc:
+                status, error = JobState.FAILED, str(exc)
+            except RetryableError as exc:
+                attempts = self.store.get(job_id).attempts  # type: ignore[union-attr]
+                status, error = JobState.FAILED, f"{exc} (gave up after {attempts} attempts)"
+            except Exception as exc:  # a bug must still end the job, loudly
+                log.exception("job %s: unexpected error", job_id)
+                status, error = JobState.FAILED, f"internal error in the PR processor: {type(exc).__name__}: {exc}"
+            if error and run.wip_notes and status is JobState.FAILED:
+                error = f"{error}; {'; '.join(run.wip_notes)}"
+            await self._finish(job_id, status, error)
+
+    async def _with_retries(self, run: _Run) -> tuple[JobState, str | None]:
+        def out_of_attempts(state: RetryCallState) -> bool:
+            job = self.store.get(run.job_id)
+            return job is None or job.attempts >= self.max_attempts
+
+        def announce(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0
+            self.events.event(run.job_id, f"attempt failed: {exc}; trying again in {wait:.1f} s", level=logging.WARNING)
+
+        retrying = AsyncRetrying(
+            stop=out_of_attempts,
+            wait=wait_exponential_jitter(
+                initial=self.retry_base_delay, exp_base=2, max=max(self.retry_base_delay * 64, 1), jitter=self.retry_base_delay
+            ),
+            retry=retry_if_exception_type(RetryableError),
+            before_sleep=announce,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(run)
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def _finish(self, job_id: str, status: JobState, error: str | None) -> None:
+        job = self.store.transition(job_id, status, error=error)
+        self.events.event(job_id, f"job ended: {status.value}" + (f" — {error}" if error else ""),
+                          level=logging.INFO if status is not JobState.FAILED else logging.WARNING)
+        metrics.job_ended(status.value, job.duration_s)
+        self.events.ended(job_id)
+        try:
+            await self.git.keep(job.repo, job_id, None)
+        except GitError:
+            pass
+
+    # --- one attempt ------------------------------------------------------------------------------------------
+
+    def _check_cancel(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        assert job is not None
+        if job.cancel_requested:
+            raise JobCancelled()
+        return job
+
+    async def _attempt(self, run: _Run) -> tuple[JobState, str | None]:
+        job = self.store.get(run.job_id)
+        assert job is not None
+        if job.status is JobState.RUNNING:
+            job = self._check_cancel(run.job_id)
+        first, run.first = run.first, False
+        if job.status is JobState.PUSHING:
+            if not first:
+                job = self.store.update(job.job_id, attempts=job.attempts + 1)
+            self.events.event(job.job_id, f"pushing the recorded commit {job.commit_sha and job.commit_sha[:12]} again")
+            return await self._push(job, None)
+        wt = None
+        if run.reattach:
+            run.reattach = False
+            wt = await self._reattach(job)
+        if wt is None:
+            job, wt = await self._new_workspace(job)
+        keep_worktree = False
+        try:
+            return await self._agent_and_commit(job, wt, run)
+        except asyncio.CancelledError:
+            keep_worktree = True  # service stopping: the next start re-attaches to this worktree
+            raise
+        finally:
+            if not keep_worktree:
+                await self.git.remove_worktree(wt)
+
+    async def _new_workspace(self, job: Job) -> tuple[Job, Worktree]:
+        if job.attempts >= self.max_attempts:
+            raise PermanentError(f"the service restarted during attempt {job.attempts} and no attempts are left")
+        job = self.store.update(job.job_id, attempts=job.attempts + 1)
+        self.events.event(job.job_id, f"attempt {job.attempts}/{self.max_attempts}: fetching {job.repo} {job.branch}")
+        tip = await self._git_step(self.git.fetch_branch(job.repo, job.branch))
+        wt = await self._git_step(self.git.add_worktree(job.repo, job.task_id, tip))
+        job = self.store.update(job.job_id, base_commit=tip)
+        self.events.event(job.job_id, f"workspace {wt.path} at {tip[:12]}")
+        return job, wt
+
+    async def _reattach(self, job: Job) -> Worktree | None:
+        """The interrupted attempt's worktree when the pool still knows its task (it answers a replayed task_id)."""
+        if job.attempts == 0:
+            return None
+        wt = self.git.existing_worktree(job.repo, job.task_id)
+        try:
+            known = await self.pool.task_status(job.task_id) == 200
+        except PoolUnreachable:
+            known = False
+        if wt is not None and known and job.base_commit:
+            self.events.event(job.job_id, f"re-attaching to worker-pool task {job.task_id}")
+            return wt
+        if known:
+            try:
+                await self.pool.cancel(job.task_id)
+            except PoolUnreachable:
+                pass
+        self.events.event(job.job_id, f"task {job.task_id} cannot be re-attached; starting a new attempt on a clean worktree")
+        await self.git.remove_worktree_named(job.repo, job.task_id)
+        return None
+
+    async def _git_step(self, step):
+        try:
+            return await step
+        except GitError as exc:
+            if exc.permanent:
+                raise PermanentError(exc.message) from exc
+            raise RetryableError(exc.message) from exc
+
+    async def _agent_and_commit(self, job: Job, wt: Worktree, run: _Run) -> tuple[JobState, str | None]:
+        task_path = self.git.task_path(wt, job.task_file)
+        if task_path is None:
+            raise PermanentError(f"task file {job.task_file!r} is not on branch {job.branch} of {job.repo}")
+        job = self._check_cancel(job.job_id)
+        answer = await self._execute(job, wt, task_path)
+        if answer.status_code == _CANCELLED_CODE or self.store.get(job.job_id).cancel_requested:
+            raise JobCancelled()
+        if answer.status_code != 200 or answer.body.get("status") != "completed":
+            note = await self._salvage(job, wt, answer.reason)
+            if note:
+                run.wip_notes.append(note)
+            if answer.status_code in _RETRYABLE_POOL_CODES:
+                raise RetryableError(answer.reason)
+            detail = answer.body.get("detail")
+            raise PermanentError(answer.reason + (f": {detail}" if detail else ""))
+        head = await self._git_step(self.git.head(wt))
+        dirty = await self._git_step(self.git.is_dirty(wt))
+        if not dirty and head == job.base_commit:
+            self.events.event(job.job_id, "the agent changed nothing")
+            return JobState.NO_CHANGES, None
+        sha = await self._git_step(self.git.commit_all(wt, commit_message(job, task_path))) if dirty else head
+        await self._git_step(self.git.keep(job.repo, job.job_id, sha))
+        job = self.store.transition(job.job_id, JobState.PUSHING, commit_sha=sha)
+        self.events.event(job.job_id, f"committed {sha[:12]}; pushing to {job.branch}")
+        return await self._push(job, wt)
+
+    async def _execute(self, job: Job, wt: Worktree, task_path: Path) -> PoolAnswer:
+        self.executing[job.job_id] = job.task_id
+        self.events.event(job.job_id, f"agent working (worker-pool task {job.task_id})")
+        try:
+            answer = await self.pool.execute(prompt=build_prompt(wt.path, task_path, job), cwd=str(wt.path),
+                                             task_id=job.task_id)
+        except PoolUnreachable as exc:
+            raise RetryableError(str(exc)) from exc
+        finally:
+            self.executing.pop(job.job_id, None)
+        self.events.agent_output(job.job_id, answer.output)
+        values = {"output_tail": answer.output[-OUTPUT_TAIL_CHARS:]}
+        if answer.credits is not None:
+            values["credits"] = answer.credits
+        self.store.update(job.job_id, **values)
+        duration = answer.body.get("duration_s")
+        self.events.event(job.job_id, f"{answer.reason if answer.status_code != 200 else 'agent finished'}"
+                          + (f" after {duration} s" if isinstance(duration, int | float) else ""))
+        return answer
+
+    # --- push and salvage -------------------------------------------------------------------------------------
+
+    async def _push(self, job: Job, wt: Worktree | None) -> tuple[JobState, str | None]:
+        sha = job.commit_sha
+        if not sha or not await self.git.has_commit(job.repo, sha):
+            raise PermanentError(f"the job's commit {sha} is no longer in the mirror; it cannot be pushed")
+        try:
+            sha = await self._push_or_rebase(job, sha, wt)
+        except PushRejected as exc:
+            raise PermanentError(
+                f"{exc.message}, again after rebasing the job's commit onto it; the branch keeps moving"
+            ) from exc
+        self.store.update(job.job_id, commit_sha=sha)
+        self.events.event(job.job_id, f"pushed {sha[:12]} to {job.branch}")
+        return JobState.SUCCEEDED, None
+
+    async def _push_or_rebase(self, job: Job, sha: str, wt: Worktree | None) -> str:
+        """Push ``sha``; when the branch moved, rebase the job's commits onto it and push once more. The final sha."""
+        try:
+            await self._git_step(self.git.push(job.repo, sha, job.branch))
+            return sha
+        except RetryableError as exc:
+            if not isinstance(exc.__cause__, PushRejected):
+                raise RetryableError(f"push failed: {exc}") from exc
+        self.events.event(job.job_id, "push rejected: the branch moved; fetching it and rebasing the job's commit")
+        tip = await self._git_step(self.git.fetch_branch(job.repo, job.branch))
+        if await self.git.is_ancestor(job.repo, sha, tip):
+            self.events.event(job.job_id, f"{sha[:12]} is already on {job.branch}")
+            return sha
+        own = wt is None
+        if wt is None:
+            wt = await self._git_step(self.git.add_worktree(job.repo, f"{job.job_id}.rebase", sha))
+        try:
+            new = await self._git_step(self.git.rebase(wt, tip, job.base_commit or tip))
+        finally:
+            if own:
+                await self.git.remove_worktree(wt)
+        await self._git_step(self.git.keep(job.repo, job.job_id, new))
+        self.store.update(job.job_id, commit_sha=new, base_commit=tip)
+        self.events.event(job.job_id, f"rebased onto {tip[:12]} as {new[:12]}; pushing once more")
+        try:
+            await self.git.push(job.repo, new, job.branch)
+        except PushRejected:
+            raise
+        except GitError as exc:
+            raise RetryableError(f"push failed: {exc.message}") from exc
+        return new
+
+    async def _salvage(self, job: Job, wt: Worktree, reason: str) -> str:
+        """Commit and push what the agent changed before its attempt failed; a note for the job's error ("" if none)."""
+        try:
+            head = await self.git.head(wt)
+            if head == job.base_commit and not await self.git.is_dirty(wt):
+                return ""
+            sha = await self.git.commit_all(wt, wip_message(job, reason))
+            sha = await self._push_or_rebase(job, sha, wt)
+        except (GitError, RetryableError, PermanentError, PushRejected) as exc:
+            note = f"the partial work of attempt {job.attempts} could not be saved: {exc}"
+            self.events.event(job.job_id, note, level=logging.WARNING)
+            return note
+        self.store.update(job.job_id, commit_sha=sha)
+        note = f"partial work of attempt {job.attempts} pushed as WIP commit {sha[:12]} to {job.branch}"
+        self.events.event(job.job_id, note)
+        return note

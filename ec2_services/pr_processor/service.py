@@ -1,0 +1,125 @@
+"""The PR processor as the routes see it: submit, read, list, cancel, stream; and the parts it is built from.
+
+Owns wiring (store, git, pool client, runner, scheduler, callback outbox) and the job's JSON shape (SPEC.md).
+Routes call only this; it holds no HTTP detail beyond the errors it raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ec2_services.common.settings import PrProcessorSettings
+from ec2_services.pr_processor.callbacks import CallbackSender
+from ec2_services.pr_processor.events import JobEvents
+from ec2_services.pr_processor.git_ops import GitOps
+from ec2_services.pr_processor.jobs import BranchBusy, Job, JobState, JobStore, rfc3339
+from ec2_services.pr_processor.models import ProcessPrRequest
+from ec2_services.pr_processor.pool_client import PoolClient
+from ec2_services.pr_processor.runner import JobRunner
+from ec2_services.pr_processor.scheduler import CancelRefused, Scheduler
+
+
+class JobConflict(Exception):
+    """409: a live job on the branch, or a cancel of what cannot be cancelled."""
+
+
+class ProcessorService:
+    def __init__(self, settings: PrProcessorSettings, secret: str | None):
+        assert settings.pr_processor_db is not None and settings.kiro_workspace_root is not None
+        self.settings = settings
+        self.store = JobStore(settings.pr_processor_db)
+        self.events = JobEvents(self.store)
+        self.git = GitOps(
+            base_url=settings.git_base_url, token=settings.token, state_dir=settings.aipm_state_dir,
+            workspace_root=settings.kiro_workspace_root, author_name=settings.git_author_name,
+            author_email=settings.git_author_email,
+        )
+        self.pool = PoolClient(settings.worker_pool_url, secret)
+        self.runner = JobRunner(self.store, self.events, self.git, self.pool, max_attempts=settings.pr_max_attempts,
+                                retry_base_delay=settings.pr_retry_base_delay)
+        self.scheduler = Scheduler(self.store, self.runner, self.pool, self.events)
+        self.callbacks = CallbackSender(self.store, secret, base_delay=settings.pr_retry_base_delay,
+                                        max_age=settings.pr_callback_max_age)
+        self._outbox_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.scheduler.start()
+        self._outbox_task = asyncio.create_task(self.callbacks.run_forever(), name="pr-callbacks")
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outbox_task
+        await self.callbacks.aclose()
+        await self.pool.aclose()
+        self.store.close()
+
+    # --- what the routes call ---------------------------------------------------------------------------------
+
+    def submit(self, request: ProcessPrRequest) -> tuple[Job, bool]:
+        """Validate (raises InvalidInput) and store the job; ``(job, created)``. Raises JobConflict on a busy branch."""
+        request.validate_rules(self.settings.callback_origins)
+        try:
+            job, created = self.store.create(
+                job_id=request.job_id, repo=request.repo, branch=request.branch, base_branch=request.base_branch,
+                pr_number=request.pr_number, task_file=request.task_file, callback_url=request.callback_url,
+                requested_by=request.requested_by,
+            )
+        except BranchBusy as exc:
+            raise JobConflict(
+                f"branch {request.branch} of {request.repo} already has a live job ({exc.job_id}); "
+                "wait for it to end or cancel it"
+            ) from exc
+        if created:
+            self.events.event(job.job_id, f"accepted: {job.repo} {job.branch} (task {job.task_file})")
+            self.scheduler.wake()
+        return job, created
+
+    def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def list(self, *, limit: int, status: JobState | None) -> list[Job]:
+        return self.store.list(limit=limit, status=status)
+
+    async def cancel(self, job_id: str) -> Job:
+        try:
+            return await self.scheduler.cancel(job_id)
+        except CancelRefused as exc:
+            raise JobConflict(str(exc)) from exc
+
+    def health(self) -> dict[str, Any]:
+        counts = self.store.counts()
+        return {
+            "status": "ok",
+            "jobs": {"queued": counts.get("queued", 0), "running": counts.get("running", 0) + counts.get("pushing", 0)},
+            "worker_pool": "ok" if self.scheduler.pool_reachable else "unreachable",
+        }
+
+    async def refresh_pool(self) -> None:
+        await self.scheduler.refresh_capacity()
+
+    def to_json(self, job: Job) -> dict[str, Any]:
+        return {
+            "job_id": job.job_id,
+            "repo": job.repo,
+            "branch": job.branch,
+            "status": job.status.value,
+            "attempts": job.attempts,
+            "commit": job.commit_sha,
+            "error": job.error,
+            "created_at": rfc3339(job.created_at),
+            "updated_at": rfc3339(job.updated_at),
+            "log_tail": "\n".join(line for _, line in self.store.log_lines(job.job_id)),
+            "queue_position": self.store.queue_position(job),
+            "credits": job.credits,
+            "duration_s": job.duration_s,
+            "callback": self.store.callback_status(job.job_id),
+        }
+
+    def stream(self, job_id: str) -> AsyncIterator[tuple[int, str] | None]:
+        return self.events.stream(job_id)
