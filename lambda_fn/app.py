@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from ec2_services.common.http import install_edge
+from ec2_services.common.logging import redact
 from ec2_services.common.settings import LambdaSettings
 from lambda_fn.deadline import DeadlineMiddleware
 from lambda_fn.forge.base import ForgeError
@@ -37,15 +38,15 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(ForgeError)
     async def _forge_error(request: Request, exc: ForgeError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+        return JSONResponse({"detail": redact(exc.detail)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(ProcessorError)
     async def _processor_error(request: Request, exc: ProcessorError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": redact(exc.detail)}, status_code=exc.status)
 
     @app.exception_handler(StepFailed)
     async def _step_failed(request: Request, exc: StepFailed):
-        return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status, headers=exc.headers)
+        return JSONResponse({"detail": redact(exc.detail), **exc.extra}, status_code=exc.status, headers=exc.headers)
 
     @app.get("/health", tags=["health"])
     def health():

@@ -116,5 +116,5 @@ def render_not_started(*, job_id: str, reason: str) -> str:
         "### ⚠️ The job was not started\n\n"
         f"Job `{job_id}` could not be handed to the PR processor, so no agent is working on this pull request.\n\n"
         f"{fenced(neutralise(reason))}\n\n"
-        "Click **Generate Code & PR** again for this story to retry: the same pull request and job are used.\n"
+        "Click **Generate Code & PR** again for the same story to retry: this pull request and job are used again.\n"
     )

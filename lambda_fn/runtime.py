@@ -14,6 +14,7 @@ from ec2_services.common.settings import LambdaSettings, SettingsError, require_
 from lambda_fn.auth import Authenticator, make_authenticator
 from lambda_fn.forge.base import Forge
 from lambda_fn.processor import ProcessorClient
+from lambda_fn.ratelimit import RateLimiter
 from lambda_fn.secrets import read_secret
 
 log = logging.getLogger("lambda_fn")
@@ -26,6 +27,7 @@ class Runtime:
     forge: Forge
     processor: ProcessorClient
     authenticator: Authenticator
+    rate_limiter: RateLimiter
 
     @property
     def allowed_repos(self) -> list[str]:
@@ -82,4 +84,5 @@ def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Ru
         forge=forge,
         processor=ProcessorClient(settings.pr_processor_url, secret),
         authenticator=make_authenticator(settings.aipm_auth, ui_token),
+        rate_limiter=RateLimiter(settings.aipm_rate_limit_per_minute),
     )

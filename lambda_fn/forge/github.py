@@ -148,7 +148,7 @@ class GitHubForge:
             timeout=httpx.Timeout(timeout, connect=5.0),
             headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
                      "User-Agent": USER_AGENT},
-            follow_redirects=False,
+            follow_redirects=True,  # a renamed or transferred repository answers 301 to its new API address
         ))
 
     @property

@@ -56,6 +56,13 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
+def require_json(request: Request) -> None:
+    """A JSON body must say so: a ``text/plain`` POST (a cross-site form's way around CORS) is refused."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise HTTPException(415, "send the body as JSON with Content-Type: application/json")
+
+
 def check_repo(repo: str, rt: Runtime) -> str:
     """400 for a name not of the form owner/name, 403 for one outside ``AIPM_ALLOWED_REPOS``."""
     if not naming.valid_repo(repo):
@@ -90,7 +97,7 @@ def ui_url(rt: Runtime) -> str | None:
     return None
 
 
-@router.post("/generate-code", status_code=202, response_model=GenerateResponse,
+@router.post("/generate-code", status_code=202, response_model=GenerateResponse, dependencies=[Depends(require_json)],
              responses={200: {"model": GenerateResponse, "description": "the story's open pull request, again"}})
 def generate_code(
     body: GenerateRequest,
@@ -99,6 +106,7 @@ def generate_code(
     rt: Annotated[Runtime, Depends(runtime)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ):
+    rt.rate_limiter.check(caller.identity)
     check_repo(body.repo, rt)
     if body.base_branch is not None and not naming.valid_branch(body.base_branch):
         raise HTTPException(400, f"base_branch {body.base_branch[:200]!r} is not a valid branch name")

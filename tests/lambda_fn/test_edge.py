@@ -118,3 +118,19 @@ def test_none_mode_serves_loopback_and_refuses_everything_else(make_api, github,
     assert processor.submissions[0]["requested_by"] == "local"
     assert processor.submissions[0]["callback_url"] is None  # no PUBLIC_API_URL, no Lambda event: no callback
     assert rebinding.status_code == 401
+
+
+def test_too_many_generate_calls_from_one_caller_is_a_429_with_retry_after(make_api, github):
+    api = make_api(aipm_rate_limit_per_minute=2)
+    assert [api.generate(story_id=f"r{i}").status_code for i in range(2)] == [202, 202]
+    resp = api.generate(story_id="r3")
+    assert resp.status_code == 429 and 1 <= int(resp.headers["retry-after"]) <= 61
+    assert "a minute" in resp.json()["detail"]
+    assert len(github.pulls(REPO)) == 2
+
+
+def test_body_not_sent_as_json_is_a_415(api, github):
+    resp = api.call("POST", "/api/generate-code", body=b'{"repo": "Octo/Hello-World", "title": "t"}',
+                    headers={"content-type": "text/plain"})
+    assert resp.status_code == 415 and "application/json" in resp.json()["detail"]
+    assert github.pulls(REPO) == []
