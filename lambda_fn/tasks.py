@@ -50,7 +50,7 @@ def render_pr_body(
     """The pull request's body: the story, a link back to the UI, the job id and who asked."""
     lines = [
         "This pull request was opened by **AIPM Generate Code & PR**. A coding agent implements "
-        f"[`{TASK_FILE}`]({TASK_FILE}) on this branch and reports back here in a comment.",
+        f"`{TASK_FILE}` on this branch and reports back here in a comment.",
         "",
         "## Story",
         "",

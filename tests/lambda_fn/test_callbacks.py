@@ -75,3 +75,15 @@ def test_callback_without_pr_number_finds_the_pull_request_by_branch(api, github
     resp = callback(api, shared_secret, _result(out, pr_number=None, status="no_changes", commit=None))
     assert resp.status_code == 200 and resp.json()["pr_number"] == out["pr_number"]
     assert github.pulls(REPO)[0]["labels"] == {"aipm:no-changes"}
+
+
+def test_repeated_callback_finds_its_comment_past_the_first_page(api, github, shared_secret):
+    out = api.generate(story_id="busy").json()
+    for i in range(130):  # a busy pull request: our comment lands on the second page of 100
+        github.comments[1 + i] = {"id": 1 + i, "repo": REPO.lower(), "number": out["pr_number"],
+                                       "body": f"review remark {i}"}
+    assert callback(api, shared_secret, _result(out)).json()["comment"] == "created"
+    assert callback(api, shared_secret, _result(out, status="failed")).json()["comment"] == "updated"
+    marked = [c for c in github.comments_on(REPO, out["pr_number"]) if c["body"].startswith("<!-- aipm-job:")]
+    assert len(marked) == 1 and "could not finish" in marked[0]["body"]
+    assert sum(1 for method, path in github.requests if method == "GET" and path.endswith("/comments")) >= 4
