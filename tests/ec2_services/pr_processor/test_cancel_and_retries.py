@@ -1,0 +1,107 @@
+"""Cancel (queued and running), retries with backoff, salvaged WIP commits, and failures that are not retried."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
+from tests.ec2_services.pr_processor.fake_pool import Plan
+
+
+def test_cancel_queued_job_at_once_and_running_job_through_its_pool_task(start_processor, forge, fake_pool):
+    fake_pool.pool_size = 1
+    fake_pool.plan("j-run", Plan(files={"half.txt": "half done\n"}, hang=True))
+    proc = start_processor()
+    before = forge.tip(REPO, BRANCH)
+    assert proc.submit("j-run").status_code == 202
+    proc.wait("j-run", lambda j: j["status"] == "running" and "j-run.1" in fake_pool.tasks)
+    assert proc.submit("j-wait", branch="aipm/story-2").status_code == 202
+    assert proc.submit("j-wait2", branch="aipm/story-3").status_code == 202
+    waiting = proc.job("j-wait")
+    assert waiting["status"] == "queued" and waiting["queue_position"] == 1
+    assert proc.job("j-wait2")["queue_position"] == 2
+    assert proc.job("j-run")["queue_position"] is None
+
+    started = time.monotonic()
+    cancelled = proc.client.post("/api/jobs/j-wait/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert time.monotonic() - started < 2
+    assert proc.job("j-wait2")["queue_position"] == 1
+
+    cancelled = proc.client.post("/api/jobs/j-run/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert fake_pool.cancels == ["j-run.1"]
+    assert forge.tip(REPO, BRANCH) == before  # a cancelled job pushes nothing
+    again = proc.client.post("/api/jobs/j-run/cancel")
+    assert again.status_code == 409 and "ended" in again.json()["detail"]
+    # The freed capacity goes to the next queued job; the cancelled one never reached the pool.
+    assert proc.wait("j-wait2")["status"] == "no_changes"
+    assert "j-wait.1" not in fake_pool.tasks
+
+
+def test_failed_attempts_are_retried_then_fail_with_the_work_salvaged_as_wip(start_processor, forge, fake_pool):
+    fake_pool.plan(
+        "j-flaky",
+        Plan(files={"progress.txt": "attempt 1\n"}, status=504, output="thinking..."),
+        Plan(files={"progress.txt": "attempt 2\n"}, status=502),
+        Plan(files={"progress.txt": "attempt 3\n"}, status=504),
+    )
+    proc = start_processor(PR_MAX_ATTEMPTS="3")
+    assert proc.submit("j-flaky").status_code == 202
+    job = proc.wait("j-flaky")
+    assert job["status"] == "failed" and job["attempts"] == 3
+    assert "504" in job["error"] and "gave up after 3 attempts" in job["error"]
+    assert "WIP commit" in job["error"]
+    wips = [c for c in forge.log(REPO, BRANCH) if c.subject.startswith("wip:")]
+    assert [c.subject for c in wips] == [f"wip: TASK.md (AIPM job j-flaky, attempt {n})" for n in (3, 2, 1)]
+    assert job["commit"] == wips[0].sha == forge.tip(REPO, BRANCH)
+    assert forge.show(REPO, BRANCH, "progress.txt") == "attempt 3\n"
+    assert [b["task_id"] for b in fake_pool.executes] == ["j-flaky.1", "j-flaky.2", "j-flaky.3"]
+    # Each attempt started on a clean worktree at the branch tip, which held the previous WIP commit.
+    assert len({b["cwd"] for b in fake_pool.executes}) == 3
+    assert "trying again" in job["log_tail"]
+
+
+def test_a_transient_failure_then_success_ends_succeeded(start_processor, forge, fake_pool):
+    fake_pool.plan("j-second", Plan(status=503), Plan(files={"ok.txt": "ok\n"}))
+    proc = start_processor()
+    assert proc.submit("j-second").status_code == 202
+    job = proc.wait("j-second")
+    assert job["status"] == "succeeded" and job["attempts"] == 2 and job["error"] is None
+    assert [c.subject.startswith("wip:") for c in forge.log(REPO, BRANCH)][:1] == [False]
+
+
+def test_unreachable_pool_is_retried_then_failed(start_processor, forge):
+    proc = start_processor(WORKER_POOL_URL="http://127.0.0.1:9", PR_MAX_ATTEMPTS="2")
+    assert proc.submit("j-nopool").status_code == 202
+    job = proc.wait("j-nopool")
+    assert job["status"] == "failed" and job["attempts"] == 2
+    assert "unreachable" in job["error"]
+    assert httpx_health(proc.url)["worker_pool"] == "unreachable"
+
+
+def test_push_failure_is_retried_without_running_the_agent_again(start_processor, forge, fake_pool):
+    bare = forge.bare(REPO)
+    away = bare.with_name("app.git.away")
+
+    def remote_goes_away_briefly(cwd):
+        bare.rename(away)
+        threading.Timer(0.25, away.rename, args=(bare,)).start()
+
+    fake_pool.plan("j-push", Plan(files={"p.txt": "p\n"}, action=remote_goes_away_briefly))
+    proc = start_processor(PR_RETRY_BASE_DELAY="0.3")
+    assert proc.submit("j-push").status_code == 202
+    job = proc.wait("j-push")
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+    assert fake_pool.started_tasks("j-push") == ["j-push.1"]
+    assert len(fake_pool.executes) == 1
+    assert job["commit"] == forge.tip(REPO, BRANCH)
+    assert "push failed" in job["log_tail"] and "pushing the recorded commit" in job["log_tail"]
+
+
+def httpx_health(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url + "/health").json()

@@ -1,0 +1,112 @@
+"""The job store on a real SQLite file: the one transition table, one live job per branch, the outbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ec2_services.pr_processor.jobs import TRANSITIONS, BranchBusy, InvalidTransition, JobState, JobStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    yield store
+    store.close()
+
+
+def _new(store: JobStore, job_id: str, branch: str = "aipm/a", callback: str | None = None):
+    return store.create(job_id=job_id, repo="Acme/App", branch=branch, base_branch=None, pr_number=3,
+                        task_file="TASK.md", callback_url=callback, requested_by="bob")
+
+
+_PATH_TO = {
+    JobState.QUEUED: [],
+    JobState.RUNNING: [JobState.RUNNING],
+    JobState.PUSHING: [JobState.RUNNING, JobState.PUSHING],
+    JobState.SUCCEEDED: [JobState.RUNNING, JobState.PUSHING, JobState.SUCCEEDED],
+    JobState.FAILED: [JobState.RUNNING, JobState.FAILED],
+    JobState.NO_CHANGES: [JobState.RUNNING, JobState.NO_CHANGES],
+    JobState.CANCELLED: [JobState.CANCELLED],
+}
+
+
+def _force(store: JobStore, job_id: str, state: JobState) -> None:
+    for step in _PATH_TO[state]:
+        store.transition(job_id, step)
+
+
+def test_database_uses_wal_and_survives_reopening(tmp_path):
+    first = JobStore(tmp_path / "jobs.sqlite")
+    _new(first, "j-1")
+    assert first._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    first.close()
+    again = JobStore(tmp_path / "jobs.sqlite")
+    job = again.get("j-1")
+    assert job is not None and job.status is JobState.QUEUED and job.requested_by == "bob" and job.pr_number == 3
+    again.close()
+
+
+@pytest.mark.parametrize("start", list(JobState))
+@pytest.mark.parametrize("target", list(JobState))
+def test_only_transitions_in_the_table_are_allowed(store, start, target):
+    _new(store, "j-t")
+    _force(store, "j-t", start)
+    assert store.get("j-t").status is start
+    if target in TRANSITIONS[start]:
+        assert store.transition("j-t", target).status is target
+    else:
+        with pytest.raises(InvalidTransition):
+            store.transition("j-t", target)
+        assert store.get("j-t").status is start
+
+
+def test_final_states_have_no_way_out_and_live_ones_reach_an_end():
+    for state, targets in TRANSITIONS.items():
+        assert (not targets) == state.final
+        if state.live:
+            assert any(t.final for t in targets)
+
+
+def test_same_job_id_is_one_job_and_a_live_branch_refuses_another_id(store):
+    job, created = _new(store, "j-a")
+    assert created
+    again, created = _new(store, "j-a", branch="aipm/other")
+    assert not created and again.branch == "aipm/a"
+    with pytest.raises(BranchBusy) as busy:
+        store.create(job_id="j-b", repo="acme/app", branch="aipm/a", base_branch=None, pr_number=None,
+                     task_file="TASK.md", callback_url=None, requested_by=None)  # repo compared case-insensitively
+    assert busy.value.job_id == "j-a"
+    _force(store, "j-a", JobState.FAILED)
+    assert _new(store, "j-b")[1]  # once the job ended the branch is free
+
+
+def test_queue_positions_count_from_one_and_are_null_once_running(store):
+    for n in range(3):
+        _new(store, f"j-{n}", branch=f"aipm/{n}")
+    assert [store.queue_position(store.get(f"j-{n}")) for n in range(3)] == [1, 2, 3]
+    store.transition("j-0", JobState.RUNNING)
+    assert [store.queue_position(store.get(f"j-{n}")) for n in range(3)] == [None, 1, 2]
+
+
+def test_ending_a_job_writes_its_callback_to_the_outbox_in_the_same_step(store):
+    _new(store, "j-cb", callback="https://x.example/cb")
+    assert store.callback_status("j-cb") == {"state": "none", "attempts": 0}
+    store.transition("j-cb", JobState.RUNNING)
+    store.update("j-cb", output_tail="done", credits=2.0, attempts=1)
+    store.transition("j-cb", JobState.NO_CHANGES)
+    assert store.callback_status("j-cb") == {"state": "pending", "attempts": 0}
+    (item,) = store.due_callbacks(now=10**10)
+    payload = json.loads(item.payload)
+    assert payload["status"] == "no_changes" and payload["output_tail"] == "done" and payload["credits"] == 2.0
+    assert payload["attempts"] == 1 and payload["repo"] == "Acme/App"
+
+
+def test_errors_and_log_lines_are_redacted_before_they_are_stored(store):
+    _new(store, "j-r")
+    token = "ghp_" + "a" * 36
+    store.append_log("j-r", [f"agent printed {token}"])
+    store.transition("j-r", JobState.FAILED, error=f"push to https://x:{token}@github.com failed")
+    raw = store._db.execute("SELECT error FROM jobs").fetchone()[0] + store.log_lines("j-r")[0][1]
+    assert token not in raw and "***" in raw
