@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
+from ec2_services.worker_pool.screen import Block, strip_ansi
+
 log = logging.getLogger("ec2_services.worker_pool.agent")
 
 
@@ -24,18 +26,24 @@ class AgentOutputLog:
         self.omitted = 0
 
     def lines(self, lines: list[str]) -> None:
+        self.block(Block.of(lines))
+
+    def block(self, block: Block) -> None:
+        """Log a block's lines; only the ones shown are split and stripped."""
         now = time.monotonic()
         if now - self._window_start >= self._window_s:
             self.flush()
             self._window_start = now
             self._budget = self._per_window
         if self._budget <= 0:
-            self.omitted += len(lines)
+            self.omitted += block.count
             return
-        shown = lines[: self._budget]
+        shown = block.lines[: self._budget]
         self._budget -= len(shown)
-        self.omitted += len(lines) - len(shown)
+        self.omitted += block.count - len(shown)
         for line in shown:
+            if not block.plain:
+                line = strip_ansi(line)
             if len(line) > self._max_chars:
                 line = f"{line[: self._max_chars]}… ({len(line) - self._max_chars} more characters)"
             log.info("[Worker %d] %s", self.worker_id, line)

@@ -40,6 +40,11 @@ class AgentProfile:
     answer_marker_raw: str = r"(?:\x1b\[[0-9;]*m)+> (?:\x1b\[[0-9;]*m)*"
     tool_pattern: str = r"\(using tool: ([\w.@:/-]+)\)|Using tool: ([\w.@:/-]+)|the '([\w.@:/-]+)' tool"
     credits_pattern: str = r"▸ Credits: ([0-9]+(?:\.[0-9]+)?)\s*•\s*Time: "
+    # Literal text every match of approval/tool/credits pattern contains: output without it skips those regexes.
+    # ("" = no hint: always run the regex; an overridden KIRO_APPROVAL_PATTERN has none.)
+    approval_hint: str = "Allow this action"
+    tool_hint: str = "tool"
+    credits_hint: str = "Credits"
     trouble_pattern: str = (
         r"^(?:Kiro|Amazon Q) is having trouble responding right now"
         r"|ThrottlingException|Too many requests|Request was throttled|rate limit exceeded"
@@ -82,6 +87,7 @@ def resolve_profile(settings: WorkerPoolSettings) -> AgentProfile:
         overrides["prompt_pattern"] = settings.kiro_prompt_pattern
     if settings.kiro_approval_pattern:
         overrides["approval_pattern"] = settings.kiro_approval_pattern
+        overrides["approval_hint"] = ""
     if settings.kiro_approval_reply:
         overrides["approval_reply"] = unescape_reply(settings.kiro_approval_reply)
     return dataclasses.replace(base, **overrides)

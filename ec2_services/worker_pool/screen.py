@@ -36,6 +36,7 @@ _ERASE_TO_END = ("\x1b[K", "\x1b[0K")
 _CLEAR, _CLEAR_END = "\x00", "\x01"
 _EDITS = re.compile(r"([\r\x00\x01\x08])")
 _NEEDS_EMULATION = re.compile(r"[\r\x00\x01\x08]")
+_REDRAWS = (_ERASE_LINE, "\x1b[K", "\x1b[0K", "\x08")
 
 
 def strip_ansi(text: str) -> str:
@@ -73,6 +74,37 @@ def _prepare(raw: str) -> str:
     return raw
 
 
+class Block:
+    """Finished lines from one read, as one text: plain, or (``plain=False``) still holding escape sequences, which
+    are then the only difference from the plain text. Lines are split only when someone asks for them."""
+
+    __slots__ = ("text", "plain", "count", "_lines")
+
+    def __init__(self, text: str, *, plain: bool, count: int | None = None):
+        self.text = text
+        self.plain = plain
+        self.count = count if count is not None else text.count("\n") + 1
+        self._lines: list[str] | None = None
+
+    @classmethod
+    def of(cls, lines: list[str]) -> Block:
+        block = cls("\n".join(lines), plain=True, count=len(lines))
+        block._lines = lines
+        return block
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.text.split("\n")
+        return self._lines
+
+    def plain_lines(self) -> list[str]:
+        return self.lines if self.plain else strip_ansi(self.text).split("\n")
+
+
+_EMPTY = Block.of([])
+
+
 class LineAssembler:
     """Raw terminal output in, finished plain-text lines out; the unfinished line stays raw until its newline."""
 
@@ -83,20 +115,31 @@ class LineAssembler:
         self.partial = ""
         self.lines_completed = 0
 
-    def feed(self, text: str) -> list[str]:
+    def feed(self, text: str) -> Block:
+        """The lines ``text`` finished (the unfinished one waits for its newline)."""
         buf = self.partial + text if self.partial else text
         cut = buf.rfind("\n")
         if cut < 0:
             self.partial = self._bounded(buf)
-            return []
+            return _EMPTY
         self.partial = self._bounded(buf[cut + 1 :])
-        block = self._marker.sub(r"\1", _prepare(buf[:cut]))
+        # The newline at `cut` came as "\r\n": leave its "\r" out, or every block would need the line emulation.
+        raw = (buf[: cut - 1] if cut and buf[cut - 1] == "\r" else buf[:cut]).replace("\r\n", "\n")
+        if "\r" not in raw and "> " not in raw and not any(seq in raw for seq in _REDRAWS):
+            # Nothing is redrawn and no answer marker: escape sequences are the only difference from plain text,
+            # and stripping them can wait until someone reads the line (a flood is mostly never read).
+            block = Block(raw, plain=False)
+            self.lines_completed += block.count
+            return block
+        block = _prepare(raw)
+        if "> " in block:
+            block = self._marker.sub(r"\1", block)
         plain = _CONTROLS.sub("", _ANSI.sub("", block))
         lines = plain.split("\n")
         if _NEEDS_EMULATION.search(plain):
             lines = [_emulate_line(line) if _NEEDS_EMULATION.search(line) else line for line in lines]
         self.lines_completed += len(lines)
-        return lines
+        return Block.of(lines)
 
     def _bounded(self, partial: str) -> str:
         # A spinner can redraw one line for minutes: keep only what the line shows now.
@@ -123,7 +166,7 @@ class LineAssembler:
 class RecentScreen:
     """A pyte screen of the session's recent output, fed only when asked (and never more than ``budget`` chars)."""
 
-    def __init__(self, *, columns: int = COLUMNS, rows: int = ROWS, budget: int = 16384):
+    def __init__(self, *, columns: int = COLUMNS, rows: int = ROWS, budget: int = 8192):
         self._screen = pyte.Screen(columns, rows)
         self._stream = pyte.Stream(self._screen)
         self._budget = budget
@@ -146,7 +189,7 @@ class RecentScreen:
         self._pending_len = len(joined)
         self._restart = True
 
-    def lines(self) -> list[str]:
+    def _catch_up(self) -> None:
         if self._pending_len > self._budget:
             self._compact()
         if self._restart:
@@ -156,7 +199,28 @@ class RecentScreen:
             self._stream.feed("".join(self._pending))
             self._pending.clear()
             self._pending_len = 0
-        return _unwrap(self._screen.display)
+
+    def lines(self) -> list[str]:
+        """The whole screen as logical lines (soft wraps joined)."""
+        self._catch_up()
+        return _unwrap(self._screen.display, self._screen.columns)
+
+    def bottom_lines(self, count: int = 3) -> list[str]:
+        """The last ``count`` non-blank logical lines, rendering only the rows needed (``display`` costs ms)."""
+        self._catch_up()
+        screen = self._screen
+        rows: list[str] = []
+        nonblank = 0
+        for y in range(screen.lines - 1, -1, -1):
+            row = screen.buffer[y]
+            text = "".join(row[x].data for x in range(max(row) + 1)) if row else ""
+            rows.append(text)
+            nonblank += bool(text.strip())
+            # One line more than asked, ending on a row that did not wrap: the lines below it are whole.
+            if nonblank > count and len(text) < screen.columns:
+                break
+        rows.reverse()
+        return [line for line in _unwrap(rows, screen.columns) if line.strip()][-count:]
 
     def reset(self) -> None:
         self._pending.clear()
@@ -164,12 +228,12 @@ class RecentScreen:
         self._restart = True
 
 
-def _unwrap(display: list[str]) -> list[str]:
+def _unwrap(rows: list[str], columns: int) -> list[str]:
     """Screen rows as logical lines: a row filled to its last column continues on the next (a soft wrap)."""
     lines: list[str] = []
     carry = ""
-    for row in display:
-        if row and row[-1] != " ":
+    for row in rows:
+        if len(row) >= columns and row[-1] != " ":
             carry += row
             continue
         lines.append((carry + row).rstrip())
@@ -204,6 +268,9 @@ class Patterns:
         self.credits = re.compile(profile.credits_pattern)
         self.trouble = re.compile(profile.trouble_pattern, re.IGNORECASE)
         self.spinner = re.compile(profile.spinner_pattern)
+        self.approval_hint = profile.approval_hint
+        self.tool_hint = profile.tool_hint
+        self.credits_hint = profile.credits_hint
 
     @staticmethod
     def is_bare(match: re.Match) -> bool:

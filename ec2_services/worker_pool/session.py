@@ -59,6 +59,7 @@ from ec2_services.worker_pool.transcript import Transcript
 log = logging.getLogger(__name__)
 
 CTRL_C = "\x03"
+_READS_PER_WAKEUP = 16
 # Variables that must never reach the agent (SPEC.md: none of the services' secrets in its environment).
 _SECRET_VARS = {
     "AIPM_SHARED_SECRET",
@@ -251,24 +252,35 @@ class PtySession(AgentDriver):
     # ---- reading ---------------------------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the terminal closed: the process is gone or going
+        # Take what the terminal holds now (up to a bound) in one go: fewer, larger blocks keep floods cheap.
+        chunks: list[bytes] = []
+        closed = False
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                closed = True
+                break
+            chunks.append(data)
+        if chunks:
+            self._on_output(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+        if closed:  # the terminal closed: the process is gone or going
             self._on_process_exit()
-            return
+
+    def _on_output(self, data: bytes) -> None:
         self._data_seq += 1
         self._last_output = self._loop.time()
         text = self._decoder.decode(data)
         self._screen.feed(text)
-        lines = self._lines.feed(text)
-        if lines:
-            self.agent_log.lines(lines)
+        block = self._lines.feed(text)
+        if block.count:
+            self.agent_log.block(block)
             if self._turn is not None:
-                self._turn.add(lines)
+                self._turn.add(block)
         self._check_screen()
 
     def _check_screen(self) -> None:
@@ -277,7 +289,7 @@ class PtySession(AgentDriver):
         plain = self._lines.partial_plain()
         if not plain.strip() or not self.patterns.prompt_at_end(plain) or self._lines.partial_is_answer_start():
             return
-        reading = classify_screen(self._screen.lines(), self.patterns)
+        reading = classify_screen(self._screen.bottom_lines(), self.patterns)
         if reading.state is ScreenState.BUSY:
             return
         if reading.bare:
@@ -288,7 +300,7 @@ class PtySession(AgentDriver):
     def _quiet_check(self, seq: int) -> None:
         if seq != self._data_seq or self.state is DriverState.EXITED or self._lines.lines_completed <= self._guard:
             return
-        reading = classify_screen(self._screen.lines(), self.patterns)
+        reading = classify_screen(self._screen.bottom_lines(), self.patterns)
         if reading.state is not ScreenState.BUSY:
             self._events.put_nowait(_FROM_SCREEN[reading.state])
 

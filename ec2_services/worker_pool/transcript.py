@@ -11,39 +11,29 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from ec2_services.worker_pool.screen import Patterns
+from ec2_services.worker_pool.screen import Block, Patterns, strip_ansi
 
 
 class Transcript:
     def __init__(self, patterns: Patterns, *, limit_chars: int = 1_000_000):
         self._p = patterns
         self._limit = limit_chars
-        # Any line the slow path must look at; everything else is appended as is (floods stay cheap).
-        self._special = re.compile(
-            "|".join(
-                f"(?:{pattern.pattern})"
-                for pattern in (patterns.approval, patterns.tool, patterns.credits, patterns.spinner)
-            )
-            + f"|(?i:{patterns.trouble.pattern})"
-            + "|>",
-            re.MULTILINE,
-        )
-        self._lines: deque[str] = deque()
+        self._spinner_chars = re.compile(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]")
+        # Kept lines, in blocks as they came (a flood's raw blocks are stripped only if still kept at the end).
+        self._blocks: deque[Block] = deque()
         self._chars = 0
         self._dropped = 0
         self._echo: deque[str] = deque()
         self._reply_echo: str | None = None
         self._skip_blank = False
         self.credits: float | None = None
-        self.trouble = False
         self.last_tool: str | None = None
 
     def begin(self, typed: str) -> None:
         """A prompt was typed (again): its echo comes first, and only this attempt's answer counts."""
-        self._lines.clear()
+        self._blocks.clear()
         self._chars = 0
         self._dropped = 0
-        self.trouble = False
         self.last_tool = None
         self._echo = deque(typed.split("\n"))
         self._reply_echo = None
@@ -54,17 +44,40 @@ class Transcript:
         self._reply_echo = reply.strip()
         self.last_tool = None
 
-    def add(self, lines: list[str]) -> None:
-        if not self._echo and self._reply_echo is None and not self._skip_blank and not self._special.search("\n".join(lines)):
-            self._keep_all(lines)
+    def add(self, block: Block | list[str]) -> None:
+        if isinstance(block, list):
+            block = Block.of(block)
+        if not block.count:
             return
-        for line in lines:
+        watching = self._echo or self._reply_echo is not None or self._skip_blank
+        if not watching and not self._may_matter(block.text):
+            self._keep(block)
+            return
+        for line in block.plain_lines():
             self._add_one(line.rstrip())
 
-    def _keep_all(self, lines: list[str]) -> None:
-        self._lines.extend(lines)
-        self._chars += sum(map(len, lines)) + len(lines)
-        self._trim()
+    def _may_matter(self, text: str) -> bool:
+        """Whether lines may hold a prompt, a question, a tool line, the Credits line or a spinner frame.
+
+        Works on raw text too: the hints are plain words that escape sequences do not split."""
+        hint = self._p.approval_hint
+        return (
+            ">" in text
+            or self._p.tool_hint in text
+            or self._p.credits_hint in text
+            or (hint in text if hint else bool(self._p.approval.search(strip_ansi(text))))
+            or (not text.isascii() and bool(self._spinner_chars.search(text)))
+        )
+
+    def _keep(self, block: Block) -> None:
+        self._blocks.append(block)
+        self._chars += len(block.text) + 1
+        # Whole blocks go first (raw ones count twice the limit: escape sequences are about half of them);
+        # output() trims the rest exactly.
+        while self._blocks and self._chars - len(self._blocks[0].text) - 1 > 2 * self._limit:
+            dropped = self._blocks.popleft()
+            self._chars -= len(dropped.text) + 1
+            self._dropped += dropped.count
 
     def _add_one(self, text: str) -> None:
         p = self._p
@@ -80,8 +93,7 @@ class Transcript:
         if p.approval.search(text):
             # The question comes as "\n<question>\n\n<prompt>": its blank lines go with it.
             self.last_tool = p.tool_name(text) or self.last_tool
-            while self._lines and not self._lines[-1].strip():
-                self._chars -= len(self._lines.pop()) + 1
+            self._drop_trailing_blanks()
             self._skip_blank = True
             return
         if self._skip_blank:
@@ -99,9 +111,25 @@ class Transcript:
             return
         if p.spinner.match(text):
             return
-        if p.trouble.search(text):
-            self.trouble = True
-        self._keep_all([text])
+        self._keep(Block.of([text]))
+
+    def _drop_trailing_blanks(self) -> None:
+        while self._blocks:
+            last = self._blocks[-1]
+            if not last.plain or last.count != 1 or last.text.strip():
+                return
+            self._chars -= len(self._blocks.pop().text) + 1
+
+    @property
+    def trouble(self) -> bool:
+        """The answer is "having trouble responding" / throttled. Only its last lines count: a tool's output
+        mentioning throttling earlier in a real answer must not make the task run again."""
+        last: list[str] = []
+        for block in reversed(self._blocks):
+            last.extend(line for line in reversed(block.plain_lines()) if line.strip())
+            if len(last) >= 3:
+                break
+        return any(self._p.trouble.search(line) for line in last[:3])
 
     def _is_prompt_line(self, text: str) -> bool:
         if self._p.prompt_prefix(text):
@@ -109,17 +137,20 @@ class Transcript:
         match = self._p.prompt_at_end(text)
         return bool(match and not text[: match.start()].strip() and not self._p.is_bare(match))
 
-    def _trim(self) -> None:
-        while self._chars > self._limit and self._lines:
-            self._chars -= len(self._lines.popleft()) + 1
-            self._dropped += 1
-
     def output(self) -> str:
-        lines = [line.rstrip() for line in self._lines]
+        lines = [line.rstrip() for block in self._blocks for line in block.plain_lines()]
+        dropped = self._dropped
+        size = sum(map(len, lines)) + len(lines)
+        start = 0
+        while size > self._limit and start < len(lines):
+            size -= len(lines[start]) + 1
+            start += 1
+        dropped += start
+        lines = lines[start:]
         while lines and not lines[0]:
             lines.pop(0)
         while lines and not lines[-1]:
             lines.pop()
-        if self._dropped:
-            lines.insert(0, f"[… {self._dropped} earlier lines omitted: the answer was over {self._limit} characters …]")
+        if dropped:
+            lines.insert(0, f"[… {dropped} earlier lines omitted: the answer was over {self._limit} characters …]")
         return "\n".join(lines)

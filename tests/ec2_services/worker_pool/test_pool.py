@@ -35,7 +35,7 @@ def test_queue_overflow_is_429_with_retry_after(pool_server):
 
 def test_queued_tasks_run_in_arrival_order(pool_server):
     server = pool_server()
-    futures = [server.in_background("[[sleep 0.5]]", "t-fifo-0")]
+    futures = [server.in_background("[[sleep 2]]", "t-fifo-0")]
     server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-fifo-0")
     for i in range(1, 4):
         futures.append(server.in_background(f"[[sleep 0.3]] [[say {i}]]", f"t-fifo-{i}"))

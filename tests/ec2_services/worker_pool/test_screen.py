@@ -10,6 +10,7 @@ from ec2_services.worker_pool.profiles import PROFILES
 from ec2_services.worker_pool.screen import (
     LineAssembler,
     Patterns,
+    RecentScreen,
     ScreenState,
     classify_screen,
     screen_of,
@@ -55,6 +56,16 @@ def test_captured_screens_are_read_as_a_person_would(fixture, state):
     assert classify_screen(read(fixture), PATTERNS).state is state
 
 
+@pytest.mark.parametrize("fixture", sorted(p.stem for p in FIXTURES.glob("*.txt")))
+def test_reading_only_the_bottom_rows_agrees_with_the_whole_screen(fixture):
+    raw = (FIXTURES / f"{fixture}.txt").read_text(encoding="utf-8")
+    screen = RecentScreen(budget=len(raw) + 1)
+    screen.feed(raw.replace("\r\n", "\n").replace("\n", "\r\n"))
+    whole = screen.lines()
+    assert classify_screen(screen.bottom_lines(), PATTERNS) == classify_screen(whole, PATTERNS)
+    assert screen.bottom_lines() == [line for line in whole if line.strip()][-3:]
+
+
 def test_stale_answered_permission_above_a_fresh_prompt_is_not_pending():
     lines = read("kiro_cli_permission_stale_answered")
     assert any("Allow this action?" in line for line in lines)
@@ -92,12 +103,12 @@ def test_clear_confirmation_above_the_prompt_is_a_confirm_question():
 def test_spinner_redrawn_on_cr_and_cleared_leaves_only_the_answer():
     assembler = LineAssembler(KIRO)
     raw = "\r⠋ Thinking...\r⠙ Thinking...\r\x1b[2K\x1b[38;5;10m> \x1b[39mHello there\r\nsecond\r\n"
-    assert assembler.feed(raw) == ["Hello there", "second"]
+    assert assembler.feed(raw).plain_lines() == ["Hello there", "second"]
 
 
 def test_a_literal_uncoloured_gt_line_is_kept():
     assembler = LineAssembler(KIRO)
-    assert assembler.feed("> quoted text\r\n") == ["> quoted text"]
+    assert assembler.feed("> quoted text\r\n").plain_lines() == ["> quoted text"]
 
 
 def test_the_coloured_answer_start_cannot_be_the_prompt():
@@ -112,9 +123,11 @@ def test_the_coloured_answer_start_cannot_be_the_prompt():
 
 def test_lines_split_across_reads_are_joined():
     assembler = LineAssembler(KIRO)
-    assert assembler.feed("hel") == []
-    assert assembler.feed("lo\x1b[3") == []
-    assert assembler.feed("1mred\x1b[0m\r\n") == ["hellored"]
+    assert assembler.feed("hel").lines == []
+    assert assembler.feed("lo\x1b[3").lines == []
+    block = assembler.feed("1mred\x1b[0m\r\nnext\x1b[2m line\r\n")
+    assert block.plain_lines() == ["hellored", "next line"]
+    assert assembler.lines_completed == 2
 
 
 def test_strip_ansi_removes_csi_osc_and_controls_but_keeps_text():
