@@ -114,8 +114,8 @@ def _rate_limit_wait(resp: httpx.Response, clock: Callable[[], float]) -> float 
     if resp.headers.get("X-RateLimit-Remaining") == "0":
         reset = resp.headers.get("X-RateLimit-Reset", "")
         return max(0.0, float(reset) - clock()) + 1 if reset.isdigit() else 60.0
-    if resp.status_code == 429:
-        return 60.0
+    if resp.status_code == 429 or "rate limit" in resp.text[:500].lower():
+        return 60.0  # GitHub: a secondary limit without Retry-After means wait at least a minute
     return None
 
 

@@ -113,3 +113,10 @@ def test_github_app_installation_token_replaces_a_personal_token(make_api, githu
     assert api.generate(story_id="app-2").status_code == 202
     assert github.installation_tokens_made == 1  # cached until near expiry
     assert github.pulls(REPO)[0]["labels"] == {"aipm:in-progress"}
+
+
+def test_secondary_rate_limit_without_headers_is_a_503_not_a_permission_error(api, github):
+    github.inject("GET", r"^/repos/[^/]+/[^/]+$", 403, {"message": "You have exceeded a secondary rate limit."})
+    resp = api.call("POST", "/api/generate-code", json={"repo": REPO, "title": "t", "story_id": "s"},
+                    remaining_ms=20_000)
+    assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 60
