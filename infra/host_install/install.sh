@@ -3,7 +3,7 @@
 # cfn-hup when a deploy changes the code); a non-zero exit fails cfn-init, so the CreationPolicy fails the deploy.
 #
 # It also runs on any Linux machine with --prefix DIR: everything lands under DIR (a scratch root), and the steps that
-# need root or systemd (dnf, users, iptables, sudoers activation, kiro-cli download, systemctl) are skipped. The
+# need root or systemd (dnf, users, ownership, iptables, kiro-cli download, systemctl) are skipped. The
 # rendered units and environment files then name paths under DIR, so their ExecStart lines run as they are.
 #
 #   install.sh [--prefix DIR] [--source DIR] [--python PATH] [--extra-site DIR]
@@ -21,10 +21,12 @@
 #
 # Signing Kiro in (the agent runs as the `kiro` user, its login lives in ~kiro):
 #   - API key: deploy with -c kiroApiKeySecretArn=<secret holding KIRO_API_KEY>; aipm-secrets.service puts it in the
-#     worker pool's environment and sudo passes it to kiro-cli (env_keep). Kiro documents API keys for headless use.
+#     worker pool's environment, which the agent inherits (the pool strips only the services' own secrets).
+#     Kiro documents API keys for headless (--no-interactive) use; if your plan's key is refused by the interactive
+#     chat the pool drives, use the device flow below.
 #   - Device flow: aws ssm start-session --target <instance>, then
 #       sudo -u kiro -H /usr/local/bin/kiro-cli login --use-device-flow
-#     and open the URL it prints; then `sudo systemctl restart aipm-worker-pool`.
+#     open the URL it prints, sign in, then: sudo systemctl restart aipm-worker-pool
 set -euo pipefail
 
 log() { printf '[aipm-install] %s\n' "$*" >&2; }
@@ -50,8 +52,9 @@ ON_HOST=1
 [ -n "$PREFIX" ] && ON_HOST=0
 if [ "$ON_HOST" = 1 ] && [ "$(id -u)" != 0 ]; then die "run as root, or with --prefix DIR for a scratch install"; fi
 
-SERVICE_USER=aipm
-AGENT_USER=kiro
+SERVICE_USER="${AIPM_SERVICE_USER:-aipm}"
+AGENT_USER="${AIPM_AGENT_USER:-kiro}"
+KIRO_BIN="${AIPM_KIRO_BIN:-/usr/local/bin/kiro-cli}"
 APP="$PREFIX/opt/aipm/app"
 VENV="$PREFIX/opt/aipm/venv"
 BIN="$PREFIX/opt/aipm/bin"
@@ -62,7 +65,6 @@ WORKSPACES="$STATE/workspaces"
 LOGS="$PREFIX/var/log/aipm"
 SECRETS_DIR="$PREFIX/run/aipm/secrets"
 KIRO_HOME="$PREFIX/home/$AGENT_USER"
-KIRO_BIN="$PREFIX/usr/local/bin/kiro-cli"
 CW_CONFIG="$PREFIX/opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json"
 
 POOL_SIZE="${AIPM_POOL_SIZE:-2}"
@@ -73,11 +75,6 @@ PRP_PORT="${AIPM_PR_PROCESSOR_PORT:-8082}"
 CALLBACK_ORIGINS="${AIPM_CALLBACK_ORIGINS:-}"
 GIT_BASE_URL="${AIPM_GIT_BASE_URL:-https://github.com}"
 DENY_TOOLS="${AIPM_KIRO_DENY_TOOLS-use_aws,aws}"
-# The agent runs as its own user through sudo (one rule, one binary): it never sees the services' environment,
-# cannot read their /proc entries, and the iptables rule below keys on its uid.
-SUDO_AGENT="sudo -n -u $AGENT_USER -H --"
-KIRO_COMMAND="${AIPM_KIRO_COMMAND:-$SUDO_AGENT /usr/local/bin/kiro-cli chat --legacy-ui --agent aipm}"
-KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$SUDO_AGENT /usr/local/bin/kiro-cli acp --agent aipm}"
 KIRO_INSTALL_COMMAND="${AIPM_KIRO_INSTALL_COMMAND-}"
 LOG_GROUP_POOL="${AIPM_LOG_GROUP_WORKER_POOL:-/aipm/worker-pool}"
 LOG_GROUP_PRP="${AIPM_LOG_GROUP_PR_PROCESSOR:-/aipm/pr-processor}"
@@ -89,7 +86,7 @@ case "$POOL_SIZE" in ''|*[!0-9]*) die "AIPM_POOL_SIZE must be a number, got '$PO
 # --- 1. System packages and users (host only) -----------------------------------------------------------------------
 if [ "$ON_HOST" = 1 ]; then
   log "installing system packages"
-  dnf install -y -q git python3.12 python3.12-pip sudo iptables-nft unzip logrotate amazon-cloudwatch-agent >&2
+  dnf install -y -q git python3.12 python3.12-pip util-linux iptables-nft unzip logrotate amazon-cloudwatch-agent >&2
   getent group "$SERVICE_USER" >/dev/null || groupadd --system "$SERVICE_USER"
   id -u "$SERVICE_USER" >/dev/null 2>&1 || useradd --system --gid "$SERVICE_USER" --home-dir "$STATE" \
     --no-create-home --shell /sbin/nologin "$SERVICE_USER"
@@ -98,6 +95,15 @@ if [ "$ON_HOST" = 1 ]; then
     --user-group --groups "$SERVICE_USER" --shell /bin/bash "$AGENT_USER"
   usermod -a -G "$SERVICE_USER" "$AGENT_USER"
 fi
+AGENT_GROUP="$(id -gn "$AGENT_USER" 2>/dev/null || echo "$AGENT_USER")"
+# The agent runs as its own user: the pool (user aipm, with CAP_SETUID/SETGID/KILL as ambient capabilities from its
+# unit) starts it through setpriv, which drops to the agent user with no capabilities and no_new_privs (no sudo, no
+# setuid binary can raise it again). The agent cannot read the services' /proc entries or secret files, the iptables
+# rule below keys on its uid, and the pool can still signal it (CAP_KILL) to cancel or respawn a session.
+AS_AGENT="setpriv --reuid=$AGENT_USER --regid=$AGENT_GROUP --init-groups --inh-caps=-all --ambient-caps=-all --nnp --"
+AS_AGENT="$AS_AGENT /usr/bin/env HOME=/home/$AGENT_USER USER=$AGENT_USER LOGNAME=$AGENT_USER"
+KIRO_COMMAND="${AIPM_KIRO_COMMAND:-$AS_AGENT $KIRO_BIN chat --legacy-ui --agent aipm}"
+KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent aipm}"
 if [ -z "$PYTHON" ]; then
   if [ "$ON_HOST" = 1 ]; then PYTHON=/usr/bin/python3.12
   else PYTHON="$(command -v python3.12 || command -v python3)"; fi
@@ -287,23 +293,20 @@ service_unit worker-pool "worker pool: kiro-cli sessions in pseudo-terminals (po
 "After=network-online.target aipm-secrets.service aipm-imds-block.service
 Requires=aipm-secrets.service aipm-imds-block.service
 Before=aipm-pr-processor.service" \
-"# No NoNewPrivileges: the agent is started through sudo as $AGENT_USER."
+"# Only what setpriv needs to start the agent as $AGENT_USER and what cancelling it needs; the agent gets none.
+AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL
+CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_KILL
+NoNewPrivileges=yes"
 service_unit pr-processor "PR processor: jobs, git worktrees, push, callbacks (port $PRP_PORT)" ec2_services.pr_processor \
 "Wants=aipm-worker-pool.service
 After=network-online.target aipm-secrets.service aipm-worker-pool.service
 Requires=aipm-secrets.service" \
-"NoNewPrivileges=yes
+"CapabilityBoundingSet=
+NoNewPrivileges=yes
 ProtectHome=yes"
 
-# --- 6. sudo rule, log rotation, CloudWatch agent -------------------------------------------------------------------
-mkdir -p "$PREFIX/etc/sudoers.d" "$PREFIX/etc/logrotate.d" "$(dirname "$CW_CONFIG")"
-cat > "$PREFIX/etc/sudoers.d/aipm-kiro" <<EOF
-# The worker pool ($SERVICE_USER) may start kiro-cli as $AGENT_USER, nothing else; only KIRO_API_KEY crosses over.
-Defaults:$SERVICE_USER !requiretty, umask=0002
-Defaults:$SERVICE_USER env_keep += "KIRO_API_KEY"
-$SERVICE_USER ALL=($AGENT_USER) NOPASSWD: /usr/local/bin/kiro-cli
-EOF
-chmod 0440 "$PREFIX/etc/sudoers.d/aipm-kiro"
+# --- 6. Log rotation, CloudWatch agent -----------------------------------------------------------------------------
+mkdir -p "$PREFIX/etc/logrotate.d" "$(dirname "$CW_CONFIG")"
 cat > "$PREFIX/etc/logrotate.d/aipm" <<EOF
 $LOGS/*.log {
     daily
@@ -338,7 +341,6 @@ touch "$LOGS/worker-pool.log" "$LOGS/pr-processor.log"
 chmod 0755 "$LOGS"
 chmod 0644 "$LOGS"/*.log
 if [ "$ON_HOST" = 1 ]; then
-  visudo -cf /etc/sudoers.d/aipm-kiro >&2 || die "the sudoers rule does not parse"
   # State and workspaces: the services write, the agent (group aipm) works in the workspaces; setgid keeps the group.
   chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE"
   chown "$AGENT_USER:$SERVICE_USER" "$WORKSPACES"

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -134,20 +137,29 @@ def test_environment_files_carry_the_deployment_values(root):
         assert not {"AIPM_SHARED_SECRET", "GITHUB_TOKEN"} & set(env), "no secret in the world-readable files"
 
 
-def test_default_agent_command_runs_kiro_as_its_own_user(tmp_path):
-    """Without an override the pool starts `kiro-cli chat --legacy-ui --agent aipm` through sudo as user kiro."""
+def _install(prefix: Path, **env: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AIPM_")}
     result = subprocess.run(
-        ["bash", str(INSTALL), "--prefix", str(tmp_path), "--python", sys.executable,
+        ["bash", str(INSTALL), "--prefix", str(prefix), "--python", sys.executable,
          "--extra-site", sysconfig.get_paths()["purelib"]],
-        env={k: v for k, v in os.environ.items() if not k.startswith("AIPM_")}, capture_output=True, text=True,
-        timeout=120,
+        env={**clean, **env}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    pool = read_env_file(tmp_path / "etc/aipm/worker-pool.env")
-    assert pool["KIRO_COMMAND"] == "sudo -n -u kiro -H -- /usr/local/bin/kiro-cli chat --legacy-ui --agent aipm"
-    sudoers = (tmp_path / "etc/sudoers.d/aipm-kiro").read_text()
-    assert "aipm ALL=(kiro) NOPASSWD: /usr/local/bin/kiro-cli" in sudoers
-    assert 'env_keep += "KIRO_API_KEY"' in sudoers
+
+
+def test_default_agent_command_drops_to_the_kiro_user_without_privileges(tmp_path):
+    """Without an override the pool starts `kiro-cli chat --legacy-ui --agent aipm` as user kiro through setpriv."""
+    _install(tmp_path)
+    pool_env = read_env_file(tmp_path / "etc/aipm/worker-pool.env")
+    argv = shlex.split(pool_env["KIRO_COMMAND"])
+    assert argv[0] == "setpriv" and "--reuid=kiro" in argv and "--nnp" in argv and "--inh-caps=-all" in argv
+    assert argv[argv.index("/usr/bin/env") + 1] == "HOME=/home/kiro"
+    assert argv[-4:] == ["chat", "--legacy-ui", "--agent", "aipm"] and argv[-5] == "/usr/local/bin/kiro-cli"
+    pool = parse_unit(tmp_path / "etc/systemd/system/aipm-worker-pool.service")
+    assert values(pool, "Service", "AmbientCapabilities") == ["CAP_SETUID CAP_SETGID CAP_KILL"]
+    assert values(pool, "Service", "NoNewPrivileges") == ["yes"]
+    processor = parse_unit(tmp_path / "etc/systemd/system/aipm-pr-processor.service")
+    assert values(processor, "Service", "CapabilityBoundingSet") == [""]
 
 
 def test_agent_config_aipm_is_valid_kiro_json(root):
@@ -268,3 +280,87 @@ def test_both_services_start_from_the_rendered_units_and_answer_health(root, tmp
         assert lines, f"{log} has no JSON log lines"
         assert SECRET_VALUES[SHARED_ARN] not in log.read_text()
     assert (root / "var/lib/aipm/jobs.sqlite").exists(), "the processor keeps its jobs under /var/lib/aipm"
+
+
+POOL_UID = 65533  # stands in for the `aipm` service user: any uid that is neither root nor the agent's
+AGENT_USER = "nobody"  # stands in for `kiro`: a real user name, as --init-groups needs
+
+
+def _agent_processes(marker: str) -> list[dict[str, str]]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if marker in cmdline:
+                found.append(dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line))
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="switching users needs root (as the host's systemd has) and util-linux setpriv")
+def test_the_pool_runs_the_agent_as_its_own_user_without_capabilities_or_secrets(tmp_path):
+    """The rendered units' privilege split, for real: the pool as a non-root user with its unit's ambient
+    capabilities, the agent dropped by the rendered KIRO_COMMAND to another user with none, and cancelled/killed
+    by the pool when it stops (CAP_KILL)."""
+    from ec2_services.common.signing import SigningAuth
+    from tests.kiro_double import SCRIPT
+
+    prefix = Path(tempfile.mkdtemp(prefix="aipm-host-", dir="/tmp"))  # pytest's tmp is root-only (0700)
+    try:
+        os.chmod(prefix, 0o755)
+        port = free_port()
+        # The double is stdlib-only: run it with the system interpreter, which every user can execute.
+        agent_python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+        _install(prefix, AIPM_AGENT_USER=AGENT_USER, AIPM_POOL_SIZE="1", AIPM_WORKER_POOL_PORT=str(port),
+                 AIPM_KIRO_BIN=shlex.join([agent_python, str(SCRIPT)]), AIPM_SHARED_SECRET_ARN=SHARED_ARN,
+                 AIPM_GITHUB_TOKEN_SECRET_ARN=TOKEN_ARN)
+        assert _fetch_secrets(prefix, _fake_aws(tmp_path)).returncode == 0
+        # What the host's install does with chown: the pool owns the state, the agent's user the workspaces.
+        for path in (prefix / "var/lib/aipm", prefix / "var/log/aipm/worker-pool.log"):
+            os.chown(path, POOL_UID, POOL_UID)
+        os.chown(prefix / "var/lib/aipm/workspaces", 65534, 65534)
+
+        pool = unit(prefix, "worker-pool")
+        caps = values(pool, "Service", "AmbientCapabilities")[0].lower().replace("cap_", "+").replace(" ", ",")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIPM_", "KIRO_", "WORKER_POOL_"))}
+        for path in values(pool, "Service", "EnvironmentFile"):
+            env.update(read_env_file(Path(path)))
+        env["KIRO_API_KEY"] = "ksk_test_key_for_the_agent"
+        as_service_user = ["setpriv", f"--reuid={POOL_UID}", f"--regid={POOL_UID}", "--clear-groups",
+                           f"--inh-caps={caps}", f"--ambient-caps={caps}", "--nnp", "--"]
+        log_path = prefix / "var/log/aipm/worker-pool.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(as_service_user + shlex.split(values(pool, "Service", "ExecStart")[0]),
+                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=values(pool, "Service", "WorkingDirectory")[0])
+        try:
+            health = wait_health(f"http://127.0.0.1:{port}/health", proc, log_path)
+            deadline = time.monotonic() + 20
+            while health["workers"][0]["state"] != "idle" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+            assert health["workers"][0]["state"] == "idle", (health, log_path.read_text()[-2000:])
+            response = httpx.post(
+                f"http://127.0.0.1:{port}/execute",
+                json={"task_id": "privileges-1", "prompt": "[[cat /proc/self/status]] [[env AIPM_SHARED_SECRET]] "
+                      "[[env GITHUB_TOKEN]] [[env KIRO_API_KEY]] [[pwd]]"},
+                auth=SigningAuth(SECRET_VALUES[SHARED_ARN], "worker-pool"), timeout=60,
+            )
+            assert response.status_code == 200, response.text
+            output = response.json()["output"]
+            assert re.search(r"Uid:\s+65534\s", output), output
+            assert re.search(r"CapEff:\s+0+\s", output) and re.search(r"CapAmb:\s+0+\s", output)
+            assert re.search(r"NoNewPrivs:\s+1", output)
+            assert "AIPM_SHARED_SECRET is not set" in output and "GITHUB_TOKEN is not set" in output
+            assert "KIRO_API_KEY is set" in output, "the Kiro API key reaches the agent"
+            assert f"pwd: {prefix}/var/lib/aipm/workspaces" in output
+            assert _agent_processes(str(SCRIPT)), "the agent runs while the pool does"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # as systemd stops the unit: the pool must take its agents along
+            proc.wait(timeout=20)
+        deadline = time.monotonic() + 10
+        while _agent_processes(str(SCRIPT)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _agent_processes(str(SCRIPT)), "the pool (CAP_KILL) stopped its agent running as another user"
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
