@@ -16,7 +16,7 @@ from ec2_services.common.logging import log_context
 from lambda_fn import naming
 from lambda_fn.forge.base import AlreadyExists, Conflict, Forge, ForgeError, PullRequest, Repo
 from lambda_fn.processor import ProcessorClient, ProcessorError
-from lambda_fn.results import IN_PROGRESS, dispatch_marker, find_marked, render_not_started
+from lambda_fn.results import IN_PROGRESS, dispatch_marker, find_marked, render_not_started, render_started_late
 from lambda_fn.tasks import TASK_FILE, render_pr_body, render_task
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Generator:
         log.info("pull request #%s %s for %s on %s", pr.number, "opened" if created else "reused", repo.full_name, branch)
         if created:
             self._labelled(repo, pr, job, branch)
-        status = self._dispatch(repo, pr, branch, base, job, requested_by, callback_url)
+        status = self._dispatch(repo, pr, branch, base, job, requested_by, callback_url, new_pull=created)
         return Outcome(created=created, job_id=job, pr=pr, branch=branch, status="queued" if created else status)
 
     def _write_task(self, repo: Repo, branch: str, story: Story) -> None:
@@ -137,7 +137,7 @@ class Generator:
         job = naming.job_id(repo.full_name, branch)
         if not pr.is_open:  # an Idempotency-Key replay of a request whose PR was closed since: answer what it made
             return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=self._status(job))
-        status = self._dispatch(repo, pr, branch, pr.base, job, requested_by, callback_url)
+        status = self._dispatch(repo, pr, branch, pr.base, job, requested_by, callback_url, new_pull=False)
         return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=status)
 
     def _status(self, job: str) -> str:
@@ -149,33 +149,36 @@ class Generator:
     # --- the job -------------------------------------------------------------------------------------------
 
     def _dispatch(self, repo: Repo, pr: PullRequest, branch: str, base: str, job: str, requested_by,
-                  callback_url) -> str:
+                  callback_url, *, new_pull: bool) -> str:
         payload = {"job_id": job, "repo": repo.full_name, "branch": branch, "base_branch": base,
                    "pr_number": pr.number, "task_file": TASK_FILE, "callback_url": callback_url,
                    "requested_by": requested_by}
         try:
-            answer = self.processor.submit(payload)
+            started_now, answer = self.processor.submit(payload)
         except ProcessorError as exc:
             log.error("job %s was not started: %s", job, exc.detail)
-            noted = self._note_not_started(repo, pr, job, exc.detail)
+            noted = self._note(repo, pr, job, render_not_started(job_id=job, reason=exc.detail))
             detail = f"pull request #{pr.number} was opened but its job was not started: {exc.detail}"
             if not noted:
                 detail += " (and the comment saying so could not be written on the pull request)"
             raise StepFailed(exc.status if exc.status != 404 else 502, detail, _pr_extra(pr, job, branch)) from exc
         log.info("job %s sent to the PR processor: %s", job, answer.get("status"))
+        if started_now and not new_pull:
+            # A job the processor had never seen, on an existing PR: an earlier start failed. Say it is running now.
+            self._note(repo, pr, job, render_started_late(job_id=job), only_if_present=True)
         return str(answer.get("status") or "queued")
 
-    def _note_not_started(self, repo: Repo, pr: PullRequest, job: str, reason: str) -> bool:
-        body = render_not_started(job_id=job, reason=reason)
+    def _note(self, repo: Repo, pr: PullRequest, job: str, body: str, *, only_if_present: bool = False) -> bool:
+        """Write (or edit) the job's one start-problem comment; False when the forge refused."""
         try:
             existing = find_marked(self.forge.list_comments(repo.full_name, pr.number), dispatch_marker(job))
             if existing:
                 self.forge.update_comment(repo.full_name, existing.id, body)
-            else:
+            elif not only_if_present:
                 self.forge.create_comment(repo.full_name, pr.number, body)
             return True
         except ForgeError as exc:
-            log.error("could not comment on #%s that job %s was not started: %s", pr.number, job, exc.detail)
+            log.error("could not comment on #%s about the start of job %s: %s", pr.number, job, exc.detail)
             return False
 
 

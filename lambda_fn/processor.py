@@ -100,12 +100,14 @@ class ProcessorClient:
             return ProcessorError(f"PR processor: {_detail(resp)}", resp.status_code)
         return ProcessorError(f"the PR processor refused to {what} ({resp.status_code}: {_detail(resp)})")
 
-    def submit(self, job: dict) -> dict:
-        """``POST /api/process-pr``: 202 (new) or 200 (the same job_id again) answer the job's state."""
+    def submit(self, job: dict) -> tuple[bool, dict]:
+        """``POST /api/process-pr`` → (True if the processor took the job just now (202), its answer).
+
+        200 means it already had this job_id and answered its current state."""
         resp = self._call("POST", "/api/process-pr", json=job)
         if resp.status_code not in (200, 202):
             raise self._refused(resp, f"start job {job['job_id']}")
-        return resp.json()
+        return resp.status_code == 202, resp.json()
 
     def get_job(self, job_id: str) -> dict:
         resp = self._call("GET", f"/api/jobs/{job_id}")

@@ -118,3 +118,13 @@ def render_not_started(*, job_id: str, reason: str) -> str:
         f"{fenced(neutralise(reason))}\n\n"
         "Click **Generate Code & PR** again for the same story to retry: this pull request and job are used again.\n"
     )
+
+
+def render_started_late(*, job_id: str) -> str:
+    """What the "not started" comment becomes once a retry has handed the job over."""
+    return (
+        f"{dispatch_marker(job_id)}\n"
+        "### ▶️ The job has started\n\n"
+        f"An earlier attempt could not hand job `{job_id}` to the PR processor; a retry did. "
+        "The result will be posted here when the agent finishes.\n"
+    )

@@ -21,7 +21,7 @@ def test_processor_down_is_a_502_and_the_pull_request_says_the_job_was_not_start
     assert len(github.comments_on(REPO, 1)) == 1
 
 
-def test_retry_after_the_processor_is_back_starts_the_same_job(make_api, github, processor):
+def test_retry_after_the_processor_is_back_starts_the_same_job_and_says_so(make_api, github, processor):
     down = make_api(pr_processor_url=dead_url())
     failed = down.generate(story_id="back").json()
     up = make_api()
@@ -29,6 +29,10 @@ def test_retry_after_the_processor_is_back_starts_the_same_job(make_api, github,
     assert resp.status_code == 200
     assert resp.json()["job_id"] == failed["job_id"] and resp.json()["pr_number"] == failed["pr_number"]
     assert list(processor.jobs) == [failed["job_id"]]
+    [comment] = github.comments_on(REPO, failed["pr_number"])  # the "not started" comment, edited
+    assert "The job has started" in comment["body"] and "was not started" not in comment["body"]
+    assert up.generate(story_id="back").status_code == 200  # the processor knew the job: nothing to change
+    assert len(github.comments_on(REPO, failed["pr_number"])) == 1
 
 
 def test_processor_errors_are_retried_then_reported(api, github, processor):
