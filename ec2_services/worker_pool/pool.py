@@ -197,8 +197,9 @@ class WorkerPool:
         self._closing = True
         for fut in self._idle:
             fut.cancel()
-        for task in list(self._waiting):
-            task.finish("cancelled", TurnResult(""), detail="the worker pool is shutting down")
+        for task in self._tasks.values():
+            if task.state != "ended":
+                task.finish("cancelled", TurnResult(""), detail="the worker pool is shutting down")
         self._waiting.clear()
         for runner in self._runners:
             runner.cancel()

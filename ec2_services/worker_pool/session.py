@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import contextvars
 import ctypes
 import enum
 import logging
@@ -147,6 +148,7 @@ class PtySession(AgentDriver):
         self._data_seq = 0
         self._last_output = 0.0
         self._cancel_requested = False
+        self._log_context: contextvars.Context | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -228,11 +230,7 @@ class PtySession(AgentDriver):
         loop = self._loop
         pid = self._proc.pid
         self._kill_group(signal.SIGKILL)
-        try:
-            _, status = os.waitpid(pid, 0)
-            self.exit_status = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            pass
+        self._reap(pid)
         for fd in (self._fd, self._pidfd):
             if fd >= 0 and loop is not None:
                 loop.remove_reader(fd)
@@ -248,6 +246,17 @@ class PtySession(AgentDriver):
         log.info("worker %d: agent pid %d exited with status %s", self.worker_id, pid, self.exit_status)
         self._exited.set()
         self._events.put_nowait(_Event.EXITED)
+
+    def _reap(self, pid: int, attempt: int = 0) -> None:
+        """Collect the exit status without blocking the loop (a process in the kernel may take a moment to go)."""
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            self.exit_status = os.waitstatus_to_exitcode(status)
+        elif attempt < 200 and self._loop is not None:
+            self._loop.call_later(0.05, self._reap, pid, attempt + 1)
 
     # ---- reading ---------------------------------------------------------------------------------------------
 
@@ -278,7 +287,10 @@ class PtySession(AgentDriver):
         self._screen.feed(text)
         block = self._lines.feed(text)
         if block.count:
-            self.agent_log.block(block)
+            if self._log_context is not None:  # the running task's ids go on its agent's lines too
+                self._log_context.run(self.agent_log.block, block)
+            else:
+                self.agent_log.block(block)
             if self._turn is not None:
                 self._turn.add(block)
         self._check_screen()
@@ -365,6 +377,7 @@ class PtySession(AgentDriver):
             raise RuntimeError(f"worker {self.worker_id} is {self.state.value}, not idle")
         self.state = DriverState.BUSY
         self._cancel_requested = False
+        self._log_context = contextvars.copy_context()
         turn = self._turn = Transcript(self.patterns, limit_chars=self._output_limit)
         started = self._loop.time()
         deadline = started + timeout_s
@@ -406,6 +419,7 @@ class PtySession(AgentDriver):
             ) from None
         finally:
             self._turn = None
+            self._log_context = None
             self.agent_log.flush()
             if self.state is DriverState.BUSY:
                 self.state = DriverState.IDLE

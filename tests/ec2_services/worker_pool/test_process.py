@@ -59,6 +59,8 @@ def test_service_process_runs_tasks_logs_them_and_stops_its_agents(service_proce
     messages = [r["message"] for r in records]
     assert any(m.startswith("[Worker ") and "Working on your message" in m for m in messages)
     assert all("\x1b" not in m for m in messages)
+    # The agent's lines carry the task they belong to.
+    assert any(r["message"].startswith("[Worker ") and r.get("task_id") == "job-7.1" for r in records)
     ended = [r for r in records if r.get("event") == "task_ended"]
     assert ended and ended[0]["task_id"] == "job-7.1" and ended[0]["status"] == "completed"
     emf = [r for r in records if "_aws" in r and r.get("TasksCompleted") == 1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ec2_services.worker_pool.profiles import PROFILES
 from ec2_services.worker_pool.screen import (
@@ -154,3 +156,26 @@ def test_transcript_memory_is_bounded_and_says_what_it_dropped():
     assert len(output) < 1200
     assert output.endswith("line 00999")
     assert "earlier lines omitted" in output.splitlines()[0]
+
+
+_PIECES = st.sampled_from(
+    ["plain words ", "\x1b[1;32m", "\x1b[0m", "\r\n", "\r⠋ Thinking...", "\r\x1b[2K", "\x1b[38;5;10m> \x1b[39m",
+     "> literal", "λ", "x" * 30, "\x1b[K", "\t", "Allow this action? [y/n/t]:"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(_PIECES, max_size=40), cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+def test_lines_do_not_depend_on_how_reads_split_the_output(pieces, cuts):
+    text = "".join(pieces) + "\r\n"
+    whole = LineAssembler(KIRO)
+    expected = whole.feed(text).plain_lines()
+    split = LineAssembler(KIRO)
+    got: list[str] = []
+    last = 0
+    for cut in sorted({c % (len(text) + 1) for c in cuts}):
+        got += split.feed(text[last:cut]).plain_lines() if cut > last else []
+        last = cut
+    got += split.feed(text[last:]).plain_lines()
+    assert got == expected
+    assert split.lines_completed == whole.lines_completed == len(expected)

@@ -1,0 +1,60 @@
+"""Agent CLI profiles: the SPEC defaults, the Q CLI profile, and the KIRO_* variables overriding any field."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ec2_services.common.settings import WorkerPoolSettings
+from ec2_services.worker_pool.app import create_app
+from ec2_services.worker_pool.profiles import DEFAULT_PROMPT_PATTERN, resolve_profile, unescape_reply
+
+
+def settings(**values) -> WorkerPoolSettings:
+    return WorkerPoolSettings(aipm_shared_secret="s" * 16, **values)
+
+
+def test_kiro_profile_has_the_spec_defaults():
+    profile = resolve_profile(settings())
+    assert profile.argv == ["kiro-cli", "chat", "--legacy-ui", "--agent", "aipm"]
+    assert profile.prompt_pattern == DEFAULT_PROMPT_PATTERN
+    assert profile.approval_reply == "t\r"
+    assert re.search(profile.approval_pattern, "Allow this action? Use 't' to trust (always allow) this tool for the session. [y/n/t]:")
+    assert re.search(profile.approval_pattern, "Allow this action? [y/n/t]:")
+    assert profile.deny_tools == ()
+
+
+def test_q_profile_runs_the_amazon_q_cli_with_the_same_protocol():
+    profile = resolve_profile(settings(kiro_profile="q"))
+    assert profile.argv[:2] == ["q", "chat"]
+    assert re.search(profile.prompt_pattern, "[developer]> ")
+
+
+def test_variables_override_any_field_of_the_profile():
+    profile = resolve_profile(
+        settings(
+            kiro_profile="q",
+            kiro_command="my-agent --flag 'two words'",
+            kiro_prompt_pattern=r"\$ $",
+            kiro_approval_pattern=r"Proceed\? \[y/n\]",
+            kiro_approval_reply="y\\r",
+            kiro_deny_tools="use_aws, shell",
+        )
+    )
+    assert profile.argv == ["my-agent", "--flag", "two words"]
+    assert profile.prompt_pattern == r"\$ $"
+    assert profile.approval_pattern == r"Proceed\? \[y/n\]"
+    assert profile.approval_hint == ""  # an overridden question has no known literal: always run its regex
+    assert profile.approval_reply == "y\r"
+    assert profile.deny_tools == ("use_aws", "shell")
+
+
+def test_reply_escapes_are_understood():
+    assert unescape_reply(r"t\r") == "t\r"
+    assert unescape_reply(r"yes\nplease\t\\") == "yes\nplease\t\\"
+
+
+def test_a_driver_that_does_not_exist_yet_is_refused_at_start():
+    with pytest.raises(ValueError, match="KIRO_DRIVER=acp"):
+        create_app(settings(kiro_driver="acp"), secret=None)
