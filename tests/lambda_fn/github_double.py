@@ -71,6 +71,7 @@ class GitHubDouble:
         self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
         self.app_id: str | None = None
         self.installation_tokens_made = 0
+        self.installation_token_ttl = 3600.0
         self.app = self._build()
 
     # --- set-up and inspection (for tests) ---------------------------------------------------------------
@@ -184,7 +185,7 @@ class GitHubDouble:
                 double.installation_tokens_made += 1
                 token = f"ghs_installation{double.installation_tokens_made:04d}abcdefghijklmnopqrstuv"
                 double.tokens.add(token)
-            expires = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat().replace("+00:00", "Z")
+            expires = datetime.fromtimestamp(time.time() + double.installation_token_ttl, UTC).isoformat().replace("+00:00", "Z")
             return JSONResponse({"token": token, "expires_at": expires}, status_code=201)
 
         @app.get("/repos/{owner}/{name}")

@@ -112,6 +112,9 @@ def test_github_app_installation_token_replaces_a_personal_token(make_api, githu
     assert api.generate(story_id="app-1").status_code == 202
     assert api.generate(story_id="app-2").status_code == 202
     assert github.installation_tokens_made == 1  # cached until near expiry
+    github.inject("GET", r"^/repos/[^/]+/[^/]+$", 401, {"message": "Bad credentials"})  # revoked early
+    assert api.generate(story_id="app-3").status_code == 202
+    assert github.installation_tokens_made == 2  # one fresh token, then the call went through
     assert github.pulls(REPO)[0]["labels"] == {"aipm:in-progress"}
 
 
