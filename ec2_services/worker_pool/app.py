@@ -21,7 +21,14 @@ from pydantic import BaseModel, Field
 from ec2_services.common.http import install_edge
 from ec2_services.common.settings import WorkerPoolSettings
 from ec2_services.common.signing import WORKER_POOL, SignatureVerifier
-from ec2_services.worker_pool.pool import DriverFactory, QueueFull, TaskEnded, WorkerPool, make_driver
+from ec2_services.worker_pool.pool import (
+    DriverFactory,
+    PoolUnavailable,
+    QueueFull,
+    TaskEnded,
+    WorkerPool,
+    make_driver,
+)
 from ec2_services.worker_pool.profiles import resolve_profile
 
 log = logging.getLogger(__name__)
@@ -147,6 +154,10 @@ def create_app(
             task = pool.submit(body.task_id, body.prompt, cwd=cwd, timeout_s=body.timeout_s)
         except QueueFull as exc:
             raise HTTPException(429, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+        except PoolUnavailable as exc:
+            unavailable = {"status": "agent_error", "detail": str(exc), "task_id": body.task_id, "worker_id": None,
+                           "duration_s": 0.0, "output": ""}
+            return JSONResponse(unavailable, status_code=503, headers={"Retry-After": "30"})
         result = await asyncio.shield(task.done)
         return JSONResponse(result, status_code=task.http_status or 200)
 

@@ -58,6 +58,10 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class PoolUnavailable(Exception):
+    """No worker can take a task: every agent session failed to start."""
+
+
 class TaskEnded(Exception):
     """Cancelling what has already ended."""
 
@@ -135,6 +139,8 @@ class Worker:
     tasks_completed: int = 0
     restarts: int = 0
     current_task: str | None = None
+    # Why the last start failed, while it keeps failing (None once the agent reached its prompt).
+    start_error: str | None = None
 
     def health(self) -> dict:
         return {
@@ -212,11 +218,14 @@ class WorkerPool:
             try:
                 await worker.driver.start()
             except StartError as exc:
+                worker.start_error = str(exc)
                 self._restarted(worker, f"could not start the agent: {exc}")
+                self._fail_waiting_if_unavailable()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 1.0
+            worker.start_error = None
             while worker.driver.state is not DriverState.EXITED and not self._closing:
                 worker.state = WorkerState.IDLE
                 task = await self._take(worker)
@@ -279,6 +288,8 @@ class WorkerPool:
             return known
         if self._closing:
             raise QueueFull(0, 5)
+        if self._unavailable():
+            raise PoolUnavailable(self._unavailable())
         if not self._idle_offers() and len(self._waiting) >= self.settings.kiro_queue_limit:
             raise QueueFull(self.settings.kiro_queue_limit, self._retry_after())
         limit = self.settings.kiro_task_timeout
@@ -293,6 +304,20 @@ class WorkerPool:
             log.info("task accepted (%d waiting)", len(self._waiting), extra={"fields": {"event": "task_accepted"}})
         self._dispatch()
         return task
+
+    def _unavailable(self) -> str | None:
+        """Why no task can run now (every worker's last start failed), or None."""
+        if all(w.start_error for w in self.workers):
+            return f"no agent session could be started ({self.workers[0].start_error}); see the service log"
+        return None
+
+    def _fail_waiting_if_unavailable(self) -> None:
+        why = self._unavailable()
+        if why:
+            for task in list(self._waiting):
+                task.finish("agent_error", TurnResult(""), detail=why)
+                self._record_end(task)
+            self._waiting.clear()
 
     def _retry_after(self) -> int:
         # About one task's time per free slot ahead: the mean of recent durations, within sane bounds.

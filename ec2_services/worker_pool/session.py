@@ -229,6 +229,7 @@ class PtySession(AgentDriver):
             return
         loop = self._loop
         pid = self._proc.pid
+        self._drain_output()
         self._kill_group(signal.SIGKILL)
         self._reap(pid)
         for fd in (self._fd, self._pidfd):
@@ -246,6 +247,17 @@ class PtySession(AgentDriver):
         log.info("worker %d: agent pid %d exited with status %s", self.worker_id, pid, self.exit_status)
         self._exited.set()
         self._events.put_nowait(_Event.EXITED)
+
+    def _drain_output(self) -> None:
+        # Its last words (a crash message) may still be in the terminal when the exit is noticed.
+        for _ in range(64):
+            try:
+                data = os.read(self._fd, 65536) if self._fd >= 0 else b""
+            except OSError:
+                return
+            if not data:
+                return
+            self._on_output(data)
 
     def _reap(self, pid: int, attempt: int = 0) -> None:
         """Collect the exit status without blocking the loop (a process in the kernel may take a moment to go)."""

@@ -137,3 +137,16 @@ def test_health_during_start_then_idle_then_busy(pool_server):
     assert busy["current_task"] == "t-health"
     assert "secret prompt text" not in httpx.get(server.url + "/health").text
     assert running.result(timeout=10).status_code == 200
+
+
+def test_an_agent_that_cannot_start_gives_a_quick_503_not_a_hang(pool_server, tmp_path):
+    server = pool_server(kiro_command=str(tmp_path / "no-such-kiro-cli"), wait=False)
+    health = server.wait_health(lambda h: h["workers"][0]["restarts"] >= 1)
+    assert health["status"] == "degraded" and health["workers"][0]["pid"] is None
+    started = time.monotonic()
+    r = server.execute("[[say hi]]", "t-no-agent")
+    assert time.monotonic() - started < 1.0
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "agent_error" and body["worker_id"] is None
+    assert "no-such-kiro-cli" in body["detail"]
