@@ -1,0 +1,147 @@
+"""P4: per-job git time (fetch + worktree + commit + push) with the cached bare mirror vs a fresh clone (goal ≤ 0.3×).
+
+Generates a repository of 5,000 commits with ``git fast-import`` into a file:// forge, then times, for several jobs in a
+row, what the PR processor's git_ops does per job against a warm mirror, and what a naive job does (clone, commit,
+push, delete). Between jobs someone else pushes a commit, so every fetch has something new to bring.
+Run: ``python -m bench p4_git_mirror`` (or ``python -m bench.p4_git_mirror``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ec2_services.pr_processor.git_ops import GitOps
+
+COMMITS = 5000
+FILES = 1000
+TOUCHED = 3  # files changed per commit
+LINES = 40  # functions per file (~3 KB)
+JOBS = 7
+REPO = "bench/big"
+BRANCH = "aipm/bench"
+ENV = {
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "GIT_AUTHOR_NAME": "Bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+
+
+def git(*args: str, cwd: Path | None = None, stdin: bytes | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, env=ENV, input=stdin, capture_output=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"git {args[0]} failed: {result.stderr.decode(errors='replace')}")
+    return result.stdout.decode()
+
+
+def _data(payload: bytes) -> bytes:
+    return b"data %d\n" % len(payload) + payload + b"\n"
+
+
+def generate_repo(bare: Path, commits: int = COMMITS, files: int = FILES) -> None:
+    """A bare repository with ``commits`` commits on main (and ``BRANCH`` at its tip), built by git fast-import."""
+    git("init", "--bare", "-q", "-b", "main", str(bare))
+    chunks: list[bytes] = []
+    for n in range(1, commits + 1):
+        chunks.append(b"commit refs/heads/main\nmark :%d\n" % n)
+        chunks.append(b"committer Bench <bench@example.com> %d +0000\n" % (1_700_000_000 + n))
+        chunks.append(_data(b"change %d" % n))
+        if n > 1:
+            chunks.append(b"from :%d\n" % (n - 1))
+        # A commit of a real project touches a few files of a few kilobytes each.
+        targets = range(files) if n == 1 else [(n * 7 + k * 131) % files for k in range(TOUCHED)]
+        for f in targets:
+            body = (f"# module {f}, revision {n}\n" + "".join(
+                f"def function_{i}(x):\n    return x * {i} + {n} + {f}  # revision {n}\n" for i in range(LINES))).encode()
+            chunks.append(b"M 100644 inline src/pkg%d/mod%d.py\n" % (f % 20, f) + _data(body))
+    git("fast-import", "--quiet", cwd=bare, stdin=b"".join(chunks))
+    git("--git-dir", str(bare), "branch", BRANCH, "main")
+
+
+def someone_pushes(bare: Path, work: Path, n: int) -> None:
+    if not work.exists():
+        git("clone", "-q", "-b", BRANCH, f"file://{bare}", str(work))
+    git("pull", "-q", "--ff-only", "origin", BRANCH, cwd=work)
+    (work / f"human-{n}.txt").write_text(f"human change {n}\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", f"human {n}", cwd=work)
+    git("push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}", cwd=work)
+
+
+async def mirror_job(ops: GitOps, n: int) -> float:
+    started = time.perf_counter()
+    tip = await ops.fetch_branch(REPO, BRANCH)
+    wt = await ops.add_worktree(REPO, f"bench-{n}", tip)
+    (wt.path / f"bot-{n}.txt").write_text(f"bot change {n}\n")
+    sha = await ops.commit_all(wt, f"bot {n}\n\nAIPM-Job: bench-{n}\n")
+    await ops.push(REPO, sha, BRANCH)
+    await ops.remove_worktree(wt)
+    return time.perf_counter() - started
+
+
+def clone_job(url: str, root: Path, n: int) -> float:
+    started = time.perf_counter()
+    work = root / f"clone-{n}"
+    git("clone", "-q", "-b", BRANCH, url, str(work))
+    (work / f"clone-{n}.txt").write_text(f"clone change {n}\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", f"clone {n}", cwd=work)
+    git("push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}", cwd=work)
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    return time.perf_counter() - started
+
+
+def run(jobs: int = JOBS, commits: int = COMMITS) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="aipm-p4-") as tmp:
+        root = Path(tmp)
+        forge = root / "forge"
+        bare = forge / f"{REPO}.git"
+        bare.parent.mkdir(parents=True)
+        t0 = time.perf_counter()
+        generate_repo(bare, commits)
+        generated_s = time.perf_counter() - t0
+        state = root / "state"
+        ops = GitOps(base_url=f"file://{forge}", token=None, state_dir=state, workspace_root=state / "workspaces",
+                     author_name="Bench Bot", author_email="bot@example.com")
+        t0 = time.perf_counter()
+        asyncio.run(ops.fetch_branch(REPO, BRANCH))  # the mirror's first, full fetch (once per repository)
+        first_fetch_s = time.perf_counter() - t0
+        mirror_times, clone_times = [], []
+        for n in range(jobs):
+            someone_pushes(bare, root / "human", 2 * n)
+            mirror_times.append(asyncio.run(mirror_job(ops, n)))
+            someone_pushes(bare, root / "human", 2 * n + 1)
+            clone_times.append(clone_job(f"file://{bare}", root, n))
+        return {
+            "commits": commits,
+            "generate_s": generated_s,
+            "first_fetch_s": first_fetch_s,
+            "mirror_s": statistics.median(mirror_times),
+            "clone_s": statistics.median(clone_times),
+            "jobs": jobs,
+        }
+
+
+def main() -> None:
+    r = run()
+    ratio = r["mirror_s"] / r["clone_s"]
+    print(f"Repository: {r['commits']:,} commits, {FILES:,} files, generated with git fast-import in "
+          f"{r['generate_s']:.2f} s; the mirror's one-time first fetch took {r['first_fetch_s']:.2f} s.")
+    print(f"Median of {r['jobs']} jobs each (another push lands on the branch before every job).\n")
+    print("| per-job git work (fetch + worktree + commit + push) | median time | vs fresh clone |")
+    print("| --- | --- | --- |")
+    print(f"| cached bare mirror + `git worktree` (git_ops) | {r['mirror_s'] * 1000:.0f} ms | {ratio:.2f}× |")
+    print(f"| fresh `git clone` + commit + push | {r['clone_s'] * 1000:.0f} ms | 1.00× |")
+    print(f"\nGoal ≤ 0.30×: {'met' if ratio <= 0.3 else 'NOT met'} ({ratio:.2f}×)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""P4b: a whole PR-processor job with an instant worker pool vs the same clone/commit/push by hand (goal ≤ 1.5×).
+
+Starts ``python -m ec2_services.pr_processor`` against a file:// forge holding P4's generated 5,000-commit repository
+and a worker pool that answers at once (it writes one file into the workspace). A job is timed from the POST of
+``/api/process-pr`` to the moment ``GET /api/jobs/{id}`` shows it ended; by hand is clone + write + commit + push +
+delete. Also shown: the same git steps through ``git_ops`` without the service, so the service's own share is visible.
+Run: ``python -m bench p4b_job_overhead``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+
+from bench.p4_git_mirror import BRANCH, REPO, clone_job, generate_repo, mirror_job
+from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
+from ec2_services.pr_processor.git_ops import GitOps
+
+JOBS = 7
+COMMITS = 5000
+
+
+def instant_pool() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "pool_size": 2, "queue_depth": 0, "workers": []}
+
+    @app.post("/execute")
+    async def execute(request: Request):
+        body = await request.json()
+        Path(body["cwd"], f"{body['task_id']}.txt").write_text("instant agent\n")
+        return {"status": "completed", "worker_id": 1, "output": "done", "approvals": 0, "denials": 0,
+                "duration_s": 0.0, "credits": None}
+
+    return app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(app: FastAPI) -> tuple[str, uvicorn.Server]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{port}", server
+
+
+def _wait_up(url: str, proc: subprocess.Popen) -> None:
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError("the PR processor exited at start")
+        try:
+            httpx.get(url + "/health", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError("the PR processor did not start")
+
+
+def service_job(client: httpx.Client, job_id: str) -> float:
+    started = time.perf_counter()
+    response = client.post("/api/process-pr", json={"job_id": job_id, "repo": REPO, "branch": BRANCH,
+                                                     "task_file": "README.md"})
+    response.raise_for_status()
+    while True:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running", "pushing"):
+            break
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"bench job ended {job['status']}: {job['error']}")
+    return elapsed
+
+
+def run(jobs: int = JOBS, commits: int = COMMITS) -> dict[str, float]:
+    secret = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="aipm-p4b-") as tmp:
+        root = Path(tmp)
+        forge = root / "forge"
+        bare = forge / f"{REPO}.git"
+        bare.parent.mkdir(parents=True)
+        generate_repo(bare, commits)
+        subprocess.run(["git", "--git-dir", str(bare), "symbolic-ref", "HEAD", f"refs/heads/{BRANCH}"], check=True)
+        _add_readme(bare)
+        pool_url, pool = _serve(instant_pool())
+        port = _free_port()
+        env = {**os.environ, "AIPM_SHARED_SECRET": secret, "AIPM_STATE_DIR": str(root / "state"),
+               "PR_PROCESSOR_PORT": str(port), "WORKER_POOL_URL": pool_url, "GIT_BASE_URL": f"file://{forge}",
+               "AIPM_LOG_LEVEL": "WARNING", "PR_RETRY_BASE_DELAY": "0.1"}
+        proc = subprocess.Popen([sys.executable, "-m", "ec2_services.pr_processor"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_up(url, proc)
+            with httpx.Client(base_url=url, auth=SigningAuth(secret, PR_PROCESSOR), timeout=60) as client:
+                cold = service_job(client, "bench-cold")
+                service = [service_job(client, f"bench-{n}") for n in range(jobs)]
+            ops = GitOps(base_url=f"file://{forge}", token=None, state_dir=root / "direct",
+                         workspace_root=root / "direct" / "workspaces", author_name="B", author_email="b@example.com")
+            asyncio.run(ops.fetch_branch(REPO, BRANCH))
+            direct = [asyncio.run(mirror_job(ops, n)) for n in range(jobs)]
+            by_hand = [clone_job(f"file://{bare}", root, n) for n in range(jobs)]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+            pool.should_exit = True
+        return {"cold_s": cold, "service_s": statistics.median(service), "direct_s": statistics.median(direct),
+                "by_hand_s": statistics.median(by_hand), "jobs": jobs, "commits": commits}
+
+
+def _add_readme(bare: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_CONFIG_GLOBAL": "/dev/null", "PATH": "/usr/bin:/bin", "GIT_AUTHOR_NAME": "B",
+               "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "B", "GIT_COMMITTER_EMAIL": "b@example.com"}
+        subprocess.run(["git", "clone", "-q", "-b", BRANCH, f"file://{bare}", tmp], check=True, env=env)
+        Path(tmp, "README.md").write_text("# bench\n")
+        subprocess.run(["git", "add", "-A"], cwd=tmp, check=True, env=env)
+        subprocess.run(["git", "commit", "-q", "-m", "readme"], cwd=tmp, check=True, env=env)
+        subprocess.run(["git", "push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}"], cwd=tmp, check=True, env=env)
+
+
+def main() -> None:
+    r = run()
+    ratio = r["service_s"] / r["by_hand_s"]
+    print(f"Repository: P4's generated {r['commits']:,} commits; median of {r['jobs']} jobs; instant worker pool.\n")
+    print("| one job | median time | vs by hand |")
+    print("| --- | --- | --- |")
+    print(f"| through the PR processor (POST → ended, warm mirror) | {r['service_s'] * 1000:.0f} ms | {ratio:.2f}× |")
+    print(f"| through the PR processor, first job (cold mirror) | {r['cold_s'] * 1000:.0f} ms | "
+          f"{r['cold_s'] / r['by_hand_s']:.2f}× |")
+    print(f"| the same git_ops steps, no service (fetch/worktree/commit/push) | {r['direct_s'] * 1000:.0f} ms | "
+          f"{r['direct_s'] / r['by_hand_s']:.2f}× |")
+    print(f"| by hand: `git clone` + write + commit + push + delete | {r['by_hand_s'] * 1000:.0f} ms | 1.00× |")
+    print(f"\nService overhead over its own git work: {(r['service_s'] - r['direct_s']) * 1000:.0f} ms per job. "
+          f"Goal ≤ 1.5×: {'met' if ratio <= 1.5 else 'NOT met'} ({ratio:.2f}×)")
+
+
+if __name__ == "__main__":
+    main()
