@@ -51,6 +51,11 @@ done
 ON_HOST=1
 [ -n "$PREFIX" ] && ON_HOST=0
 if [ "$ON_HOST" = 1 ] && [ "$(id -u)" != 0 ]; then die "run as root, or with --prefix DIR for a scratch install"; fi
+if [ "$ON_HOST" = 1 ]; then
+  # cfn-init replaces the whole environment with the command's `env`: restore what the tools below expect.
+  export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
+  export HOME="${HOME:-/root}"
+fi
 
 SERVICE_USER="${AIPM_SERVICE_USER:-aipm}"
 AGENT_USER="${AIPM_AGENT_USER:-kiro}"
@@ -181,6 +186,11 @@ AIPM_STATE_DIR=$STATE
 KIRO_WORKSPACE_ROOT=$WORKSPACES
 AIPM_LOG_LEVEL=INFO
 PYTHONUNBUFFERED=1
+# Worktrees are made by the PR processor (user aipm) and worked in by the agent (user kiro): git must not refuse
+# either of them as "dubious ownership". Set through the environment, so no global git config is touched.
+GIT_CONFIG_COUNT=1
+GIT_CONFIG_KEY_0=safe.directory
+GIT_CONFIG_VALUE_0=*
 EOF
 cat > "$ETC/worker-pool.env" <<EOF
 WORKER_POOL_HOST=$POOL_HOST
@@ -196,9 +206,6 @@ PR_PROCESSOR_PORT=$PRP_PORT
 WORKER_POOL_URL=http://127.0.0.1:$POOL_PORT
 GIT_BASE_URL=$GIT_BASE_URL
 AIPM_CALLBACK_ORIGINS=$CALLBACK_ORIGINS
-GIT_CONFIG_COUNT=1
-GIT_CONFIG_KEY_0=safe.directory
-GIT_CONFIG_VALUE_0=*
 EOF
 cat > "$ETC/secrets.conf" <<EOF
 AWS_REGION=${AIPM_AWS_REGION:-}
