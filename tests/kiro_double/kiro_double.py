@@ -73,7 +73,10 @@ class Double:
         if after_answer and self.args.prompt_log:
             with open(self.args.prompt_log, "a") as log:
                 log.write(f"{time.monotonic():.6f}\n")
-        out(f"{CYAN}[{self.args.agent}] {GREEN}{self.args.percent}% {MAGENTA}λ > {RESET}")
+        if self.args.bare_prompt:  # the Q CLI without an agent: only a coloured `>`
+            out(f"{MAGENTA}>{RESET} ")
+        else:
+            out(f"{CYAN}[{self.args.agent}] {GREEN}{self.args.percent}% {MAGENTA}λ > {RESET}")
 
     def read_message(self) -> str | None:
         """One message as typed: echoed, Ctrl+J a new line inside it, Enter (\\r) sends. None at end of input."""
@@ -264,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--percent", type=int, default=20)
     parser.add_argument("--work-seconds", type=float, default=0.05, help="spinner time before every answer")
     parser.add_argument("--startup-seconds", type=float, default=0.0)
+    parser.add_argument("--bare-prompt", action="store_true", help="prompt with a bare `> ` (no agent, no λ)")
     parser.add_argument("--credits", default=None, help="print `▸ Credits: N` after each answer")
     parser.add_argument("--prompt-log", default=None, help="append time.monotonic() when an answer's prompt is printed")
     args, _ = parser.parse_known_args(argv)  # accepts the real CLI's `chat --legacy-ui --agent aipm`

@@ -130,3 +130,14 @@ def test_output_flood_is_bounded_and_the_log_condensed(server, caplog):
     agent_lines = [r.getMessage() for r in caplog.records if r.name == "ec2_services.worker_pool.agent"]
     assert any("lines omitted (output flood)" in line for line in agent_lines)
     assert len(agent_lines) < 3000
+
+
+def test_a_bare_prompt_ends_the_task_only_after_a_quiet_period(pool_server):
+    server = pool_server(double_args=("--bare-prompt",))
+    body = server.execute("Trap [[slowmarker]] [[tool shell]] [[say the end]]", "t-bare").json()
+    assert body["status"] == "completed"
+    assert body["approvals"] == 1
+    assert "this text follows the coloured marker after a pause" in body["output"]
+    assert body["output"].endswith("Done.")
+    # A bare `> ` could be the answer's first characters: it is believed only after the quiet period (0.3 s).
+    assert body["duration_s"] >= 0.3 + 0.6
