@@ -10,7 +10,8 @@ requests as ``… (using tool: NAME)`` and a question with colour codes inside i
 
 What it does is told in the message, with directives (several allowed, run in order):
 
-    [[tool NAME]]          ask permission for tool NAME        [[write PATH TEXT]]  write a file (asks for `write`)
+    [[tool NAME]]          ask permission for tool NAME (`-`: without naming it)
+    [[write PATH TEXT]]    write a file (asks for `write`)
     [[sleep S]]            work (spinner) for S seconds         [[silent S]]         print nothing for S seconds
     [[crash]]              exit mid-answer with status 3        [[hang]]             print nothing, ignore Ctrl+C
     [[flood N]]            N lines of ANSI-heavy output         [[cat PATH]]         copy a file to the terminal
@@ -182,7 +183,8 @@ class Double:
         out("\n")
 
     def use_tool(self, name: str, purpose: str) -> bool:
-        out(f"{purpose} (using tool: {name})\n")
+        if name != "-":  # `[[tool -]]`: the question comes without a line naming the tool
+            out(f"{purpose} (using tool: {name})\n")
         if name in self.trusted:
             return True
         reply = self.ask(QUESTION)

@@ -141,3 +141,15 @@ def test_a_bare_prompt_ends_the_task_only_after_a_quiet_period(pool_server):
     assert body["output"].endswith("Done.")
     # A bare `> ` could be the answer's first characters: it is believed only after the quiet period (0.3 s).
     assert body["duration_s"] >= 0.3 + 0.6
+
+
+def test_a_tool_whose_name_cannot_be_read_is_denied_when_a_deny_list_is_set(pool_server):
+    strict = pool_server(kiro_deny_tools="use_aws")
+    body = strict.execute("[[tool -]] [[tool read]]", "t-unnamed").json()
+    assert (body["approvals"], body["denials"]) == (1, 1)
+    assert "Tool use was rejected: -" in body["output"]
+
+
+def test_a_tool_whose_name_cannot_be_read_is_approved_without_a_deny_list(server):
+    body = server.execute("[[tool -]]", "t-unnamed-ok").json()
+    assert (body["approvals"], body["denials"]) == (1, 0)
