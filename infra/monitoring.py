@@ -56,6 +56,8 @@ class Monitoring(Construct):
         queue_pool = aipm_metric("QueueDepth", WORKER_POOL, "Maximum", "worker pool queue")
         queue_jobs = aipm_metric("QueueDepth", PR_PROCESSOR, "Maximum", "jobs queued")
         restarts = aipm_metric("WorkerRestarts", WORKER_POOL, label="worker restarts")
+        tasks_done = aipm_metric("TasksCompleted", WORKER_POOL, label="agent tasks completed")
+        tasks_failed = aipm_metric("TasksFailed", WORKER_POOL, label="agent tasks failed")
         lambda_errors = function.metric_errors(period=FIVE_MINUTES, statistic="Sum")
         lambda_invocations = function.metric_invocations(period=FIVE_MINUTES, statistic="Sum")
         lambda_duration = function.metric_duration(period=FIVE_MINUTES, statistic="p90")
@@ -72,7 +74,7 @@ class Monitoring(Construct):
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(title="Queue depth", left=[queue_pool, queue_jobs], width=8),
-            cw.GraphWidget(title="Worker restarts", left=[restarts], width=8),
+            cw.GraphWidget(title="Worker restarts / agent tasks", left=[restarts, tasks_done, tasks_failed], width=8),
             cw.GraphWidget(title="Host status check failed", left=[status_failed], width=8),
         )
         self.dashboard.add_widgets(

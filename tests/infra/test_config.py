@@ -27,6 +27,7 @@ def test_cdk_json_defaults_are_the_spec_defaults():
 
 def test_cdk_json_names_every_knob_and_turns_telemetry_and_notices_off():
     data = json.loads((ROOT / "cdk.json").read_text())
+    assert data["app"] == ".venv/bin/python app.py", "the venv make creates, whether or not it is activated"
     assert data["notices"] is False
     assert data["context"]["cli-telemetry"] is False
     for key in ("instanceType", "poolSize", "apiCidr", "adminCidr", "allowedRepos", "logRetentionDays",
