@@ -162,21 +162,18 @@ def make_driver(
     """The driver ``KIRO_DRIVER`` names, as a factory of one session per worker id (``options``: its timings)."""
     if settings.kiro_driver != "pty":
         raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not available yet; use KIRO_DRIVER=pty")
-    from ec2_services.worker_pool.session import PtySession
+    from ec2_services.worker_pool.session import PtySession, SessionLimits
 
     base_env = dict(os.environ if env is None else env)
+    limits = SessionLimits(
+        stall_timeout=settings.kiro_stall_timeout,
+        trouble_retries=settings.kiro_trouble_retries,
+        trouble_backoff=settings.kiro_trouble_backoff,
+        **options,
+    )
 
     def factory(worker_id: int) -> AgentDriver:
-        return PtySession(
-            worker_id,
-            profile,
-            cwd=settings.kiro_workspace_root,
-            env=base_env,
-            stall_timeout=settings.kiro_stall_timeout,
-            trouble_retries=settings.kiro_trouble_retries,
-            trouble_backoff=settings.kiro_trouble_backoff,
-            **options,
-        )
+        return PtySession(worker_id, profile, cwd=settings.kiro_workspace_root, env=base_env, limits=limits)
 
     return factory
 

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ptyprocess import PtyProcess
@@ -105,6 +106,19 @@ _FROM_SCREEN = {
 }
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a session waits for what, and how much answer it keeps."""
+
+    stall_timeout: float = 600  # KIRO_STALL_TIMEOUT: no output while busy → timeout, "stalled"
+    trouble_retries: int = 3  # KIRO_TROUBLE_RETRIES
+    trouble_backoff: float = 5.0  # first wait before re-sending after "having trouble"; doubles each time
+    start_timeout: float = 120  # spawn → first idle prompt (MCP servers can take a while)
+    cancel_grace: float = 5.0  # Ctrl+C → prompt back, else the agent is killed
+    reset_timeout: float = 20.0  # /clear → prompt back, else the agent is killed
+    output_limit: int = 1_000_000  # characters of answer kept (the last ones)
+
+
 class PtySession(AgentDriver):
     def __init__(
         self,
@@ -113,26 +127,14 @@ class PtySession(AgentDriver):
         *,
         cwd: Path,
         env: Mapping[str, str],
-        stall_timeout: float = 600,
-        trouble_retries: int = 3,
-        trouble_backoff: float = 5.0,
-        start_timeout: float = 120,
-        cancel_grace: float = 5.0,
-        reset_timeout: float = 20.0,
-        output_limit: int = 1_000_000,
+        limits: SessionLimits | None = None,
     ):
         self.worker_id = worker_id
         self.profile = profile
         self.patterns = Patterns(profile)
         self._cwd = cwd
         self._env = agent_environment(env)
-        self._stall_timeout = stall_timeout
-        self._trouble_retries = trouble_retries
-        self._trouble_backoff = trouble_backoff
-        self._start_timeout = start_timeout
-        self._cancel_grace = cancel_grace
-        self._reset_timeout = reset_timeout
-        self._output_limit = output_limit
+        self.limits = limits or SessionLimits()
         self.agent_log = AgentOutputLog(worker_id)
         self.state = DriverState.EXITED
         self.exit_status: int | None = None
@@ -179,11 +181,11 @@ class PtySession(AgentDriver):
         self._last_output = self._loop.time()
         log.info("worker %d: started %s (pid %d) in %s", self.worker_id, self.profile.argv[0], self._proc.pid, self._cwd)
         try:
-            event = await self._next_event(self._loop.time() + self._start_timeout, stall=False)
+            event = await self._next_event(self._loop.time() + self.limits.start_timeout, stall=False)
         except TurnTimeout:
             await self.stop()
             raise StartError(
-                f"no idle prompt within {self._start_timeout:.0f} s (is the command interactive and the prompt "
+                f"no idle prompt within {self.limits.start_timeout:.0f} s (is the command interactive and the prompt "
                 f"pattern right? last screen line: {self._last_screen_line()!r})"
             ) from None
         if event is _Event.EXITED:
@@ -375,7 +377,7 @@ class PtySession(AgentDriver):
             now = self._loop.time()
             limit = deadline
             if stall:
-                limit = min(limit, self._last_output + self._stall_timeout)
+                limit = min(limit, self._last_output + self.limits.stall_timeout)
             if now >= limit:
                 stalled = stall and limit < deadline
                 raise TurnTimeout("stalled" if stalled else "timed out", TurnResult(""), stalled=stalled)
@@ -390,7 +392,7 @@ class PtySession(AgentDriver):
         self.state = DriverState.BUSY
         self._cancel_requested = False
         self._log_context = contextvars.copy_context()
-        turn = self._turn = Transcript(self.patterns, limit_chars=self._output_limit)
+        turn = self._turn = Transcript(self.patterns, limit_chars=self.limits.output_limit)
         started = self._loop.time()
         deadline = started + timeout_s
         self._last_output = started
@@ -402,25 +404,25 @@ class PtySession(AgentDriver):
                 await self._until_idle(turn, deadline, counts)
                 if not turn.trouble:
                     return self._result(turn, counts)
-                if counts["retries"] >= self._trouble_retries:
+                if counts["retries"] >= self.limits.trouble_retries:
                     raise AgentTrouble(
                         f"the agent was still having trouble responding after {counts['retries']} retries",
                         self._result(turn, counts),
                     )
-                delay = self._trouble_backoff * 2 ** counts["retries"]
+                delay = self.limits.trouble_backoff * 2 ** counts["retries"]
                 counts["retries"] += 1
                 log.warning(
                     "worker %d: agent having trouble responding; retry %d/%d in %.1f s",
                     self.worker_id,
                     counts["retries"],
-                    self._trouble_retries,
+                    self.limits.trouble_retries,
                     delay,
                 )
                 await self._pause(delay, deadline, turn, counts)
         except TurnTimeout as exc:
             await self.stop()
             why = (
-                f"stalled (no agent output for {self._stall_timeout:g} s)"
+                f"stalled (no agent output for {self.limits.stall_timeout:g} s)"
                 if exc.stalled
                 else f"timed out (not done within {timeout_s:g} s)"
             )
@@ -503,14 +505,14 @@ class PtySession(AgentDriver):
         """Ctrl+C, then the prompt back within the grace time — or the process goes (the pool respawns it)."""
         log.info("worker %d: cancelling the running task (Ctrl+C)", self.worker_id)
         self._type(CTRL_C)
-        deadline = self._loop.time() + self._cancel_grace
+        deadline = self._loop.time() + self.limits.cancel_grace
         try:
             while True:
                 event = await self._next_event(deadline, stall=False)
                 if event in (_Event.IDLE, _Event.EXITED):
                     break
         except TurnTimeout:
-            log.warning("worker %d: no prompt %.0f s after Ctrl+C; killing the agent", self.worker_id, self._cancel_grace)
+            log.warning("worker %d: no prompt %.0f s after Ctrl+C; killing the agent", self.worker_id, self.limits.cancel_grace)
             await self.stop()
         raise TurnCancelled("cancelled", self._result(turn, counts))
 
@@ -519,7 +521,7 @@ class PtySession(AgentDriver):
         if self.state is not DriverState.IDLE:
             return
         self.state = DriverState.BUSY
-        deadline = self._loop.time() + self._reset_timeout
+        deadline = self._loop.time() + self.limits.reset_timeout
         try:
             self._type(self.profile.clear_command + "\r")
             while True:
