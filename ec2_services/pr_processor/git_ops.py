@@ -190,8 +190,10 @@ class GitOps:
         async with self._lock(repo):
             mirror = self.mirror_dir(repo)
             if not (mirror / "HEAD").exists():
-                mirror.parent.mkdir(parents=True, exist_ok=True)
-                await self._run("init", "--bare", "-q", str(mirror))
+                _read_only_for_others(mirror.parent, stop=self.mirrors.parent)
+                # Files and directories 0644/0755 whatever the umask: the agent (in the workspaces' group on the host)
+                # must not write the mirror's config, hooks or refs, which run as the service.
+                await self._run("init", "--bare", "-q", "--shared=0644", str(mirror))
             result = await self._mirror(
                 repo, "fetch", "--no-tags", "--no-write-fetch-head", "-q", self.remote_url(repo),
                 f"+refs/heads/{branch}:refs/remotes/origin/{branch}", network=True, check=False,
@@ -284,7 +286,7 @@ class GitOps:
     async def commit_all(self, wt: Worktree, message: str) -> str:
         """``git add -A`` and commit; returns the new HEAD (the old one when there was nothing to commit)."""
         await self._in(wt, "add", "-A")
-        if (await self._in(wt, "diff", "--cached", "--quiet", check=False)).code != 0:
+        if (await self._in(wt, "diff", "--cached", "--quiet", "--no-ext-diff", check=False)).code != 0:
             await self._in(wt, "commit", "-q", "--no-verify", "-m", message)
         return await self.head(wt)
 
@@ -307,3 +309,14 @@ class GitOps:
             return None
         return wt.path / task_file
 
+
+def _read_only_for_others(path: Path, *, stop: Path) -> None:
+    """Create ``path`` (and parents up to ``stop``) as 0755, so no group member can rename what is inside."""
+    missing = []
+    current = path
+    while current != stop and not current.exists():
+        missing.append(current)
+        current = current.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in missing:
+        directory.chmod(0o755)

@@ -296,7 +296,7 @@ class JobRunner:
 
     async def _push(self, job: Job, wt: Worktree | None) -> tuple[JobState, str | None]:
         sha = job.commit_sha
-        if not sha or not await self.git.has_commit(job.repo, sha):
+        if not sha or (wt is None and not await self.git.has_commit(job.repo, sha)):
             raise PermanentError(f"the job's commit {sha} is no longer in the mirror; it cannot be pushed")
         try:
             sha = await self._push_or_rebase(job, sha, wt)

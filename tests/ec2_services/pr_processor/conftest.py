@@ -68,6 +68,9 @@ class Processor:
     def output(self) -> str:
         return self.proc.output()
 
+    def health(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/health").json()
+
 
 @pytest.fixture
 def start_processor(tmp_path, forge, fake_pool, shared_secret, service_process):

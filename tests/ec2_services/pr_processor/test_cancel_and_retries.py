@@ -79,7 +79,7 @@ def test_unreachable_pool_is_retried_then_failed(start_processor, forge):
     job = proc.wait("j-nopool")
     assert job["status"] == "failed" and job["attempts"] == 2
     assert "unreachable" in job["error"]
-    assert httpx_health(proc.url)["worker_pool"] == "unreachable"
+    assert proc.health()["worker_pool"] == "unreachable"
 
 
 def test_push_failure_is_retried_without_running_the_agent_again(start_processor, forge, fake_pool):
@@ -100,8 +100,3 @@ def test_push_failure_is_retried_without_running_the_agent_again(start_processor
     assert job["commit"] == forge.tip(REPO, BRANCH)
     assert "push failed" in job["log_tail"] and "pushing the recorded commit" in job["log_tail"]
 
-
-def httpx_health(url: str) -> dict:
-    import httpx
-
-    return httpx.get(url + "/health").json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 from tests.ec2_services.pr_processor.fake_pool import Plan
 
@@ -37,6 +39,18 @@ def test_job_that_writes_files_ends_succeeded_with_commit_on_remote_branch(start
     assert workspace in body["prompt"] and f"{workspace}/TASK.md" in body["prompt"]
     # The worktree is removed after the job.
     assert not (proc.state_dir / "workspaces" / "j-write.1").exists()
+    # The JSON log carries the job id and CloudWatch EMF metrics.
+    records = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+    assert any(r.get("job_id") == "j-write" and "pushed" in r["message"] for r in records)
+    metrics = {}
+    for record in (r for r in records if "_aws" in r):
+        (directive,) = record["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "AIPM" and directive["Dimensions"] == [["Service"]]
+        assert record["Service"] == "pr-processor"
+        for metric in directive["Metrics"]:
+            metrics[metric["Name"]] = record[metric["Name"]]
+    assert metrics["JobsStarted"] == 1 and metrics["JobsSucceeded"] == 1 and metrics["JobDuration"] > 0
+    assert "QueueDepth" in metrics
 
 
 def test_agent_that_changes_nothing_ends_no_changes(start_processor, forge, fake_pool):
@@ -140,14 +154,8 @@ def test_jobs_list_is_newest_first_with_limit_and_status_filter(start_processor,
     assert proc.client.get("/api/jobs?status=succeeded").json() == {"jobs": []}
     assert len(proc.client.get("/api/jobs?status=no_changes").json()["jobs"]) == 3
     assert proc.client.get("/api/jobs/j-unknown").status_code == 404
-    health = httpx_get_health(proc.url)
+    health = proc.health()
     assert health == {"status": "ok", "jobs": {"queued": 0, "running": 0}, "worker_pool": "ok"}
-
-
-def httpx_get_health(url: str) -> dict:
-    import httpx
-
-    return httpx.get(url + "/health").json()
 
 
 def test_events_stream_job_lines_until_the_job_ends(start_processor, forge, fake_pool):

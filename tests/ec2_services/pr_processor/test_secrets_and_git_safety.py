@@ -4,6 +4,7 @@ with hooks disabled and never follows a .git file the agent rewrote."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 
@@ -102,7 +103,11 @@ def test_hooks_do_not_run_and_a_rewritten_git_file_is_not_followed(start_process
         (Path(cwd) / ".git").write_text(f"gitdir: {decoy}/.git\n")
 
     fake_pool.plan("j-hooks", Plan(files={"h.txt": "h\n"}, action=plant))
-    proc = start_processor()
+    previous = os.umask(0o002)  # the host's services run with UMask=0002 (group-writable workspaces)
+    try:
+        proc = start_processor()
+    finally:
+        os.umask(previous)
     assert proc.submit("j-hooks").status_code == 202
     job = proc.wait("j-hooks")
     assert job["status"] == "succeeded", job
@@ -110,3 +115,6 @@ def test_hooks_do_not_run_and_a_rewritten_git_file_is_not_followed(start_process
     assert forge.show(REPO, BRANCH, "h.txt") == "h\n" and forge.tip(REPO, BRANCH) == job["commit"]
     assert ".git" not in forge.show(REPO, BRANCH, "")
     assert subprocess.run(["git", "-C", str(decoy), "rev-parse", "HEAD"], capture_output=True).returncode != 0
+    mirrors = proc.state_dir / "mirrors"
+    for path in [mirrors, mirrors / "acme", *(mirrors / "acme").rglob("*")]:
+        assert path.stat().st_mode & 0o022 == 0, f"{path} is writable by group or others"

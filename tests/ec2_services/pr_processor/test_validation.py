@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ec2_services.common.signing import SigningAuth
 from ec2_services.pr_processor.models import InvalidInput, check_callback_url, ref_name_problem
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 
@@ -89,8 +90,6 @@ def test_body_that_is_not_json_or_not_an_object_or_too_big_is_refused(proc, fake
 
 def test_unsigned_or_wrongly_signed_requests_are_401(proc, fake_pool):
     assert httpx.post(proc.url + "/api/process-pr", json=GOOD).status_code == 401
-    from ec2_services.common.signing import SigningAuth
-
     wrong = httpx.post(proc.url + "/api/process-pr", json=GOOD, auth=SigningAuth("other-secret", "pr-processor"))
     assert wrong.status_code == 401 and "signature" in wrong.json()["detail"]
     for_pool = httpx.post(proc.url + "/api/process-pr", json=GOOD, auth=SigningAuth(proc.env["AIPM_SHARED_SECRET"],
