@@ -1,0 +1,95 @@
+"""``python -m aipm_local.status`` (``make status``): the local stack's health and the PR processor's queue.
+
+Reads the same settings and state directory as ``make run`` (``aipm_local.run.read_config``), asks each service's
+``/health``, and lists recent jobs with a signed ``GET /api/jobs`` using the secret in ``<state>/secret``. It only
+reads; it never changes a job. Exit status 0 when all three answer, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+
+from aipm_local.run import read_config, read_secret
+from ec2_services.common.settings import SettingsError
+from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
+
+JOB_LIMIT = 20
+
+
+def _health(url: str) -> tuple[bool, str]:
+    try:
+        response = httpx.get(f"{url}/health", timeout=3)
+    except httpx.HTTPError as exc:
+        return False, f"not answering ({type(exc).__name__})"
+    if response.status_code != 200:
+        return False, f"HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return True, "ok"
+    parts = [str(body.get("status", "ok"))]
+    if "workers" in body:
+        states = ", ".join(f"#{w.get('id')} {w.get('state')}" for w in body.get("workers", []))
+        parts.append(f"queue {body.get('queue_depth', 0)}; workers: {states}")
+    if "jobs" in body:
+        jobs = body["jobs"]
+        parts.append(f"jobs queued {jobs.get('queued', 0)}, running {jobs.get('running', 0)}; "
+                     f"worker pool {body.get('worker_pool', '?')}")
+    if "forge" in body:
+        parts.append(f"forge {body['forge']}, auth {body.get('auth', '?')}")
+    return True, " — ".join(parts)
+
+
+def _jobs(processor_url: str, secret: str | None) -> list[str]:
+    if not secret:
+        return ["(no secret in the state directory: has `make run` been started here?)"]
+    try:
+        response = httpx.get(f"{processor_url}/api/jobs", params={"limit": JOB_LIMIT}, timeout=5,
+                             auth=SigningAuth(secret, PR_PROCESSOR))
+    except httpx.HTTPError as exc:
+        return [f"(cannot list jobs: {type(exc).__name__})"]
+    if response.status_code != 200:
+        detail = response.json().get("detail", "") if response.headers.get("content-type", "").startswith(
+            "application/json") else response.text[:200]
+        return [f"(cannot list jobs: HTTP {response.status_code} {detail})"]
+    jobs = response.json().get("jobs", [])
+    if not jobs:
+        return ["(no jobs yet)"]
+    rows = [f"{'job':<27} {'status':<10} {'pos':>3}  {'repo':<20} {'branch':<32} commit / error"]
+    for job in jobs:
+        position = job.get("queue_position")
+        outcome = (job.get("commit") or "")[:12] or (job.get("error") or "")[:60]
+        rows.append(f"{job.get('job_id', ''):<27} {job.get('status', ''):<10} {position if position else '':>3}  "
+                    f"{job.get('repo', ''):<20} {job.get('branch', ''):<32} {outcome}")
+    return rows
+
+
+def main() -> int:
+    try:
+        config = read_config()
+    except SettingsError as exc:
+        print(f"aipm status: {exc.message}", file=sys.stderr)
+        return 2
+    services = [
+        ("worker pool", f"http://127.0.0.1:{config.pool_port}"),
+        ("PR processor", f"http://127.0.0.1:{config.processor_port}"),
+        ("API and UI", config.api_url),
+    ]
+    all_up = True
+    print(f"state: {config.state_dir}")
+    for name, url in services:
+        up, summary = _health(url)
+        all_up &= up
+        print(f"{'UP  ' if up else 'DOWN'} {name:<13} {url:<24} {summary}")
+    print(f"\nrecent jobs (newest first, at most {JOB_LIMIT}):")
+    for row in _jobs(services[1][1], read_secret(config.state_dir)):
+        print(f"  {row}")
+    if all_up:
+        print(f"\nUI: {config.api_url}/")
+    return 0 if all_up else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

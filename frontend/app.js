@@ -1,0 +1,490 @@
+// AIPM web UI: the story form, Generate Code & PR, and the live jobs list. No build step, no framework.
+//
+// Owns: reading config.json (apiUrl, authMode), the auth seam (none | token today; cognito plugs into `auth`),
+// calls to the Lambda API, polling live jobs every second, and remembering submitted jobs in localStorage.
+// Every value from the API is put on the page as text (textContent), never as HTML.
+"use strict";
+
+const LIVE = new Set(["queued", "running", "pushing"]);
+const STATUS_LABEL = {
+  queued: "Queued",
+  running: "Running",
+  pushing: "Pushing",
+  succeeded: "Succeeded",
+  failed: "Failed",
+  no_changes: "No changes",
+  cancelled: "Cancelled",
+};
+const STORE_KEY = "aipm.jobs.v1";
+const POLL_MS = 1000;
+const MAX_POLL_MS = 8000;
+const LOG_LINES = 8;
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+// --- auth: how a request proves who sends it. A Cognito provider adds itself here later. ---------------------
+const auth = {
+  mode: "none",
+  token: null, // kept in memory only, never in storage
+  providers: {
+    none: { headers: () => ({}), ready: () => true },
+    token: {
+      headers: () => (auth.token ? { Authorization: `Bearer ${auth.token}` } : {}),
+      ready: () => Boolean(auth.token),
+    },
+  },
+  headers() {
+    const provider = this.providers[this.mode] || this.providers.none;
+    return provider.headers();
+  },
+  ready() {
+    const provider = this.providers[this.mode];
+    return provider ? provider.ready() : false;
+  },
+};
+
+// --- the API ---------------------------------------------------------------------------------------------------
+const api = {
+  base: "",
+
+  url(path) {
+    return this.base.replace(/\/+$/, "") + path;
+  },
+
+  async call(method, path, body, extraHeaders = {}) {
+    const headers = { Accept: "application/json", ...auth.headers(), ...extraHeaders };
+    const init = { method, headers, credentials: "omit" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(this.url(path), init);
+    } catch (err) {
+      throw new ApiError(0, `Cannot reach the API at ${this.url("") || window.location.origin}: ${err.message}`);
+    }
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      throw new ApiError(response.status, describeError(response, data, text));
+    }
+    return { status: response.status, data };
+  },
+
+  generate(story, idempotencyKey) {
+    return this.call("POST", "/api/generate-code", story, { "Idempotency-Key": idempotencyKey });
+  },
+  job(jobId) {
+    return this.call("GET", `/api/jobs/${encodeURIComponent(jobId)}`);
+  },
+  cancel(jobId) {
+    return this.call("POST", `/api/jobs/${encodeURIComponent(jobId)}/cancel`);
+  },
+};
+
+function describeError(response, data, text) {
+  let detail = data && data.detail;
+  if (Array.isArray(detail)) {
+    detail = detail.map((d) => (d && d.msg ? `${(d.loc || []).slice(1).join(".")}: ${d.msg}` : String(d))).join("; ");
+  } else if (detail && typeof detail === "object") {
+    detail = JSON.stringify(detail);
+  }
+  if (!detail) {
+    detail = text && text.length < 300 ? text.trim() : response.statusText || "no detail given";
+  }
+  const retry = response.headers.get("Retry-After");
+  return `${response.status}: ${detail}${retry ? ` (retry after ${retry} s)` : ""}`;
+}
+
+// --- remembered jobs -------------------------------------------------------------------------------------------
+const store = {
+  load() {
+    try {
+      const items = JSON.parse(window.localStorage.getItem(STORE_KEY) || "[]");
+      return Array.isArray(items) ? items.filter((j) => j && typeof j.job_id === "string") : [];
+    } catch {
+      return [];
+    }
+  },
+  save(jobs) {
+    try {
+      const items = [...jobs.values()].map((j) => j.record);
+      window.localStorage.setItem(STORE_KEY, JSON.stringify(items));
+    } catch {
+      // Private mode or a full store: the list still works for this visit.
+    }
+  },
+};
+
+// --- one job on the page ---------------------------------------------------------------------------------------
+class JobView {
+  constructor(record, onForget) {
+    this.record = record; // {job_id, repo, title, branch, pr_number, pr_url, submitted_at, status}
+    this.timer = null;
+    this.delay = POLL_MS;
+    this.stopped = false;
+    const node = document.getElementById("job-template").content.firstElementChild.cloneNode(true);
+    this.node = node;
+    node.dataset.jobId = record.job_id;
+    this.el = {
+      title: node.querySelector(".job-title"),
+      status: node.querySelector(".job-status"),
+      meta: node.querySelector(".job-meta"),
+      detail: node.querySelector(".job-detail"),
+      log: node.querySelector(".job-log"),
+      links: node.querySelector(".job-links"),
+      error: node.querySelector(".job-error"),
+      cancel: node.querySelector(".cancel"),
+      forget: node.querySelector(".forget"),
+    };
+    this.el.title.textContent = record.title || record.job_id;
+    this.el.cancel.setAttribute("aria-label", `Cancel job ${record.title || record.job_id}`);
+    this.el.forget.setAttribute("aria-label", `Remove job ${record.title || record.job_id} from the list`);
+    this.el.cancel.addEventListener("click", () => this.cancel());
+    this.el.forget.addEventListener("click", () => onForget(this));
+    this.renderLinks(null);
+    this.update({ status: record.status || "queued" });
+  }
+
+  get live() {
+    return LIVE.has(this.record.status);
+  }
+
+  update(job) {
+    const status = job.status || "queued";
+    this.record.status = status;
+    this.el.status.dataset.status = status;
+    this.el.status.textContent = STATUS_LABEL[status] || status;
+    this.node.dataset.status = status;
+    const meta = [this.record.repo, this.record.branch].filter(Boolean);
+    if (job.attempts > 1) meta.push(`attempt ${job.attempts}`);
+    if (typeof job.duration_s === "number") meta.push(`${job.duration_s.toFixed(1)} s`);
+    this.el.meta.textContent = meta.join(" · ");
+    this.el.detail.textContent = detailText(job);
+    const lines = status === "running" || status === "pushing" ? lastLines(job.log_tail, LOG_LINES) : "";
+    this.el.log.textContent = lines;
+    this.el.log.hidden = !lines;
+    this.renderLinks(job);
+    this.el.cancel.hidden = !this.live;
+    this.el.forget.hidden = this.live;
+  }
+
+  renderLinks(job) {
+    const links = this.el.links;
+    links.replaceChildren();
+    const prUrl = this.record.pr_url;
+    if (prUrl) {
+      const a = document.createElement("a");
+      a.href = resolveUrl(prUrl);
+      a.className = "pr-link";
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.textContent = this.record.pr_number ? `Pull request #${this.record.pr_number}` : "Pull request";
+      links.append(a);
+    }
+    if (job && job.commit) {
+      const code = document.createElement("code");
+      code.className = "commit";
+      code.title = job.commit;
+      code.textContent = job.commit.slice(0, 12);
+      links.append(document.createTextNode(prUrl ? " · commit " : "commit "), code);
+    }
+  }
+
+  showError(message) {
+    this.el.error.textContent = message || "";
+    this.el.error.hidden = !message;
+  }
+
+  poll() {
+    if (this.stopped) return;
+    window.clearTimeout(this.timer);
+    this.timer = window.setTimeout(() => this.refresh(), this.delay);
+  }
+
+  async refresh() {
+    if (this.stopped) return;
+    try {
+      const { data } = await api.job(this.record.job_id);
+      this.delay = POLL_MS;
+      this.showError("");
+      this.update(data || {});
+      jobs.persist();
+    } catch (err) {
+      if (err.status === 404) {
+        this.showError(`${err.message}. The service may have been reset; remove this job from the list.`);
+        this.record.status = "unknown";
+        this.el.status.textContent = "Unknown";
+        this.el.status.dataset.status = "unknown";
+        this.el.cancel.hidden = true;
+        this.el.forget.hidden = false;
+        jobs.persist();
+        return;
+      }
+      if (err.status === 401) {
+        needSignIn(err.message);
+      }
+      this.showError(`Could not refresh: ${err.message}. Retrying…`);
+      this.delay = Math.min(this.delay * 2, MAX_POLL_MS);
+    }
+    if (this.live) this.poll();
+  }
+
+  async cancel() {
+    this.el.cancel.disabled = true;
+    try {
+      const { data } = await api.cancel(this.record.job_id);
+      this.showError("");
+      if (data && data.status) this.update(data);
+    } catch (err) {
+      this.showError(`Cancel failed: ${err.message}`);
+    } finally {
+      this.el.cancel.disabled = false;
+    }
+    if (this.live) this.poll();
+    else await this.refresh();
+  }
+
+  stop() {
+    this.stopped = true;
+    window.clearTimeout(this.timer);
+  }
+}
+
+function detailText(job) {
+  switch (job.status) {
+    case "queued":
+      return job.queue_position ? `Waiting for a worker: position ${job.queue_position} in the queue.` : "Waiting to start.";
+    case "running":
+      return "The agent is working on TASK.md.";
+    case "pushing":
+      return "Committing and pushing the agent's changes.";
+    case "succeeded":
+      return job.commit ? "Done: the agent's commit is on the pull request's branch." : "Done.";
+    case "failed":
+      return `Failed: ${job.error || "no reason was given"}`;
+    case "no_changes":
+      return `The agent finished without changing anything${job.error ? `: ${job.error}` : "."}`;
+    case "cancelled":
+      return "Cancelled.";
+    default:
+      return "";
+  }
+}
+
+function lastLines(text, n) {
+  if (!text) return "";
+  return text.replace(/\s+$/, "").split("\n").slice(-n).join("\n");
+}
+
+function resolveUrl(url) {
+  try {
+    return new URL(url, api.base ? api.base.replace(/\/*$/, "/") : window.location.href).href;
+  } catch {
+    return url;
+  }
+}
+
+// --- the jobs list ---------------------------------------------------------------------------------------------
+const jobs = {
+  views: new Map(),
+  list: null,
+
+  init() {
+    this.list = document.getElementById("jobs");
+    for (const record of store.load()) this.add(record, { persist: false });
+  },
+
+  add(record, { persist = true } = {}) {
+    let view = this.views.get(record.job_id);
+    if (view) {
+      Object.assign(view.record, record);
+      view.renderLinks(null);
+    } else {
+      view = new JobView(record, (v) => this.forget(v));
+      this.views.set(record.job_id, view);
+      this.list.prepend(view.node);
+    }
+    this.updateEmpty();
+    if (persist) this.persist();
+    return view;
+  },
+
+  forget(view) {
+    view.stop();
+    this.views.delete(view.record.job_id);
+    view.node.remove();
+    this.updateEmpty();
+    this.persist();
+    document.getElementById("title").focus();
+  },
+
+  persist() {
+    store.save(this.views);
+  },
+
+  refreshAll() {
+    for (const view of this.views.values()) {
+      view.stopped = false;
+      view.refresh();
+    }
+  },
+
+  updateEmpty() {
+    document.getElementById("jobs-empty").hidden = this.views.size > 0;
+  },
+};
+
+// --- the form --------------------------------------------------------------------------------------------------
+function readStory(form) {
+  const value = (name) => form.elements[name].value;
+  const criteria = value("criteria")
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+  const story = {
+    repo: value("repo").trim(),
+    title: value("title").trim(),
+    description: value("description"),
+    acceptance_criteria: criteria,
+  };
+  const base = value("base_branch").trim();
+  if (base) story.base_branch = base;
+  return story;
+}
+
+function showFormError(message, field) {
+  const el = document.getElementById("form-error");
+  el.textContent = message || "";
+  el.hidden = !message;
+  for (const input of document.querySelectorAll("#story-form [aria-invalid]")) input.removeAttribute("aria-invalid");
+  if (field) {
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+  }
+}
+
+function newKey() {
+  if (window.crypto && window.crypto.randomUUID) return window.crypto.randomUUID();
+  return `k-${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
+}
+
+async function onGenerate(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const story = readStory(form);
+  if (!story.repo) return showFormError("Enter a repository (owner/name).", form.elements.repo);
+  if (!story.title) return showFormError("Enter a title for the story.", form.elements.title);
+  if (!auth.ready()) return showFormError("Sign in first: enter the API's bearer token above.", document.getElementById("token"));
+  const button = document.getElementById("generate");
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  showFormError("");
+  try {
+    const { data } = await api.generate(story, newKey());
+    const view = jobs.add({
+      job_id: data.job_id,
+      repo: story.repo,
+      title: story.title,
+      branch: data.branch,
+      pr_number: data.pr_number,
+      pr_url: data.pr_url,
+      submitted_at: new Date().toISOString(),
+      status: data.status || "queued",
+    });
+    view.stopped = false;
+    view.refresh();
+    view.node.querySelector(".job-title").setAttribute("tabindex", "-1");
+  } catch (err) {
+    if (err.status === 401) needSignIn(err.message);
+    showFormError(`Generate Code & PR failed — ${err.message}`);
+  } finally {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+}
+
+// --- start-up --------------------------------------------------------------------------------------------------
+function setBadge(text, kind) {
+  const badge = document.getElementById("auth-badge");
+  badge.textContent = text;
+  badge.dataset.kind = kind;
+  badge.hidden = !text;
+}
+
+function needSignIn(reason) {
+  if (auth.mode === "none") auth.mode = "token";
+  document.getElementById("sign-in").hidden = false;
+  if (reason) document.getElementById("sign-in-help").textContent = `The API asked for sign-in (${reason}). Enter its UI token; it is kept in this tab's memory only.`;
+  setBadge("signed out", "signed-out");
+}
+
+function applyAuthMode(mode) {
+  auth.mode = mode;
+  const signIn = document.getElementById("sign-in");
+  if (mode === "none") {
+    signIn.hidden = true;
+    setBadge("local mode — no sign-in", "local");
+  } else if (mode === "token") {
+    signIn.hidden = false;
+    setBadge(auth.token ? "signed in (token)" : "signed out", auth.token ? "signed-in" : "signed-out");
+  } else {
+    // cognito: its sign-in flow is a later issue; the seam is `auth.providers.cognito`.
+    signIn.hidden = true;
+    setBadge(`sign-in mode "${mode}" is not supported by this page yet`, "signed-out");
+  }
+}
+
+async function loadConfig() {
+  let config = {};
+  try {
+    const response = await fetch("config.json", { cache: "no-store" });
+    if (response.ok) config = await response.json();
+  } catch {
+    config = {};
+  }
+  api.base = typeof config.apiUrl === "string" ? config.apiUrl : "";
+  let mode = config.authMode;
+  if (!mode) {
+    // The API says which sign-in it wants on /health; a page with a bare config.json asks it.
+    try {
+      const health = await fetch(api.url("/health"), { cache: "no-store" });
+      if (health.ok) mode = (await health.json()).auth;
+    } catch {
+      mode = undefined;
+    }
+  }
+  return mode || "none";
+}
+
+async function main() {
+  jobs.init();
+  document.getElementById("story-form").addEventListener("submit", onGenerate);
+  document.getElementById("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = document.getElementById("token");
+    auth.token = input.value.trim() || null;
+    input.value = "";
+    applyAuthMode("token");
+    if (auth.token) {
+      document.getElementById("sign-in").hidden = true;
+      jobs.refreshAll();
+    }
+  });
+  applyAuthMode(await loadConfig());
+  document.body.dataset.ready = "true";
+  if (auth.ready()) jobs.refreshAll();
+}
+
+main();
