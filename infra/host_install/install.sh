@@ -349,7 +349,8 @@ chmod 0755 "$LOGS"
 chmod 0644 "$LOGS"/*.log
 if [ "$ON_HOST" = 1 ]; then
   # State and workspaces: the services write, the agent (group aipm) works in the workspaces; setgid keeps the group.
-  chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE"
+  # Not recursive: on a re-run (cfn-hup) the workspaces hold the agent's files, which must stay its own.
+  chown "$SERVICE_USER:$SERVICE_USER" "$STATE"
   chown "$AGENT_USER:$SERVICE_USER" "$WORKSPACES"
   chmod 2775 "$STATE" "$WORKSPACES"
   chown -R "$AGENT_USER:$AGENT_USER" "$KIRO_HOME/.kiro"
