@@ -23,7 +23,11 @@ class Transcript:
         self._blocks: deque[Block] = deque()
         self._chars = 0
         self._dropped = 0
-        self._echo: deque[str] = deque()
+        # The echo of the typed prompt: lines are held until one ends like the prompt's last line (then dropped
+        # with it), or until more lines came than the echo can take (then they were answer after all).
+        self._echo_end: str | None = None
+        self._echo_budget = 0
+        self._held: list[str] = []
         self._reply_echo: str | None = None
         self._skip_blank = False
         self.credits: float | None = None
@@ -35,7 +39,11 @@ class Transcript:
         self._chars = 0
         self._dropped = 0
         self.last_tool = None
-        self._echo = deque(typed.split("\n"))
+        nonblank = [line.rstrip() for line in typed.split("\n") if line.strip()]
+        self._echo_end = nonblank[-1].strip() if nonblank else ""
+        # Its lines, plus a few for a line editor's redraws and soft wraps of long lines.
+        self._echo_budget = typed.count("\n") + 4 + len(typed) // 200
+        self._held = []
         self._reply_echo = None
         self._skip_blank = False
 
@@ -49,7 +57,7 @@ class Transcript:
             block = Block.of(block)
         if not block.count:
             return
-        watching = self._echo or self._reply_echo is not None or self._skip_blank
+        watching = self._echo_end is not None or self._reply_echo is not None or self._skip_blank
         if not watching and not self._may_matter(block.text):
             self._keep(block)
             return
@@ -81,11 +89,16 @@ class Transcript:
 
     def _add_one(self, text: str) -> None:
         p = self._p
-        if self._echo:
-            if text.endswith(self._echo[0].rstrip()):
-                self._echo.popleft()
+        if self._echo_end is not None:
+            end = self._echo_end
+            if text.endswith(end) or (len(text.strip()) >= 8 and end.endswith(text.strip())):
+                self._echo_end = None
+                self._held.clear()
                 return
-            self._echo.clear()  # this agent does not echo: everything is answer
+            self._held.append(text)
+            if len(self._held) > self._echo_budget:
+                self._release_held()  # no echo came (or not one we recognise): what was held is answer
+            return
         if self._reply_echo is not None:
             reply, self._reply_echo = self._reply_echo, None
             if text.endswith(reply) and (p.prompt_prefix(text) or len(text) <= len(reply) + 2):
@@ -113,6 +126,11 @@ class Transcript:
             return
         self._keep(Block.of([text]))
 
+    def _release_held(self) -> None:
+        held, self._held, self._echo_end = self._held, [], None
+        for line in held:
+            self._add_one(line)
+
     def _drop_trailing_blanks(self) -> None:
         while self._blocks:
             last = self._blocks[-1]
@@ -124,6 +142,7 @@ class Transcript:
     def trouble(self) -> bool:
         """The answer is "having trouble responding" / throttled. Only its last lines count: a tool's output
         mentioning throttling earlier in a real answer must not make the task run again."""
+        self._release_held()
         last: list[str] = []
         for block in reversed(self._blocks):
             last.extend(line for line in reversed(block.plain_lines()) if line.strip())
@@ -138,6 +157,7 @@ class Transcript:
         return bool(match and not text[: match.start()].strip() and not self._p.is_bare(match))
 
     def output(self) -> str:
+        self._release_held()
         lines = [line.rstrip() for block in self._blocks for line in block.plain_lines()]
         dropped = self._dropped
         size = sum(map(len, lines)) + len(lines)

@@ -179,3 +179,20 @@ def test_lines_do_not_depend_on_how_reads_split_the_output(pieces, cuts):
     got += split.feed(text[last:]).plain_lines()
     assert got == expected
     assert split.lines_completed == whole.lines_completed == len(expected)
+
+
+def test_echo_redrawn_by_a_line_editor_is_left_out():
+    transcript = Transcript(PATTERNS)
+    transcript.begin("fix the bug\nin module x")
+    transcript.add(["[aipm] 20% λ > fix the b", "[aipm] 20% λ > fix the bug", "in module x", "The answer."])
+    assert transcript.output() == "The answer."
+
+
+def test_an_agent_that_does_not_echo_loses_no_answer_line():
+    transcript = Transcript(PATTERNS)
+    transcript.begin("one line prompt")
+    transcript.add([f"answer line {i}" for i in range(3)])
+    assert transcript.output() == "answer line 0\nanswer line 1\nanswer line 2"
+    transcript.begin("one line prompt")
+    transcript.add([f"answer line {i}" for i in range(10)])
+    assert transcript.output().splitlines() == [f"answer line {i}" for i in range(10)]
