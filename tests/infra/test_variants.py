@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from infra.host import INSTANCE_LOGICAL_ID
 from tests.infra.conftest import ADMIN_CIDR, GITHUB_TOKEN_ARN, KIRO_KEY_ARN
 from tests.infra.templates import config_json, install_env, lambda_env, policy_of_role
@@ -69,3 +71,24 @@ def test_every_variant_passes_cdk_nag(admin_synth, s3_website_synth):
 def test_instance_logical_id_is_stable_across_variants(admin_synth, s3_website_synth):
     for synth in (admin_synth, s3_website_synth):
         assert INSTANCE_LOGICAL_ID in synth.resources
+
+
+def test_cdk_nag_fails_synthesis_on_a_finding_nobody_acknowledged(tmp_path):
+    """The check is live: one more security group open to the world, without a reason, stops `cdk synth`."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ec2 as ec2
+
+    from app import build
+    from tests.infra.conftest import ROOT
+
+    context = {**json.loads((ROOT / "cdk.json").read_text())["context"], "aws:cdk:bundling-stacks": []}
+    app = cdk.App(context=context, outdir=str(tmp_path))
+    stack = build(app)
+    wide = ec2.SecurityGroup(stack, "Wide", vpc=stack.node.find_child("Host").vpc, description="too wide")
+    wide.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(22))
+    with pytest.raises(Exception, match="ValidationFailed: ERROR The Security Group allows for 0.0.0.0/0"):
+        app.synth()
+    reports = json.loads((tmp_path / "validation-report.json").read_text())["pluginReports"]
+    (report,) = [r for r in reports if r["pluginName"] == "AwsSolutions"]
+    flagged = {(v["ruleName"], c["constructPath"]) for v in report["violations"] for c in v["violatingConstructs"]}
+    assert flagged == {("AwsSolutions-EC23", "AipmKiro/Wide/Resource")}
