@@ -310,8 +310,8 @@ class PtySession(AgentDriver):
         self._check_screen()
 
     def _check_screen(self) -> None:
-        if self._lines.lines_completed <= self._guard:
-            return  # nothing new since our last keystrokes: what shows is what we answered
+        if self._lines.lines_completed <= self._guard or self._outbox:
+            return  # still typing, or nothing new since our last keystrokes: what shows is what we answered
         plain = self._lines.partial_plain()
         if not plain.strip() or not self.patterns.prompt_at_end(plain) or self._lines.partial_is_answer_start():
             return

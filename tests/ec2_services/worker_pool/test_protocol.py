@@ -153,3 +153,13 @@ def test_a_tool_whose_name_cannot_be_read_is_denied_when_a_deny_list_is_set(pool
 def test_a_tool_whose_name_cannot_be_read_is_approved_without_a_deny_list(server):
     body = server.execute("[[tool -]]", "t-unnamed-ok").json()
     assert (body["approvals"], body["denials"]) == (1, 0)
+
+
+def test_the_longest_prompt_is_typed_whole_without_blocking(server):
+    prompt = ("lorem ipsum > dolor\n>\n" * 2900)[:65000] + "\nend [[say got the long one]]"
+    assert len(prompt) <= 65536
+    body = server.execute(prompt, "t-long", timeout_s=30).json()
+    assert body["status"] == "completed", body
+    assert body["output"].splitlines()[0] == f"Working on your message ({len(prompt.splitlines())} lines)."
+    assert "got the long one" in body["output"]
+    assert "lorem" not in body["output"]
