@@ -221,10 +221,17 @@ class GitOps:
     async def keep(self, repo: str, job_id: str, sha: str | None) -> None:
         """Hold (or with None release) a job's commit by a ref, so it outlives its worktree and any gc."""
         ref = f"refs/aipm/jobs/{job_id}"
+        if not (self.mirror_dir(repo) / "HEAD").exists():
+            return
         if sha:
             await self._mirror(repo, "update-ref", ref, sha)
         else:
             await self._mirror(repo, "update-ref", "-d", ref, check=False)
+
+    async def maintain(self, repo: str) -> None:
+        """``git gc --auto`` on the mirror (job commands run with gc.auto=0 so a job never waits for a repack)."""
+        if (self.mirror_dir(repo) / "HEAD").exists():
+            await self._mirror(repo, "-c", "gc.auto=6700", "gc", "--auto", "--quiet", check=False)
 
     async def push(self, repo: str, sha: str, branch: str) -> None:
         """Push ``sha`` to ``branch`` of the built URL: never forced, so a moved branch raises PushRejected."""

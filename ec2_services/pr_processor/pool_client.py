@@ -82,5 +82,10 @@ class PoolClient:
     async def task_status(self, task_id: str) -> int:
         return (await self._request("GET", f"/tasks/{task_id}")).status_code
 
+    async def task_view(self, task_id: str) -> dict[str, Any] | None:
+        """``GET /tasks/{task_id}``'s body, or None when the pool does not know the task."""
+        answer = await self._request("GET", f"/tasks/{task_id}")
+        return answer.body if answer.status_code == 200 else None
+
     async def cancel(self, task_id: str) -> int:
         return (await self._request("POST", f"/tasks/{task_id}/cancel")).status_code

@@ -19,13 +19,14 @@ from ec2_services.common.logging import log_context
 from ec2_services.pr_processor import metrics
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRejected, Worktree
-from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, Job, JobState, JobStore
+from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, InvalidTransition, Job, JobState, JobStore
 from ec2_services.pr_processor.pool_client import PoolAnswer, PoolClient, PoolUnreachable
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE_POOL_CODES = {429, 500, 502, 503, 504}
 _CANCELLED_CODE = 499
+WATCH_S = 2.0  # how often a running task's state is read from the pool for the job's event stream
 
 
 class PermanentError(Exception):
@@ -122,6 +123,7 @@ class JobRunner:
                 raise
             except JobCancelled:
                 status, error = JobState.CANCELLED, "cancelled on request"
+                await self._drop_attempt(job_id)
             except PermanentError as exc:
                 status, error = JobState.FAILED, str(exc)
             except RetryableError as exc:
@@ -159,15 +161,29 @@ class JobRunner:
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def _finish(self, job_id: str, status: JobState, error: str | None) -> None:
-        job = self.store.transition(job_id, status, error=error)
-        self.events.event(job_id, f"job ended: {status.value}" + (f" — {error}" if error else ""),
-                          level=logging.INFO if status is not JobState.FAILED else logging.WARNING)
-        metrics.job_ended(status.value, job.duration_s)
-        self.events.ended(job_id)
         try:
-            await self.git.keep(job.repo, job_id, None)
-        except GitError:
+            job = self.store.transition(job_id, status, error=error)
+        except InvalidTransition:
+            # Only a bug gets here; ending the job matters more than the state it should have had.
+            log.exception("job %s cannot go to %s; failing it", job_id, status.value)
+            job = self.store.transition(job_id, JobState.FAILED, error=f"internal error ({status.value}): {error}")
+        self.events.event(job_id, f"job ended: {job.status.value}" + (f" — {job.error}" if job.error else ""),
+                          level=logging.INFO if job.status is not JobState.FAILED else logging.WARNING)
+        metrics.job_ended(job.status.value, job.duration_s)
+        self.events.ended(job_id)
+        await self.git.keep(job.repo, job_id, None)
+        await self.git.maintain(job.repo)
+
+    async def _drop_attempt(self, job_id: str) -> None:
+        """After a cancel: the pool task and worktree of the last attempt must not outlive the job (restart case)."""
+        job = self.store.get(job_id)
+        if job is None or job.attempts == 0:
+            return
+        try:
+            await self.pool.cancel(job.task_id)
+        except PoolUnreachable:
             pass
+        await self.git.remove_worktree_named(job.repo, job.task_id)
 
     # --- one attempt ------------------------------------------------------------------------------------------
 
@@ -275,6 +291,7 @@ class JobRunner:
     async def _execute(self, job: Job, wt: Worktree, task_path: Path) -> PoolAnswer:
         self.executing[job.job_id] = job.task_id
         self.events.event(job.job_id, f"agent working (worker-pool task {job.task_id})")
+        watcher = asyncio.create_task(self._watch_task(job))
         try:
             answer = await self.pool.execute(prompt=build_prompt(wt.path, task_path, job), cwd=str(wt.path),
                                              task_id=job.task_id)
@@ -282,6 +299,7 @@ class JobRunner:
             raise RetryableError(str(exc)) from exc
         finally:
             self.executing.pop(job.job_id, None)
+            watcher.cancel()
         self.events.agent_output(job.job_id, answer.output)
         values = {"output_tail": answer.output[-OUTPUT_TAIL_CHARS:]}
         if answer.credits is not None:
@@ -291,6 +309,24 @@ class JobRunner:
         self.events.event(job.job_id, f"{answer.reason if answer.status_code != 200 else 'agent finished'}"
                           + (f" after {duration} s" if isinstance(duration, int | float) else ""))
         return answer
+
+    async def _watch_task(self, job: Job) -> None:
+        """While the agent works: tell the job's stream when the task waits for a worker and when one takes it."""
+        last: tuple[object, object] | None = None
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                view = await self.pool.task_view(job.task_id)
+            except PoolUnreachable:
+                continue
+            if view is None or view.get("state") == "ended":
+                continue
+            now = (view.get("state"), view.get("worker_id") or view.get("queue_position"))
+            if now != last:
+                last = now
+                where = (f"on worker {view['worker_id']}" if view.get("worker_id") is not None
+                         else f"waiting for a worker (position {view.get('queue_position')})")
+                self.events.event(job.job_id, f"task {job.task_id} {view.get('state')} {where}")
 
     # --- push and salvage -------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ def test_job_through_the_real_pool_with_the_kiro_double_ends_no_changes(start_pr
 def test_job_through_the_real_pool_with_the_standin_agent_pushes_its_change(start_processor, forge, shared_secret,
                                                                            tmp_path):
     root = tmp_path / "workspaces"
-    command = shlex.join([sys.executable, str(STANDIN), "--think", "0.05"])
+    command = shlex.join([sys.executable, str(STANDIN), "--think", "0.05", "--delay", "2.5"])
     with harness.running_pool(1, (), AIPM_SHARED_SECRET=shared_secret, KIRO_WORKSPACE_ROOT=str(root),
                               KIRO_COMMAND=command) as pool:
         proc = start_processor(WORKER_POOL_URL=pool.url, KIRO_WORKSPACE_ROOT=str(root))
@@ -48,4 +48,5 @@ def test_job_through_the_real_pool_with_the_standin_agent_pushes_its_change(star
     assert head.sha == job["commit"] and forge.log(REPO, BRANCH)[1].sha == before
     assert "AIPM-Job: j-standin" in head.body
     assert "(not an AI)" in job["log_tail"]
+    assert "task j-standin.1 running on worker 1" in job["log_tail"]  # progress read from GET /tasks/{id}
     assert "Add a greeting" in forge.show(REPO, BRANCH, "AIPM_NOTES.md")
