@@ -97,9 +97,10 @@ def _balanced_end(text: str, open_index: int) -> int | None:
 
 
 def _literal(source: str):
-    """The value of a Python literal, trying the whole text, then without a trailing full stop, then its first word."""
-    source = source.strip().strip("`").strip()
-    for candidate in (source, source.rstrip(".;,").strip("`"), source.split()[0].rstrip(".;,`") if source else ""):
+    """(True, value) of the longest leading run of words that is a Python literal (trailing full stop ignored)."""
+    words = source.strip().split(" ")
+    for n in range(len(words), 0, -1):
+        candidate = " ".join(words[:n]).strip().rstrip(".;,:").strip()
         if not candidate:
             continue
         try:
