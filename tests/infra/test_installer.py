@@ -364,3 +364,86 @@ def test_the_pool_runs_the_agent_as_its_own_user_without_capabilities_or_secrets
         assert not _agent_processes(str(SCRIPT)), "the pool (CAP_KILL) stopped its agent running as another user"
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+def _can_overlay() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "--fork", "sh", "-c",
+                            "d=$(mktemp -d) && mkdir $d/u $d/w && "
+                            "mount -t overlay overlay -o lowerdir=/opt,upperdir=$d/u,workdir=$d/w /opt"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$AIPM_STUB_LOG"
+case "$(basename "$0") $1" in "iptables -C"|"ip6tables -C") exit 1 ;; esac
+exit 0
+"""
+FAKE_KIRO_INSTALL = ('mkdir -p "$HOME/.local/bin" && printf "#!/bin/sh\\necho kiro-cli 0.0-test\\n" '
+                     '> "$HOME/.local/bin/kiro-cli" && chmod +x "$HOME/.local/bin/kiro-cli" && id -un > "$HOME/installed-by"')
+
+
+@pytest.mark.skipif(not _can_overlay(), reason="needs root and overlay mounts in a private mount namespace")
+def test_host_path_as_cfn_init_runs_it_in_an_overlaid_root(tmp_path):
+    """The steps a prefix skips, run for real against copy-on-write overlays of /etc, /opt, /var, /home, /usr/local
+    and /run in a private mount namespace (nothing reaches this machine's own files): users, ownership, the kiro-cli
+    install as user kiro, the agent config, units enabled and started in order, the IMDS rule, the CloudWatch agent.
+    Only the package manager, systemctl, iptables, curl and the CloudWatch agent's control script are stubs that
+    record their arguments."""
+    layers = tmp_path / "layers"
+    stub_log = tmp_path / "calls.log"
+    stub_log.touch()
+    mounts = []
+    for target in ("/etc", "/opt", "/var", "/home", "/usr/local", "/run"):
+        name = target.strip("/").replace("/", "-")
+        (layers / name / "upper").mkdir(parents=True)
+        (layers / name / "work").mkdir()
+        mounts.append(f"mount -t overlay overlay -o lowerdir={target},upperdir={layers / name / 'upper'},"
+                      f"workdir={layers / name / 'work'} {target}")
+    stubs = ["mkdir -p /usr/local/sbin /opt/aws/amazon-cloudwatch-agent/bin"]
+    for tool in ("dnf", "systemctl", "iptables", "ip6tables", "curl"):
+        stubs.append(f"cat > /usr/local/sbin/{tool} <<'STUB'\n{STUB}STUB\nchmod +x /usr/local/sbin/{tool}")
+    stubs.append("cp /usr/local/sbin/dnf /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl")
+    script = "\n".join([
+        "set -e", *mounts, *stubs,
+        f"bash {INSTALL} --source {ROOT} --python {sys.executable} --extra-site {sysconfig.get_paths()['purelib']}",
+        # Evidence from inside the namespace, where the overlaid names resolve.
+        f"getent passwd aipm kiro > {tmp_path}/passwd",
+        f"id -Gn kiro > {tmp_path}/kiro-groups",
+        f"stat -c '%U:%G %a' /var/lib/aipm /var/lib/aipm/workspaces /home/kiro/.kiro/agents/aipm.json > {tmp_path}/owners",
+        f"readlink /usr/local/bin/kiro-cli > {tmp_path}/kiro-link",
+        f"cat /home/kiro/installed-by > {tmp_path}/installed-by",
+        f"cp /etc/aipm/worker-pool.env {tmp_path}/worker-pool.env",
+        f"ls /etc/systemd/system > {tmp_path}/units",
+    ])
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIPM_")},
+           "AIPM_STUB_LOG": str(stub_log), "AIPM_KIRO_INSTALL_COMMAND": FAKE_KIRO_INSTALL,
+           "AIPM_SHARED_SECRET_ARN": SHARED_ARN, "AIPM_GITHUB_TOKEN_SECRET_ARN": TOKEN_ARN}
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--fork", "bash", "-c", script],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    calls = stub_log.read_text().splitlines()
+    assert calls[0].startswith("dnf install -y -q git python3.12 python3.12-pip util-linux iptables-nft")
+    assert "iptables -I OUTPUT 1 -m owner --uid-owner kiro -d 169.254.169.254/32 -j DROP" in calls
+    assert "systemctl enable aipm-secrets.service aipm-imds-block.service aipm-worker-pool.service " \
+           "aipm-pr-processor.service" in calls
+    restarts = [c for c in calls if c.startswith("systemctl restart")]
+    assert restarts == ["systemctl restart aipm-secrets.service", "systemctl restart aipm-worker-pool.service",
+                        "systemctl restart aipm-pr-processor.service"]
+    assert any(c.startswith("amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:/opt/aws/") for c in calls)
+    assert [c for c in calls if c.startswith("curl")] == [
+        "curl -fsS -o /dev/null http://127.0.0.1:8081/health", "curl -fsS -o /dev/null http://127.0.0.1:8082/health"]
+
+    passwd = {line.split(":")[0]: line.split(":") for line in (tmp_path / "passwd").read_text().splitlines()}
+    assert passwd["aipm"][6] == "/sbin/nologin" and passwd["kiro"][5:7] == ["/home/kiro", "/bin/bash"]
+    assert "aipm" in (tmp_path / "kiro-groups").read_text().split()
+    assert (tmp_path / "owners").read_text().splitlines() == ["aipm:aipm 2775", "kiro:aipm 2775", "kiro:kiro 644"]
+    assert (tmp_path / "kiro-link").read_text().strip() == "/home/kiro/.local/bin/kiro-cli"
+    assert (tmp_path / "installed-by").read_text().strip() == "kiro", "kiro-cli is installed by its own user"
+    assert "--reuid=kiro --regid=kiro --init-groups" in read_env_file(tmp_path / "worker-pool.env")["KIRO_COMMAND"]
+    assert {"aipm-worker-pool.service", "aipm-pr-processor.service", "aipm-secrets.service",
+            "aipm-imds-block.service"} <= set((tmp_path / "units").read_text().split())
+    assert not Path("/etc/aipm").exists() and not Path("/opt/aipm").exists(), "nothing leaked out of the overlays"
