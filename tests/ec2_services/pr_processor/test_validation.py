@@ -134,3 +134,11 @@ def test_ref_rules_agree_with_git_check_ref_format_on_the_allowed_characters(nam
 @pytest.mark.parametrize("name", ["aipm/x;id", "aipm/$(id)", "aipm/`id`", "a b", "x\u0000", "-x", "aipm/é", "a@{1}"])
 def test_ref_rules_refuse_what_is_outside_the_character_set(name):
     assert ref_name_problem(name) is not None
+
+
+def test_service_without_a_secret_refuses_to_start(service_process, tmp_path):
+    proc = service_process("ec2_services.pr_processor", {"AIPM_SHARED_SECRET": "", "AIPM_INSECURE_DEV": "",
+                                                         "AIPM_STATE_DIR": str(tmp_path / "state")}, name="no-secret")
+    assert proc.proc.wait(timeout=30) != 0
+    assert "AIPM_SHARED_SECRET is not set" in proc.output()
+    assert not (tmp_path / "state" / "jobs.sqlite").exists()
