@@ -103,10 +103,10 @@ class AipmStack(Stack):
             group.grant_write(host.role)
             group.grant(host.role, "logs:DescribeLogStreams")
 
-        sign_in = {"auth": "token"}
+        sign_in = {"authMode": "token"}  # the key frontend/app.js reads
         if auth:
             sign_in = {
-                "auth": "cognito",
+                "authMode": "cognito",
                 "cognito": {
                     "domain": auth.domain_url,
                     "clientId": auth.client.user_pool_client_id,

@@ -186,8 +186,8 @@ def test_deployment_publishes_frontend_and_a_config_json_with_the_api_url(defaul
     url = next(iter(default_synth.of_type("AWS::Lambda::Url")))
     config = config_json(default_synth)
     assert config["apiUrl"].startswith("https://") and url in config["apiUrl"], "apiUrl is the Function URL's origin"
-    assert set(config) == {"apiUrl", "auth", "cognito"}
-    assert config["auth"] == "cognito"
+    assert set(config) == {"apiUrl", "authMode", "cognito"}
+    assert config["authMode"] == "cognito"
     assert set(config["cognito"]) == {"domain", "clientId", "userPoolId", "region", "redirectUri", "scopes"}
 
 

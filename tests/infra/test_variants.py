@@ -46,7 +46,7 @@ def test_s3_website_mode_signs_in_with_a_token_and_skips_cognito(s3_website_synt
     assert env["AIPM_AUTH"] == "token"
     assert "AIPM_UI_TOKEN_SECRET_ARN" in env
     assert env["ALLOWED_ORIGINS"] == {"Fn::GetAtt": [_bucket(s3_website_synth), "WebsiteURL"]}
-    assert config_json(s3_website_synth)["auth"] == "token"
+    assert config_json(s3_website_synth)["authMode"] == "token"
     assert "UiTokenCommand" in s3_website_synth.template["Outputs"]
 
 
