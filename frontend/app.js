@@ -172,7 +172,9 @@ class JobView {
     if (typeof job.duration_s === "number") meta.push(`${job.duration_s.toFixed(1)} s`);
     this.el.meta.textContent = meta.join(" · ");
     this.el.detail.textContent = detailText(job);
-    const lines = status === "running" || status === "pushing" ? lastLines(job.log_tail, LOG_LINES) : "";
+    // The latest lines while it works, and after a failure (they say why); a success shows its commit instead.
+    const showLog = ["running", "pushing", "failed", "no_changes"].includes(status);
+    const lines = showLog ? lastLines(job.log_tail, LOG_LINES) : "";
     this.el.log.textContent = lines;
     this.el.log.hidden = !lines;
     this.renderLinks(job);

@@ -1,0 +1,178 @@
+"""The web UI in headless Chromium (Debian's /usr/bin/chromium through Playwright) against the real local stack.
+
+A person's path: load the page, fill a story, click Generate Code & PR, watch the job go to succeeded and open its
+pull request; an invalid repository shows the API's own error; Cancel on a long job shows cancelled. Screenshots of
+the finished page (laptop and phone widths) go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.local_stack import running_stack
+from tests.support.servers import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's /usr/bin/chromium is not installed: run `make browser` "
+                       "(apt-get install chromium); no browser is ever downloaded"),
+]
+
+# Records every status a job shows, and the latest lines shown while it runs, as the page changes.
+STATUS_RECORDER = """
+window.__jobStates = {};
+window.__runningLog = "";
+new MutationObserver(() => {
+  for (const li of document.querySelectorAll("li.job")) {
+    const seen = (window.__jobStates[li.dataset.jobId] ||= []);
+    if (seen[seen.length - 1] !== li.dataset.status) seen.push(li.dataset.status);
+    const log = li.querySelector(".job-log");
+    if (li.dataset.status === "running" && log && !log.hidden) window.__runningLog = log.textContent;
+  }
+}).observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    # The agent takes a few seconds per task, so the page's 1 s polling sees it run.
+    with running_stack(tmp_path_factory.mktemp("ui") / "state", agent_args=("--delay", "2.5")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser_context):
+    page = browser_context.new_page()
+    yield page
+    page.close()
+
+
+def open_ui(page, stack) -> None:
+    page.goto(stack.api_url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.evaluate(STATUS_RECORDER)
+
+
+def fill_story(page, *, repo: str | None = None, title: str, description: str = "", criteria: str = "") -> None:
+    if repo is not None:
+        page.get_by_label("Repository").fill(repo)
+    page.get_by_label("Title").fill(title)
+    page.get_by_label("Description").fill(description)
+    page.get_by_label("Acceptance criteria").fill(criteria)
+
+
+def test_generate_code_goes_to_succeeded_and_links_the_pull_request(page, stack, browser_context):
+    from playwright.sync_api import expect
+
+    open_ui(page, stack)
+    expect(page.locator("#auth-badge")).to_have_text("local mode — no sign-in")
+    expect(page.get_by_label("Repository")).to_have_value("local/example")
+    fill_story(page, title="Multiply in the browser", description="A multiply() helper.",
+               criteria="multiply(4, 5) == 20\nThe README mentions multiply")
+    page.get_by_role("button", name="Generate Code & PR").click()
+
+    job = page.locator("li.job").first
+    expect(job).to_have_attribute("data-status", "running", timeout=30_000)
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    job_id = job.get_attribute("data-job-id")
+    states = page.evaluate("window.__jobStates")[job_id]
+    assert states[0] == "queued" and states[-1] == "succeeded" and "running" in states, states
+    # While it ran, the job's latest log lines (log_tail) were on the page.
+    assert "agent working" in page.evaluate("window.__runningLog")
+
+    api_job = httpx.get(f"{stack.api_url}/api/jobs/{job_id}", timeout=10).json()
+    expect(job.locator(".job-status")).to_have_text("Succeeded")
+    expect(job.locator("code.commit")).to_have_text(api_job["commit"][:12])
+    link = job.get_by_role("link", name="Pull request #")
+    href = link.get_attribute("href")
+    assert href.startswith(f"{stack.api_url}/forge/local/example/pull/")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-succeeded.png"), full_page=True)
+
+    # The pull request page a person opens from the link: title and the result comment (the stand-in says it is not
+    # an AI there too); the callback may land a moment after the job ends.
+    with browser_context.expect_page() as opened:
+        link.click()
+    pr_page = opened.value
+    deadline = time.monotonic() + 15
+    while "not an AI" not in pr_page.content() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pr_page.reload()
+    assert "Multiply in the browser" in pr_page.content() and "not an AI" in pr_page.content()
+    pr_page.close()
+
+    # A reload keeps the list (localStorage) and shows the job's final state again.
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator(f'li.job[data-job-id="{job_id}"]')).to_have_attribute("data-status", "succeeded")
+
+    # Readable on a phone: nothing wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "ui-succeeded-phone.png"), full_page=True)
+
+
+def test_an_invalid_repository_shows_the_apis_error_using_the_keyboard_only(page, stack):
+    from playwright.sync_api import expect
+
+    open_ui(page, stack)
+    story = {"repo": "not a repo", "title": "Bad repo", "description": "", "acceptance_criteria": []}
+    detail = httpx.post(f"{stack.api_url}/api/generate-code", json=story, timeout=10).json()["detail"]
+
+    jobs_before = page.locator("li.job").count()
+    page.get_by_label("Repository").focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("not a repo")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Title")).to_be_focused()
+    page.keyboard.type("Bad repo")
+    page.keyboard.press("Enter")
+
+    error = page.get_by_role("alert").filter(has_text="Generate Code & PR failed")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text(f"400: {detail}")
+    expect(page.locator("li.job")).to_have_count(jobs_before)  # no job was added
+
+
+def test_cancel_on_a_long_job_shows_cancelled(page, tmp_path):
+    from playwright.sync_api import expect
+
+    with running_stack(tmp_path / "state", agent_args=("--delay", "120"), pool_size=1) as slow:
+        open_ui(page, slow)
+        fill_story(page, title="A long story", criteria="double(2) == 4")
+        page.get_by_role("button", name="Generate Code & PR").click()
+        job = page.locator("li.job").first
+        expect(job).to_have_attribute("data-status", "running", timeout=30_000)
+        job.get_by_role("button", name="Cancel job A long story").click()
+        expect(job).to_have_attribute("data-status", "cancelled", timeout=30_000)
+        expect(job.locator(".job-detail")).to_have_text("Cancelled.")
+        expect(job.get_by_role("button", name="Cancel job A long story")).to_be_hidden()
+        job_id = job.get_attribute("data-job-id")
+        assert httpx.get(f"{slow.api_url}/api/jobs/{job_id}", timeout=10).json()["status"] == "cancelled"
