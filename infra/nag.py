@@ -55,8 +55,6 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
             "The UI token is typed by users (s3-website mode); rotating it is a manual put-secret-value.")
 
     # --- Website -----------------------------------------------------------------------------------------------------
-    ack(website.log_bucket, "AwsSolutions-S1",
-        "This is the access-log bucket itself; logging it into itself would loop.")
     if website.distribution is not None:
         ack(website.distribution, "AwsSolutions-CFR1",
             "A self-hosted team tool: users are wherever the team is; sign-in (Cognito) restricts who uses it.")
