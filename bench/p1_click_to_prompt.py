@@ -1,0 +1,103 @@
+"""P1: click (POST /api/generate-code) → the agent receives the prompt, vs a bare clone + push by hand (goal ≤ 1.5×).
+
+Runs the local stack exactly as ``make run`` does (``python -m aipm_local.run``: API with the local forge, PR processor,
+worker pool) with an instant stand-in agent that writes the time each prompt arrives (``--record``). Each run posts a
+new story and measures until the agent has the whole prompt (the branch, TASK.md, the PR, the job, the fetch and
+worktree, the pool typing the prompt all included); the job is let finish before the next run. The baseline is
+what a person would do by hand for the same result on the same repository: ``git clone`` the bare repository, commit
+a TASK.md on a new branch, ``git push`` it. The first click is reported on its own (it creates the processor's mirror).
+Run: ``python -m bench p1_click_to_prompt`` (or ``python -m bench.p1_click_to_prompt``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.e2e.local_stack import running_stack
+
+RUNS = 8
+GOAL = 1.5
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "GIT_AUTHOR_NAME": "Bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+
+
+def _git(*args: str, cwd: Path | None = None) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True)
+
+
+def _received(record: Path) -> list[float]:
+    if not record.exists():
+        return []
+    return [json.loads(line)["received_at"] for line in record.read_text().splitlines() if line.strip()]
+
+
+def click_to_prompt(stack, record: Path, n: int) -> float:
+    """Seconds from the POST to the agent holding the prompt, for one new story."""
+    before = len(_received(record))
+    with stack.client() as client:
+        started = time.time()
+        response = client.post("/api/generate-code", json={
+            "repo": "local/example", "title": f"Bench story {n}", "description": "P1 benchmark",
+            "acceptance_criteria": [f"bench_{n}(1) == {n}"]})
+        response.raise_for_status()
+    deadline = time.monotonic() + 60
+    while len(_received(record)) <= before:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the agent did not receive the prompt of story {n}:\n{stack.output()[-2000:]}")
+        time.sleep(0.002)
+    received = _received(record)[before]
+    stack.wait_job(response.json()["job_id"])
+    return received - started
+
+
+def clone_and_push(bare: Path, work: Path, n: int) -> float:
+    """Seconds for a person's bare clone + TASK.md commit on a new branch + push, on the same repository."""
+    started = time.perf_counter()
+    _git("clone", "-q", bare.as_uri(), str(work))
+    _git("checkout", "-q", "-b", f"by-hand/story-{n}", cwd=work)
+    (work / "TASK.md").write_text(f"# Bench story {n}\n\n## Acceptance criteria\n\n- [ ] bench_{n}(1) == {n}\n")
+    _git("add", "TASK.md", cwd=work)
+    _git("commit", "-q", "-m", f"Add TASK.md: Bench story {n}", cwd=work)
+    _git("push", "-q", "origin", f"by-hand/story-{n}", cwd=work)
+    return time.perf_counter() - started
+
+
+def _row(name: str, values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return f"| {name} | {statistics.median(ms):.0f} | {min(ms):.0f} | {max(ms):.0f} | {len(ms)} |"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="aipm-p1-") as tmp:
+        tmp_path = Path(tmp)
+        record = tmp_path / "received.jsonl"
+        agent = ("--think", "0", "--no-credits", "--record", str(record))
+        with running_stack(tmp_path / "state", agent_args=agent, pool_size=1) as stack:
+            first = click_to_prompt(stack, record, 0)
+            clicks = [click_to_prompt(stack, record, n) for n in range(1, RUNS + 1)]
+            bare = stack.forge_repo
+            by_hand = [clone_and_push(bare, tmp_path / f"hand-{n}", n) for n in range(RUNS)]
+    ratio = statistics.median(clicks) / statistics.median(by_hand)
+    print("| P1 measure | median (ms) | min (ms) | max (ms) | runs |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print(_row("first click → agent has the prompt (cold: mirror created)", [first]))
+    print(_row("click → agent has the prompt (instant stand-in, local forge)", clicks))
+    print(_row("by hand: bare clone + TASK.md commit + push", by_hand))
+    print(f"| **ratio click / by hand (median)** | **{ratio:.2f}×** | | | goal ≤ {GOAL}× "
+          f"{'met' if ratio <= GOAL else 'NOT met'} |")
+
+
+if __name__ == "__main__":
+    main()
