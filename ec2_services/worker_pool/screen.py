@@ -36,7 +36,17 @@ _ERASE_TO_END = ("\x1b[K", "\x1b[0K")
 _CLEAR, _CLEAR_END = "\x00", "\x01"
 _EDITS = re.compile(r"([\r\x00\x01\x08])")
 _NEEDS_EMULATION = re.compile(r"[\r\x00\x01\x08]")
-_REDRAWS = (_ERASE_LINE, "\x1b[K", "\x1b[0K", "\x08")
+_ERASURES = (_ERASE_LINE, "\x1b[K", "\x1b[0K")
+
+
+def _redrawn(raw: str) -> bool:
+    """Whether ``raw`` erases, backspaces or holds the answer's marker. One-character checks first: they are
+    memchr-fast, where a search for "> " or an escape sequence in ANSI-heavy text is not."""
+    return (
+        "\x08" in raw
+        or ("K" in raw and any(seq in raw for seq in _ERASURES))
+        or (">" in raw and "> " in raw)
+    )
 
 
 def strip_ansi(text: str) -> str:
@@ -78,12 +88,13 @@ class Block:
     """Finished lines from one read, as one text: plain, or (``plain=False``) still holding escape sequences, which
     are then the only difference from the plain text. Lines are split only when someone asks for them."""
 
-    __slots__ = ("text", "plain", "count", "_lines")
+    __slots__ = ("text", "plain", "count", "_crlf", "_lines")
 
-    def __init__(self, text: str, *, plain: bool, count: int | None = None):
-        self.text = text
+    def __init__(self, text: str, *, plain: bool, count: int | None = None, crlf: bool = False):
+        self.text = text  # raw blocks may still end their lines with "\r\n" (``crlf``)
         self.plain = plain
         self.count = count if count is not None else text.count("\n") + 1
+        self._crlf = crlf
         self._lines: list[str] | None = None
 
     @classmethod
@@ -95,7 +106,7 @@ class Block:
     @property
     def lines(self) -> list[str]:
         if self._lines is None:
-            self._lines = self.text.split("\n")
+            self._lines = self.text.split("\r\n" if self._crlf else "\n")
         return self._lines
 
     def plain_lines(self) -> list[str]:
@@ -124,11 +135,13 @@ class LineAssembler:
             return _EMPTY
         self.partial = self._bounded(buf[cut + 1 :])
         # The newline at `cut` came as "\r\n": leave its "\r" out, or every block would need the line emulation.
-        raw = (buf[: cut - 1] if cut and buf[cut - 1] == "\r" else buf[:cut]).replace("\r\n", "\n")
-        if "\r" not in raw and "> " not in raw and not any(seq in raw for seq in _REDRAWS):
-            # Nothing is redrawn and no answer marker: escape sequences are the only difference from plain text,
-            # and stripping them can wait until someone reads the line (a flood is mostly never read).
-            block = Block(raw, plain=False)
+        raw = buf[: cut - 1] if cut and buf[cut - 1] == "\r" else buf[:cut]
+        newlines = raw.count("\n")
+        returns = raw.count("\r")
+        if (returns == 0 or returns == newlines) and not _redrawn(raw):
+            # Every \r ends a line, nothing is erased and no answer marker: escape sequences are the only difference
+            # from plain text, and stripping them can wait until someone reads the line (a flood mostly never is).
+            block = Block(raw, plain=False, count=newlines + 1, crlf=returns > 0)
             self.lines_completed += block.count
             return block
         block = _prepare(raw)

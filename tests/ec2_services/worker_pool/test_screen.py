@@ -196,3 +196,12 @@ def test_an_agent_that_does_not_echo_loses_no_answer_line():
     transcript.begin("one line prompt")
     transcript.add([f"answer line {i}" for i in range(10)])
     assert transcript.output().splitlines() == [f"answer line {i}" for i in range(10)]
+
+
+def test_plain_coloured_lines_are_kept_raw_until_read_then_stripped():
+    assembler = LineAssembler(KIRO)
+    block = assembler.feed("a\x1b[1mb\x1b[0m\r\nc\r\nd")
+    assert not block.plain  # nothing to emulate: stripping waits until someone reads it
+    assert block.count == 2 and block.lines == ["a\x1b[1mb\x1b[0m", "c"]
+    assert block.plain_lines() == ["ab", "c"]
+    assert assembler.partial == "d"
