@@ -108,6 +108,14 @@ def check_cwd(cwd: str, root: Path) -> Path:
     return resolved
 
 
+def _not_taken(code: int, status: str | None, detail: str, task_id: str, retry_after: int) -> JSONResponse:
+    """A task no worker took: the error body still has worker_id, duration_s and output (SPEC.md)."""
+    body = {"detail": detail, "task_id": task_id, "worker_id": None, "duration_s": 0.0, "output": ""}
+    if status:
+        body["status"] = status
+    return JSONResponse(body, status_code=code, headers={"Retry-After": str(retry_after)})
+
+
 def create_app(
     settings: WorkerPoolSettings, *, secret: str | None, driver_factory: DriverFactory | None = None
 ) -> FastAPI:
@@ -153,11 +161,9 @@ def create_app(
         try:
             task = pool.submit(body.task_id, body.prompt, cwd=cwd, timeout_s=body.timeout_s)
         except QueueFull as exc:
-            raise HTTPException(429, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+            return _not_taken(429, None, str(exc), body.task_id, exc.retry_after)
         except PoolUnavailable as exc:
-            unavailable = {"status": "agent_error", "detail": str(exc), "task_id": body.task_id, "worker_id": None,
-                           "duration_s": 0.0, "output": ""}
-            return JSONResponse(unavailable, status_code=503, headers={"Retry-After": "30"})
+            return _not_taken(503, "agent_error", str(exc), body.task_id, 30)
         result = await asyncio.shield(task.done)
         return JSONResponse(result, status_code=task.http_status or 200)
 

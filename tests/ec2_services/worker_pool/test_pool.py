@@ -27,6 +27,7 @@ def test_queue_overflow_is_429_with_retry_after(pool_server):
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1
     assert "KIRO_QUEUE_LIMIT" in r.json()["detail"]
+    assert r.json()["worker_id"] is None and r.json()["output"] == ""
     assert running.result(timeout=10).status_code == 200
     assert waiting.result(timeout=10).status_code == 200
     # A refused task_id was not registered: sent again later, it runs.
