@@ -294,10 +294,10 @@ class Stack:
         self._print_lock = threading.Lock()
 
     def say(self, text: str) -> None:
-        with self._print_lock:
+        # A closed or broken terminal must not stop the log pumps: a service blocked on a full pipe would hang.
+        with self._print_lock, contextlib.suppress(OSError, ValueError):
             self.out(text)
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
+            sys.stdout.flush()
 
     def start(self) -> bool:
         """Start each service and wait for its /health; False if stopped or a service failed (said why)."""

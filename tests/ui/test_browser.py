@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.local_stack import running_stack
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, free_port, wait_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -176,3 +176,40 @@ def test_cancel_on_a_long_job_shows_cancelled(page, tmp_path):
         expect(job.get_by_role("button", name="Cancel job A long story")).to_be_hidden()
         job_id = job.get_attribute("data-job-id")
         assert httpx.get(f"{slow.api_url}/api/jobs/{job_id}", timeout=10).json()["status"] == "cancelled"
+
+
+def test_token_mode_asks_for_the_token_and_sends_it_as_a_bearer_header(page, service_process, tmp_path):
+    from playwright.sync_api import expect
+
+    port = free_port()
+    api = service_process("lambda_fn", {
+        "AIPM_SHARED_SECRET": "ui-test-secret-0123456789abcdef", "AIPM_STATE_DIR": str(tmp_path),
+        "AIPM_FORGE": "local", "AIPM_AUTH": "token", "AIPM_UI_TOKEN": "the-right-token",
+        "AIPM_UI_DIR": str(ROOT / "frontend"), "AIPM_API_PORT": str(port),
+        "PR_PROCESSOR_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: the job cannot start
+    }, name="api-token")
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/health", proc=api.proc)
+    page.goto(base + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#auth-badge")).to_have_text("signed out")
+    expect(page.get_by_label("Bearer token")).to_be_visible()
+
+    fill_story(page, title="Needs a token")
+    page.get_by_role("button", name="Generate Code & PR").click()
+    expect(page.locator("#form-error")).to_have_text("Sign in first: enter the API's bearer token above.")
+
+    page.get_by_label("Bearer token").fill("a-wrong-token")
+    page.get_by_role("button", name="Use token").click()
+    page.get_by_role("button", name="Generate Code & PR").click()
+    expect(page.locator("#form-error")).to_contain_text("401: the bearer token is not the UI token")
+    expect(page.get_by_label("Bearer token")).to_be_visible()  # asked again
+
+    page.get_by_label("Bearer token").fill("the-right-token")
+    page.get_by_role("button", name="Use token").click()
+    expect(page.locator("#auth-badge")).to_have_text("signed in (token)")
+    page.get_by_role("button", name="Generate Code & PR").click()
+    # Past sign-in: the API itself now fails on the PR processor that is not running, and says so.
+    error = page.locator("#form-error")
+    expect(error).to_contain_text("Generate Code & PR failed — 5", timeout=30_000)
+    expect(error).not_to_contain_text("401")
