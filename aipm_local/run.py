@@ -126,7 +126,12 @@ def choose_agent(override: str | None) -> tuple[str | None, str]:
         else:
             if done.returncode == 0:
                 who = (done.stdout.strip().splitlines() or ["signed in"])[0]
-                return None, f"agent: kiro-cli ({who})"
+                note = f"agent: kiro-cli ({who})"
+                if not (Path.home() / ".kiro" / "agents" / "aipm.json").exists():
+                    # The pool's default command names the agent `aipm`, which the EC2 installer writes on the host.
+                    note += ("; note: its default command uses `--agent aipm` and ~/.kiro/agents/aipm.json does not "
+                             "exist here — create that agent or set KIRO_COMMAND='kiro-cli chat --legacy-ui'")
+                return None, note
             said = (done.stderr.strip() or done.stdout.strip()).splitlines()
             reason = f"`kiro-cli whoami` failed (exit {done.returncode}{': ' + said[0] if said else ''}); sign in with `kiro-cli login`"
     return standin_command(), (

@@ -35,9 +35,14 @@ def test_kiro_cli_not_signed_in_falls_back_to_the_stand_in_saying_whoami_failed(
 def test_signed_in_kiro_cli_keeps_the_pools_default_command(monkeypatch, tmp_path):
     fake_kiro(tmp_path / "bin", 0, "Logged in as dev@example.com")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.setenv("HOME", str(tmp_path))
     command, note = choose_agent(None)
     assert command is None
-    assert note == "agent: kiro-cli (Logged in as dev@example.com)"
+    assert note.startswith("agent: kiro-cli (Logged in as dev@example.com)")
+    assert "~/.kiro/agents/aipm.json does not exist" in note
+    (tmp_path / ".kiro" / "agents").mkdir(parents=True)
+    (tmp_path / ".kiro" / "agents" / "aipm.json").write_text("{}")
+    assert choose_agent(None) == (None, "agent: kiro-cli (Logged in as dev@example.com)")
 
 
 def test_kiro_command_overrides_the_choice(monkeypatch, tmp_path):
