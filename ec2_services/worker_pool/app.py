@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -146,7 +146,6 @@ def create_app(
         lifespan=lifespan,
     )
     install_edge(app)
-    app.state.pool = get_pool
     signed = APIRouter(dependencies=[Depends(SignatureVerifier(secret, WORKER_POOL))])
     responses = {code: {"model": TaskResult} for code in (200, 499, 502, 503, 504)}
 
@@ -155,7 +154,7 @@ def create_app(
         return pool.health()
 
     @signed.post("/execute", responses=responses, tags=["tasks"])
-    async def execute(body: ExecuteRequest, request: Request, pool: WorkerPool = Depends(get_pool)) -> JSONResponse:
+    async def execute(body: ExecuteRequest, pool: WorkerPool = Depends(get_pool)) -> JSONResponse:
         check_prompt(body.prompt)
         cwd = check_cwd(body.cwd, settings.kiro_workspace_root) if body.cwd is not None else None
         try:
