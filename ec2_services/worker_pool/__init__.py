@@ -1,6 +1,7 @@
 """The Worker Pool service (SPEC.md, "Worker Pool API"): persistent agent CLI sessions behind a signed HTTP API.
 
 Modules: ``profiles`` (agent CLI profiles), ``screen`` (terminal decoding and screen classification),
-``driver`` (the interface every session driver implements), ``session`` (the PTY driver), ``pool`` (workers,
-FIFO queue, task registry), ``app`` (the FastAPI edge), ``agent_log`` and ``metrics`` (what the service logs).
+``transcript`` (one turn's answer), ``driver`` (the interface every session driver implements), ``session`` (the
+PTY driver), ``pool`` (workers, FIFO queue, task registry), ``app`` (the FastAPI edge), ``agent_log`` and
+``metrics`` (what the service logs).
 """
