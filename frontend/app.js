@@ -382,6 +382,18 @@ function newKey() {
   return `k-${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
 }
 
+// The same story sent again (a double click, a retry after an error) carries the same Idempotency-Key, so the API
+// answers with the pull request it already opened instead of opening a second one.
+const idempotency = { story: null, key: null };
+function keyFor(story) {
+  const text = JSON.stringify(story);
+  if (idempotency.story !== text) {
+    idempotency.story = text;
+    idempotency.key = newKey();
+  }
+  return idempotency.key;
+}
+
 async function onGenerate(event) {
   event.preventDefault();
   const form = event.currentTarget;
@@ -394,7 +406,7 @@ async function onGenerate(event) {
   button.setAttribute("aria-busy", "true");
   showFormError("");
   try {
-    const { data } = await api.generate(story, newKey());
+    const { data } = await api.generate(story, keyFor(story));
     const view = jobs.add({
       job_id: data.job_id,
       repo: story.repo,
@@ -407,7 +419,6 @@ async function onGenerate(event) {
     });
     view.stopped = false;
     view.refresh();
-    view.node.querySelector(".job-title").setAttribute("tabindex", "-1");
   } catch (err) {
     if (err.status === 401) needSignIn(err.message);
     showFormError(`Generate Code & PR failed — ${err.message}`);

@@ -128,6 +128,12 @@ def test_generate_code_goes_to_succeeded_and_links_the_pull_request(page, stack,
     assert "Multiply in the browser" in pr_page.content() and "not an AI" in pr_page.content()
     pr_page.close()
 
+    # The same story clicked again is the same pull request and job (same Idempotency-Key), not a second one.
+    with page.expect_response(lambda r: r.url.endswith("/api/generate-code")) as again:
+        page.get_by_role("button", name="Generate Code & PR").click()
+    assert again.value.status == 200 and again.value.json()["job_id"] == job_id
+    expect(page.locator("li.job")).to_have_count(1)
+
     # A reload keeps the list (localStorage) and shows the job's final state again.
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
