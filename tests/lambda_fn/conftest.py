@@ -17,6 +17,7 @@ import pytest
 from ec2_services.common.settings import LambdaSettings, load_settings
 from ec2_services.common.signing import LAMBDA_API, SIGNATURE_HEADER, TIMESTAMP_HEADER, receiver_key, signature
 from lambda_fn.app import build_handler
+from tests.conftest import SECRET
 from tests.lambda_fn.fake_processor import FakeProcessor
 from tests.lambda_fn.github_double import GitHubDouble
 from tests.support.servers import free_port, serve_in_thread
@@ -136,21 +137,37 @@ def callback(api: Api, secret: str, payload: dict, receiver: str = LAMBDA_API) -
                     headers=signed_headers(secret, "POST", "/api/callbacks/job", body, receiver))
 
 
-@pytest.fixture
-def github(tmp_path):
-    double = GitHubDouble(tmp_path / "github")
-    double.add_repo(REPO)
+@pytest.fixture(scope="session")
+def _github_server(tmp_path_factory):
+    double = GitHubDouble(tmp_path_factory.mktemp("github"))
     with serve_in_thread(double.app) as url:
         double.url = url
         yield double
+    GitHubDouble.drop_templates()
 
 
-@pytest.fixture
-def processor(shared_secret):
-    fake = FakeProcessor(shared_secret)
+@pytest.fixture(scope="session")
+def _processor_server():
+    fake = FakeProcessor(SECRET)
     with serve_in_thread(fake.app) as url:
         fake.url = url
         yield fake
+
+
+@pytest.fixture
+def github(_github_server, tmp_path):
+    """The GitHub double (one server for the session, emptied for each test) with the repository ``REPO``."""
+    _github_server.reset(tmp_path / "github")
+    _github_server.add_repo(REPO)
+    return _github_server
+
+
+@pytest.fixture
+def processor(_processor_server, shared_secret):
+    """The PR processor stand-in (one server for the session, emptied for each test); it checks our signature."""
+    assert shared_secret == SECRET
+    _processor_server.reset()
+    return _processor_server
 
 
 @pytest.fixture
@@ -174,13 +191,22 @@ def api(make_api) -> Api:
     return make_api()
 
 
-@pytest.fixture
-def local_api(make_api, tmp_path) -> Api:
-    """The API on the local forge with the example repository."""
+@pytest.fixture(scope="session")
+def _example_forge(tmp_path_factory) -> Path:
     from lambda_fn.forge.local import ensure_example_repo
 
-    forge_dir = tmp_path / "forge"
+    forge_dir = tmp_path_factory.mktemp("example-forge")
     ensure_example_repo(forge_dir)
+    return forge_dir
+
+
+@pytest.fixture
+def local_api(make_api, tmp_path, _example_forge) -> Api:
+    """The API on the local forge holding a fresh copy of the example repository."""
+    import shutil
+
+    forge_dir = tmp_path / "forge"
+    shutil.copytree(_example_forge, forge_dir)
     return make_api(aipm_forge="local", aipm_local_forge_dir=forge_dir, public_api_url="http://127.0.0.1:8000")
 
 

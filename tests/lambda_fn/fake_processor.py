@@ -19,12 +19,16 @@ ENDED = {"succeeded", "failed", "no_changes", "cancelled"}
 
 class FakeProcessor:
     def __init__(self, secret: str | None):
-        self.jobs: dict[str, dict] = {}
-        self.submissions: list[dict] = []
-        self.fail_with: int | None = None
-        self.calls = 0
         self.lock = threading.Lock()
+        self.reset()
         self.app = self._build(secret)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.jobs: dict[str, dict] = {}
+            self.submissions: list[dict] = []
+            self.fail_with: int | None = None
+            self.calls = 0
 
     def _build(self, secret: str | None) -> FastAPI:
         app = FastAPI()

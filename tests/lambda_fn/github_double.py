@@ -59,26 +59,52 @@ class RepoState:
 
 class GitHubDouble:
     def __init__(self, root: Path, *, token: str = "ghp_testtoken0123456789abcdefghijklmnop"):
-        self.root = root
-        self.tokens = {token}
         self.token = token
-        self.repos: dict[str, RepoState] = {}
-        self.comments: dict[int, dict] = {}
-        self._comment_ids = itertools.count(1000)
-        self.faults: list[Fault] = []
-        self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()
-        self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
-        self.app_id: str | None = None
-        self.installation_tokens_made = 0
-        self.installation_token_ttl = 3600.0
+        self.reset(root)
         self.app = self._build()
 
+    def reset(self, root: Path) -> None:
+        """Forget everything: a new test starts from an empty GitHub whose repositories live under ``root``."""
+        with self.lock:
+            self.root = root
+            self.tokens = {self.token}
+            self.repos: dict[str, RepoState] = {}
+            self.comments: dict[int, dict] = {}
+            self._comment_ids = itertools.count(1000)
+            self.faults: list[Fault] = []
+            self.requests: list[tuple[str, str]] = []
+            self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
+            self.app_id: str | None = None
+            self.installation_tokens_made = 0
+            self.installation_token_ttl = 3600.0
+
     # --- set-up and inspection (for tests) ---------------------------------------------------------------
+
+    _templates: dict[tuple, Path] = {}  # bare repositories already built, copied for each test (git is slow to spawn)
 
     def add_repo(self, full_name: str, *, default_branch: str = "main", files: dict[str, str] | None = None) -> RepoState:
         path = self.root / f"{full_name}.git"
         path.parent.mkdir(parents=True, exist_ok=True)
+        key = (full_name, default_branch, tuple(sorted((files or {}).items())))
+        template = self._templates.get(key)
+        if template is None or not template.exists():
+            template = Path(tempfile.mkdtemp(prefix="github-double-template-")) / "repo.git"
+            self._make_repo(template, full_name, default_branch, files)
+            self._templates[key] = template
+        shutil.copytree(template, path)
+        state = RepoState(full_name=full_name, path=path, default_branch=default_branch)
+        self.repos[full_name.lower()] = state
+        return state
+
+    @classmethod
+    def drop_templates(cls) -> None:
+        for template in cls._templates.values():
+            shutil.rmtree(template.parent, ignore_errors=True)
+        cls._templates.clear()
+
+    @staticmethod
+    def _make_repo(path: Path, full_name: str, default_branch: str, files: dict[str, str] | None) -> None:
         assert run_git("init", "-q", "--bare", f"--initial-branch={default_branch}", str(path)).returncode == 0
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -89,9 +115,6 @@ class GitHubDouble:
             run_git("add", "-A", cwd=work)
             run_git("commit", "-q", "-m", "Initial commit", cwd=work)
             assert run_git("push", "-q", str(path), f"{default_branch}:{default_branch}", cwd=work).returncode == 0
-        state = RepoState(full_name=full_name, path=path, default_branch=default_branch)
-        self.repos[full_name.lower()] = state
-        return state
 
     def inject(self, method: str, path_regex: str, status: int, body: dict | list | None = None,
                headers: dict | None = None, times: int = 1) -> None:
