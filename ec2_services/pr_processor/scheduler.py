@@ -61,10 +61,6 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def running(self) -> int:
-        return len(self._tasks)
-
     async def refresh_capacity(self) -> None:
         size = await self.pool.pool_size()
         self.pool_reachable = size is not None

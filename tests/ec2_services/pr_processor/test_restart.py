@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import sqlite3
 
+import pytest
+
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 from tests.ec2_services.pr_processor.fake_pool import Plan
 from tests.ec2_services.pr_processor.forge import git
@@ -15,13 +17,15 @@ def _job_commits(forge, job_id: str) -> list[str]:
     return [c.sha for c in forge.log(REPO, BRANCH) if f"AIPM-Job: {job_id}" in c.body]
 
 
-def test_sigkill_mid_job_then_restart_reattaches_to_the_pool_task(start_processor, forge, fake_pool):
-    fake_pool.plan("j-crash", Plan(files={"crash.txt": "survived\n"}, sleep=1.5))
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_stop_mid_job_then_restart_reattaches_to_the_pool_task(start_processor, forge, fake_pool, sig):
+    fake_pool.plan("j-crash", Plan(files={"crash.txt": "survived\n"}, sleep=2.0))
     port = free_port()
     first = start_processor(port=port)
     assert first.submit("j-crash").status_code == 202
     first.wait("j-crash", lambda j: j["status"] == "running" and "j-crash.1" in fake_pool.tasks)
-    first.proc.kill(signal.SIGKILL)
+    first.proc.kill(sig)
+    assert first.proc.proc.returncode is not None  # stopped (a SIGTERM within the 15 s kill() waits)
 
     second = start_processor(port=port)
     job = second.wait("j-crash")

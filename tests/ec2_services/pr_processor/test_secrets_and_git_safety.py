@@ -11,6 +11,7 @@ from pathlib import Path
 from ec2_services.pr_processor.git_ops import GitOps
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO, TOKEN
 from tests.ec2_services.pr_processor.fake_pool import Plan
+from tests.ec2_services.pr_processor.http_forge import serve_http_forge
 
 
 def test_token_never_in_logs_records_responses_or_the_database(start_processor, forge, fake_pool, shared_secret):
@@ -118,3 +119,34 @@ def test_hooks_do_not_run_and_a_rewritten_git_file_is_not_followed(start_process
     mirrors = proc.state_dir / "mirrors"
     for path in [mirrors, mirrors / "acme", *(mirrors / "acme").rglob("*")]:
         assert path.stat().st_mode & 0o022 == 0, f"{path} is writable by group or others"
+
+
+def test_token_reaches_the_git_host_through_askpass_only(start_processor, forge, fake_pool):
+    fake_pool.plan("j-https", Plan(files={"auth.txt": "pushed over http\n"}))
+    with serve_http_forge(forge.root, TOKEN) as (url, server):
+        proc = start_processor(GIT_BASE_URL=url)
+        assert proc.submit("j-https").status_code == 202
+        job = proc.wait("j-https")
+    assert job["status"] == "succeeded", job
+    assert forge.tip(REPO, BRANCH) == job["commit"]
+    authorized = [r for r in server.requests if r[2] == server.expected]
+    assert any("git-upload-pack" in target for _, target, _ in authorized)  # fetch
+    assert any("git-receive-pack" in target for _, target, _ in authorized)  # push
+    assert all(target.startswith(f"/{REPO}.git/") for _, target, _ in server.requests)
+    assert not any(TOKEN in target for _, target, _ in server.requests)
+    proc.proc.stop()
+    stored = b"".join(p.read_bytes() for p in proc.state_dir.glob("jobs.sqlite*")).decode("latin-1")
+    mirror_config = "".join(p.read_text() for p in (proc.state_dir / "mirrors").rglob("config"))
+    for text in (proc.output(), stored, mirror_config, job["log_tail"]):
+        assert TOKEN not in text
+    assert url not in mirror_config  # no remote configured: every fetch and push names the URL it built
+
+
+def test_without_a_token_the_http_forge_refuses_and_the_job_fails_clearly(start_processor, forge, fake_pool):
+    with serve_http_forge(forge.root, TOKEN) as (url, server):
+        proc = start_processor(GIT_BASE_URL=url, GITHUB_TOKEN="", PR_MAX_ATTEMPTS="1")
+        assert proc.submit("j-notoken").status_code == 202
+        job = proc.wait("j-notoken")
+    assert job["status"] == "failed" and "fetch failed" in job["error"]
+    assert server.requests and all(auth != server.expected for _, _, auth in server.requests)
+    assert fake_pool.executes == []
