@@ -8,13 +8,13 @@ the API's errors, each saying what failed.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
 from lambda_fn.deadline import time_left
 from lambda_fn.httpclient import LazyClient
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,19 @@ class ProcessorClient:
     def __init__(self, base_url: str, secret: str | None, *, attempts: int = 3, timeout: float = 10.0,
                  backoff: float = 0.3):
         self.base_url = base_url.rstrip("/")
-        self._auth = SigningAuth(secret, PR_PROCESSOR)
+        self._secret = secret
         self._attempts = attempts
         self._timeout = timeout
         self._backoff = backoff
-        self._client = LazyClient(lambda: httpx.Client(
-            base_url=self.base_url, auth=self._auth, follow_redirects=False,
-            timeout=httpx.Timeout(timeout, connect=3.0),
-        ))
+        self._client = LazyClient(self._new_client)
+
+    def _new_client(self) -> httpx.Client:
+        import httpx
+
+        from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
+
+        return httpx.Client(base_url=self.base_url, auth=SigningAuth(self._secret, PR_PROCESSOR),
+                            follow_redirects=False, timeout=httpx.Timeout(self._timeout, connect=3.0))
 
     @property
     def client(self) -> httpx.Client:
@@ -63,6 +68,8 @@ class ProcessorClient:
         self._client.close()
 
     def _once(self, method: str, path: str, **kwargs) -> httpx.Response:
+        import httpx
+
         try:
             resp = self.client.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -76,6 +83,8 @@ class ProcessorClient:
         return resp
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
         def worth_retrying(exc: BaseException) -> bool:
             left = time_left()  # a retry must still fit in the Lambda's remaining time
             return isinstance(exc, _Retryable) and (left is None or left > self._timeout + 2)

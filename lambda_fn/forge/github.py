@@ -14,14 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import httpx
 
 from ec2_services.common.logging import register_secret
 from lambda_fn.deadline import can_wait
 from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NotFound, PullRequest, RateLimited, Repo
 from lambda_fn.httpclient import LazyClient
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class AppInstallationToken:
         with self._lock:
             if self._token and self._expires_at - self._clock() > self.REFRESH_BEFORE_S:
                 return self._token
+            import httpx
+
             path = f"/app/installations/{quote(str(self.installation_id), safe='')}/access_tokens"
             try:
                 resp = client.post(path, headers={"Authorization": f"Bearer {self.app_jwt()}"})
@@ -143,13 +147,19 @@ class GitHubForge:
         self._margin = margin
         self._clock = clock
         self._sleep = sleep
-        self._client = LazyClient(lambda: httpx.Client(
+        self._timeout = timeout
+        self._client = LazyClient(self._new_client)
+
+    def _new_client(self) -> httpx.Client:
+        import httpx
+
+        return httpx.Client(
             base_url=self.api_url,
-            timeout=httpx.Timeout(timeout, connect=5.0),
+            timeout=httpx.Timeout(self._timeout, connect=5.0),
             headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
                      "User-Agent": USER_AGENT},
             follow_redirects=True,  # a renamed or transferred repository answers 301 to its new API address
-        ))
+        )
 
     @property
     def client(self) -> httpx.Client:
@@ -162,6 +172,8 @@ class GitHubForge:
 
     def _request(self, method: str, path: str, *, what: str, **kwargs) -> httpx.Response:
         """One GitHub call with auth, rate-limit waits and transient retries; ``what`` names it in errors."""
+        import httpx
+
         transient = limited = 0
         refreshed = False
         while True:

@@ -7,7 +7,6 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from ec2_services.common.signing import LAMBDA_API, SignatureVerifier
 from lambda_fn import naming
 from lambda_fn.callbacks import Recorder
 
@@ -26,9 +25,24 @@ class JobResult(BaseModel):
     output_tail: str | None = Field(None, max_length=500_000)
 
 
+class _Verify:
+    """``SignatureVerifier(secret, "lambda-api")``, built on the first callback (signing imports httpx)."""
+
+    def __init__(self, secret: str | None):
+        self._secret = secret
+        self._verifier = None
+
+    async def __call__(self, request: Request) -> None:
+        if self._verifier is None:
+            from ec2_services.common.signing import LAMBDA_API, SignatureVerifier
+
+            self._verifier = SignatureVerifier(self._secret, LAMBDA_API)
+        await self._verifier(request)
+
+
 def callbacks_router(secret: str | None) -> APIRouter:
     router = APIRouter(prefix="/api/callbacks", tags=["callbacks"])
-    verify = SignatureVerifier(secret, LAMBDA_API)
+    verify = _Verify(secret)
 
     @router.post("/job", dependencies=[Depends(verify)])
     def job_ended(result: JobResult, request: Request):
