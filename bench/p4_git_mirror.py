@@ -9,6 +9,7 @@ Run: ``python -m bench p4_git_mirror`` (or ``python -m bench.p4_git_mirror``).
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import tempfile
@@ -137,9 +138,12 @@ def run(jobs: int = JOBS, commits: int = COMMITS) -> dict[str, Any]:
         mirror_steps: dict[str, list[float]] = {}
         clone_steps: dict[str, list[float]] = {}
         for n in range(jobs):
+            # os.sync() first: neither path pays for writing back the other's files.
             someone_pushes(bare, root / "human", 2 * n)
+            os.sync()
             mirror_times.append(asyncio.run(mirror_job(ops, n, mirror_steps)))
             someone_pushes(bare, root / "human", 2 * n + 1)
+            os.sync()
             clone_times.append(clone_job(f"file://{bare}", root, n, clone_steps))
         return {
             "mirror_steps": {k: statistics.median(v) for k, v in mirror_steps.items()},
