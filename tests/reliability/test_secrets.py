@@ -39,7 +39,7 @@ def test_token_and_secret_never_leak_through_a_whole_job_life(make_stack):
     # Callbacks reached the API (the PR got its result comment): the whole path ran, signed.
     poll(lambda: processor.get(f"/api/jobs/{jobs['ok']['job_id']}").json()["callback"]["state"] == "delivered", 60,
          "callback delivered")
-    pulls = api.get("/api/forge/local/example/pulls").json()
+    pulls = api.get("/api/forge/local/example/pulls").json()["pulls"]
     assert pulls, "no pull request was opened"
     listing = processor.get("/api/jobs?limit=200")
     assert listing.status_code == 200 and len(listing.json()["jobs"]) == 3
