@@ -3,7 +3,7 @@
 
 The PR processor's prompt names the task file by absolute path but does not quote it, so directives written into a
 story's description (``[[crash]]``, ``[[hang]]``, ``[[write PATH TEXT]]``…) reach the double only through the file.
-Two directives of its own, counted across respawns in ``--state-dir`` (one counter file per task file):
+Two directives of its own, counted across respawns in ``--state-dir`` (one counter file per TASK.md text):
 
     [[crashfirst N]]   crash (exit 3, mid-answer) on the first N answers for this task file, then work normally
     [[hangfirst N]]    hang (silent, Ctrl+C ignored) on the first N answers for this task file
@@ -31,7 +31,8 @@ class TaskFileDouble(kiro_double.Double):
     state_dir: Path | None = None
 
     def _count(self, task: str) -> int:
-        """How many answers for this task file this (or an earlier) session has begun, this one included."""
+        """How many answers for this task (by its text: each attempt has a work tree of its own) this or an earlier
+        session has begun, this one included."""
         assert self.state_dir is not None
         counter = self.state_dir / hashlib.sha256(task.encode()).hexdigest()[:16]
         with open(counter, "a") as fh:
@@ -50,7 +51,7 @@ class TaskFileDouble(kiro_double.Double):
             first = {name: int(arg or 1) for name, arg in kiro_double.DIRECTIVE.findall(extra)
                      if name in ("crashfirst", "hangfirst")}
             if first:
-                seen = self._count(match.group(1))
+                seen = self._count(extra)
                 self.work(self.args.work_seconds)
                 if seen <= first.get("crashfirst", 0):
                     kiro_double.out(f"{kiro_double.ANSWER_MARK}starting\nthread 'main' panicked (crashfirst {seen})\n")
