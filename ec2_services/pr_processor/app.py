@@ -89,6 +89,7 @@ async def _sse(service: ProcessorService, job_id: str) -> AsyncIterator[bytes]:
             yield b": keep-alive\n\n"
             continue
         line_id, line = item
+        line = line.replace("\r", " ").replace("\n", " ")  # one SSE data line per job line, whatever it holds
         yield f"id: {line_id}\nevent: line\ndata: {line}\n\n".encode()
     job = service.get(job_id)
     end = {"status": job.status.value if job else None, "commit": job.commit_sha if job else None}

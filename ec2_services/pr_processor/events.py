@@ -24,7 +24,7 @@ class JobEvents:
     def event(self, job_id: str, message: str, *, level: int = logging.INFO) -> None:
         """A job event: logged with the job id, stored, streamed."""
         log.log(level, "%s", message, extra={"job_id": job_id})
-        self._publish(job_id, [f"[aipm] {message}"])
+        self._publish(job_id, [f"[aipm] {part}" for part in message.splitlines() if part.strip()] or ["[aipm]"])
 
     def agent_output(self, job_id: str, text: str) -> None:
         lines = [f"[agent] {line}" for line in text.splitlines() if line.strip()]
