@@ -74,10 +74,10 @@ def test_unreadable_secret_stops_the_start_naming_the_variable(aws):
         read_secret("arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf", "GITHUB_TOKEN_SECRET_ARN")
 
 
-def _import_handler(env: dict) -> subprocess.CompletedProcess:
+def _import_handler(env: dict, argv: tuple[str, ...] = ("-c", "import lambda_fn.handler")) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in __import__("os").environ.items()
              if not k.startswith(("AIPM_", "GITHUB_", "PR_PROCESSOR", "PUBLIC_API", "AWS_"))}
-    return subprocess.run([sys.executable, "-c", "import lambda_fn.handler"], cwd=ROOT, env={**clean, **env},
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env={**clean, **env},
                           capture_output=True, text=True, timeout=60)
 
 
@@ -85,6 +85,10 @@ def test_without_a_shared_secret_the_lambda_refuses_to_start():
     proc = _import_handler({})
     assert proc.returncode != 0
     assert "AIPM_SHARED_SECRET" in proc.stdout + proc.stderr
+    local = _import_handler({"AIPM_API_PORT": str(free_port())}, ("-m", "lambda_fn"))
+    assert local.returncode == 2 and "AIPM_SHARED_SECRET is not set" in local.stderr
+    bad = _import_handler({"AIPM_INSECURE_DEV": "1", "AIPM_FORGE": "gitlab"}, ("-m", "lambda_fn"))
+    assert bad.returncode == 2 and "AIPM_FORGE" in bad.stderr
 
 
 def test_insecure_dev_starts_without_a_secret_and_says_so():
