@@ -170,12 +170,12 @@ class JobView {
     const meta = [this.record.repo, this.record.branch].filter(Boolean);
     if (job.attempts > 1) meta.push(`attempt ${job.attempts}`);
     if (typeof job.duration_s === "number") meta.push(`${job.duration_s.toFixed(1)} s`);
-    this.el.meta.textContent = meta.join(" · ");
-    this.el.detail.textContent = detailText(job);
+    setText(this.el.meta, meta.join(" · "));
+    setText(this.el.detail, detailText(job)); // aria-live: only a real change is announced
     // The latest lines while it works, and after a failure (they say why); a success shows its commit instead.
     const showLog = ["running", "pushing", "failed", "no_changes"].includes(status);
     const lines = showLog ? lastLines(job.log_tail, LOG_LINES) : "";
-    this.el.log.textContent = lines;
+    setText(this.el.log, lines);
     this.el.log.hidden = !lines;
     this.renderLinks(job);
     this.el.cancel.hidden = !this.live;
@@ -183,23 +183,29 @@ class JobView {
   }
 
   renderLinks(job) {
+    // Rebuilt only when they change, so a link that has keyboard focus keeps it while the job is polled.
+    const prUrl = safeUrl(this.record.pr_url);
+    const commit = (job && job.commit) || this.renderedCommit || null;
+    const key = `${prUrl}|${commit}|${this.record.pr_number}`;
+    if (key === this.linksKey) return;
+    this.linksKey = key;
+    this.renderedCommit = commit;
     const links = this.el.links;
     links.replaceChildren();
-    const prUrl = this.record.pr_url;
     if (prUrl) {
       const a = document.createElement("a");
-      a.href = resolveUrl(prUrl);
+      a.href = prUrl;
       a.className = "pr-link";
       a.target = "_blank";
       a.rel = "noopener";
       a.textContent = this.record.pr_number ? `Pull request #${this.record.pr_number}` : "Pull request";
       links.append(a);
     }
-    if (job && job.commit) {
+    if (commit) {
       const code = document.createElement("code");
       code.className = "commit";
-      code.title = job.commit;
-      code.textContent = job.commit.slice(0, 12);
+      code.title = commit;
+      code.textContent = commit.slice(0, 12);
       links.append(document.createTextNode(prUrl ? " · commit " : "commit "), code);
     }
   }
@@ -290,11 +296,18 @@ function lastLines(text, n) {
   return text.replace(/\s+$/, "").split("\n").slice(-n).join("\n");
 }
 
-function resolveUrl(url) {
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+// An absolute http(s) URL for the API's pr_url (relative ones resolve against the API), or null.
+function safeUrl(url) {
+  if (!url) return null;
   try {
-    return new URL(url, api.base ? api.base.replace(/\/*$/, "/") : window.location.href).href;
+    const resolved = new URL(url, api.base ? api.base.replace(/\/*$/, "/") : window.location.href);
+    return resolved.protocol === "http:" || resolved.protocol === "https:" ? resolved.href : null;
   } catch {
-    return url;
+    return null;
   }
 }
 
