@@ -105,7 +105,8 @@ def test_generate_code_ends_with_the_agents_commit_on_the_local_branch(tmp_path)
     assert (stack.state_dir / "secret").read_text() == first_secret
 
 
-def test_sigterm_to_the_runner_stops_services_and_a_busy_agent_within_15_s(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl+C"])
+def test_a_stop_signal_to_the_runner_stops_services_and_a_busy_agent_within_15_s(tmp_path, sig):
     with running_stack(tmp_path / "state", agent_args=("--delay", "120")) as stack:
         with stack.client() as client:
             response = client.post("/api/generate-code", json={
@@ -114,12 +115,13 @@ def test_sigterm_to_the_runner_stops_services_and_a_busy_agent_within_15_s(tmp_p
         stack.wait_job(response.json()["job_id"], until={"running"})
         assert any(stack.tag in line for line in stack.leftovers()), "the agent sessions should be running"
 
-        took = stack.stop(signal.SIGTERM)
+        took = stack.stop(sig)
         assert stack.proc.returncode is not None, "the runner did not exit"
         assert took <= 15, f"took {took:.1f} s"
         assert all(port_is_free(port) for port in stack.ports), "a port is still bound"
         assert stack.leftovers() == []
-        assert "SIGTERM received: stopping the services" in stack.output()
+        assert f"{sig.name} received: stopping the services" in stack.output()
+        assert stack.proc.returncode == 0
 
 
 def test_a_service_that_dies_is_named_and_the_rest_are_stopped(tmp_path):
