@@ -285,7 +285,7 @@ class StandinAgent:
             self.term.write(f"{RED}Refusing to write {rel}: outside the workspace or the task file.{RESET}\n\n")
             return False
         verb = "modify" if target.exists() else "create"
-        self.term.write(f"I'll {verb} the following file: {target} (using tool: write)\n\n")
+        self.term.write(f"I'll {verb} the following file: {rel} (using tool: write)\n\n")
         if "write" not in self.trusted:
             reply = ""
             while not reply:  # Enter on an empty line approves nothing: the question stands
@@ -300,7 +300,7 @@ class StandinAgent:
         started = time.monotonic()
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
-        self.term.write(f"\n{'Updating' if verb == 'modify' else 'Creating'}: {target}\n")
+        self.term.write(f"\n{'Updating' if verb == 'modify' else 'Creating'}: {rel}\n")
         self.term.write(f" - Completed in {time.monotonic() - started:.1f}s\n\n")
         return True
 

@@ -126,6 +126,8 @@ def test_generate_code_goes_to_succeeded_and_links_the_pull_request(page, stack,
         time.sleep(0.5)
         pr_page.reload()
     assert "Multiply in the browser" in pr_page.content() and "not an AI" in pr_page.content()
+    assert "def multiply(a, b):" in pr_page.content()  # the diff of the agent's change
+    pr_page.screenshot(path=str(ARTIFACTS / "ui-pull-request.png"), full_page=True)
     pr_page.close()
 
     # The same story clicked again is the same pull request and job (same Idempotency-Key), not a second one.
