@@ -21,7 +21,7 @@ from ec2_services.pr_processor.jobs import CallbackState, JobStore, OutboxItem
 log = logging.getLogger(__name__)
 
 MAX_DELAY_S = 3600.0
-POLL_S = 0.5
+POLL_S = 0.25
 # Answers that may change on their own; any other 4xx means the receiver refuses this callback for good.
 _TRANSIENT_4XX = {408, 425, 429}
 

@@ -57,7 +57,7 @@ def test_callback_is_signed_retried_past_two_failures_and_delivered_once(start_p
         proc = start_processor(AIPM_CALLBACK_ORIGINS=url)
         assert proc.submit("j-cb", callback_url=url + "/api/callbacks/job", pr_number=12).status_code == 202
         job = _wait_callback(proc, "j-cb", "delivered")
-        time.sleep(1.0)  # nothing more is sent after delivery
+        time.sleep(0.6)  # nothing more is sent after delivery
     assert job["callback"] == {"state": "delivered", "attempts": 3}
     assert len(receiver.calls) == 3 and len(receiver.accepted) == 1
     body = receiver.accepted[0]

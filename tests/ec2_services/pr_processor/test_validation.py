@@ -125,7 +125,7 @@ def _git_refuses(name: str) -> bool:
     return result.returncode != 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet="ab./-_", min_size=1, max_size=12))
 def test_ref_rules_agree_with_git_check_ref_format_on_the_allowed_characters(name):
     assert (ref_name_problem(name) is not None) == _git_refuses(name), name
