@@ -40,6 +40,14 @@ def _shared_secret(settings: LambdaSettings) -> str | None:
     return require_secret(settings, "lambda-api", log)
 
 
+def _ui_token(settings: LambdaSettings) -> str | None:
+    if settings.aipm_ui_token:
+        return settings.aipm_ui_token.get_secret_value()
+    if settings.aipm_ui_token_secret_arn:
+        return read_secret(settings.aipm_ui_token_secret_arn, "AIPM_UI_TOKEN_SECRET_ARN")
+    return None
+
+
 def _github_forge(settings: LambdaSettings) -> Forge:
     from lambda_fn.forge.github import AppInstallationToken, GitHubForge, StaticToken
 
@@ -68,8 +76,8 @@ def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Ru
     secret = _shared_secret(settings)
     register_secret(secret)
     register_secret(settings.token)
-    if settings.aipm_ui_token:
-        register_secret(settings.aipm_ui_token.get_secret_value())
+    ui_token = _ui_token(settings)
+    register_secret(ui_token)
     if forge is None:
         if settings.aipm_forge == "local":
             from lambda_fn.forge.local import LocalForge
@@ -77,7 +85,6 @@ def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Ru
             forge = LocalForge(settings.aipm_local_forge_dir, public_url=settings.public_api_url)
         else:
             forge = _github_forge(settings)
-    ui_token = settings.aipm_ui_token.get_secret_value() if settings.aipm_ui_token else None
     return Runtime(
         settings=settings,
         shared_secret=secret,

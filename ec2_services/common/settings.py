@@ -153,6 +153,8 @@ class LambdaSettings(_Base):
     public_api_url: str | None = None
     aipm_auth: Literal["cognito", "token", "none"] | None = None
     aipm_ui_token: SecretStr | None = None
+    # On AWS in s3-website mode the UI token lives in Secrets Manager (read once per cold start).
+    aipm_ui_token_secret_arn: str | None = None
     aipm_allowed_groups: str = ""
     cognito_user_pool_id: str | None = None
     cognito_client_id: str | None = None

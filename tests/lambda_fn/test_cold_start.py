@@ -59,6 +59,27 @@ def test_cold_start_reads_secrets_from_secrets_manager_and_a_function_url_event_
     assert list(processor.jobs) == [answer["job_id"]]  # signed with the secret read from Secrets Manager
 
 
+def test_ui_token_from_secrets_manager_gates_the_user_facing_api(aws, monkeypatch, fresh_handler_module, shared_secret):
+    # s3-website mode on AWS: AIPM_AUTH=token with the bearer token in a secret (infra/stack.py wires this).
+    token_arn = aws.create_secret(Name="aipm/ui-token", SecretString="ui-token-from-secrets-manager-42")["ARN"]
+    for name, value in {"AIPM_SHARED_SECRET": shared_secret, "AIPM_AUTH": "token",
+                        "AIPM_UI_TOKEN_SECRET_ARN": token_arn, "GITHUB_TOKEN": "x"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AIPM_UI_TOKEN", raising=False)
+    module = fresh_handler_module()
+
+    def call(token: str) -> int:
+        event = function_url_event("GET", "/api/jobs/j-000000000000000000000000",
+                                   headers={"authorization": f"Bearer {token}"})
+        return module.handler(event, LambdaContext())["statusCode"]
+
+    assert call("wrong-token") == 401
+    assert call("ui-token-from-secrets-manager-42") != 401
+    from ec2_services.common.logging import redact
+
+    assert "ui-token-from-secrets-manager-42" not in redact("x ui-token-from-secrets-manager-42")
+
+
 def test_secret_values_are_redacted_from_logs_once_read(aws):
     arn = aws.create_secret(Name="x", SecretString="plain-secret-value-123")["ARN"]
     assert read_secret(arn, "AIPM_SHARED_SECRET_ARN") == "plain-secret-value-123"
