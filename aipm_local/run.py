@@ -70,13 +70,14 @@ class StackConfig:
 def read_config() -> StackConfig:
     """Ports, state and forge dirs and KIRO_COMMAND from the services' own settings classes (one reader of env)."""
     pool = load_settings(WorkerPoolSettings)
-    processor = load_settings(PrProcessorSettings)
-    api = load_settings(LambdaSettings)
-    state_dir = pool.aipm_state_dir if "aipm_state_dir" in pool.model_fields_set else ROOT / ".aipm"
-    forge_dir = api.aipm_local_forge_dir if "aipm_local_forge_dir" in api.model_fields_set else state_dir / "forge"
+    state_dir = (pool.aipm_state_dir if "aipm_state_dir" in pool.model_fields_set else ROOT / ".aipm").absolute()
+    # With the state dir fixed, the settings' own defaults follow it (the forge in <state>/forge unless
+    # AIPM_LOCAL_FORGE_DIR says otherwise), exactly as the services will compute them.
+    processor = load_settings(PrProcessorSettings, aipm_state_dir=state_dir)
+    api = load_settings(LambdaSettings, aipm_state_dir=state_dir)
     return StackConfig(
-        state_dir=state_dir.absolute(),
-        forge_dir=forge_dir.absolute(),
+        state_dir=state_dir,
+        forge_dir=api.aipm_local_forge_dir,
         api_port=api.aipm_api_port,
         processor_port=processor.pr_processor_port,
         pool_port=pool.worker_pool_port,

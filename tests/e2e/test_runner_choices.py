@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aipm_local.run import STANDIN_SCRIPT, StackConfig, choose_agent, ensure_secret, stack_env
+from aipm_local.run import ROOT, STANDIN_SCRIPT, StackConfig, choose_agent, ensure_secret, read_config, stack_env
 
 
 def fake_kiro(bin_dir: Path, whoami_status: int, said: str) -> None:
@@ -71,3 +71,19 @@ def test_children_get_spec_local_run_variables(tmp_path, kiro_command):
     assert env["PR_PROCESSOR_URL"] == "http://127.0.0.1:8102"
     assert Path(env["AIPM_UI_DIR"], "index.html").is_file()
     assert env.get("KIRO_COMMAND") == kiro_command
+
+
+def test_state_and_forge_default_to_the_checkout_and_follow_the_variables(monkeypatch, tmp_path):
+    for name in ("AIPM_STATE_DIR", "AIPM_LOCAL_FORGE_DIR", "AIPM_API_PORT", "PR_PROCESSOR_PORT", "WORKER_POOL_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    config = read_config()
+    assert config.state_dir == ROOT / ".aipm" and config.forge_dir == ROOT / ".aipm" / "forge"
+    assert (config.api_port, config.processor_port, config.pool_port) == (8000, 8082, 8081)
+
+    monkeypatch.setenv("AIPM_STATE_DIR", str(tmp_path / "state"))
+    assert read_config().forge_dir == tmp_path / "state" / "forge"
+    monkeypatch.setenv("AIPM_LOCAL_FORGE_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("AIPM_API_PORT", "9000")
+    config = read_config()
+    assert config.state_dir == tmp_path / "state" and config.forge_dir == tmp_path / "elsewhere"
+    assert config.api_port == 9000
