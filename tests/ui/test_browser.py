@@ -7,6 +7,8 @@ the finished page (laptop and phone widths) go to test-artifacts/.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.local_stack import running_stack
-from tests.support.servers import ROOT, free_port, wait_http
+from tests.support.servers import ROOT, free_port, serve_in_thread, wait_http
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -46,9 +48,23 @@ new MutationObserver(() => {
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    # The agent takes a few seconds per task, so the page's 1 s polling sees it run.
-    with running_stack(tmp_path_factory.mktemp("ui") / "state", agent_args=("--delay", "2.5")) as running:
+def website(tmp_path_factory):
+    """A copy of the UI served on an origin of its own, as from the S3 website: (its URL, its folder)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    site = tmp_path_factory.mktemp("site")
+    shutil.copytree(ROOT / "frontend", site, dirs_exist_ok=True)
+    with serve_in_thread(Starlette(routes=[Mount("/", StaticFiles(directory=site, html=True))])) as url:
+        yield url, site
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, website):
+    # The agent takes a few seconds per task, so the page's 1 s polling sees it run; the website's origin is allowed.
+    with running_stack(tmp_path_factory.mktemp("ui") / "state", agent_args=("--delay", "2.5"),
+                       ALLOWED_ORIGINS=website[0]) as running:
         yield running
 
 
@@ -221,3 +237,21 @@ def test_token_mode_asks_for_the_token_and_sends_it_as_a_bearer_header(page, ser
     error = page.locator("#form-error")
     expect(error).to_contain_text("Generate Code & PR failed — 5", timeout=30_000)
     expect(error).not_to_contain_text("401")
+
+
+def test_the_ui_on_its_own_origin_calls_the_api_named_in_config_json(page, stack, website):
+    from playwright.sync_api import expect
+
+    site_url, site = website
+    (site / "config.json").write_text(json.dumps({"apiUrl": stack.api_url, "authMode": "none"}))
+    page.goto(site_url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.locator("#auth-badge")).to_have_text("local mode — no sign-in")
+    fill_story(page, title="From the website", criteria="triple(3) == 9")
+    with page.expect_response(lambda r: r.url == f"{stack.api_url}/api/generate-code") as sent:
+        page.get_by_role("button", name="Generate Code & PR").click()
+    assert sent.value.status == 202
+    job = page.locator("li.job").first
+    expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    href = job.get_by_role("link", name="Pull request #").get_attribute("href")
+    assert href.startswith(f"{stack.api_url}/forge/local/example/pull/")
