@@ -14,9 +14,10 @@ import time
 import httpx
 import pytest
 
-from tests.reliability.stack import EXAMPLE, FINAL, poll, record_figures, size
+from tests.reliability.stack import EXAMPLE, FINAL, TORTURE, poll, record_figures
 
-LOCK_S = size(4, 40)  # the processor's own busy timeout is 30 s: torture holds the lock past it
+LOCK_S = 4  # inside the processor's own SQLite busy timeout (30 s)
+LONG_LOCK_S = 35  # past it (torture only)
 
 
 def submit(stack, job_id: str, branch: str) -> httpx.Response:
@@ -66,8 +67,9 @@ def can_chattr(tmp_path) -> bool:
     return ok
 
 
-@pytest.mark.timeout(300)
-def test_locked_job_database_delays_or_refuses_clearly_and_loses_nothing(make_stack):
+def locked_run(make_stack, lock_s: float) -> dict:
+    """Hold an exclusive lock on the job database for ``lock_s`` while a job is submitted and /health asked; then
+    release it, re-send what was refused, and check every job ends succeeded. Returns what was answered."""
     stack = make_stack(pool_size=1)
     stack.start("pool")
     stack.start("processor")
@@ -83,26 +85,39 @@ def test_locked_job_database_delays_or_refuses_clearly_and_loses_nothing(make_st
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         during = pool.submit(submit, stack, "j-lock-1", "aipm/lock-1")
         health_started = time.monotonic()
-        try:
-            health = httpx.get(stack.url("processor") + "/health", timeout=LOCK_S + 40)
-            health_latency = time.monotonic() - health_started
-        except httpx.HTTPError as exc:  # pragma: no cover - recorded, not hidden
-            health, health_latency = exc, None
-        # The lock holder goes away after LOCK_S: the fault is a fixed-length window, not a wait for a condition.
-        time.sleep(max(0.0, LOCK_S - (time.monotonic() - locked_at)))
+        health = httpx.get(stack.url("processor") + "/health", timeout=lock_s + 40)
+        health_latency = time.monotonic() - health_started
+        # The lock holder goes away after lock_s: the fault is a fixed-length window, not a wait for a condition.
+        time.sleep(max(0.0, lock_s - (time.monotonic() - locked_at)))
         holder.execute("ROLLBACK")
         holder.close()
         answer = during.result(timeout=120)
-    assert answer.status_code == 202 or clear_error(answer), (answer.status_code, answer.text)
-    if answer.status_code != 202:  # refused clearly: the caller's retry is taken once the fault is gone
-        answer = submit(stack, "j-lock-1", "aipm/lock-1")
-        assert answer.status_code in (200, 202), answer.text
+    observed = {"lock_s": lock_s, "submit": (answer.status_code, answer.text[:200]),
+                "health_during_lock_s": round(health_latency, 2), "health_status": health.status_code}
+    if answer.status_code not in (200, 202):  # the caller's retry is taken once the fault is gone
+        again = submit(stack, "j-lock-1", "aipm/lock-1")
+        assert again.status_code in (200, 202), again.text
     assert submit(stack, "j-lock-2", "aipm/lock-2").status_code == 202
     jobs = stack.wait_final(["j-lock-0", "j-lock-1", "j-lock-2"], timeout=120)
     assert all(j["status"] == "succeeded" for j in jobs.values()), jobs
-    record_figures("locked_db", lock_s=LOCK_S, submit_during_lock=during.result().status_code,
-                   health_during_lock_s=round(health_latency, 2) if health_latency else None,
-                   health_status=getattr(health, "status_code", str(health)))
+    record_figures(f"locked_db_{int(lock_s)}s", **observed)
+    return observed
+
+
+@pytest.mark.timeout(300)
+def test_locked_job_database_delays_the_answer_and_loses_nothing(make_stack):
+    observed = locked_run(make_stack, LOCK_S)
+    assert observed["submit"][0] == 202, observed  # waited the lock out
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(not TORTURE, reason="holds a lock for 35 s: run with AIPM_TORTURE=1 (make torture)")
+@pytest.mark.xfail(strict=True, reason="PR processor bug: a job database locked past SQLite's 30 s busy timeout "
+                   "turns POST /api/process-pr into HTTP 500 'internal error' instead of a clear 503")
+def test_job_database_locked_past_the_busy_timeout_refuses_clearly(make_stack):
+    observed = locked_run(make_stack, LONG_LOCK_S)
+    code, text = observed["submit"]
+    assert code in (200, 202) or (code in (503, 507) and "internal error" not in text), observed
 
 
 def read_only_run(make_stack, tmp_path) -> dict:
