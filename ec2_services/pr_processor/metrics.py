@@ -1,31 +1,14 @@
-"""CloudWatch metrics as Embedded Metric Format lines in the JSON log (namespace AIPM, dimension Service).
-
-The CloudWatch agent turns these log lines into metrics; nothing here calls AWS.
-"""
+"""The PR processor's CloudWatch metrics (EMF through ``ec2_services.common.metrics``; Service=pr-processor)."""
 
 from __future__ import annotations
 
-import logging
-import time
+from ec2_services.common import metrics as _emf
 
-log = logging.getLogger("ec2_services.pr_processor.metrics")
-
-NAMESPACE = "AIPM"
 SERVICE = "pr-processor"
 
 
 def emit(name: str, value: float, unit: str = "Count") -> None:
-    fields = {
-        "_aws": {
-            "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {"Namespace": NAMESPACE, "Dimensions": [["Service"]], "Metrics": [{"Name": name, "Unit": unit}]}
-            ],
-        },
-        "Service": SERVICE,
-        name: value,
-    }
-    log.info("metric %s=%s", name, value, extra={"fields": fields})
+    _emf.emit(SERVICE, f"metric {name}={value}", {name: (value, unit)})
 
 
 def job_started() -> None:

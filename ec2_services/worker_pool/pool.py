@@ -300,6 +300,7 @@ class WorkerPool:
         with log_context(task_id=task_id):
             log.info("task accepted (%d waiting)", len(self._waiting), extra={"fields": {"event": "task_accepted"}})
         self._dispatch()
+        metrics.queue_depth(len(self._waiting))
         return task
 
     def _unavailable(self) -> str | None:

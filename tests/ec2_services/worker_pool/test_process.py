@@ -66,6 +66,8 @@ def test_service_process_runs_tasks_logs_them_and_stops_its_agents(service_proce
     emf = [r for r in records if "_aws" in r and r.get("TasksCompleted") == 1]
     assert emf and emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "AIPM"
     assert emf[0]["Service"] == "worker-pool" and emf[0]["TaskDuration"] > 0
+    depth = [r for r in records if "_aws" in r and "QueueDepth" in r]
+    assert depth and depth[0]["Service"] == "worker-pool" and depth[0]["QueueDepth"] == 0
     approvals = [r for r in records if r.get("event") == "tool_approved"]
     assert {r.get("tool") for r in approvals} == {"write", "shell"}
 
