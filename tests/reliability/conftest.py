@@ -23,3 +23,11 @@ def make_stack(tmp_path):
         stack.stop()
     leaks = [leak for stack in stacks for leak in stack.leaked()]
     assert not leaks, f"secrets leaked: {leaks}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test here starts whole stacks: `slow` (so `make test-fast` leaves them out)."""
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.slow)

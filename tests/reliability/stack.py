@@ -41,7 +41,8 @@ def size(default: int, torture: int) -> int:
 
 
 def record_figures(test: str, **figures: Any) -> None:
-    """Merge one test's figures into test-artifacts/reliability.json and print them."""
+    """Merge one test's figures into test-artifacts/reliability.json (under its name, then ``default`` or
+    ``torture``) and print them."""
     print(f"\n[reliability] {test}: {json.dumps(figures, sort_keys=True)}")
     with _figures_lock:
         ARTIFACTS.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,8 @@ def record_figures(test: str, **figures: Any) -> None:
             data = json.loads(ARTIFACTS.read_text())
         except (OSError, ValueError):
             data = {}
-        data[test] = {**figures, "torture": TORTURE, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        mode = "torture" if TORTURE else "default"
+        data.setdefault(test, {})[mode] = {**figures, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         ARTIFACTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

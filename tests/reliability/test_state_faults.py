@@ -221,3 +221,65 @@ def test_missing_workspace_root_is_a_clear_error_or_recreated_and_no_job_is_lost
     record_figures("missing_workspace_root", job_during_fault=job["status"] if job else during.status_code,
                    error=(job or {}).get("error"))
     assert all(j["status"] in FINAL for j in jobs.values())
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size_mb: int):
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk case is not run")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory) -> int:
+    """Write a filler file until the filesystem says it is full; returns the bytes written."""
+    written = 0
+    block = b"\0" * (256 * 1024)
+    with open(directory / "filler", "wb") as fh:
+        try:
+            while True:
+                fh.write(block)
+                fh.flush()
+                written += len(block)
+        except OSError:
+            pass
+    # Top up the last few bytes too.
+    for n in range(1000):
+        try:
+            (directory / f"filler-{n}").write_bytes(b"\0" * 1024)
+        except OSError:
+            break
+    return written
+
+
+@pytest.mark.timeout(300)
+def test_full_workspace_disk_fails_the_job_clearly_and_the_next_one_works_once_freed(make_stack, tmp_path):
+    stack = make_stack(pool_size=1)
+    with small_tmpfs(stack.workspace_root, 16):
+        stack.start("pool")
+        stack.start("processor", PR_RETRY_BASE_DELAY="0.2")
+        for n in range(2):
+            stack.make_branch(f"aipm/full-{n}", f"# full {n}\n\n[[write full-{n}.txt x]]\n")
+        filled = fill(stack.workspace_root)
+        response = submit(stack, "j-full-0", "aipm/full-0")
+        assert response.status_code == 202 or clear_error(response), response.text
+        job = stack.wait_final(["j-full-0"], timeout=120)["j-full-0"]
+        if job["status"] != "succeeded":
+            error = (job["error"] or "").lower()
+            assert "space" in error or "disk" in error or "quota" in error or "write" in error, job
+        for leftover in stack.workspace_root.glob("filler*"):
+            leftover.unlink()
+        # Asked again (the Lambda re-sends on a retry): the same job id answers its recorded state, not a re-run.
+        again = submit(stack, "j-full-0", "aipm/full-0")
+        assert again.status_code == 200 and again.json()["status"] == job["status"], again.text
+        assert submit(stack, "j-full-1", "aipm/full-1").status_code == 202
+        after = stack.wait_final(["j-full-1"], timeout=120)["j-full-1"]
+        assert after["status"] == "succeeded", after
+        health = stack.wait_pool_idle(timeout=60)
+    record_figures("full_disk", workspace_tmpfs_mb=16, filler_bytes=filled, job_during_fault=job["status"],
+                   error=job["error"], job_after=after["status"], pool_size=health["pool_size"])
