@@ -139,6 +139,7 @@ def test_fuzzed_signed_bodies_never_5xx_and_refused_ones_run_nothing(stack):
     before = tree(stack.state_dir / "mirrors", stack.workspace_root, stack.forge_dir)
     statuses: dict[str, dict[int, int]] = {}
     accepted_jobs: set[str] = set()
+    ran_tasks: set[str] = set()
 
     def send(service, receiver, target, body):
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -179,7 +180,8 @@ def test_fuzzed_signed_bodies_never_5xx_and_refused_ones_run_nothing(stack):
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(body=st.one_of(exec_body, anything))
     def fuzz_pool(body):
-        send("pool", WORKER_POOL, "/execute", body)
+        if send("pool", WORKER_POOL, "/execute", body).status_code == 200:
+            ran_tasks.add(body["task_id"])
 
     callback_body = st.fixed_dictionaries(
         {"job_id": text, "status": st.one_of(st.sampled_from(sorted(FINAL)), text),
@@ -224,13 +226,17 @@ def test_fuzzed_signed_bodies_never_5xx_and_refused_ones_run_nothing(stack):
     # Nothing ran for what was refused: the only jobs are the accepted ones, and they end.
     jobs = stack.client("processor").get("/api/jobs?limit=1000").json()["jobs"]
     assert {j["job_id"] for j in jobs} == accepted_jobs
-    stack.wait_final(sorted(accepted_jobs), timeout=120)
+    for job in stack.wait_final(sorted(accepted_jobs), timeout=120).values():
+        assert job["commit"] is None, job  # fuzzed branches do not exist: nothing was pushed
     assert stack.forge_dir.joinpath("local").exists()
     assert not any("nope" in p for p in tree(stack.forge_dir))
     if not accepted_jobs:
         assert tree(stack.state_dir / "mirrors", stack.workspace_root, stack.forge_dir) == before
     health = stack.wait_pool_idle()
     assert health["pool_size"] == 1
+    # The agent ran exactly once per task id the pool accepted (200; a replayed id answers its stored result),
+    # never for a refused body.
+    assert sum(w["tasks_completed"] for w in health["workers"]) == len(ran_tasks), (health, statuses["/execute"])
     record_figures("fuzz", examples_per_endpoint=EXAMPLES, statuses=statuses, accepted_jobs=len(accepted_jobs))
 
 
