@@ -20,7 +20,7 @@ JOB_LIMIT = 20
 
 def _health(url: str) -> tuple[bool, str]:
     try:
-        response = httpx.get(f"{url}/health", timeout=3)
+        response = httpx.get(f"{url}/health", timeout=3, trust_env=False)  # loopback: never via a proxy
     except httpx.HTTPError as exc:
         return False, f"not answering ({type(exc).__name__})"
     if response.status_code != 200:
@@ -46,7 +46,7 @@ def _jobs(processor_url: str, secret: str | None) -> list[str]:
     if not secret:
         return ["(no secret in the state directory: has `make run` been started here?)"]
     try:
-        response = httpx.get(f"{processor_url}/api/jobs", params={"limit": JOB_LIMIT}, timeout=5,
+        response = httpx.get(f"{processor_url}/api/jobs", params={"limit": JOB_LIMIT}, timeout=5, trust_env=False,
                              auth=SigningAuth(secret, PR_PROCESSOR))
     except httpx.HTTPError as exc:
         return [f"(cannot list jobs: {type(exc).__name__})"]

@@ -89,7 +89,7 @@ class Child:
 
     def health(self) -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200
+            return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
 

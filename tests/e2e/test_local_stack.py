@@ -5,6 +5,7 @@ everything within 15 s and frees the ports, a dead service stops the rest, a bus
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -100,9 +101,17 @@ def test_generate_code_ends_with_the_agents_commit_on_the_local_branch(tmp_path)
         assert pr_page.status_code == 200
         assert "Multiply two numbers" in pr_page.text and "not an AI" in pr_page.text
 
-        # A second start reuses the same secret (services and `make status` agree on it).
-        first_secret = secret.read_text()
-    assert (stack.state_dir / "secret").read_text() == first_secret
+        # `make status`: the three services up, and the job in the queue listing (a signed call with the secret).
+        env = {**os.environ, "AIPM_STATE_DIR": str(stack.state_dir), "AIPM_API_PORT": str(stack.api_port),
+               "PR_PROCESSOR_PORT": str(stack.processor_port), "WORKER_POOL_PORT": str(stack.pool_port)}
+        status = subprocess.run([sys.executable, "-m", "aipm_local.status"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=30)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.count("UP ") == 3
+        assert re.search(rf"{created['job_id']}\s+succeeded\s+local/example\s+{branch}\s+{head[:12]}", status.stdout)
+    status = subprocess.run([sys.executable, "-m", "aipm_local.status"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert status.returncode == 1 and status.stdout.count("DOWN") == 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl+C"])
