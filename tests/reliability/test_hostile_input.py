@@ -216,7 +216,8 @@ def test_fuzzed_signed_bodies_never_5xx_and_refused_ones_run_nothing(stack):
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(body=st.one_of(gen, anything))
     def fuzz_generate(body):
-        response = api.post("/api/generate-code", json=body)
+        response = api.post("/api/generate-code", content=json.dumps(body).encode(),  # NaN/Infinity as Python writes them
+                            headers={"Content-Type": "application/json"})
         statuses.setdefault("/api/generate-code", {}).setdefault(response.status_code, 0)
         statuses["/api/generate-code"][response.status_code] += 1
         assert response.status_code < 500, (body, response.text[:500])
@@ -256,7 +257,8 @@ def test_injection_strings_are_refused_before_git_runs(stack):
         for field_name in [f for f in ("repo", "base_branch") if must_refuse(f, value)]:
             body = {"repo": "local/example", "title": "t", "description": "d", "acceptance_criteria": [],
                     "story_id": "inject", field_name: value}
-            response = api.post("/api/generate-code", json=body)
+            response = api.post("/api/generate-code", content=json.dumps(body).encode(),  # NaN/Infinity as Python writes them
+                            headers={"Content-Type": "application/json"})
             assert 400 <= response.status_code < 500, (field_name, value[:80], response.status_code, response.text)
             refused += 1
         response = pool.post("/execute", json={"prompt": "[[say hi]]", "cwd": value, "task_id": "t-inject"})

