@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from ec2_services.common.logging import log_context
+from ec2_services.common.logging import log_context, redact
 from ec2_services.pr_processor import metrics
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRejected, Worktree
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _RETRYABLE_POOL_CODES = {429, 500, 502, 503, 504}
 _CANCELLED_CODE = 499
-WATCH_S = 2.0  # how often a running task's state is read from the pool for the job's event stream
+WATCH_S = 1.0  # how often a running task's state is read from the pool for the job's event stream
 
 
 class PermanentError(Exception):
@@ -103,6 +103,9 @@ class JobRunner:
         self.retry_base_delay = retry_base_delay
         # job_id → pool task id while the agent works on it (what cancel must stop).
         self.executing: dict[str, str] = {}
+        # job_id → the agent's latest answer lines while it works (read from the pool; shown in log_tail, not stored:
+        # the whole answer is stored once the task ends).
+        self.live_output: dict[str, str] = {}
 
     # --- the whole job ----------------------------------------------------------------------------------------
 
@@ -299,6 +302,7 @@ class JobRunner:
             raise RetryableError(str(exc)) from exc
         finally:
             self.executing.pop(job.job_id, None)
+            self.live_output.pop(job.job_id, None)
             watcher.cancel()
         self.events.agent_output(job.job_id, answer.output)
         values = {"output_tail": answer.output[-OUTPUT_TAIL_CHARS:]}
@@ -321,6 +325,9 @@ class JobRunner:
                 continue
             if view is None or view.get("state") == "ended":
                 continue
+            tail = view.get("output_tail")
+            if isinstance(tail, str) and tail and job.job_id in self.executing:
+                self.live_output[job.job_id] = redact(tail)
             now = (view.get("state"), view.get("worker_id") or view.get("queue_position"))
             if now != last:
                 last = now

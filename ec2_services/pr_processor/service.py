@@ -15,7 +15,7 @@ from ec2_services.common.settings import PrProcessorSettings
 from ec2_services.pr_processor.callbacks import CallbackSender
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitOps
-from ec2_services.pr_processor.jobs import BranchBusy, Job, JobState, JobStore, rfc3339
+from ec2_services.pr_processor.jobs import LOG_TAIL_LINES, BranchBusy, Job, JobState, JobStore, rfc3339
 from ec2_services.pr_processor.models import ProcessPrRequest
 from ec2_services.pr_processor.pool_client import PoolClient
 from ec2_services.pr_processor.runner import JobRunner
@@ -114,12 +114,20 @@ class ProcessorService:
             "error": job.error,
             "created_at": rfc3339(job.created_at),
             "updated_at": rfc3339(job.updated_at),
-            "log_tail": "\n".join(line for _, line in self.store.log_lines(job.job_id)),
+            "log_tail": self._log_tail(job),
             "queue_position": self.store.queue_position(job),
             "credits": job.credits,
             "duration_s": job.duration_s,
             "callback": self.store.callback_status(job.job_id),
         }
+
+    def _log_tail(self, job: Job) -> str:
+        """The job's last lines: its stored events and answers, then (while the agent works) its latest lines."""
+        lines = [line for _, line in self.store.log_lines(job.job_id)]
+        live = self.runner.live_output.get(job.job_id)
+        if live:
+            lines += [f"[agent] {line}" for line in live.splitlines()]
+        return "\n".join(lines[-LOG_TAIL_LINES:])
 
     def stream(self, job_id: str) -> AsyncIterator[tuple[int, str] | None]:
         return self.events.stream(job_id)

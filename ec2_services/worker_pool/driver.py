@@ -88,6 +88,10 @@ class AgentDriver(abc.ABC):
         After ``TurnTimeout`` or ``AgentExited`` the process is gone (``state`` is ``EXITED``) and the pool respawns it.
         """
 
+    def output_tail(self, max_lines: int = 20) -> list[str]:
+        """The running turn's latest answer lines, for progress (``GET /tasks/{id}``); empty when idle."""
+        return []
+
     @abc.abstractmethod
     def cancel(self) -> None:
         """Ask the running turn to stop; ``run`` then raises ``TurnCancelled``. A no-op when idle."""

@@ -438,6 +438,10 @@ class PtySession(AgentDriver):
             if self.state is DriverState.BUSY:
                 self.state = DriverState.IDLE
 
+    def output_tail(self, max_lines: int = 20) -> list[str]:
+        turn = self._turn
+        return turn.tail(max_lines) if turn is not None and self.state is DriverState.BUSY else []
+
     def _result(self, turn: Transcript, counts: dict[str, int]) -> TurnResult:
         return TurnResult(
             output=turn.output(),

@@ -13,6 +13,8 @@ from collections import deque
 
 from ec2_services.worker_pool.screen import Block, Patterns, strip_ansi
 
+_TAIL_CHARS = 16_000
+
 
 class Transcript:
     def __init__(self, patterns: Patterns, *, limit_chars: int = 1_000_000):
@@ -155,6 +157,23 @@ class Transcript:
             return True
         match = self._p.prompt_at_end(text)
         return bool(match and not text[: match.start()].strip() and not self._p.is_bare(match))
+
+    def tail(self, max_lines: int = 20) -> list[str]:
+        """The answer's last non-blank lines so far, for a running task's progress. Reads only the newest blocks
+        (a flood is not stripped whole) and settles nothing: lines still held as a possible echo are not shown."""
+        lines: list[str] = []
+        for block in reversed(self._blocks):
+            text = block.text
+            chopped = len(text) > _TAIL_CHARS
+            if chopped:
+                text = text[-_TAIL_CHARS:]
+            block_lines = (text if block.plain else strip_ansi(text)).replace("\r\n", "\n").split("\n")
+            if chopped:
+                block_lines = block_lines[1:]  # the first may be cut
+            lines.extend(line.rstrip() for line in reversed(block_lines) if line.strip())
+            if len(lines) >= max_lines:
+                break
+        return lines[:max_lines][::-1]
 
     def output(self) -> str:
         self._release_held()

@@ -42,6 +42,10 @@ def test_job_through_the_real_pool_with_the_standin_agent_pushes_its_change(star
         proc = start_processor(WORKER_POOL_URL=pool.url, KIRO_WORKSPACE_ROOT=str(root))
         before = forge.tip(REPO, BRANCH)
         assert proc.submit("j-standin").status_code == 202
+        # While the agent works, log_tail already shows its latest lines (read from the pool's GET /tasks/{id}).
+        live = proc.wait("j-standin", until=lambda j: "[agent] Working slowly on purpose" in j["log_tail"]
+                         or j["status"] not in ("queued", "running"), timeout=60)
+        assert live["status"] == "running", live
         job = proc.wait("j-standin", timeout=90)
     assert job["status"] == "succeeded", job
     head = forge.log(REPO, BRANCH)[0]

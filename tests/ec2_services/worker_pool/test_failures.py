@@ -150,3 +150,25 @@ def test_an_agent_that_cannot_start_gives_a_quick_503_not_a_hang(pool_server, tm
     body = r.json()
     assert body["status"] == "agent_error" and body["worker_id"] is None
     assert "no-such-kiro-cli" in body["detail"]
+
+
+def test_running_task_view_shows_the_agents_latest_lines(pool_server):
+    server = pool_server()
+    running = server.in_background("[[say first progress line]] [[say second progress line]] [[sleep 4]]", "t-progress")
+    deadline = time.monotonic() + 10
+    with server.client() as client:
+        while True:
+            view = client.get("/tasks/t-progress").json()
+            if "second progress line" in view.get("output_tail", ""):
+                break
+            assert time.monotonic() < deadline, f"progress never showed: {view}"
+            time.sleep(0.05)
+    assert view["state"] == "running" and view["worker_id"] == 1
+    tail = view["output_tail"].splitlines()
+    assert tail.index("first progress line") < tail.index("second progress line")
+    assert all("\x1b" not in line and "Thinking" not in line for line in tail)
+    assert "[[say" not in view["output_tail"]  # the echoed prompt is not progress
+    body = running.result(timeout=15).json()
+    assert body["status"] == "completed"
+    with server.client() as client:
+        assert "output_tail" not in client.get("/tasks/t-progress").json()  # ended: the /execute body itself
