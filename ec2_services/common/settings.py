@@ -112,6 +112,10 @@ class PrProcessorSettings(_WorkspaceRoot):
     # Base delay of the exponential backoff between attempts, and the callback outbox's.
     pr_retry_base_delay: float = Field(5.0, ge=0)
     pr_callback_max_age: float = Field(24 * 3600, gt=0)
+    # A task the pool could not take (429: every worker busy and its queue full) never ran: it is sent again within
+    # the same attempt for up to this long. A pool that cannot be reached (a restart) is waited for this long.
+    pr_pool_busy_wait: float = Field(3600, ge=0)
+    pr_pool_down_wait: float = Field(120, ge=0)
     git_base_url: str = "https://github.com"
     github_token: SecretStr | None = None
     aipm_callback_origins: str = ""

@@ -6,6 +6,8 @@ Every route but /health is signed for ``pr-processor``. Errors leave as JSON ``{
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,8 @@ from ec2_services.common.signing import PR_PROCESSOR, SignatureVerifier
 from ec2_services.pr_processor.jobs import JobState
 from ec2_services.pr_processor.models import JOB_ID_RE, Accepted, InvalidInput, ProcessPrRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
+
+log = logging.getLogger("ec2_services.pr_processor")
 
 
 def _service(request: Request) -> ProcessorService:
@@ -109,6 +113,16 @@ def create_app(settings: PrProcessorSettings, secret: str | None) -> FastAPI:
 
     app = FastAPI(title="AIPM PR processor", lifespan=lifespan)
     install_edge(app)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _job_store_unavailable(request: Request, exc: sqlite3.OperationalError):
+        # The write was rolled back: nothing was accepted, and the caller may simply send it again.
+        log.error("job database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"job database unavailable ({exc}): nothing was recorded; send the request again later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.get("/health")
     async def health(request: Request):

@@ -22,6 +22,7 @@ from typing import Any
 from ec2_services.common.logging import redact
 
 LOG_TAIL_LINES = 100
+BUSY_TIMEOUT_S = 5.0
 OUTPUT_TAIL_CHARS = 4000
 MAX_LINE_CHARS = 2000
 
@@ -188,7 +189,10 @@ class JobStore:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        # The store runs on the event loop: a lock held by someone else may stall it this long, not more.
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        # Why the last write failed (locked, read-only, disk full), until a write succeeds again: /health shows it.
+        self.write_error: str | None = None
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         with self._lock:
@@ -203,13 +207,22 @@ class JobStore:
             if self._db.in_transaction:
                 yield
                 return
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self.write_error = str(exc)
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            self.write_error = None
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,13 +95,16 @@ def build_prompt(workspace: Path, task_path: Path, job: Job) -> str:
 
 class JobRunner:
     def __init__(self, store: JobStore, events: JobEvents, git: GitOps, pool: PoolClient, *,
-                 max_attempts: int, retry_base_delay: float):
+                 max_attempts: int, retry_base_delay: float, pool_busy_wait: float = 3600,
+                 pool_down_wait: float = 120):
         self.store = store
         self.events = events
         self.git = git
         self.pool = pool
         self.max_attempts = max_attempts
         self.retry_base_delay = retry_base_delay
+        self.pool_busy_wait = pool_busy_wait
+        self.pool_down_wait = pool_down_wait
         # job_id → pool task id while the agent works on it (what cancel must stop).
         self.executing: dict[str, str] = {}
         # job_id → the agent's latest answer lines while it works (read from the pool; shown in log_tail, not stored:
@@ -296,10 +300,7 @@ class JobRunner:
         self.events.event(job.job_id, f"agent working (worker-pool task {job.task_id})")
         watcher = asyncio.create_task(self._watch_task(job))
         try:
-            answer = await self.pool.execute(prompt=build_prompt(wt.path, task_path, job), cwd=str(wt.path),
-                                             task_id=job.task_id)
-        except PoolUnreachable as exc:
-            raise RetryableError(str(exc)) from exc
+            answer = await self._send(job, build_prompt(wt.path, task_path, job), str(wt.path))
         finally:
             self.executing.pop(job.job_id, None)
             self.live_output.pop(job.job_id, None)
@@ -313,6 +314,33 @@ class JobRunner:
         self.events.event(job.job_id, f"{answer.reason if answer.status_code != 200 else 'agent finished'}"
                           + (f" after {duration} s" if isinstance(duration, int | float) else ""))
         return answer
+
+    async def _send(self, job: Job, prompt: str, cwd: str) -> PoolAnswer:
+        """``/execute`` within this attempt: a full pool (429, the task never ran) and a pool briefly out of reach
+        (a restart; the same task_id makes a re-send harmless) are waited out, so they do not spend attempts."""
+        started = time.monotonic()
+        delay, told = 0.25, None
+        while True:
+            try:
+                answer = await self.pool.execute(prompt=prompt, cwd=cwd, task_id=job.task_id)
+                why, limit = ("busy", self.pool_busy_wait) if answer.status_code == 429 else (None, 0.0)
+            except PoolUnreachable as exc:
+                answer, why, limit = None, "down", self.pool_down_wait
+                reason = str(exc)
+            if why is None:
+                return answer
+            waited = time.monotonic() - started
+            if waited >= limit:
+                if answer is not None:
+                    return answer  # the caller counts it as a failed attempt
+                raise RetryableError(f"{reason} for {waited:.0f} s")
+            if told != why:
+                told = why
+                self.events.event(job.job_id, "worker pool is full; waiting for a free worker" if why == "busy"
+                                  else "worker pool unreachable; waiting for it to come back")
+            await asyncio.sleep(min(delay, limit - waited))
+            delay = min(delay * 2, 5.0)
+            self._check_cancel(job.job_id)
 
     async def _watch_task(self, job: Job) -> None:
         """While the agent works: tell the job's stream when the task waits for a worker and when one takes it."""

@@ -39,7 +39,8 @@ class ProcessorService:
         )
         self.pool = PoolClient(settings.worker_pool_url, secret)
         self.runner = JobRunner(self.store, self.events, self.git, self.pool, max_attempts=settings.pr_max_attempts,
-                                retry_base_delay=settings.pr_retry_base_delay)
+                                retry_base_delay=settings.pr_retry_base_delay,
+                                pool_busy_wait=settings.pr_pool_busy_wait, pool_down_wait=settings.pr_pool_down_wait)
         self.scheduler = Scheduler(self.store, self.runner, self.pool, self.events)
         self.callbacks = CallbackSender(self.store, secret, base_delay=settings.pr_retry_base_delay,
                                         max_age=settings.pr_callback_max_age)
@@ -94,10 +95,13 @@ class ProcessorService:
 
     def health(self) -> dict[str, Any]:
         counts = self.store.counts()
+        store_error = self.store.write_error
         return {
-            "status": "ok",
+            # Not in SPEC's list: "degraded" while the job database refuses writes (jobs cannot be accepted).
+            "status": "degraded" if store_error else "ok",
             "jobs": {"queued": counts.get("queued", 0), "running": counts.get("running", 0) + counts.get("pushing", 0)},
             "worker_pool": "ok" if self.scheduler.pool_reachable else "unreachable",
+            "job_store": f"unwritable: {store_error}" if store_error else "ok",
         }
 
     async def refresh_pool(self) -> None:

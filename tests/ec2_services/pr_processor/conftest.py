@@ -89,6 +89,7 @@ def start_processor(tmp_path, forge, fake_pool, shared_secret, service_process):
             "GIT_BASE_URL": forge.base_url,
             "GITHUB_TOKEN": TOKEN,
             "PR_RETRY_BASE_DELAY": "0.05",
+            "PR_POOL_DOWN_WAIT": "0.3",
             "GIT_AUTHOR_NAME": "Test Bot",
             "GIT_AUTHOR_EMAIL": "test-bot@example.com",
             "AIPM_LOG_LEVEL": "DEBUG",

@@ -52,6 +52,7 @@ class FakePool:
         self.secret = secret
         self.pool_size = pool_size
         self.plans: dict[str, list[Plan]] = {}
+        self.busy_answers: dict[str, int] = {}
         self.default = Plan()
         self.tasks: dict[str, _Task] = {}
         self.executes: list[dict[str, Any]] = []  # every /execute body received, replays included
@@ -62,6 +63,10 @@ class FakePool:
 
     def plan(self, job_id: str, *plans: Plan) -> None:
         self.plans[job_id] = list(plans)
+
+    def busy(self, task_id: str, times: int) -> None:
+        """The next ``times`` sends of ``task_id`` answer 429 (queue full), as the real pool does: not registered."""
+        self.busy_answers[task_id] = times
 
     def started_tasks(self, job_id: str) -> list[str]:
         return [t for t in self.tasks if t.rsplit(".", 1)[0] == job_id]
@@ -125,6 +130,10 @@ class FakePool:
         async def execute(request: Request):
             body = await request.json()
             self.executes.append(body)
+            if self.busy_answers.get(body["task_id"], 0) > 0:
+                self.busy_answers[body["task_id"]] -= 1
+                return JSONResponse({"detail": "0 requests are already waiting for a worker", "worker_id": None,
+                                     "duration_s": 0, "output": ""}, status_code=429, headers={"Retry-After": "1"})
             task = self.tasks.get(body["task_id"])
             if task is None:
                 task = self.tasks[body["task_id"]] = _Task(body["task_id"], body)

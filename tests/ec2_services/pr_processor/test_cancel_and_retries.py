@@ -79,7 +79,28 @@ def test_unreachable_pool_is_retried_then_failed(start_processor, forge):
     job = proc.wait("j-nopool")
     assert job["status"] == "failed" and job["attempts"] == 2
     assert "unreachable" in job["error"]
+    assert "waiting for it to come back" in job["log_tail"]  # each attempt first waited PR_POOL_DOWN_WAIT
     assert proc.health()["worker_pool"] == "unreachable"
+
+
+def test_a_full_pool_is_waited_out_without_spending_attempts(start_processor, forge, fake_pool):
+    fake_pool.busy("j-busy.1", 3)
+    fake_pool.plan("j-busy", Plan(files={"ok.txt": "ok\n"}))
+    proc = start_processor(PR_MAX_ATTEMPTS="1", PR_POOL_BUSY_WAIT="30")
+    assert proc.submit("j-busy").status_code == 202
+    job = proc.wait("j-busy")
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    assert [b["task_id"] for b in fake_pool.executes] == ["j-busy.1"] * 4  # three 429s, then taken
+    assert "worker pool is full; waiting for a free worker" in job["log_tail"]
+
+
+def test_a_pool_full_past_the_wait_costs_the_attempt(start_processor, forge, fake_pool):
+    fake_pool.busy("j-full.1", 1000)
+    proc = start_processor(PR_MAX_ATTEMPTS="1", PR_POOL_BUSY_WAIT="0.5")
+    assert proc.submit("j-full").status_code == 202
+    job = proc.wait("j-full")
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert "429" in job["error"]
 
 
 def test_push_failure_is_retried_without_running_the_agent_again(start_processor, forge, fake_pool):

@@ -110,3 +110,23 @@ def test_errors_and_log_lines_are_redacted_before_they_are_stored(store):
     store.transition("j-r", JobState.FAILED, error=f"push to https://x:{token}@github.com failed")
     raw = store._db.execute("SELECT error FROM jobs").fetchone()[0] + store.log_lines("j-r")[0][1]
     assert token not in raw and "***" in raw
+
+
+def test_a_locked_database_refuses_the_write_records_why_and_recovers(tmp_path, monkeypatch):
+    import sqlite3
+
+    from ec2_services.pr_processor import jobs
+
+    monkeypatch.setattr(jobs, "BUSY_TIMEOUT_S", 0.2)
+    store = JobStore(tmp_path / "jobs.sqlite")
+    locker = sqlite3.connect(str(tmp_path / "jobs.sqlite"), isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _new(store, "j-locked")
+    assert store.write_error and "locked" in store.write_error
+    assert store.get("j-locked") is None  # nothing half-written
+    locker.execute("ROLLBACK")
+    locker.close()
+    job, created = _new(store, "j-locked")
+    assert created and store.write_error is None
+    store.close()

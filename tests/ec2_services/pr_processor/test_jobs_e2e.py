@@ -155,7 +155,7 @@ def test_jobs_list_is_newest_first_with_limit_and_status_filter(start_processor,
     assert len(proc.client.get("/api/jobs?status=no_changes").json()["jobs"]) == 3
     assert proc.client.get("/api/jobs/j-unknown").status_code == 404
     health = proc.health()
-    assert health == {"status": "ok", "jobs": {"queued": 0, "running": 0}, "worker_pool": "ok"}
+    assert health == {"status": "ok", "jobs": {"queued": 0, "running": 0}, "worker_pool": "ok", "job_store": "ok"}
 
 
 def test_events_stream_job_lines_until_the_job_ends(start_processor, forge, fake_pool):

@@ -142,3 +142,22 @@ def test_service_without_a_secret_refuses_to_start(service_process, tmp_path):
     assert proc.proc.wait(timeout=30) != 0
     assert "AIPM_SHARED_SECRET is not set" in proc.output()
     assert not (tmp_path / "state" / "jobs.sqlite").exists()
+
+
+def test_a_job_database_that_refuses_writes_answers_503_and_health_says_so(start_processor):
+    import sqlite3
+
+    proc = start_processor()
+    locker = sqlite3.connect(str(proc.state_dir / "jobs.sqlite"), isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        answer = proc.submit("j-db-locked")
+        assert answer.status_code == 503, answer.text
+        assert "job database unavailable" in answer.json()["detail"] and answer.headers["retry-after"]
+        health = proc.health()
+        assert health["status"] == "degraded" and "locked" in health["job_store"]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert proc.submit("j-db-locked").status_code == 202  # sent again once the fault is gone: accepted
+    assert proc.health()["job_store"] == "ok"
