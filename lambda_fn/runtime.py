@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ec2_services.common.logging import register_secret
 from ec2_services.common.settings import LambdaSettings, SettingsError, require_secret
-from lambda_fn.auth import Authenticator, make_authenticator
+from lambda_fn.auth import Authenticator, CognitoConfig, make_authenticator
 from lambda_fn.forge.base import Forge
 from lambda_fn.processor import ProcessorClient
 from lambda_fn.ratelimit import RateLimiter
@@ -46,6 +46,16 @@ def _ui_token(settings: LambdaSettings) -> str | None:
     if settings.aipm_ui_token_secret_arn:
         return read_secret(settings.aipm_ui_token_secret_arn, "AIPM_UI_TOKEN_SECRET_ARN")
     return None
+
+
+def _cognito(settings: LambdaSettings) -> CognitoConfig | None:
+    """The user pool the tokens must come from; None when AIPM_AUTH=cognito lacks a part (every call is then 401)."""
+    if not (settings.cognito_user_pool_id and settings.cognito_client_id):
+        return None
+    region = settings.cognito_region or settings.cognito_user_pool_id.split("_", 1)[0]
+    return CognitoConfig(user_pool_id=settings.cognito_user_pool_id, client_id=settings.cognito_client_id,
+                         region=region, allowed_groups=tuple(settings.allowed_group_list),
+                         jwks_url=settings.cognito_jwks_url)
 
 
 def _github_forge(settings: LambdaSettings) -> Forge:
@@ -90,6 +100,7 @@ def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Ru
         shared_secret=secret,
         forge=forge,
         processor=ProcessorClient(settings.pr_processor_url, secret),
-        authenticator=make_authenticator(settings.aipm_auth, ui_token),
+        authenticator=make_authenticator(settings.aipm_auth, ui_token,
+                                         cognito=_cognito(settings) if settings.aipm_auth == "cognito" else None),
         rate_limiter=RateLimiter(settings.aipm_rate_limit_per_minute),
     )

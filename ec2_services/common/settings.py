@@ -164,6 +164,8 @@ class LambdaSettings(_Base):
     cognito_client_id: str | None = None
     cognito_region: str | None = None
     cognito_domain: str | None = None
+    # Where the pool's signing keys are read (default: the pool's own .well-known/jwks.json); tests serve one locally.
+    cognito_jwks_url: str | None = None
     aipm_rate_limit_per_minute: int = Field(10, ge=0)
     allowed_origins: str = ""
     aipm_forge: Literal["github", "local"] = "github"
@@ -190,6 +192,10 @@ class LambdaSettings(_Base):
     @property
     def allowed_repo_list(self) -> list[str]:
         return [repo.lower() for repo in split_csv(self.aipm_allowed_repos)]
+
+    @property
+    def allowed_group_list(self) -> list[str]:
+        return split_csv(self.aipm_allowed_groups)
 
     @property
     def token(self) -> str | None:

@@ -19,6 +19,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 _REF_CHARS_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
 BRANCH_PREFIX = "aipm/"
 MAX_REF_LEN = 200
+# requested_by: who asked, as the Lambda sends it — a name, or "Name <email>" (then a Co-authored-by trailer).
+MAX_REQUESTED_BY = 200
+_EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_REQUESTER_RE = re.compile(r"^(?P<name>[^<>]{1,100}?) <(?P<email>[^<>\s]{3,254})>$")
 
 
 class InvalidInput(ValueError):
@@ -79,6 +86,27 @@ def check_task_file(path: str) -> str:
     return path
 
 
+def parse_requested_by(value: str) -> tuple[str, str | None]:
+    """``"Ann <ann@example.com>"`` → ``("Ann", "ann@example.com")``; ``"ann"`` → ``("ann", None)``.
+
+    Raises ``InvalidInput`` for anything that could break out of a commit trailer or a PR body line: control or
+    line-separator characters, over ``MAX_REQUESTED_BY`` characters, angle brackets other than around one e-mail
+    address of the usual shape, or nothing but blanks.
+    """
+    if len(value) > MAX_REQUESTED_BY:
+        raise InvalidInput(f"requested_by is longer than {MAX_REQUESTED_BY} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or c in "\u0085\u2028\u2029" for c in value):
+        raise InvalidInput("requested_by holds control characters or line breaks")
+    if not value.strip():
+        raise InvalidInput("requested_by is blank")
+    if "<" not in value and ">" not in value:
+        return " ".join(value.split()), None
+    match = _REQUESTER_RE.match(value)
+    if not match or not match["name"].strip() or not _EMAIL_RE.match(match["email"]):
+        raise InvalidInput("requested_by must be a name, or 'Name <email>' with one e-mail address")
+    return " ".join(match["name"].split()), match["email"]
+
+
 def url_origin(url: str) -> str | None:
     """``scheme://host[:port]`` of ``url``, or None when it has user info, no host, or odd characters."""
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
@@ -122,7 +150,7 @@ class ProcessPrRequest(BaseModel):
     pr_number: int | None = Field(default=None, ge=1)
     task_file: str = "TASK.md"
     callback_url: str | None = Field(default=None, max_length=2048)
-    requested_by: str | None = Field(default=None, max_length=200)
+    requested_by: str | None = Field(default=None, max_length=1024)  # the rules (400) are in parse_requested_by
 
     def validate_rules(self, allowed_origins: list[str]) -> None:
         """Every rule of SPEC.md's bad-input list that is not a type error; raises ``InvalidInput``."""
@@ -135,8 +163,8 @@ class ProcessPrRequest(BaseModel):
         check_task_file(self.task_file)
         if self.callback_url is not None:
             check_callback_url(self.callback_url, allowed_origins)
-        if self.requested_by is not None and any(ord(c) < 0x20 for c in self.requested_by):
-            raise InvalidInput("requested_by holds control characters")
+        if self.requested_by is not None:
+            parse_requested_by(self.requested_by)
 
 
 class Accepted(BaseModel):

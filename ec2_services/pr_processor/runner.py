@@ -21,6 +21,7 @@ from ec2_services.pr_processor import metrics
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRejected, Worktree
 from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, InvalidTransition, Job, JobState, JobStore
+from ec2_services.pr_processor.models import InvalidInput, parse_requested_by
 from ec2_services.pr_processor.pool_client import PoolAnswer, PoolClient, PoolUnreachable
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,26 @@ def _title(task_path: Path) -> str:
     return ""
 
 
+def co_author(requested_by: str | None) -> str | None:
+    """``Name <email>`` for a Co-authored-by trailer when the requester has an e-mail; None otherwise or if unsafe."""
+    if not requested_by:
+        return None
+    try:
+        name, email = parse_requested_by(requested_by)
+    except InvalidInput:
+        return None  # checked at the edge already; a record from before that check gets no trailer
+    return f"{name} <{email}>" if email else None
+
+
 def commit_message(job: Job, task_path: Path) -> str:
     title = _title(task_path) or f"implement {job.task_file}"
     pr = f" of PR #{job.pr_number}" if job.pr_number else ""
+    author = co_author(job.requested_by)
     return (
         f"aipm: {title}\n\n"
         f"Changes made by the coding agent for the task in {job.task_file}{pr} (AIPM job {job.job_id}).\n\n"
         f"AIPM-Job: {job.job_id}\n"
+        + (f"Co-authored-by: {author}\n" if author else "")
     )
 
 

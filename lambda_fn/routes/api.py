@@ -113,7 +113,7 @@ def generate_code(
     story = Story(repo=body.repo, title=body.title, description=body.description,
                   acceptance_criteria=body.acceptance_criteria, base_branch=body.base_branch, story_id=body.story_id)
     outcome = Generator(rt.forge, rt.processor, ui_url=ui_url(rt)).run(
-        story, requested_by=caller.identity, idempotency_key=idempotency_key, callback_url=callback_url(request, rt))
+        story, requested_by=caller.requested_by, idempotency_key=idempotency_key, callback_url=callback_url(request, rt))
     return JSONResponse(outcome.body(), status_code=202 if outcome.created else 200)
 
 
