@@ -14,6 +14,7 @@ import secrets
 import shlex
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -260,8 +261,6 @@ class Stack:
         return self.forge_dir / f"{repo}.git"
 
     def git(self, *args: str, repo: str = EXAMPLE) -> str:
-        import subprocess
-
         return subprocess.run(["git", "--git-dir", str(self.bare(repo)), *args], check=True, capture_output=True,
                               text=True, env={"PATH": os.environ["PATH"], "GIT_CONFIG_NOSYSTEM": "1",
                                               "GIT_CONFIG_GLOBAL": "/dev/null"}).stdout
@@ -319,8 +318,6 @@ class Stack:
 
 
 def _git_input(git_dir: Path, args: list[str], data: str, ident: bool = False) -> str:
-    import subprocess
-
     env = {"PATH": os.environ["PATH"], "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
     if ident:
         env.update({"GIT_AUTHOR_NAME": "Human", "GIT_AUTHOR_EMAIL": "h@example.com", "GIT_COMMITTER_NAME": "Human",
