@@ -50,11 +50,29 @@ def describe(test: str, f: dict) -> tuple[str, str, str]:
                 f"RSS pool {f['rss_kb_before']['pool'] // 1024}→{f['rss_kb_after']['pool'] // 1024} MiB, processor "
                 f"{f['rss_kb_before']['processor'] // 1024}→{f['rss_kb_after']['processor'] // 1024} MiB, API "
                 f"{f['rss_kb_before']['api'] // 1024}→{f['rss_kb_after']['api'] // 1024} MiB; "
-                f"{f['processor_jobs_failed_by_full_pool']} jobs failed on 429 (bug)")
+                f"processor jobs: {f['processor_jobs_failed_by_full_pool']} failed on 429")
     if test == "hangs":
         return ("3 pool tasks + 2 jobs", f"hang / silence / busy; timeout {f['task_timeout_s']} s, stall "
                 f"{f['stall_timeout_s']} s", f"ended after {f['hang_ended_after_s']} / {f['silent_ended_after_s']} / "
                 f"{f['busy_ended_after_s']} s; jobs failed with work salvaged and a PR comment")
+    if test.startswith("locked_db"):
+        code = f["submit"][0]
+        return ("1 job sent during the lock", f"job DB exclusively locked {f['lock_s']} s",
+                f"{code} ({'waited' if code == 202 else 'job store unavailable, nothing recorded'}); /health took "
+                f"{f['health_during_lock_s']} s; re-sent job and the rest succeeded")
+    if test == "read_only_db":
+        return ("4 jobs, 1 restart under the fault", "job DB, WAL, SHM and state dir immutable (chattr +i)",
+                f"submit {f['submit'][0]}, /health {f['health']}, list {f['list'][0]}, restart {f['start']}; "
+                "all 4 jobs succeeded once writable")
+    if test == "missing_workspace_root":
+        return ("3 jobs", "KIRO_WORKSPACE_ROOT deleted", f"job during fault {f['job_during_fault']} (root recreated); "
+                "cwd rule still 400; later jobs succeeded")
+    if test == "full_disk":
+        return ("2 jobs", f"workspace root a full {f['workspace_tmpfs_mb']} MiB tmpfs",
+                f"job {f['job_during_fault']}: \"No space left on device\"; after freeing: {f['job_after']}")
+    if test == "job_vs_full_pool":
+        return ("1 job", "1-worker pool busy 6 s, KIRO_QUEUE_LIMIT=0 (429)",
+                f"{f['status']} after {f['attempts']} attempt(s)")
     return ("", test.replace("_", " "), ", ".join(f"{k} {v}" for k, v in f.items() if k != "at"))
 
 
