@@ -129,8 +129,9 @@ def create_app(
         holder["pool"] = pool
         await pool.start()
         log.info(
-            "worker pool: %d workers running %r in %s", settings.kiro_pool_size,
-            resolve_profile(settings).command, settings.kiro_workspace_root,
+            "worker pool: %d workers running %r (KIRO_DRIVER=%s) in %s", settings.kiro_pool_size,
+            settings.kiro_acp_command if settings.kiro_driver == "acp" else resolve_profile(settings).command,
+            settings.kiro_driver, settings.kiro_workspace_root,
         )
         try:
             yield

@@ -2,9 +2,8 @@
 
 The pool (``pool.py``) only ever talks to an ``AgentDriver``: ``start()`` until idle, ``run(prompt)`` one turn,
 ``cancel()`` the running turn, ``reset()`` the conversation between tasks, ``stop()``, plus ``state``/``pid`` and
-``wait_exited()``. The PTY driver (``session.PtySession``) is the first; an ACP driver (``kiro-cli acp``, JSON-RPC
-over stdio, issue 9) plugs into the same pool by implementing this class and being named in ``make_driver``'s
-table — nothing in the pool changes. Drivers report a turn's end with a ``TurnResult`` or one of the
+``wait_exited()``. Two drivers implement it: ``session.PtySession`` (``KIRO_DRIVER=pty``, a chat CLI in a terminal)
+and ``acp_driver.AcpDriver`` (``KIRO_DRIVER=acp``, ``kiro-cli acp``: JSON-RPC over stdio); ``make_driver`` picks one. Drivers report a turn's end with a ``TurnResult`` or one of the
 ``TurnError`` subclasses below, which carry the output so far; they never raise anything else for an agent's fault.
 """
 
@@ -13,6 +12,7 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class DriverState(enum.Enum):
@@ -71,6 +71,9 @@ class AgentDriver(abc.ABC):
     """One agent session. All methods run on the pool's event loop; none may block it."""
 
     state: DriverState = DriverState.STARTING
+    # True when the driver starts the agent's conversation in the task's cwd itself (ACP's session/new cwd); the
+    # pool then sends the prompt as is. False: the pool puts a line naming the directory in front of the prompt.
+    honours_cwd: bool = False
 
     @property
     @abc.abstractmethod
@@ -82,8 +85,10 @@ class AgentDriver(abc.ABC):
         """Spawn the agent and return once it is idle; raise ``StartError`` otherwise (leaving nothing running)."""
 
     @abc.abstractmethod
-    async def run(self, prompt: str, *, timeout_s: float) -> TurnResult:
+    async def run(self, prompt: str, *, timeout_s: float, cwd: Path | None = None) -> TurnResult:
         """Run one turn to its end; raise a ``TurnError`` if it did not complete.
+
+        ``cwd`` is the task's working directory; only a driver that ``honours_cwd`` uses it.
 
         After ``TurnTimeout`` or ``AgentExited`` the process is gone (``state`` is ``EXITED``) and the pool respawns it.
         """

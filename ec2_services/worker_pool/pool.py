@@ -5,10 +5,11 @@ the order in which waiting tasks get a worker, the queue limit, cancellation, an
 (``KIRO_RESULT_TTL``, 600 s): a ``task_id`` runs at most once. It talks to agents only through the
 ``AgentDriver`` interface (``driver.py``), so another driver plugs in via ``make_driver`` alone.
 
-How ``cwd`` is honoured: sessions are persistent and start in ``KIRO_WORKSPACE_ROOT``; a task with a ``cwd`` gets one
-line in front of its prompt naming that absolute directory and telling the agent to work only there. Restarting
-the agent per workspace would cost its start-up (seconds, MCP servers) on every task and lose nothing the
-``/clear`` between tasks does not already reset; the PR processor's own prompt names absolute paths as well.
+How ``cwd`` is honoured: under the PTY driver sessions are persistent and start in ``KIRO_WORKSPACE_ROOT``; a task
+with a ``cwd`` gets one line in front of its prompt naming that absolute directory and telling the agent to work
+only there. Restarting the agent per workspace would cost its start-up (seconds, MCP servers) on every task and
+lose nothing the ``/clear`` between tasks does not already reset; the PR processor's own prompt names absolute
+paths as well. A driver that ``honours_cwd`` (ACP: ``session/new`` takes a cwd) gets the directory and the bare prompt.
 
 Everything runs on one event loop; nothing here blocks it. It must not know HTTP (that is ``app.py``).
 """
@@ -79,6 +80,7 @@ class Task:
     task_id: str
     text: str  # what is typed: never logged, never shown by /health
     timeout_s: float
+    cwd: Path | None = None
     accepted_at: float = field(default_factory=time.monotonic)
     state: str = "queued"  # queued → running → ended
     worker_id: int | None = None
@@ -165,11 +167,32 @@ def make_driver(
     settings: WorkerPoolSettings, profile: AgentProfile, env: Mapping[str, str] | None = None, **options: float
 ) -> DriverFactory:
     """The driver ``KIRO_DRIVER`` names, as a factory of one session per worker id (``options``: its timings)."""
+    base_env = dict(os.environ if env is None else env)
+    if settings.kiro_driver == "acp":
+        from ec2_services.worker_pool.acp_driver import AcpDriver, AcpLimits
+
+        acp_limits = AcpLimits(
+            stall_timeout=settings.kiro_stall_timeout,
+            trouble_retries=settings.kiro_trouble_retries,
+            trouble_backoff=settings.kiro_trouble_backoff,
+            **options,
+        )
+
+        def acp_factory(worker_id: int) -> AgentDriver:
+            return AcpDriver(
+                worker_id,
+                settings.kiro_acp_command,
+                cwd=settings.kiro_workspace_root,
+                env=base_env,
+                deny_tools=tuple(settings.deny_tools),
+                limits=acp_limits,
+            )
+
+        return acp_factory
     if settings.kiro_driver != "pty":
-        raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not available yet; use KIRO_DRIVER=pty")
+        raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not a driver; use pty or acp")
     from ec2_services.worker_pool.session import PtySession, SessionLimits
 
-    base_env = dict(os.environ if env is None else env)
     limits = SessionLimits(
         stall_timeout=settings.kiro_stall_timeout,
         trouble_retries=settings.kiro_trouble_retries,
@@ -295,10 +318,12 @@ class WorkerPool:
         if not self._idle_offers() and len(self._waiting) >= self.settings.kiro_queue_limit:
             raise QueueFull(self.settings.kiro_queue_limit, self._retry_after())
         limit = self.settings.kiro_task_timeout
+        native_cwd = self.workers[0].driver.honours_cwd  # one factory made them all: one kind of driver
         task = Task(
             task_id=task_id,
-            text=(cwd_instruction(cwd) if cwd else "") + prompt,
+            text=(cwd_instruction(cwd) if cwd and not native_cwd else "") + prompt,
             timeout_s=min(timeout_s, limit) if timeout_s else limit,
+            cwd=cwd,
         )
         self._tasks[task_id] = task
         self._waiting.append(task)
@@ -373,7 +398,7 @@ class WorkerPool:
             log.info("task started on worker %d (timeout %g s)", worker.id, task.timeout_s,
                      extra={"fields": {"event": "task_started"}})
             try:
-                result = await worker.driver.run(task.text, timeout_s=task.timeout_s)
+                result = await worker.driver.run(task.text, timeout_s=task.timeout_s, cwd=task.cwd)
             except TurnTimeout as exc:
                 task.finish(exc.status, exc.partial, detail=exc.detail, stalled=exc.stalled)
             except TurnError as exc:

@@ -85,10 +85,27 @@ def agent_environment(base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Runs in the child before exec: the agent gets SIGKILL if the service dies without stopping it.
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def kill_process_group(pid: int, sig: int) -> None:
+    """Signal the agent's whole process group (it leads its own), if it is still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def end_process_group(pid: int, exited: asyncio.Event, grace: float = 1.0) -> bool:
+    """SIGTERM to the group, SIGKILL if its leader's exit is not seen within ``grace``; True if it was seen."""
+    kill_process_group(pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(exited.wait(), grace)
+    if exited.is_set():
+        return True
+    kill_process_group(pid, signal.SIGKILL)
+    return False
 
 
 class _Event(enum.Enum):
@@ -167,7 +184,7 @@ class PtySession(AgentDriver):
                 cwd=str(self._cwd),
                 env=self._env,
                 dimensions=(ROWS, COLUMNS),
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except (OSError, ValueError) as exc:
             raise StartError(f"cannot start {self.profile.argv[0]!r}: {exc}") from exc
@@ -209,21 +226,15 @@ class PtySession(AgentDriver):
         """Kill the agent's whole process group (a session's conversation is not worth a graceful goodbye)."""
         if self._proc is None or self.state is DriverState.EXITED:
             return
-        self._kill_group(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._exited.wait(), 1.0)
-        if self.state is not DriverState.EXITED:
-            self._kill_group(signal.SIGKILL)
+        if not await end_process_group(self._proc.pid, self._exited):
             self._on_process_exit()
 
     async def wait_exited(self) -> None:
         await self._exited.wait()
 
     def _kill_group(self, sig: int) -> None:
-        if self._proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
+        if self._proc is not None:
+            kill_process_group(self._proc.pid, sig)
 
     def _on_process_exit(self) -> None:
         """The process ended (pidfd readable, or the terminal closed): reap it and everything it left in its group."""
@@ -386,7 +397,7 @@ class PtySession(AgentDriver):
             except TimeoutError:
                 continue
 
-    async def run(self, prompt: str, *, timeout_s: float) -> TurnResult:
+    async def run(self, prompt: str, *, timeout_s: float, cwd: Path | None = None) -> TurnResult:
         if self.state is not DriverState.IDLE:
             raise RuntimeError(f"worker {self.worker_id} is {self.state.value}, not idle")
         self.state = DriverState.BUSY

@@ -1,4 +1,9 @@
-"""A real worker pool on loopback (uvicorn in a thread) driving the Kiro double in real PTYs, and a signed client."""
+"""A real worker pool on loopback (uvicorn in a thread) and a signed client.
+
+``pool_server`` runs each test that uses it twice: under ``KIRO_DRIVER=pty`` (the Kiro double in real PTYs) and
+under ``KIRO_DRIVER=acp`` (the ACP double on stdio) — the pool's behaviour must not depend on the driver.
+``pty_pool_server`` / ``acp_pool_server`` are for what only one driver has (screen parsing; ACP permissions).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from ec2_services.common.signing import WORKER_POOL, SigningAuth
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
+from tests.acp_double import command as acp_command
 from tests.kiro_double import command
 from tests.support.servers import serve_in_thread
 
@@ -27,6 +33,7 @@ class PoolServer:
     root: Path
     settings: WorkerPoolSettings
     secret: str
+    driver: str = "pty"
 
     def client(self, timeout: float = 30) -> httpx.Client:
         return httpx.Client(base_url=self.url, auth=SigningAuth(self.secret, WORKER_POOL), timeout=timeout)
@@ -58,9 +65,27 @@ class PoolServer:
         return future
 
 
+DRIVERS = ("pty", "acp")
+
+
+@pytest.fixture(params=DRIVERS)
+def pool_server(request, tmp_path, shared_secret):
+    """Factory: ``pool_server(size=2, double_args=("--work-seconds", "1"), kiro_task_timeout=2)`` → a running
+    PoolServer, once per driver (the double's options are common to both doubles)."""
+    yield from _pool_servers(request.param, tmp_path, shared_secret)
+
+
 @pytest.fixture
-def pool_server(tmp_path, shared_secret):
-    """Factory: ``pool_server(size=2, double_args=("--credits", "1"), kiro_task_timeout=2)`` → a running PoolServer."""
+def pty_pool_server(tmp_path, shared_secret):
+    yield from _pool_servers("pty", tmp_path, shared_secret)
+
+
+@pytest.fixture
+def acp_pool_server(tmp_path, shared_secret):
+    yield from _pool_servers("acp", tmp_path, shared_secret)
+
+
+def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
     with contextlib.ExitStack() as stack:
 
         def start(*, size: int = 1, double_args: tuple[str, ...] = (), wait: bool = True, **overrides) -> PoolServer:
@@ -69,7 +94,9 @@ def pool_server(tmp_path, shared_secret):
             values = {
                 "aipm_shared_secret": shared_secret,
                 "kiro_pool_size": size,
+                "kiro_driver": driver,
                 "kiro_command": command(*double_args),
+                "kiro_acp_command": acp_command(*double_args),
                 "kiro_workspace_root": root,
                 "kiro_task_timeout": 10,
                 "kiro_trouble_backoff": 0.05,
@@ -81,7 +108,7 @@ def pool_server(tmp_path, shared_secret):
             factory = make_driver(settings, resolve_profile(settings), cancel_grace=1.0, reset_timeout=5.0)
             app = create_app(settings, secret=shared_secret, driver_factory=factory)
             url = stack.enter_context(serve_in_thread(app))
-            server = PoolServer(url, root, settings, shared_secret)
+            server = PoolServer(url, root, settings, shared_secret, driver)
             if wait:
                 server.wait_all_idle()
             return server

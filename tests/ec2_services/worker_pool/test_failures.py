@@ -1,4 +1,5 @@
-"""When the agent misbehaves: crash, hang, silence, cancel — the caller gets the right answer and the pool stays whole."""
+"""When the agent misbehaves: crash, hang, silence, cancel — the caller gets the right answer and the pool stays whole
+(under both drivers)."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_agent_dying_while_idle_is_respawned_and_counted(pool_server):
     assert server.execute("[[say fine]]", "t-after-death").json()["status"] == "completed"
 
 
-def test_cancel_of_a_running_task_stops_it_with_ctrl_c(pool_server):
+def test_cancel_of_a_running_task_stops_it_without_a_respawn(pool_server):
+    # PTY: Ctrl+C and the prompt comes back; ACP: session/cancel and the prompt's response says "cancelled".
     server = pool_server()
     running = server.in_background("[[say started]] [[sleep 20]]", "t-cancel-run")
     server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-cancel-run")
@@ -93,7 +95,7 @@ def test_cancel_of_a_running_task_stops_it_with_ctrl_c(pool_server):
         assert client.post("/tasks/nobody/cancel").status_code == 404
 
 
-def test_cancel_of_a_task_that_ignores_ctrl_c_respawns_the_agent(pool_server):
+def test_cancel_of_a_task_that_ignores_it_respawns_the_agent(pool_server):
     server = pool_server()
     running = server.in_background("[[hang]]", "t-cancel-hang")
     server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-cancel-hang")
@@ -140,7 +142,8 @@ def test_health_during_start_then_idle_then_busy(pool_server):
 
 
 def test_an_agent_that_cannot_start_gives_a_quick_503_not_a_hang(pool_server, tmp_path):
-    server = pool_server(kiro_command=str(tmp_path / "no-such-kiro-cli"), wait=False)
+    missing = str(tmp_path / "no-such-kiro-cli")
+    server = pool_server(kiro_command=missing, kiro_acp_command=missing, wait=False)
     health = server.wait_health(lambda h: h["workers"][0]["restarts"] >= 1)
     assert health["status"] == "degraded" and health["workers"][0]["pid"] is None
     started = time.monotonic()

@@ -55,6 +55,20 @@ def test_reply_escapes_are_understood():
     assert unescape_reply(r"yes\nplease\t\\") == "yes\nplease\t\\"
 
 
-def test_a_driver_that_does_not_exist_yet_is_refused_at_start():
-    with pytest.raises(ValueError, match="KIRO_DRIVER=acp"):
-        create_app(settings(kiro_driver="acp"), secret=None)
+def test_kiro_driver_picks_the_driver_and_acp_gets_the_acp_command_and_deny_list():
+    from ec2_services.worker_pool.acp_driver import AcpDriver
+    from ec2_services.worker_pool.pool import make_driver
+    from ec2_services.worker_pool.session import PtySession
+
+    acp = settings(kiro_driver="acp", kiro_acp_command="kiro-cli acp --agent 'my agent'", kiro_deny_tools="use_aws")
+    driver = make_driver(acp, resolve_profile(acp))(3)
+    assert isinstance(driver, AcpDriver) and driver.honours_cwd
+    assert (driver.worker_id, driver.argv, driver.deny_tools) == (3, ["kiro-cli", "acp", "--agent", "my agent"], ("use_aws",))
+    pty = make_driver(settings(), resolve_profile(settings()))(1)
+    assert isinstance(pty, PtySession) and not pty.honours_cwd
+    create_app(acp, secret=None)  # accepted at start
+
+
+def test_an_unknown_driver_is_refused():
+    with pytest.raises(ValueError):
+        settings(kiro_driver="grpc")

@@ -1,4 +1,6 @@
-"""One task through the service, end to end: the Kiro double in a real PTY, the API over real HTTP on loopback."""
+"""One task through the service, end to end over real HTTP on loopback: the answer, approvals, cwd, environment,
+"having trouble" retries. Tests taking ``server``/``pool_server`` run under both drivers; ``pty_server`` /
+``pty_pool_server`` ones check what only the terminal has (echo, the coloured `> `, spinner, Credits, bare prompt)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,11 @@ def server(pool_server):
     return pool_server(double_args=("--credits", "0.37"))
 
 
+@pytest.fixture
+def pty_server(pty_pool_server):
+    return pty_pool_server(double_args=("--credits", "0.37"))
+
+
 def test_several_approvals_in_one_task_are_all_answered_and_counted(server):
     r = server.execute("Use three tools [[tool shell]] [[tool read]] [[tool grep]]", "t-approvals")
     assert r.status_code == 200, r.text
@@ -17,16 +24,18 @@ def test_several_approvals_in_one_task_are_all_answered_and_counted(server):
     assert body["status"] == "completed"
     assert body["approvals"] == 3 and body["denials"] == 0
     assert body["worker_id"] == 1
+    # How a tool use shows: the CLI's own line (PTY), the tool call's title (ACP).
+    shown = "(using tool: {})" if server.driver == "pty" else "● Running {}"
     for tool in ("shell", "read", "grep"):
-        assert f"(using tool: {tool})" in body["output"]
+        assert shown.format(tool) in body["output"]
         assert f"Tool {tool} finished." in body["output"]
     assert "Allow this action" not in body["output"]
-    # The idle prompt under each question did not end the turn: the answer's last line arrived.
+    # Neither a question (PTY: the idle prompt under it) nor a permission request ended the turn early.
     assert body["output"].endswith("Done.")
 
 
-def test_output_leaves_out_echo_marker_spinner_prompts_and_credits(server):
-    body = server.execute("Say hello [[say hello world]] [[tool shell]]", "t-clean").json()
+def test_output_leaves_out_echo_marker_spinner_prompts_and_credits(pty_server):
+    body = pty_server.execute("Say hello [[say hello world]] [[tool shell]]", "t-clean").json()
     output = body["output"]
     assert output.splitlines()[0] == "Working on your message (1 lines)."
     assert "hello world" in output
@@ -44,9 +53,9 @@ def test_multi_line_prompt_is_sent_as_one_message(server):
     assert "first line" not in body["output"] and "fourth line" not in body["output"]
 
 
-def test_the_answers_coloured_leading_gt_does_not_end_the_task(server):
+def test_the_answers_coloured_leading_gt_does_not_end_the_task(pty_server):
     # The double prints the coloured `> ` alone, pauses 0.6 s, then the text: a prompt look-alike on the screen.
-    body = server.execute("Trap [[slowmarker]] [[say after the trap]]", "t-marker").json()
+    body = pty_server.execute("Trap [[slowmarker]] [[say after the trap]]", "t-marker").json()
     assert body["status"] == "completed"
     assert "this text follows the coloured marker after a pause" in body["output"]
     assert "after the trap" in body["output"]
@@ -120,9 +129,9 @@ def test_still_having_trouble_after_the_retries_is_503(pool_server):
     assert body["worker_id"] == 1 and "detail" in body and body["duration_s"] >= 0.1
 
 
-def test_output_flood_is_bounded_and_the_log_condensed(server, caplog):
+def test_output_flood_is_bounded_and_the_log_condensed(pty_server, caplog):
     caplog.set_level("INFO", logger="ec2_services.worker_pool.agent")
-    body = server.execute("[[flood 30000]]", "t-flood").json()
+    body = pty_server.execute("[[flood 30000]]", "t-flood").json()
     assert body["status"] == "completed"
     assert body["output"].endswith("Done.")
     assert len(body["output"]) <= 1_100_000
@@ -132,8 +141,8 @@ def test_output_flood_is_bounded_and_the_log_condensed(server, caplog):
     assert len(agent_lines) < 3000
 
 
-def test_a_bare_prompt_ends_the_task_only_after_a_quiet_period(pool_server):
-    server = pool_server(double_args=("--bare-prompt",))
+def test_a_bare_prompt_ends_the_task_only_after_a_quiet_period(pty_pool_server):
+    server = pty_pool_server(double_args=("--bare-prompt",))
     body = server.execute("Trap [[slowmarker]] [[tool shell]] [[say the end]]", "t-bare").json()
     assert body["status"] == "completed"
     assert body["approvals"] == 1
@@ -143,15 +152,15 @@ def test_a_bare_prompt_ends_the_task_only_after_a_quiet_period(pool_server):
     assert body["duration_s"] >= 0.3 + 0.6
 
 
-def test_a_tool_whose_name_cannot_be_read_is_denied_when_a_deny_list_is_set(pool_server):
-    strict = pool_server(kiro_deny_tools="use_aws")
+def test_a_tool_whose_name_cannot_be_read_is_denied_when_a_deny_list_is_set(pty_pool_server):
+    strict = pty_pool_server(kiro_deny_tools="use_aws")
     body = strict.execute("[[tool -]] [[tool read]]", "t-unnamed").json()
     assert (body["approvals"], body["denials"]) == (1, 1)
     assert "Tool use was rejected: -" in body["output"]
 
 
-def test_a_tool_whose_name_cannot_be_read_is_approved_without_a_deny_list(server):
-    body = server.execute("[[tool -]]", "t-unnamed-ok").json()
+def test_a_tool_whose_name_cannot_be_read_is_approved_without_a_deny_list(pty_server):
+    body = pty_server.execute("[[tool -]]", "t-unnamed-ok").json()
     assert (body["approvals"], body["denials"]) == (1, 0)
 
 

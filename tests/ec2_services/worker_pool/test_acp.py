@@ -1,0 +1,90 @@
+"""What only the ACP driver has: permission options chosen by policy, a session per task in the task's cwd,
+session/cancel, stop reasons, and the stall watchdog fed by any session/update (the ACP double, real processes)."""
+
+from __future__ import annotations
+
+import time
+
+
+def test_a_tool_on_the_deny_list_gets_a_reject_option_and_does_not_run(acp_pool_server):
+    server = acp_pool_server(kiro_deny_tools="shell, write")
+    workspace = server.root / "job-deny"
+    workspace.mkdir()
+    prompt = "[[tool shell]] [[tool read]] [[write blocked.txt nope]] [[say after]]"
+    body = server.execute(prompt, "t-acp-deny", cwd=str(workspace)).json()
+    assert body["status"] == "completed", body
+    assert (body["approvals"], body["denials"]) == (1, 2)
+    # The double names the option the client selected: a reject option, not a cancelled request.
+    assert "Tool use was rejected: shell (reject_once)" in body["output"]
+    assert "Tool use was rejected: write (reject_once)" in body["output"]
+    assert "Tool shell finished." not in body["output"]
+    assert "Tool read finished." in body["output"]
+    assert not (workspace / "blocked.txt").exists()
+    assert body["output"].endswith("Done.")
+
+
+def test_every_allowed_tool_gets_an_allow_option(acp_pool_server):
+    server = acp_pool_server()
+    body = server.execute("[[tool shell]] [[tool use_aws]]", "t-acp-allow").json()
+    assert (body["status"], body["approvals"], body["denials"]) == ("completed", 2, 0)
+    assert "rejected" not in body["output"]
+    assert "Tool use_aws finished." in body["output"]
+
+
+def test_the_session_runs_in_the_tasks_cwd_and_the_prompt_has_no_path_line(acp_pool_server):
+    server = acp_pool_server()
+    workspace = server.root / "job-cwd"
+    workspace.mkdir()
+    body = server.execute("Write [[write out/note.txt from acp]] [[pwd]]", "t-acp-cwd", cwd=str(workspace)).json()
+    assert body["status"] == "completed", body
+    assert (workspace / "out" / "note.txt").read_text() == "from acp\n"
+    assert not (server.root / "out").exists()
+    assert f"pwd: {workspace.resolve()}" in body["output"]
+    # The agent got the prompt as sent: one line (the PTY driver would have put a working-directory line first).
+    assert body["output"].splitlines()[0] == "Working on your message (1 lines)."
+    # Without a cwd, the session opens in the workspace root.
+    root_body = server.execute("[[pwd]]", "t-acp-root").json()
+    assert f"pwd: {server.root.resolve()}" in root_body["output"]
+
+
+def test_cancel_mid_prompt_sends_session_cancel_and_the_next_task_runs(acp_pool_server):
+    server = acp_pool_server()
+    pid = server.health()["workers"][0]["pid"]
+    running = server.in_background("[[say begun]] [[sleep 20]]", "t-acp-cancel")
+    server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-acp-cancel")
+    time.sleep(0.3)
+    started = time.monotonic()
+    with server.client() as client:
+        assert client.post("/tasks/t-acp-cancel/cancel").status_code == 200
+    answer = running.result(timeout=10)
+    assert answer.status_code == 499
+    assert time.monotonic() - started < 0.9  # the prompt's "cancelled" response, not the 1 s grace and a kill
+    assert "begun" in answer.json()["output"]
+    health = server.wait_all_idle()
+    assert health["workers"][0]["restarts"] == 0 and health["workers"][0]["pid"] == pid  # same process
+    after = server.execute("[[say still here]] [[recall]]", "t-acp-after-cancel").json()
+    assert after["status"] == "completed"
+    assert "still here" in after["output"]
+    assert "I remember 0 earlier message(s)" in after["output"]  # a new session: nothing of the cancelled task
+
+
+def test_refusal_and_max_tokens_stop_reasons_are_agent_errors_not_completions(acp_pool_server):
+    server = acp_pool_server()
+    refused = server.execute("[[say partial]] [[refuse]]", "t-acp-refusal")
+    assert refused.status_code == 503
+    assert refused.json()["status"] == "agent_error" and "refusal" in refused.json()["detail"]
+    assert "partial" in refused.json()["output"]
+    cut = server.execute("[[maxtokens]]", "t-acp-maxtokens")
+    assert cut.status_code == 503 and "max_tokens" in cut.json()["detail"]
+    health = server.wait_all_idle()
+    assert health["workers"][0]["restarts"] == 0  # the agent is fine; only those turns failed
+    assert server.execute("[[say ok]]", "t-acp-after-refusal").json()["status"] == "completed"
+
+
+def test_thought_updates_keep_the_stall_watchdog_quiet_but_silence_does_not(acp_pool_server):
+    server = acp_pool_server(kiro_stall_timeout=0.8)
+    working = server.execute("[[sleep 2]] [[say worked]]", "t-acp-working").json()
+    assert working["status"] == "completed"  # a thought chunk every 0.5 s: alive, though no answer text
+    assert "…" not in working["output"]  # thoughts are not part of the answer
+    silent = server.execute("[[silent 5]]", "t-acp-silent")
+    assert silent.status_code == 504 and silent.json()["stalled"] is True
