@@ -2,7 +2,9 @@
 
 The Kiro double appends `time.monotonic()` (one clock for every process on the host) to a file just before it
 prints the prompt that ends an answer; the client notes the same clock when `/execute`'s response has arrived.
-200 tasks, one after another, on a one-worker pool run as `python -m ec2_services.worker_pool`.
+200 tasks, one after another, on a one-worker pool run as `python -m ec2_services.worker_pool`. With
+`driver="acp"` the agent is the ACP double (`KIRO_DRIVER=acp`), which logs the time just before it writes the
+prompt's response (bench/p9_drivers.py prints both).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.acp_double import command as acp_command
 from tests.kiro_double.harness import running_pool
 
 TASKS = 200
@@ -22,10 +25,18 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def measure(tasks: int = TASKS) -> list[float]:
+def driver_env(driver: str, double_args: tuple[str, ...]) -> dict[str, str]:
+    """The variables that make `running_pool` use ``driver`` (its double gets the same options)."""
+    if driver == "pty":
+        return {}
+    return {"KIRO_DRIVER": driver, "KIRO_ACP_COMMAND": acp_command(*double_args)}
+
+
+def measure(tasks: int = TASKS, driver: str = "pty") -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         prompt_log = Path(tmp) / "prompts.txt"
-        with running_pool(1, ("--work-seconds", "0", "--prompt-log", str(prompt_log))) as pool, pool.client() as client:
+        args = ("--work-seconds", "0", "--prompt-log", str(prompt_log))
+        with running_pool(1, args, **driver_env(driver, args)) as pool, pool.client() as client:
             received = []
             for i in range(tasks):
                 r = client.post("/execute", json={"prompt": f"Task {i} [[say answer {i}]]", "task_id": f"p2-{i}"})

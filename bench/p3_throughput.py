@@ -3,6 +3,7 @@
 Each run starts `python -m ec2_services.worker_pool` with N workers (the Kiro double as the agent, 0.5 s of spinner
 per answer), sends 4·N tasks at once over signed HTTP, and counts completed tasks over the wall time from the
 first request to the last answer. Everything between two tasks (the `/clear` reset, dispatch) is inside that time.
+With `driver="acp"` the agent is the ACP double (`KIRO_DRIVER=acp`; a new session per task instead of `/clear`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bench.p2_completion_latency import driver_env
 from tests.kiro_double.harness import running_pool
 
 WORK_S = 0.5
@@ -29,9 +31,10 @@ async def _burst(pool, jobs: int) -> float:
     return elapsed
 
 
-def measure(workers: int) -> tuple[int, float]:
+def measure(workers: int, driver: str = "pty") -> tuple[int, float]:
     jobs = ROUNDS * workers
-    with running_pool(workers, ("--work-seconds", str(WORK_S))) as pool:
+    args = ("--work-seconds", str(WORK_S))
+    with running_pool(workers, args, **driver_env(driver, args)) as pool:
         return jobs, asyncio.run(_burst(pool, jobs))
 
 
