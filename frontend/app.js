@@ -1,8 +1,9 @@
 // AIPM web UI: the story form, Generate Code & PR, and the live jobs list. No build step, no framework.
 //
-// Owns: reading config.json (apiUrl, authMode), the auth seam (none | token today; cognito plugs into `auth`),
-// calls to the Lambda API, polling live jobs every second, and remembering submitted jobs in localStorage.
-// Every value from the API is put on the page as text (textContent), never as HTML.
+// Owns: reading config.json (apiUrl, authMode, cognito), the auth seam (none | token | cognito: the hosted UI's
+// authorization-code flow with PKCE, tokens in memory only), calls to the Lambda API, polling live jobs every second,
+// and remembering submitted jobs in localStorage. Every value from the API is put on the page as text
+// (textContent), never as HTML.
 "use strict";
 
 const LIVE = new Set(["queued", "running", "pushing"]);
@@ -27,7 +28,7 @@ class ApiError extends Error {
   }
 }
 
-// --- auth: how a request proves who sends it. A Cognito provider adds itself here later. ---------------------
+// --- auth: how a request proves who sends it. ------------------------------------------------------------------
 const auth = {
   mode: "none",
   token: null, // kept in memory only, never in storage
@@ -48,6 +49,218 @@ const auth = {
   },
 };
 
+// --- Cognito: authorization code + PKCE (S256) against the hosted UI ------------------------------------------
+// The tokens live in this object only (never in storage); sessionStorage holds the PKCE verifier and state for the
+// round trip to the hosted UI and back, and is emptied on return. The ID token is sent (it names the user); it is
+// renewed with the refresh token a minute before it expires.
+const PKCE_KEY = "aipm.pkce.v1";
+const REFRESH_EARLY_MS = 60_000;
+
+function b64url(bytes) {
+  let text = "";
+  for (const b of new Uint8Array(bytes)) text += String.fromCharCode(b);
+  return window.btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function randomString(byteCount) {
+  const bytes = new Uint8Array(byteCount);
+  window.crypto.getRandomValues(bytes);
+  return b64url(bytes);
+}
+
+async function s256(text) {
+  return b64url(await window.crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+}
+
+// A JWT's claims, for display only (the API verifies the token; the page never trusts these for anything).
+function jwtClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(window.atob(part), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === "object" ? claims : {};
+  } catch {
+    return {};
+  }
+}
+
+function formPost(url, fields) {
+  return fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(fields),
+    credentials: "omit",
+  });
+}
+
+const cognito = {
+  domain: "",
+  clientId: "",
+  scopes: ["openid", "email", "profile"],
+  tokens: null, // {id, access, refresh, expiresAt (ms)}
+  timer: null,
+  refreshing: null,
+
+  configure(config) {
+    const c = (config && typeof config.cognito === "object" && config.cognito) || {};
+    this.domain = String(c.domain || config.cognitoDomain || "").replace(/\/+$/, "");
+    this.clientId = String(c.clientId || config.cognitoClientId || "");
+    if (Array.isArray(c.scopes) && c.scopes.length) this.scopes = c.scopes.map(String);
+  },
+
+  get configured() {
+    return /^https?:\/\//.test(this.domain) && Boolean(this.clientId);
+  },
+
+  // The page's own URL (no query, no fragment) is where the hosted UI sends the user back, and the sign-out URL.
+  redirectUri() {
+    return window.location.origin + window.location.pathname;
+  },
+
+  headers() {
+    return this.tokens ? { Authorization: `Bearer ${this.tokens.id}` } : {};
+  },
+
+  ready() {
+    return Boolean(this.tokens);
+  },
+
+  user() {
+    const claims = this.tokens ? jwtClaims(this.tokens.id) : {};
+    const name = claims.name || claims.preferred_username || claims["cognito:username"] || "";
+    return { name: String(name), email: typeof claims.email === "string" ? claims.email : "" };
+  },
+
+  async signIn() {
+    const verifier = randomString(48); // 64 characters (RFC 7636: 43–128)
+    const state = randomString(24);
+    const redirectUri = this.redirectUri();
+    window.sessionStorage.setItem(PKCE_KEY, JSON.stringify({ verifier, state, redirectUri }));
+    const params = new URLSearchParams({
+      response_type: "code",
+      client_id: this.clientId,
+      redirect_uri: redirectUri,
+      scope: this.scopes.join(" "),
+      state,
+      code_challenge: await s256(verifier),
+      code_challenge_method: "S256",
+    });
+    window.location.assign(`${this.domain}/oauth2/authorize?${params}`);
+  },
+
+  // Back from the hosted UI with ?code=…&state=… (or ?error=…): exchange the code. Returns a problem or null.
+  async completeSignIn() {
+    const params = new URLSearchParams(window.location.search);
+    if (!params.has("code") && !params.has("error")) return null;
+    let saved = null;
+    try {
+      saved = JSON.parse(window.sessionStorage.getItem(PKCE_KEY) || "null");
+    } catch {
+      saved = null;
+    }
+    window.sessionStorage.removeItem(PKCE_KEY);
+    // The code is good once; it does not stay in the address bar or the history.
+    const clean = new URL(window.location.href);
+    for (const key of ["code", "state", "error", "error_description"]) clean.searchParams.delete(key);
+    window.history.replaceState(null, "", clean.pathname + clean.search + clean.hash);
+    if (params.has("error")) return `Sign-in failed: ${params.get("error_description") || params.get("error")}`;
+    if (!saved || !saved.state || saved.state !== params.get("state")) {
+      return "Sign-in failed: the answer from the sign-in page does not match this tab's request. Sign in again.";
+    }
+    try {
+      await this.tokenRequest({
+        grant_type: "authorization_code",
+        client_id: this.clientId,
+        code: params.get("code"),
+        redirect_uri: saved.redirectUri,
+        code_verifier: saved.verifier,
+      });
+      return null;
+    } catch (err) {
+      return `Sign-in failed: ${err.message}`;
+    }
+  },
+
+  async tokenRequest(fields) {
+    let response;
+    try {
+      response = await formPost(`${this.domain}/oauth2/token`, fields);
+    } catch (err) {
+      throw new Error(`cannot reach the sign-in service at ${this.domain}: ${err.message}`);
+    }
+    let data = {};
+    try {
+      data = await response.json();
+    } catch {
+      data = {};
+    }
+    if (!response.ok || !data.id_token) {
+      throw new Error(data.error_description || data.error || `the token endpoint answered ${response.status}`);
+    }
+    this.setTokens(data);
+  },
+
+  setTokens(data) {
+    const claims = jwtClaims(data.id_token);
+    const lifetime = (Number(data.expires_in) || 3600) * 1000;
+    const expiresAt = Math.min(Date.now() + lifetime, claims.exp ? claims.exp * 1000 : Infinity);
+    const refresh = data.refresh_token || (this.tokens && this.tokens.refresh) || null; // a refresh keeps the old one
+    this.tokens = { id: data.id_token, access: data.access_token || null, refresh, expiresAt };
+    this.schedule();
+  },
+
+  schedule() {
+    window.clearTimeout(this.timer);
+    if (!this.tokens || !this.tokens.refresh) return;
+    const wait = Math.max(1000, this.tokens.expiresAt - Date.now() - REFRESH_EARLY_MS);
+    this.timer = window.setTimeout(() => this.refresh(), wait);
+  },
+
+  // One refresh at a time; true when new tokens came back.
+  refresh() {
+    if (!this.tokens || !this.tokens.refresh) return Promise.resolve(false);
+    if (!this.refreshing) {
+      this.refreshing = this.tokenRequest({
+        grant_type: "refresh_token",
+        client_id: this.clientId,
+        refresh_token: this.tokens.refresh,
+      })
+        .then(() => {
+          showAccount();
+          return true;
+        })
+        .catch((err) => {
+          needSignIn(`the sign-in could not be renewed: ${err.message}`);
+          return false;
+        })
+        .finally(() => {
+          this.refreshing = null;
+        });
+    }
+    return this.refreshing;
+  },
+
+  forget() {
+    window.clearTimeout(this.timer);
+    this.tokens = null;
+  },
+
+  async signOut() {
+    const refresh = this.tokens && this.tokens.refresh;
+    this.forget();
+    if (refresh) {
+      try {
+        await formPost(`${this.domain}/oauth2/revoke`, { token: refresh, client_id: this.clientId });
+      } catch {
+        // The hosted UI's logout below ends the session anyway.
+      }
+    }
+    const params = new URLSearchParams({ client_id: this.clientId, logout_uri: this.redirectUri() });
+    window.location.assign(`${this.domain}/logout?${params}`);
+  },
+};
+auth.providers.cognito = cognito;
+
 // --- the API ---------------------------------------------------------------------------------------------------
 const api = {
   base: "",
@@ -56,7 +269,7 @@ const api = {
     return this.base.replace(/\/+$/, "") + path;
   },
 
-  async call(method, path, body, extraHeaders = {}) {
+  async call(method, path, body, extraHeaders = {}, renewed = false) {
     const headers = { Accept: "application/json", ...auth.headers(), ...extraHeaders };
     const init = { method, headers, credentials: "omit" };
     if (body !== undefined) {
@@ -75,6 +288,9 @@ const api = {
       data = text ? JSON.parse(text) : null;
     } catch {
       data = null;
+    }
+    if (response.status === 401 && auth.mode === "cognito" && !renewed && (await cognito.refresh())) {
+      return this.call(method, path, body, extraHeaders, true); // the ID token had expired: once more, renewed
     }
     if (!response.ok) {
       throw new ApiError(response.status, describeError(response, data, text));
@@ -413,7 +629,11 @@ async function onGenerate(event) {
   const story = readStory(form);
   if (!story.repo) return showFormError("Enter a repository (owner/name).", form.elements.repo);
   if (!story.title) return showFormError("Enter a title for the story.", form.elements.title);
-  if (!auth.ready()) return showFormError("Sign in first: enter the API's bearer token above.", document.getElementById("token"));
+  if (!auth.ready()) {
+    return auth.mode === "cognito"
+      ? showFormError("Sign in first: use the Sign in button above.", document.getElementById("sign-in-button"))
+      : showFormError("Sign in first: enter the API's bearer token above.", document.getElementById("token"));
+  }
   const button = document.getElementById("generate");
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
@@ -449,27 +669,60 @@ function setBadge(text, kind) {
   badge.hidden = !text;
 }
 
+function showAccount() {
+  const account = document.getElementById("account");
+  if (auth.mode !== "cognito" || !cognito.ready()) {
+    account.hidden = true;
+    return;
+  }
+  const { name, email } = cognito.user();
+  document.getElementById("who").textContent = email && name ? `${name} (${email})` : name || email || "signed in";
+  account.hidden = false;
+}
+
+function showSignInError(message) {
+  const el = document.getElementById("sign-in-error");
+  el.textContent = message || "";
+  el.hidden = !message;
+}
+
 function needSignIn(reason) {
   if (auth.mode === "none") auth.mode = "token";
-  document.getElementById("sign-in").hidden = false;
-  if (reason) document.getElementById("sign-in-help").textContent = `The API asked for sign-in (${reason}). Enter its UI token; it is kept in this tab's memory only.`;
+  if (auth.mode === "cognito") cognito.forget();
+  applyAuthMode(auth.mode);
+  if (reason) {
+    document.getElementById("sign-in-help").textContent = auth.mode === "cognito"
+      ? `The API asked for sign-in (${reason}). Sign in again.`
+      : `The API asked for sign-in (${reason}). Enter its UI token; it is kept in this tab's memory only.`;
+  }
   setBadge("signed out", "signed-out");
 }
 
 function applyAuthMode(mode) {
   auth.mode = mode;
   const signIn = document.getElementById("sign-in");
+  const tokenForm = document.getElementById("token-form");
+  const cognitoSignIn = document.getElementById("cognito-sign-in");
+  const help = document.getElementById("sign-in-help");
+  tokenForm.hidden = mode !== "token";
+  cognitoSignIn.hidden = mode !== "cognito";
   if (mode === "none") {
     signIn.hidden = true;
     setBadge("local mode — no sign-in", "local");
   } else if (mode === "token") {
     signIn.hidden = false;
+    help.textContent = "This API asks for its UI token. It is kept in this tab's memory only.";
     setBadge(auth.token ? "signed in (token)" : "signed out", auth.token ? "signed-in" : "signed-out");
+  } else if (mode === "cognito" && cognito.configured) {
+    signIn.hidden = cognito.ready();
+    help.textContent = "Sign in with your AIPM account. Your session is kept in this tab's memory only.";
+    setBadge(cognito.ready() ? "signed in" : "signed out", cognito.ready() ? "signed-in" : "signed-out");
   } else {
-    // cognito: its sign-in flow is a later issue; the seam is `auth.providers.cognito`.
     signIn.hidden = true;
-    setBadge(`sign-in mode "${mode}" is not supported by this page yet`, "signed-out");
+    setBadge(mode === "cognito" ? "sign-in is not configured (config.json has no cognito domain and client id)"
+      : `sign-in mode "${mode}" is not supported by this page`, "signed-out");
   }
+  showAccount();
 }
 
 async function loadConfig() {
@@ -491,7 +744,7 @@ async function loadConfig() {
       mode = undefined;
     }
   }
-  return mode || "none";
+  return { mode: mode || "none", config };
 }
 
 async function main() {
@@ -508,7 +761,17 @@ async function main() {
       jobs.refreshAll();
     }
   });
-  applyAuthMode(await loadConfig());
+  document.getElementById("sign-in-button").addEventListener("click", () => {
+    showSignInError("");
+    cognito.signIn().catch((err) => showSignInError(`Sign-in could not start: ${err.message}`));
+  });
+  document.getElementById("sign-out").addEventListener("click", () => cognito.signOut());
+  const { mode, config } = await loadConfig();
+  if (mode === "cognito") {
+    cognito.configure(config);
+    if (cognito.configured) showSignInError(await cognito.completeSignIn());
+  }
+  applyAuthMode(mode);
   document.body.dataset.ready = "true";
   if (auth.ready()) jobs.refreshAll();
 }

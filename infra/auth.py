@@ -1,7 +1,9 @@
 """Sign-in for the web UI: a Cognito user pool, its hosted-UI domain and a public app client (code flow + PKCE).
 
 Owns who can sign in (users an administrator creates; no self sign-up) and where the hosted UI sends them back
-(the website). The Lambda verifies the tokens; nothing here knows about the API.
+(the website, which is also the sign-out URL). The browser runs the authorization-code flow with PKCE (S256) against the
+hosted UI; the client has no secret (a page cannot keep one). The Lambda verifies the tokens against the pool's JWKS;
+nothing here knows about the API.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Auth(Construct):
             ),
             supported_identity_providers=[cognito.UserPoolClientIdentityProvider.COGNITO],
             prevent_user_existence_errors=True,
+            enable_token_revocation=True,  # sign-out revokes the refresh token (/oauth2/revoke)
             id_token_validity=Duration.hours(1),
             access_token_validity=Duration.hours(1),
             refresh_token_validity=Duration.days(7),

@@ -17,6 +17,7 @@ WEBSITE_MODES = ("cloudfront", "s3-website")
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
 _REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+|\*)$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_GROUP = re.compile(r"^[\w+=.@-]{1,128}$")  # a Cognito group name, without the comma the list is split on
 _DOMAIN_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -43,6 +44,8 @@ class AipmConfig:
     kiro_install_command: str = "curl -fsSL https://cli.kiro.dev/install | bash"
     kiro_deny_tools: str = "use_aws,aws"
     cognito_domain_prefix: str | None = None
+    # Cognito groups whose members may use the UI (comma-separated; empty = every user of the pool): AIPM_ALLOWED_GROUPS.
+    allowed_groups: str = ""
     alarm_email: str | None = None
     root_volume_gb: int = 30
 
@@ -84,6 +87,7 @@ class AipmConfig:
                                      else cls.kiro_install_command).strip(),
             kiro_deny_tools=str(get("kiroDenyTools") if get("kiroDenyTools") is not None else cls.kiro_deny_tools),
             cognito_domain_prefix=value("cognitoDomainPrefix", None),
+            allowed_groups=str(value("allowedGroups", cls.allowed_groups)),
             alarm_email=value("alarmEmail", None),
             root_volume_gb=_int("rootVolumeGb", value("rootVolumeGb", cls.root_volume_gb)),
         )
@@ -126,6 +130,9 @@ class AipmConfig:
                 f"cognitoDomainPrefix: {self.cognito_domain_prefix!r} must be lower-case letters, digits and hyphens "
                 "without 'aws', 'amazon' or 'cognito'"
             )
+        for group in (g.strip() for g in self.allowed_groups.split(",")):
+            if group and not _GROUP.match(group):
+                raise ConfigError(f"allowedGroups: {group!r} is not a Cognito group name")
         if self.alarm_email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.alarm_email):
             raise ConfigError(f"alarmEmail: {self.alarm_email!r} is not an e-mail address")
         if not 8 <= self.root_volume_gb <= 16384:

@@ -65,6 +65,7 @@ class AipmStack(Stack):
                 "COGNITO_CLIENT_ID": auth.client.user_pool_client_id,
                 "COGNITO_REGION": Aws.REGION,
                 "COGNITO_DOMAIN": auth.domain_url,
+                "AIPM_ALLOWED_GROUPS": ",".join(g.strip() for g in config.allowed_groups.split(",") if g.strip()),
             }
         else:
             env |= {"AIPM_AUTH": "token", "AIPM_UI_TOKEN_SECRET_ARN": secrets.ui_token.secret_arn}
@@ -172,8 +173,10 @@ class AipmStack(Stack):
             CfnOutput(
                 self, "CreateUserCommand",
                 value=Fn.join("", ["aws cognito-idp admin-create-user --user-pool-id ", auth.user_pool.user_pool_id,
-                                   " --username you@example.com --user-attributes Name=email,Value=you@example.com"]),
-                description="Users are created by an administrator (no self sign-up); Cognito mails a temporary password",
+                                   " --username you@example.com --user-attributes Name=email,Value=you@example.com"
+                                   " Name=email_verified,Value=true Name=name,Value=\"Your Name\""]),
+                description="Users are created by an administrator (no self sign-up); Cognito mails a temporary password. "
+                            "Their name and e-mail go on the pull requests they start (Co-authored-by)",
             )
         CfnOutput(self, "DashboardUrl",
                   value=Fn.join("", ["https://", Aws.REGION, ".console.aws.amazon.com/cloudwatch/home?region=",

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_CIDR = "203.0.113.7/32"
 KIRO_KEY_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/kiro-api-key-AbCdEf"
 GITHUB_TOKEN_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/github-token"
+ALLOWED_GROUPS = "developers, release-managers"
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ def default_synth() -> Synth:
 
 @pytest.fixture(scope="session")
 def admin_synth() -> Synth:
-    return synthesize(adminCidr=ADMIN_CIDR, kiroApiKeySecretArn=KIRO_KEY_ARN, githubTokenSecretArn=GITHUB_TOKEN_ARN)
+    return synthesize(adminCidr=ADMIN_CIDR, kiroApiKeySecretArn=KIRO_KEY_ARN, githubTokenSecretArn=GITHUB_TOKEN_ARN,
+                      allowedGroups=ALLOWED_GROUPS)
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,7 @@ def test_an_empty_kiro_install_command_means_do_not_install():
     ("githubApiUrl", "http://api.github.com", "githubApiUrl"),
     ("githubTokenSecretArn", "my-secret", "githubTokenSecretArn"),
     ("cognitoDomainPrefix", "aws-aipm", "cognitoDomainPrefix"),
+    ("allowedGroups", "devs, bad group", "allowedGroups: 'bad group' is not a Cognito group name"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     if message is None:  # a bare address is a /32, which is valid

@@ -192,19 +192,49 @@ def test_deployment_publishes_frontend_and_a_config_json_with_the_api_url(defaul
 
 
 def test_cognito_admin_only_pool_with_pkce_public_client_and_site_callback(default_synth):
-    pool = default_synth.one("AWS::Cognito::UserPool")["Properties"]
+    [(pool_id, pool)] = default_synth.of_type("AWS::Cognito::UserPool").items()
+    pool = pool["Properties"]
     assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
     policy = pool["Policies"]["PasswordPolicy"]
     assert policy["MinimumLength"] >= 12 and all(policy[k] for k in (
         "RequireLowercase", "RequireUppercase", "RequireNumbers", "RequireSymbols"))
-    assert pool["MfaConfiguration"] == "OPTIONAL"
-    client = default_synth.one("AWS::Cognito::UserPoolClient")["Properties"]
+    assert pool["MfaConfiguration"] == "OPTIONAL" and pool["EnabledMfas"] == ["SOFTWARE_TOKEN_MFA"]
+    [(client_id, client)] = default_synth.of_type("AWS::Cognito::UserPoolClient").items()
+    client = client["Properties"]
+    assert client["UserPoolId"] == {"Ref": pool_id}
+    # A public client (no secret: a browser cannot keep one) that may only use the authorization-code flow, which the
+    # page runs with PKCE (S256); no implicit flow, no client credentials.
     assert client["GenerateSecret"] is False
     assert client["AllowedOAuthFlows"] == ["code"]
     assert client["AllowedOAuthFlowsUserPoolClient"] is True
-    callbacks = [as_text(u) for u in client["CallbackURLs"]]
-    assert callbacks and all(c.startswith('https://{"Fn::GetAtt": ["WebsiteCdn') for c in callbacks)
-    default_synth.assertions.resource_count_is("AWS::Cognito::UserPoolDomain", 1)
+    assert set(client["AllowedOAuthScopes"]) == {"openid", "email", "profile"}
+    assert client["SupportedIdentityProviders"] == ["COGNITO"]
+    assert client["EnableTokenRevocation"] is True and client["PreventUserExistenceErrors"] == "ENABLED"
+    site = '{"Fn::GetAtt": ["WebsiteCdn'
+    for key in ("CallbackURLs", "LogoutURLs"):
+        urls = [as_text(u) for u in client[key]]
+        assert urls and all(u.startswith("https://" + site) for u in urls), key
+        assert any(u.endswith("/") for u in urls), f"{key}: the site's own page (the UI redirects to itself)"
+    [(domain_id, domain)] = default_synth.of_type("AWS::Cognito::UserPoolDomain").items()
+    assert domain["Properties"]["UserPoolId"] == {"Ref": pool_id} and domain["Properties"]["Domain"]
+
+
+def test_the_pool_client_and_domain_reach_the_lambda_and_config_json(default_synth):
+    pool_id = next(iter(default_synth.of_type("AWS::Cognito::UserPool")))
+    client_id = next(iter(default_synth.of_type("AWS::Cognito::UserPoolClient")))
+    domain_id = next(iter(default_synth.of_type("AWS::Cognito::UserPoolDomain")))
+    env = lambda_env(default_synth)
+    assert env["AIPM_AUTH"] == "cognito"
+    assert env["COGNITO_USER_POOL_ID"] == {"Ref": pool_id} and env["COGNITO_CLIENT_ID"] == {"Ref": client_id}
+    assert env["COGNITO_REGION"] == {"Ref": "AWS::Region"}
+    assert domain_id in as_text(env["COGNITO_DOMAIN"]) and as_text(env["COGNITO_DOMAIN"]).startswith("https://")
+    assert env["AIPM_ALLOWED_GROUPS"] == "", "no group restriction unless allowedGroups is given"
+    config = config_json(default_synth)["cognito"]
+    assert pool_id in config["userPoolId"] and client_id in config["clientId"]
+    assert config["domain"].startswith("https://") and domain_id in config["domain"]
+    assert config["scopes"] == ["openid", "email", "profile"]
+    outputs = default_synth.template["Outputs"]
+    assert "admin-create-user" in as_text(outputs["CreateUserCommand"]["Value"])
 
 
 # --- Secrets, monitoring, outputs -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra.host import INSTANCE_LOGICAL_ID
-from tests.infra.conftest import ADMIN_CIDR, GITHUB_TOKEN_ARN, KIRO_KEY_ARN
+from tests.infra.conftest import ADMIN_CIDR, ALLOWED_GROUPS, GITHUB_TOKEN_ARN, KIRO_KEY_ARN
 from tests.infra.templates import config_json, install_env, lambda_env, policy_of_role
 
 
@@ -37,6 +37,11 @@ def test_kiro_api_key_secret_reaches_only_the_host(admin_synth):
     # A partial ARN (no 6-character suffix) is granted with Secrets Manager's suffix wildcard.
     assert GITHUB_TOKEN_ARN + "-??????" in host_reads and GITHUB_TOKEN_ARN + "-??????" in api_reads
     assert "KiroApiKeySecretArn" in admin_synth.template["Outputs"]
+
+
+def test_allowed_groups_restrict_sign_in_through_the_lambda_environment(admin_synth):
+    assert ALLOWED_GROUPS == "developers, release-managers"
+    assert lambda_env(admin_synth)["AIPM_ALLOWED_GROUPS"] == "developers,release-managers"
 
 
 def test_s3_website_mode_signs_in_with_a_token_and_skips_cognito(s3_website_synth):

@@ -10,20 +10,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.local_stack import running_stack
 from tests.support.servers import ROOT, free_port, serve_in_thread, wait_http
+from tests.ui.conftest import CHROMIUM
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.browser,
@@ -66,20 +61,6 @@ def stack(tmp_path_factory, website):
     with running_stack(tmp_path_factory.mktemp("ui") / "state", agent_args=("--delay", "2.5"),
                        ALLOWED_ORIGINS=website[0]) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser_context(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-        try:
-            yield context
-        finally:
-            context.close()
 
 
 @pytest.fixture
