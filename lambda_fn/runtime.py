@@ -7,6 +7,7 @@ the shared secret unless ``AIPM_INSECURE_DEV=1``, and which forge serves. Nothin
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from ec2_services.common.logging import register_secret
@@ -18,6 +19,10 @@ from lambda_fn.ratelimit import RateLimiter
 from lambda_fn.secrets import read_secret
 
 log = logging.getLogger("lambda_fn")
+
+_POOL_ID_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d_[0-9A-Za-z]{1,55}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+_CLIENT_ID_RE = re.compile(r"^[0-9A-Za-z]{1,128}$")
 
 
 @dataclass
@@ -53,6 +58,11 @@ def _cognito(settings: LambdaSettings) -> CognitoConfig | None:
     if not (settings.cognito_user_pool_id and settings.cognito_client_id):
         return None
     region = settings.cognito_region or settings.cognito_user_pool_id.split("_", 1)[0]
+    if not (_POOL_ID_RE.match(settings.cognito_user_pool_id) and _REGION_RE.match(region)
+            and _CLIENT_ID_RE.match(settings.cognito_client_id)):
+        log.error("COGNITO_USER_POOL_ID / COGNITO_REGION / COGNITO_CLIENT_ID do not look like Cognito's "
+                  "(us-east-1_AbC123, us-east-1, 26 letters and digits)")
+        return None
     return CognitoConfig(user_pool_id=settings.cognito_user_pool_id, client_id=settings.cognito_client_id,
                          region=region, allowed_groups=tuple(settings.allowed_group_list),
                          jwks_url=settings.cognito_jwks_url)

@@ -179,6 +179,10 @@ def test_cognito_mode_without_the_pool_configured_refuses_naming_the_settings(ma
     api = make_api(aipm_auth="cognito", aipm_ui_token=None)
     resp = generate(api, cognito.token("id"))
     assert resp.status_code == 401 and "COGNITO_USER_POOL_ID" in resp.json()["detail"]
+    # A pool id that is not Cognito's shape never becomes part of a JWKS URL.
+    api = make_api(aipm_auth="cognito", aipm_ui_token=None, cognito_user_pool_id="us-east-1_x/../../evil",
+                   cognito_client_id=CLIENT_ID, cognito_region=REGION)
+    assert generate(api, cognito.token("id")).status_code == 401 and cognito.jwks_fetches == 0
 
 
 def test_rate_limit_is_per_signed_in_user_with_retry_after(cognito_api, cognito):
