@@ -60,18 +60,31 @@ def create_app(runtime: Runtime) -> FastAPI:
 
         app.include_router(forge_router(runtime.forge))
     if settings.aipm_ui_dir:
-        _mount_ui(app, settings.aipm_ui_dir)
+        _mount_ui(app, settings.aipm_ui_dir, ui_config(runtime))
     return app
 
 
-def _mount_ui(app: FastAPI, ui_dir) -> None:
-    """The static UI at ``/`` after every API route; ``/config.json`` says "same origin" when the UI has none."""
+def ui_config(runtime: Runtime) -> dict:
+    """What the UI's ``config.json`` says when the API serves the UI itself: same origin, and how to sign in."""
+    settings = runtime.settings
+    config: dict = {"apiUrl": ""}
+    if runtime.authenticator.mode == "cognito" and settings.cognito_domain and settings.cognito_client_id:
+        domain = settings.cognito_domain.rstrip("/")
+        config |= {"authMode": "cognito", "cognito": {
+            "domain": domain if domain.startswith(("https://", "http://")) else f"https://{domain}",
+            "clientId": settings.cognito_client_id, "userPoolId": settings.cognito_user_pool_id,
+            "region": settings.cognito_region, "scopes": ["openid", "email", "profile"]}}
+    return config
+
+
+def _mount_ui(app: FastAPI, ui_dir, config: dict) -> None:
+    """The static UI at ``/`` after every API route; ``/config.json`` is served from settings when the UI has none."""
     from fastapi.staticfiles import StaticFiles
 
     if not (ui_dir / "config.json").is_file():
         @app.get("/config.json", include_in_schema=False)
-        def ui_config():
-            return {"apiUrl": ""}
+        def config_json():
+            return config
 
     app.mount("/", StaticFiles(directory=ui_dir, html=True, check_dir=True), name="ui")
 

@@ -209,3 +209,15 @@ def test_the_caller_from_hostile_or_partial_claims_is_one_safe_line():
     assert Caller("x", "cognito", name="N" * 100, email=long_email).requested_by == "N" * 100  # bounded: name only
     assert CognitoConfig("us-east-1_X", "c", "us-east-1").jwks == \
         "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_X/.well-known/jwks.json"
+
+
+def test_the_ui_served_by_the_api_is_told_to_sign_in_with_the_hosted_ui(cognito_api, make_api, cognito, tmp_path):
+    ui = tmp_path / "ui"
+    ui.mkdir()
+    (ui / "index.html").write_text("<!doctype html>")
+    api = cognito_api(aipm_ui_dir=ui, cognito_domain="aipm-123.auth.us-east-1.amazoncognito.com")
+    config = api.call("GET", "/config.json", token=None).json()
+    assert config == {"apiUrl": "", "authMode": "cognito", "cognito": {
+        "domain": "https://aipm-123.auth.us-east-1.amazoncognito.com", "clientId": CLIENT_ID, "userPoolId": POOL_ID,
+        "region": REGION, "scopes": ["openid", "email", "profile"]}}
+    assert make_api(aipm_ui_dir=ui).call("GET", "/config.json", token=None).json() == {"apiUrl": ""}
