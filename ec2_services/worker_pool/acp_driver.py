@@ -466,9 +466,10 @@ class AcpDriver(AgentDriver):
                 if request in done:
                     try:
                         return request.result()
-                    except ConnectionError:  # stdout closed: the process is exiting
+                    except ConnectionError:  # stdout closed: the process is exiting (or must)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._exited.wait(), 2.0)
+                        await self.stop()  # one that closed its stdout but lives on is no use: it goes
                         self._raise_exited(turn)
                 if exited in done:
                     request.cancel()

@@ -3,7 +3,16 @@ session/cancel, stop reasons, and the stall watchdog fed by any session/update (
 
 from __future__ import annotations
 
+import json
+import signal
 import time
+
+import httpx
+
+from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from tests.acp_double import command as acp_command
+from tests.ec2_services.worker_pool.test_process import _alive
+from tests.support.servers import free_port, wait_http
 
 
 def test_a_tool_on_the_deny_list_gets_a_reject_option_and_does_not_run(acp_pool_server):
@@ -88,3 +97,45 @@ def test_thought_updates_keep_the_stall_watchdog_quiet_but_silence_does_not(acp_
     assert "…" not in working["output"]  # thoughts are not part of the answer
     silent = server.execute("[[silent 5]]", "t-acp-silent")
     assert silent.status_code == 504 and silent.json()["stalled"] is True
+
+
+def test_service_process_with_kiro_driver_acp_runs_logs_and_stops_its_agents(service_process, tmp_path, shared_secret):
+    port = free_port()
+    workspace = tmp_path / "state" / "workspaces" / "job-9"
+    env = {
+        "AIPM_SHARED_SECRET": shared_secret,
+        "AIPM_STATE_DIR": str(tmp_path / "state"),
+        "WORKER_POOL_PORT": str(port),
+        "KIRO_POOL_SIZE": "2",
+        "KIRO_DRIVER": "acp",
+        "KIRO_ACP_COMMAND": acp_command(),
+        "KIRO_COMMAND": str(tmp_path / "the-pty-command-is-not-used"),
+    }
+    proc = service_process("ec2_services.worker_pool", env)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health", proc=proc.proc)
+    deadline = time.monotonic() + 15
+    while httpx.get(url + "/health").json()["status"] != "ok":
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.05)
+    workspace.mkdir(parents=True)
+    with httpx.Client(base_url=url, auth=SigningAuth(shared_secret, WORKER_POOL), timeout=30) as client:
+        r = client.post("/execute", json={"prompt": "[[write out.txt done]] [[tool shell]] [[env AIPM_SHARED_SECRET]]",
+                                          "task_id": "job-9.1", "cwd": str(workspace)})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["status"], body["approvals"], body["denials"]) == ("completed", 2, 0)
+        assert (workspace / "out.txt").read_text() == "done\n"
+        assert "AIPM_SHARED_SECRET is not set" in body["output"]
+    agent_pids = [w["pid"] for w in httpx.get(url + "/health").json()["workers"]]
+    proc.kill(signal.SIGTERM)
+    for pid in agent_pids:
+        assert not _alive(pid), f"agent {pid} outlived the service"
+    records = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+    assert shared_secret not in proc.output()
+    assert any(r["message"].startswith("[Worker ") and "Tool shell finished." in r["message"]
+               and r.get("task_id") == "job-9.1" for r in records)
+    assert {r.get("tool") for r in records if r.get("event") == "tool_approved"} == {"write", "shell"}
+    ended = [r for r in records if r.get("event") == "task_ended"]
+    assert ended and ended[0]["status"] == "completed"
+    assert any("KIRO_DRIVER=acp" in r["message"] for r in records)
