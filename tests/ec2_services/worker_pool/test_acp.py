@@ -11,8 +11,8 @@ import httpx
 
 from ec2_services.common.signing import WORKER_POOL, SigningAuth
 from tests.acp_double import command as acp_command
-from tests.ec2_services.worker_pool.test_process import _alive
-from tests.support.servers import free_port, wait_http
+from tests.ec2_services.worker_pool.test_process import _alive, start_service
+from tests.support.servers import free_port
 
 
 def test_a_tool_on_the_deny_list_gets_a_reject_option_and_does_not_run(acp_pool_server):
@@ -111,13 +111,7 @@ def test_service_process_with_kiro_driver_acp_runs_logs_and_stops_its_agents(ser
         "KIRO_ACP_COMMAND": acp_command(),
         "KIRO_COMMAND": str(tmp_path / "the-pty-command-is-not-used"),
     }
-    proc = service_process("ec2_services.worker_pool", env)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", proc=proc.proc)
-    deadline = time.monotonic() + 15
-    while httpx.get(url + "/health").json()["status"] != "ok":
-        assert time.monotonic() < deadline, proc.output()
-        time.sleep(0.05)
+    proc, url = start_service(service_process, env)
     workspace.mkdir(parents=True)
     with httpx.Client(base_url=url, auth=SigningAuth(shared_secret, WORKER_POOL), timeout=30) as client:
         r = client.post("/execute", json={"prompt": "[[write out.txt done]] [[tool shell]] [[env AIPM_SHARED_SECRET]]",

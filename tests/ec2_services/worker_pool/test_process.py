@@ -27,13 +27,7 @@ def test_service_process_runs_tasks_logs_them_and_stops_its_agents(service_proce
         "KIRO_COMMAND": command("--credits", "0.1"),
         "KIRO_APPROVAL_REPLY": "y\\r",
     }
-    proc = service_process("ec2_services.worker_pool", env)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", proc=proc.proc)
-    deadline = time.monotonic() + 15
-    while httpx.get(url + "/health").json()["status"] != "ok":
-        assert time.monotonic() < deadline, proc.output()
-        time.sleep(0.05)
+    proc, url = start_service(service_process, env)
     workspace.mkdir(parents=True)
     with httpx.Client(base_url=url, auth=SigningAuth(shared_secret, WORKER_POOL), timeout=30) as client:
         r = client.post(
@@ -70,6 +64,18 @@ def test_service_process_runs_tasks_logs_them_and_stops_its_agents(service_proce
     assert depth and depth[0]["Service"] == "worker-pool" and depth[0]["QueueDepth"] == 0
     approvals = [r for r in records if r.get("event") == "tool_approved"]
     assert {r.get("tool") for r in approvals} == {"write", "shell"}
+
+
+def start_service(service_process, env: dict[str, str]):
+    """``python -m ec2_services.worker_pool`` with ``env`` (WORKER_POOL_PORT set), once every worker is idle."""
+    proc = service_process("ec2_services.worker_pool", env)
+    url = f"http://127.0.0.1:{env['WORKER_POOL_PORT']}"
+    wait_http(url + "/health", proc=proc.proc)
+    deadline = time.monotonic() + 15
+    while httpx.get(url + "/health").json()["status"] != "ok":
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.05)
+    return proc, url
 
 
 def test_service_refuses_to_start_without_a_secret(tmp_path):
