@@ -25,6 +25,8 @@ from tests.lambda_fn.fake_processor import FakeProcessor
 from tests.support.servers import ROOT, free_port, serve_in_thread
 from tests.ui.conftest import CHROMIUM
 
+ARTIFACTS = ROOT / "test-artifacts"
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(120),
@@ -158,6 +160,8 @@ def test_sign_in_with_pkce_generate_in_my_name_renew_and_sign_out(page, cognito_
     [submitted] = processor.submissions
     assert submitted["requested_by"] == ANN
     assert f"Requested by: `{ANN}`" in runtime.forge.pull_body("local/example", answer.json()["pr_number"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-cognito-signed-in.png"))
 
     # The ID token lives 62 s: the page renews it with the refresh token a minute early, and keeps calling.
     deadline = time.monotonic() + 15
