@@ -31,8 +31,11 @@ How a turn's end maps onto the driver contract (``driver.py``):
 
 The tool name matched against ``KIRO_DENY_TOOLS``: ACP has no tool-name field, so it is read from the tool call's
 ``_meta`` (``toolName`` / ``tool_name`` / ``name``) on the permission request or on the ``tool_call`` update with the
-same id, else its ``kind`` and ``title`` are matched too (e.g. ``execute``). With a deny-list set, a request
-naming nothing at all is rejected, as the PTY driver answers ``n`` to an unnamed tool.
+same id; the call's ``kind`` (``execute``, ``edit``, …) and ``title`` are matched as well. With a deny-list set, a
+request whose tool name cannot be read is rejected (fail closed), as the PTY driver answers ``n`` to an unnamed
+tool. Whether ``kiro-cli acp`` puts the name in ``_meta`` is not verified here (a public probe of kiro-cli 2.17 shows
+only ``toolCallId`` and a title such as ``Running: echo …`` on the request): if it does not, a deny-list makes every
+tool request rejected under this driver — safe, but then list kinds, or use the PTY driver for deny-lists.
 """
 
 from __future__ import annotations
@@ -183,7 +186,8 @@ class _Turn:
         self.approvals = 0
         self.denials = 0
         self.retries = 0
-        self.tools: dict[str, str | None] = {}  # tool call id → name (from _meta), for the permission request
+        # tool call id → (name from _meta, kind, title) of its tool_call update, for the permission request
+        self.tools: dict[str, tuple[str | None, str | None, str | None]] = {}
 
 
 class AcpDriver(AgentDriver):
@@ -345,8 +349,8 @@ class AcpDriver(AgentDriver):
             if isinstance(update.content, TextContentBlock):
                 turn.answer.text(update.content.text)
         elif isinstance(update, ToolCallStart):
-            turn.tools[update.tool_call_id] = _meta_name(update.field_meta)
-            name = turn.tools[update.tool_call_id]
+            name = _meta_name(update.field_meta)
+            turn.tools[update.tool_call_id] = (name, update.kind, update.title)
             turn.answer.line(f"● {update.title}" + (f" ({name})" if name and name not in update.title else ""))
             self._tool_text(turn, update.content)
         elif isinstance(update, ToolCallProgress):
@@ -372,15 +376,18 @@ class AcpDriver(AgentDriver):
             # Per ACP, a cancelled turn's pending requests are answered "cancelled".
             return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
         self._touch()
-        name = _meta_name(tool_call.field_meta) or turn.tools.get(tool_call.tool_call_id)
-        names = {n for n in (name, tool_call.kind, tool_call.title) if n}
-        deny = bool(self.deny_tools) and (not names or bool(names & set(self.deny_tools)))
+        known_name, known_kind, known_title = turn.tools.get(tool_call.tool_call_id, (None, None, None))
+        name = _meta_name(tool_call.field_meta) or known_name
+        # The kind (`execute`, `edit`…) and title may be listed too; they never stand in for a missing name.
+        aliases = (name, tool_call.kind or known_kind, tool_call.title or known_title)
+        listed = {n for n in aliases if n} & set(self.deny_tools)
+        deny = bool(self.deny_tools) and (name is None or bool(listed))
         choice = _pick(options, _REJECT_KINDS if deny else _ALLOW_KINDS)
         if not deny and choice is None:
             deny = True  # nothing to allow with: it cannot run, count it as a denial
         shown = name or tool_call.title or tool_call.kind or "(name not shown)"
         if deny:
-            turn.denials += 1
+            turn.denials += 1  # a reject option, or "cancelled" when the agent offered none
         else:
             turn.approvals += 1
         log.info("worker %d: %s tool %s", self.worker_id, "denied" if deny else "approved", shown,

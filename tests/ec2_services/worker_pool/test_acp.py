@@ -32,6 +32,16 @@ def test_a_tool_on_the_deny_list_gets_a_reject_option_and_does_not_run(acp_pool_
     assert body["output"].endswith("Done.")
 
 
+def test_a_tool_kind_on_the_deny_list_rejects_every_tool_of_that_kind(acp_pool_server):
+    server = acp_pool_server(kiro_deny_tools="edit")  # ACP's kind of the double's `write` tool
+    workspace = server.root / "job-kind"
+    workspace.mkdir()
+    body = server.execute("[[write a.txt x]] [[tool grep]]", "t-acp-kind", cwd=str(workspace)).json()
+    assert (body["approvals"], body["denials"]) == (1, 1)
+    assert "Tool use was rejected: write (reject_once)" in body["output"]
+    assert not (workspace / "a.txt").exists()
+
+
 def test_every_allowed_tool_gets_an_allow_option(acp_pool_server):
     server = acp_pool_server()
     body = server.execute("[[tool shell]] [[tool use_aws]]", "t-acp-allow").json()

@@ -152,15 +152,16 @@ def test_a_bare_prompt_ends_the_task_only_after_a_quiet_period(pty_pool_server):
     assert body["duration_s"] >= 0.3 + 0.6
 
 
-def test_a_tool_whose_name_cannot_be_read_is_denied_when_a_deny_list_is_set(pty_pool_server):
-    strict = pty_pool_server(kiro_deny_tools="use_aws")
+def test_a_tool_whose_name_cannot_be_read_is_denied_when_a_deny_list_is_set(pool_server):
+    # PTY: no `(using tool: NAME)` line before the question; ACP: no tool name in the tool call's _meta.
+    strict = pool_server(kiro_deny_tools="use_aws")
     body = strict.execute("[[tool -]] [[tool read]]", "t-unnamed").json()
     assert (body["approvals"], body["denials"]) == (1, 1)
     assert "Tool use was rejected: -" in body["output"]
 
 
-def test_a_tool_whose_name_cannot_be_read_is_approved_without_a_deny_list(pty_server):
-    body = pty_server.execute("[[tool -]]", "t-unnamed-ok").json()
+def test_a_tool_whose_name_cannot_be_read_is_approved_without_a_deny_list(server):
+    body = server.execute("[[tool -]]", "t-unnamed-ok").json()
     assert (body["approvals"], body["denials"]) == (1, 0)
 
 
