@@ -429,7 +429,10 @@ class AcpDriver(AgentDriver):
             raise AgentExited(f"the agent exited (status {self.exit_status}) before the task", self._result(turn))
         if turn.session_id is None:
             request = asyncio.ensure_future(conn.new_session(cwd=cwd, mcp_servers=[]))
-            session = await self._await(request, turn, deadline, timeout_s)
+            try:
+                session = await self._await(request, turn, deadline, timeout_s)
+            except acp.RequestError as exc:
+                raise AgentTrouble(f"the agent could not open a session in {cwd}: {exc}", self._result(turn)) from None
             turn.session_id = session.session_id
             log.info("worker %d: ACP session %s in %s", self.worker_id, turn.session_id, cwd)
             if self._cancel.is_set():
