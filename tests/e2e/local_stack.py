@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from aipm_local.run import standin_command
-from tests.support.servers import ROOT, free_port
+from tests.support.servers import ROOT, die_with_parent, free_port
 
 TERMINAL = {"succeeded", "failed", "no_changes", "cancelled"}
 
@@ -150,6 +150,7 @@ def running_stack(state_dir: Path, *, agent_args: tuple[str, ...] = (), kiro_com
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
     stack = RunningStack(proc, state_dir, log_path, *ports, tag=tag)
     try:

@@ -27,7 +27,7 @@ import pytest
 
 from tests.infra.conftest import ROOT
 from tests.kiro_double import command as kiro_double_command
-from tests.support.servers import free_port
+from tests.support.servers import die_with_parent, free_port
 
 INSTALL = ROOT / "infra" / "host_install" / "install.sh"
 SHARED_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-shared-AbCdEf"
@@ -236,7 +236,7 @@ def run_unit(root: Path, name: str):
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(shlex.split(values(u, "Service", "ExecStart")[0]), env=env, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=values(u, "Service", "WorkingDirectory")[0],
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent)
     try:
         yield proc, env, log_path
     finally:

@@ -6,6 +6,7 @@ Every server started here is stopped when its fixture ends; processes are killed
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -20,6 +21,16 @@ import httpx
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a test's child: the kernel kills it if the test process dies (even by SIGKILL or a timeout
+    that skips fixture teardown), so no service outlives a test run. Linux only; a no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -84,6 +95,7 @@ class ServiceProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         return self
 
