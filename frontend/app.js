@@ -6,9 +6,10 @@
 // (textContent), never as HTML.
 "use strict";
 
-const LIVE = new Set(["queued", "running", "pushing"]);
+const LIVE = new Set(["queued", "dispatched", "running", "pushing"]);
 const STATUS_LABEL = {
   queued: "Queued",
+  dispatched: "Dispatched",
   running: "Running",
   pushing: "Pushing",
   succeeded: "Succeeded",
@@ -301,8 +302,13 @@ const api = {
   generate(story, idempotencyKey) {
     return this.call("POST", "/api/generate-code", story, { "Idempotency-Key": idempotencyKey });
   },
-  job(jobId) {
-    return this.call("GET", `/api/jobs/${encodeURIComponent(jobId)}`);
+  job(record) {
+    // repo and branch let an API in sqs dispatch mode read the job from its pull request (http mode ignores them).
+    const query = new URLSearchParams();
+    if (record.repo) query.set("repo", record.repo);
+    if (record.branch) query.set("branch", record.branch);
+    const suffix = query.toString() ? `?${query}` : "";
+    return this.call("GET", `/api/jobs/${encodeURIComponent(record.job_id)}${suffix}`);
   },
   cancel(jobId) {
     return this.call("POST", `/api/jobs/${encodeURIComponent(jobId)}/cancel`);
@@ -394,7 +400,7 @@ class JobView {
     setText(this.el.log, lines);
     this.el.log.hidden = !lines;
     this.renderLinks(job);
-    this.el.cancel.hidden = !this.live;
+    this.el.cancel.hidden = !this.live || status === "dispatched"; // sqs mode: no API call reaches the host
     this.el.forget.hidden = this.live;
   }
 
@@ -440,7 +446,7 @@ class JobView {
   async refresh() {
     if (this.stopped) return;
     try {
-      const { data } = await api.job(this.record.job_id);
+      const { data } = await api.job(this.record);
       this.delay = POLL_MS;
       this.showError("");
       this.update(data || {});
@@ -490,6 +496,8 @@ function detailText(job) {
   switch (job.status) {
     case "queued":
       return job.queue_position ? `Waiting for a worker: position ${job.queue_position} in the queue.` : "Waiting to start.";
+    case "dispatched":
+      return "Sent to the job queue: a host takes it when a worker is free, and its result lands on the pull request.";
     case "running":
       return "The agent is working on TASK.md.";
     case "pushing":

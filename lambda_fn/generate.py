@@ -1,4 +1,5 @@
-"""Generate Code & PR: from a story to a branch with TASK.md, an open pull request and a job on the PR processor.
+"""Generate Code & PR: from a story to a branch with TASK.md, an open pull request and a job on the PR processor
+(or, with ``AIPM_DISPATCH=sqs``, on the job queue: ``lambda_fn.queue``).
 
 Owns idempotency, which is read from the forge and never from memory, so it holds across Lambda containers: a
 story's branches are ``aipm/story-<slug>``, ``-2``, ``-3``…; the first without a closed pull request is the story's
@@ -16,6 +17,7 @@ from ec2_services.common.logging import log_context
 from lambda_fn import naming
 from lambda_fn.forge.base import AlreadyExists, Conflict, Forge, ForgeError, PullRequest, Repo
 from lambda_fn.processor import ProcessorClient, ProcessorError
+from lambda_fn.queue import DISPATCHED, JobQueue, status_from_labels
 from lambda_fn.results import IN_PROGRESS, dispatch_marker, find_marked, render_not_started, render_started_late
 from lambda_fn.tasks import TASK_FILE, render_pr_body, render_task
 
@@ -56,7 +58,7 @@ class StepFailed(Exception):
 
 
 class Generator:
-    def __init__(self, forge: Forge, processor: ProcessorClient, *, ui_url: str | None = None):
+    def __init__(self, forge: Forge, processor: ProcessorClient | JobQueue, *, ui_url: str | None = None):
         self.forge = forge
         self.processor = processor
         self.ui_url = ui_url
@@ -136,11 +138,16 @@ class Generator:
     def _again(self, repo: Repo, branch: str, pr: PullRequest, story: Story, requested_by, callback_url) -> Outcome:
         job = naming.job_id(repo.full_name, branch)
         if not pr.is_open:  # an Idempotency-Key replay of a request whose PR was closed since: answer what it made
-            return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=self._status(job))
+            return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=self._status(job, pr))
+        if isinstance(self.processor, JobQueue) and status_from_labels(pr) != DISPATCHED:
+            # Its job has ended (the label says how): a queued copy would run it again on a host that never saw it.
+            return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=status_from_labels(pr))
         status = self._dispatch(repo, pr, branch, pr.base, job, requested_by, callback_url, new_pull=False)
         return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=status)
 
-    def _status(self, job: str) -> str:
+    def _status(self, job: str, pr: PullRequest) -> str:
+        if isinstance(self.processor, JobQueue):
+            return status_from_labels(pr)
         try:
             return str(self.processor.get_job(job).get("status", "unknown"))
         except ProcessorError:
@@ -162,7 +169,8 @@ class Generator:
             if not noted:
                 detail += " (and the comment saying so could not be written on the pull request)"
             raise StepFailed(exc.status if exc.status != 404 else 502, detail, _pr_extra(pr, job, branch)) from exc
-        log.info("job %s sent to the PR processor: %s", job, answer.get("status"))
+        log.info("job %s sent to the %s: %s", job, "job queue" if isinstance(self.processor, JobQueue)
+                 else "PR processor", answer.get("status"))
         if started_now and not new_pull:
             # A job the processor had never seen, on an existing PR: an earlier start failed. Say it is running now.
             self._note(repo, pr, job, render_started_late(job_id=job), only_if_present=True)

@@ -1,4 +1,5 @@
-"""Everything a container builds once at cold start: settings, secrets, the forge, the PR processor client, auth.
+"""Everything a container builds once at cold start: settings, secrets, the forge, the PR processor client (or, with
+``AIPM_DISPATCH=sqs``, the job queue), auth.
 
 Owns start-up decisions: where each secret comes from (variable, else Secrets Manager), refusing to start without
 the shared secret unless ``AIPM_INSECURE_DEV=1``, and which forge serves. Nothing here handles a request.
@@ -15,6 +16,7 @@ from ec2_services.common.settings import LambdaSettings, SettingsError, require_
 from lambda_fn.auth import Authenticator, CognitoConfig, make_authenticator
 from lambda_fn.forge.base import Forge
 from lambda_fn.processor import ProcessorClient
+from lambda_fn.queue import JobQueue
 from lambda_fn.ratelimit import RateLimiter
 from lambda_fn.secrets import read_secret
 
@@ -33,10 +35,16 @@ class Runtime:
     processor: ProcessorClient
     authenticator: Authenticator
     rate_limiter: RateLimiter
+    queue: JobQueue | None = None  # AIPM_DISPATCH=sqs: jobs go here, not to the PR processor
 
     @property
     def allowed_repos(self) -> list[str]:
         return self.settings.allowed_repo_list
+
+    @property
+    def dispatcher(self) -> ProcessorClient | JobQueue:
+        """Where ``generate-code`` sends a job: the queue in sqs mode, else the PR processor."""
+        return self.queue or self.processor
 
 
 def _shared_secret(settings: LambdaSettings) -> str | None:
@@ -113,4 +121,5 @@ def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Ru
         authenticator=make_authenticator(settings.aipm_auth, ui_token,
                                          cognito=_cognito(settings) if settings.aipm_auth == "cognito" else None),
         rate_limiter=RateLimiter(settings.aipm_rate_limit_per_minute),
+        queue=JobQueue(settings.aipm_job_queue_url) if settings.aipm_dispatch == "sqs" else None,
     )

@@ -52,6 +52,30 @@ class _Base(BaseSettings):
         return self.aipm_shared_secret.get_secret_value() if self.aipm_shared_secret else None
 
 
+class _Dispatch(_Base):
+    """How the Lambda hands jobs to the hosts: ``http`` (straight to one PR processor) or ``sqs`` (a FIFO queue that
+    every host's PR processor long-polls). boto3 finds the queue's endpoint and region itself (``AWS_REGION``,
+    ``AWS_ENDPOINT_URL_SQS``/``AWS_ENDPOINT_URL`` for a local SQS): nothing here reads them."""
+
+    aipm_dispatch: Literal["http", "sqs"] = "http"
+    aipm_job_queue_url: str | None = None
+
+    @field_validator("aipm_dispatch", mode="before")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _queue_for_sqs(self):
+        if self.aipm_dispatch == "sqs":
+            url = self.aipm_job_queue_url
+            if not url:
+                raise ValueError("AIPM_DISPATCH=sqs needs AIPM_JOB_QUEUE_URL (the FIFO job queue's URL)")
+            if not re.match(r"^https?://\S+\.fifo$", url):
+                raise ValueError(f"AIPM_JOB_QUEUE_URL must be the http(s) URL of a FIFO queue (ending .fifo), got {url!r}")
+        return self
+
+
 class _WorkspaceRoot(_Base):
     kiro_workspace_root: Path | None = None
 
@@ -101,7 +125,7 @@ class WorkerPoolSettings(_WorkspaceRoot):
         return split_csv(self.kiro_deny_tools)
 
 
-class PrProcessorSettings(_WorkspaceRoot):
+class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
     """``python -m ec2_services.pr_processor`` (SPEC.md, "PR Processor API")."""
 
     pr_processor_host: str = "127.0.0.1"
@@ -121,6 +145,10 @@ class PrProcessorSettings(_WorkspaceRoot):
     aipm_callback_origins: str = ""
     git_author_name: str = "AIPM Kiro Bot"
     git_author_email: str = "aipm-bot@users.noreply.github.com"
+    # AIPM_DISPATCH=sqs: the long poll's wait (SQS allows 0-20 s) and the visibility timeout kept on a message
+    # while its job lives (extended every third of it; a host that dies lets the message return after it).
+    pr_sqs_wait_s: int = Field(20, ge=0, le=20)
+    pr_sqs_visibility_s: int = Field(300, ge=3, le=43200)
 
     @model_validator(mode="after")
     def _default_db(self):
@@ -143,7 +171,7 @@ class PrProcessorSettings(_WorkspaceRoot):
         return self.github_token.get_secret_value() if self.github_token else None
 
 
-class LambdaSettings(_Base):
+class LambdaSettings(_Dispatch):
     """The Lambda API (``lambda_fn``), also run locally as ``python -m lambda_fn`` (SPEC.md, "Lambda API")."""
 
     github_api_url: str = "https://api.github.com"

@@ -1,4 +1,5 @@
-"""The PR processor's HTTP API (SPEC.md, "PR Processor API"): thin routes over ``ProcessorService``.
+"""The PR processor's HTTP API (SPEC.md, "PR Processor API"): thin routes over ``ProcessorService``, and with
+``AIPM_DISPATCH=sqs`` the job queue's intake (``sqs_intake``) started and stopped beside them.
 
 Every route but /health is signed for ``pr-processor``. Errors leave as JSON ``{"detail": ...}`` through the shared edge.
 """
@@ -105,10 +106,20 @@ def create_app(settings: PrProcessorSettings, secret: str | None) -> FastAPI:
     async def lifespan(app: FastAPI):
         service = ProcessorService(settings, secret)
         app.state.service = service
+        app.state.intake = None
         await service.start()
         try:
+            if settings.aipm_dispatch == "sqs":
+                from ec2_services.pr_processor.sqs_intake import SqsIntake
+
+                assert settings.aipm_job_queue_url is not None  # the settings refuse sqs mode without it
+                app.state.intake = SqsIntake(service, queue_url=settings.aipm_job_queue_url,
+                                             wait_s=settings.pr_sqs_wait_s, visibility_s=settings.pr_sqs_visibility_s)
+                await app.state.intake.start()
             yield
         finally:
+            if app.state.intake is not None:
+                await app.state.intake.stop()
             await service.stop()
 
     app = FastAPI(title="AIPM PR processor", lifespan=lifespan)
@@ -128,7 +139,10 @@ def create_app(settings: PrProcessorSettings, secret: str | None) -> FastAPI:
     async def health(request: Request):
         service: ProcessorService = request.app.state.service
         await service.refresh_pool()
-        return service.health()
+        body = service.health()
+        if request.app.state.intake is not None:  # not in SPEC's list: the job queue this host takes jobs from
+            body["job_queue"] = request.app.state.intake.health()
+        return body
 
     app.include_router(jobs_router(SignatureVerifier(secret, PR_PROCESSOR)))
     return app

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from ec2_services.pr_processor.jobs import JobStore
 
@@ -20,6 +20,11 @@ class JobEvents:
     def __init__(self, store: JobStore):
         self._store = store
         self._subscribers: dict[str, set[asyncio.Queue[tuple[int, str]]]] = {}
+        self._end_listeners: list[Callable[[str], None]] = []
+
+    def on_end(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(job_id)`` (on the event loop) whenever a job reaches a final state."""
+        self._end_listeners.append(listener)
 
     def event(self, job_id: str, message: str, *, level: int = logging.INFO) -> None:
         """A job event: logged with the job id, stored, streamed."""
@@ -42,6 +47,11 @@ class JobEvents:
     def ended(self, job_id: str) -> None:
         for queue in self._subscribers.get(job_id, ()):
             queue.put_nowait(_END)
+        for listener in self._end_listeners:
+            try:
+                listener(job_id)
+            except Exception:  # a listener's bug must not stop the job's end from being recorded
+                log.exception("job-end listener failed", extra={"job_id": job_id})
 
     async def stream(self, job_id: str) -> AsyncIterator[tuple[int, str] | None]:
         """Every stored line of the job, then new ones as they come, until the job ends; None = still alive."""

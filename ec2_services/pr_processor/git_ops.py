@@ -218,6 +218,19 @@ class GitOps:
         result = await self._mirror(repo, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
         return result.code == 0
 
+    async def job_commit(self, repo: str, tip: str, job_id: str) -> str | None:
+        """The newest commit reachable from ``tip`` that is this job's result: subject ``aipm: …`` and the trailer
+        ``AIPM-Job: <job_id>`` (a WIP commit of a failed attempt does not count). None when the job left none."""
+        result = await self._mirror(
+            repo, "log", "--format=%H%x1f%B%x1e", "--fixed-strings", f"--grep=AIPM-Job: {job_id}", tip, check=False,
+        )
+        for record in result.out.split("\x1e"):
+            sha, _, message = record.strip().partition("\x1f")
+            lines = message.splitlines()
+            if sha and lines and lines[0].startswith("aipm: ") and f"AIPM-Job: {job_id}" in lines[1:]:
+                return sha
+        return None
+
     async def keep(self, repo: str, job_id: str, sha: str | None) -> None:
         """Hold (or with None release) a job's commit by a ref, so it outlives its worktree and any gc."""
         ref = f"refs/aipm/jobs/{job_id}"

@@ -231,7 +231,11 @@ class JobRunner:
             run.reattach = False
             wt = await self._reattach(job)
         if wt is None:
-            job, wt = await self._new_workspace(job)
+            job, tip = await self._next_attempt(job)
+            finished = await self.git.job_commit(job.repo, tip, job.job_id)
+            if finished:
+                return self._found_on_branch(job, finished)
+            job, wt = await self._new_workspace(job, tip)
         keep_worktree = False
         try:
             return await self._agent_and_commit(job, wt, run)
@@ -242,12 +246,23 @@ class JobRunner:
             if not keep_worktree:
                 await self.git.remove_worktree(wt)
 
-    async def _new_workspace(self, job: Job) -> tuple[Job, Worktree]:
+    async def _next_attempt(self, job: Job) -> tuple[Job, str]:
+        """Count the attempt and fetch the branch; the job and the branch's tip."""
         if job.attempts >= self.max_attempts:
             raise PermanentError(f"the service restarted during attempt {job.attempts} and no attempts are left")
         job = self.store.update(job.job_id, attempts=job.attempts + 1)
         self.events.event(job.job_id, f"attempt {job.attempts}/{self.max_attempts}: fetching {job.repo} {job.branch}")
-        tip = await self._git_step(self.git.fetch_branch(job.repo, job.branch))
+        return job, await self._git_step(self.git.fetch_branch(job.repo, job.branch))
+
+    def _found_on_branch(self, job: Job, sha: str) -> tuple[JobState, str | None]:
+        """The branch already holds this job's commit: another processor ran the job (with AIPM_DISPATCH=sqs, a
+        host that died after pushing, before its queue message was deleted). The job is done; nothing runs again."""
+        self.store.transition(job.job_id, JobState.PUSHING, commit_sha=sha)
+        self.events.event(job.job_id, f"{job.branch} already has this job's commit {sha[:12]} (AIPM-Job trailer): "
+                                      "another processor ran it; not running the agent again")
+        return JobState.SUCCEEDED, None
+
+    async def _new_workspace(self, job: Job, tip: str) -> tuple[Job, Worktree]:
         wt = await self._git_step(self.git.add_worktree(job.repo, job.task_id, tip))
         job = self.store.update(job.job_id, base_commit=tip)
         self.events.event(job.job_id, f"workspace {wt.path} at {tip[:12]}")
@@ -406,6 +421,11 @@ class JobRunner:
         if await self.git.is_ancestor(job.repo, sha, tip):
             self.events.event(job.job_id, f"{sha[:12]} is already on {job.branch}")
             return sha
+        theirs = await self.git.job_commit(job.repo, tip, job.job_id)
+        if theirs:  # another processor ran this job too and pushed first: one commit per job, so ours is dropped
+            self.events.event(job.job_id, f"{job.branch} already has this job's commit {theirs[:12]}, pushed by "
+                                          f"another processor; dropping {sha[:12]}")
+            return theirs
         own = wt is None
         if wt is None:
             wt = await self._git_step(self.git.add_worktree(job.repo, f"{job.job_id}.rebase", sha))

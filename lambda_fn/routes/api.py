@@ -1,7 +1,8 @@
 """User-facing endpoints: ``POST /api/generate-code`` and the jobs (``GET /api/jobs…``, ``POST …/cancel``).
 
 Validates at the edge (repo form, allow-list, branch names, sizes) and calls the service objects; every route
-needs a signed-in caller (``auth.current_caller``).
+needs a signed-in caller (``auth.current_caller``). With ``AIPM_DISPATCH=sqs`` no PR processor knows every job: a
+job is read from its pull request (``lambda_fn.queue``), so reading one needs its repo and branch, and cancel is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lambda_fn.auth import Caller, current_caller
 from lambda_fn.generate import Generator, Story
 from lambda_fn.jobs import story_jobs
 from lambda_fn.processor import ProcessorError
+from lambda_fn.queue import job_from_pull
 from lambda_fn.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["generate"])
@@ -112,7 +114,7 @@ def generate_code(
         raise HTTPException(400, f"base_branch {body.base_branch[:200]!r} is not a valid branch name")
     story = Story(repo=body.repo, title=body.title, description=body.description,
                   acceptance_criteria=body.acceptance_criteria, base_branch=body.base_branch, story_id=body.story_id)
-    outcome = Generator(rt.forge, rt.processor, ui_url=ui_url(rt)).run(
+    outcome = Generator(rt.forge, rt.dispatcher, ui_url=ui_url(rt)).run(
         story, requested_by=caller.requested_by, idempotency_key=idempotency_key, callback_url=callback_url(request, rt))
     return JSONResponse(outcome.body(), status_code=202 if outcome.created else 200)
 
@@ -131,7 +133,10 @@ def list_jobs(
     if story_id is not None:
         if repo is None:
             raise HTTPException(400, "story_id needs repo: GET /api/jobs?repo=owner/name&story_id=…")
-        return {"jobs": story_jobs(rt.forge, rt.processor, repo, story_id)}
+        return {"jobs": story_jobs(rt.forge, rt.processor, repo, story_id, queued=rt.queue is not None)}
+    if rt.queue is not None:
+        raise HTTPException(400, "with AIPM_DISPATCH=sqs jobs run on whichever host took them from the queue and no "
+                                 "one lists them all: ask for a story's jobs with GET /api/jobs?repo=owner/name&story_id=…")
     jobs = rt.processor.list_jobs({"limit": limit if repo is None else 200, "status": status}).get("jobs", [])
     jobs = [j for j in jobs if naming.repo_allowed(str(j.get("repo", "")), rt.allowed_repos)]
     if repo is not None:
@@ -146,13 +151,39 @@ def _visible_job(rt: Runtime, job_id: str) -> dict:
     return job
 
 
+def _queued_job(rt: Runtime, job_id: str, repo: str | None, branch: str | None) -> dict:
+    """sqs mode: the job of ``repo``/``branch`` as its pull request shows it (the id must be that branch's job)."""
+    check_job_id(job_id)
+    if not repo or not branch:
+        raise HTTPException(400, "with AIPM_DISPATCH=sqs a job's state is read from its pull request: "
+                                 f"GET /api/jobs/{job_id}?repo=owner/name&branch=aipm/…")
+    check_repo(repo, rt)
+    if not naming.valid_branch(branch) or naming.job_id(repo, branch) != job_id:
+        raise HTTPException(404, f"job {job_id} is not the job of {repo} {branch[:200]}")
+    full_name = rt.forge.get_repo(repo).full_name
+    pulls = rt.forge.pulls_for_branch(full_name, branch)
+    pr = next((p for p in pulls if p.is_open), pulls[0] if pulls else None)
+    if pr is None:
+        raise HTTPException(404, f"job {job_id}: no pull request has head {branch} in {full_name}")
+    return {**job_from_pull(job_id, full_name, branch, pr), "pr_number": pr.number, "pr_url": pr.html_url,
+            "pr_state": "merged" if pr.merged else pr.state}
+
+
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, caller: Annotated[Caller, Depends(current_caller)], rt: Annotated[Runtime, Depends(runtime)]):
+def get_job(job_id: str, caller: Annotated[Caller, Depends(current_caller)], rt: Annotated[Runtime, Depends(runtime)],
+            repo: Annotated[str | None, Query(max_length=140)] = None,
+            branch: Annotated[str | None, Query(max_length=200)] = None):
+    if rt.queue is not None:
+        return _queued_job(rt, job_id, repo, branch)
     return _visible_job(rt, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job(job_id: str, caller: Annotated[Caller, Depends(current_caller)],
                rt: Annotated[Runtime, Depends(runtime)]):
+    if rt.queue is not None:
+        raise HTTPException(409, f"job {check_job_id(job_id)} cannot be cancelled with AIPM_DISPATCH=sqs: it runs on "
+                                 "whichever host took it from the queue and no API call reaches that host; cancel "
+                                 "needs AIPM_DISPATCH=http")
     _visible_job(rt, job_id)
     return rt.processor.cancel(job_id)

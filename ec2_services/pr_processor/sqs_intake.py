@@ -1,0 +1,275 @@
+"""``AIPM_DISPATCH=sqs``: this host's PR processor takes jobs from the FIFO job queue that every host long-polls.
+
+Owns the messages it holds. It asks for no more messages than the worker pool can start (its capacity minus the jobs
+this processor already has queued or running), admits each through the same model and ``ProcessorService.submit``
+that ``POST /api/process-pr`` uses, keeps the message invisible while its job lives (extending the visibility every
+third of ``PR_SQS_VISIBILITY_S``) and deletes it once the job is final. A message that is not a valid job is never
+deleted: it is logged (its id and why, never its body) and made visible again, so the queue's redrive policy moves it
+to the dead-letter queue after ``maxReceiveCount`` receives. If this host dies, its messages reappear after the
+visibility timeout and another host takes them (the runner then finds a job already committed on its branch).
+
+boto3 blocks, so every call runs in a daemon thread: the API stays responsive, and a long poll in flight at shutdown
+does not hold the process (what it receives then is released if the process still lives, else reappears after the
+visibility timeout). It must not run jobs, git or the agent: it only hands jobs to the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from ec2_services.common.sqs import sqs_client
+from ec2_services.pr_processor.jobs import LIVE_STATES
+from ec2_services.pr_processor.models import InvalidInput, ProcessPrRequest
+from ec2_services.pr_processor.service import JobConflict, ProcessorService
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_MESSAGES = 10  # SQS's limit per receive
+ROOM_RECHECK_S = 1.0  # with no free worker: how often capacity is looked at again (a job's end wakes it sooner)
+CONFLICT_DELAY_S = 30  # a job refused because another job is live on its branch comes back after this long
+BUSY_DELAY_S = 5  # the job store refused the write (locked, disk full): the message comes back after this long
+MAX_BACKOFF_S = 30.0
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in a daemon thread (unlike ``asyncio.to_thread``, nothing waits for it at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(*args, **kwargs), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=f"sqs-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return await future
+
+
+def describe(exc: BaseException) -> str:
+    """An AWS error as ``Code: message`` (botocore's ClientError), else its type and text."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        error = response["Error"]
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _schema_problem(exc: ValidationError) -> str:
+    # Never the input itself: only where and what, as the HTTP edge's 422 says it.
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+@dataclass
+class Held:
+    message_id: str
+    receipt_handle: str
+
+
+class SqsIntake:
+    def __init__(self, service: ProcessorService, *, queue_url: str, wait_s: int, visibility_s: int,
+                 client: Any = None):
+        self.service = service
+        self.queue_url = queue_url
+        self.wait_s = wait_s
+        self.visibility_s = visibility_s
+        self._client = client
+        self.held: dict[str, Held] = {}  # job_id → the message that carried it, until the job is final
+        self.received = 0
+        self.poison = 0
+        self.last_error: str | None = None
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deletes: set[asyncio.Task[None]] = set()
+
+    # --- life -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._client is None:
+            self._client = await in_thread(sqs_client, self.queue_url, read_timeout=self.wait_s + 10)
+        self.service.events.on_end(self._job_ended)
+        self._tasks = [asyncio.create_task(self._receive_loop(), name="sqs-receive"),
+                       asyncio.create_task(self._keep_loop(), name="sqs-keep")]
+        log.info("taking jobs from the job queue %s (wait %d s, visibility %d s)", self.queue_url, self.wait_s,
+                 self.visibility_s)
+
+    async def stop(self) -> None:
+        """Stop receiving at once; messages held for jobs still live stay invisible until their timeout runs out
+        (this host takes those jobs up again if it restarts in time; otherwise another host does)."""
+        self._stopping = True
+        tasks = [*self._tasks, *self._deletes]
+        for task in self._tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=3)
+
+    def health(self) -> dict[str, Any]:
+        return {"queue": self.queue_url.rsplit("/", 1)[-1], "held": len(self.held), "received": self.received,
+                "poison": self.poison, "last_error": self.last_error}
+
+    # --- taking messages --------------------------------------------------------------------------------------
+
+    async def free_workers(self) -> int:
+        """Workers this host can still start a job on: the pool's size minus the jobs it already holds."""
+        scheduler = self.service.scheduler
+        if not scheduler.pool_reachable:
+            await scheduler.refresh_capacity()
+            if not scheduler.pool_reachable:
+                return 0  # a host whose pool is down takes nothing: another host can run the job now
+        counts = self.service.store.counts()
+        return scheduler.capacity - sum(counts.get(state.value, 0) for state in LIVE_STATES)
+
+    async def _receive_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            free = await self.free_workers()
+            if free <= 0:
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), ROOM_RECHECK_S)
+                continue
+            try:
+                messages = await in_thread(self._receive, min(free, MAX_MESSAGES))
+            except Exception as exc:
+                self.last_error = describe(exc)
+                log.warning("could not receive from the job queue (%s); trying again in %.0f s", self.last_error,
+                            backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            backoff, self.last_error = 1.0, None
+            for message in messages:
+                await self._admit(message)
+
+    def _receive(self, count: int) -> list[dict[str, Any]]:
+        """One long poll (in its thread). What it gets after shutdown began goes straight back to the queue."""
+        answer = self._client.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=count, WaitTimeSeconds=self.wait_s,
+            VisibilityTimeout=self.visibility_s, MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        messages = answer.get("Messages", [])
+        if self._stopping:
+            for message in messages:
+                with contextlib.suppress(Exception):
+                    self._set_visibility(message["ReceiptHandle"], 0)
+            return []
+        return messages
+
+    async def _admit(self, message: dict[str, Any]) -> None:
+        self.received += 1
+        held = Held(message["MessageId"], message["ReceiptHandle"])
+        receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+        try:
+            request = ProcessPrRequest.model_validate_json(message.get("Body", ""))
+            job, created = self.service.submit(request)
+        except ValidationError as exc:
+            await self._refuse(held, receives, f"the body is not a process-pr request: {_schema_problem(exc)}")
+            return
+        except InvalidInput as exc:
+            await self._refuse(held, receives, str(exc))
+            return
+        except JobConflict as exc:
+            log.warning("job queue message %s: %s; it returns to the queue in %d s", held.message_id, exc,
+                        CONFLICT_DELAY_S, extra={"job_id": request.job_id})
+            await self._release(held, CONFLICT_DELAY_S)
+            return
+        except sqlite3.OperationalError as exc:
+            log.error("job queue message %s not admitted, the job store is unavailable (%s); it returns in %d s",
+                      held.message_id, exc, BUSY_DELAY_S)
+            await self._release(held, BUSY_DELAY_S)
+            return
+        await self._hold(job.job_id, job.status.final, created, held)
+
+    async def _hold(self, job_id: str, final: bool, created: bool, held: Held) -> None:
+        known = self.held.get(job_id)
+        if final:
+            log.info("job queue message %s: job %s has already ended here; deleting the message", held.message_id,
+                     job_id, extra={"job_id": job_id})
+            await self._delete_message(job_id, held)
+        elif known is not None and known.message_id != held.message_id:
+            log.info("job queue message %s is a second copy of job %s, which runs here; deleting the copy",
+                     held.message_id, job_id, extra={"job_id": job_id})
+            await self._delete_message(job_id, held)
+        else:
+            self.held[job_id] = held  # a new job, or the same message again (its newest receipt handle counts)
+            self.service.events.event(
+                job_id, f"taken from the job queue (message {held.message_id})" if created
+                else f"job queue message {held.message_id} received again; the job is still live here")
+
+    async def _refuse(self, held: Held, receives: str, why: str) -> None:
+        """A poison message: logged, then visible again at once so the redrive policy moves it to the DLQ."""
+        self.poison += 1
+        log.error("job queue message %s (received %s times) is not a valid job and is left for the dead-letter "
+                  "queue: %s", held.message_id, receives, why)
+        await self._release(held, 0)
+
+    async def _release(self, held: Held, delay: int) -> None:
+        try:
+            await in_thread(self._set_visibility, held.receipt_handle, delay)
+        except Exception as exc:
+            log.warning("could not return job queue message %s to the queue (%s); it returns after its visibility "
+                        "timeout", held.message_id, describe(exc))
+
+    def _set_visibility(self, receipt_handle: str, seconds: int) -> None:
+        self._client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt_handle,
+                                               VisibilityTimeout=seconds)
+
+    # --- holding and letting go -------------------------------------------------------------------------------
+
+    async def _keep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.visibility_s / 3)
+            for job_id, held in list(self.held.items()):
+                job = self.service.get(job_id)
+                if job is None or job.status.final:
+                    await self._delete_message(job_id, held)
+                    continue
+                try:
+                    await in_thread(self._set_visibility, held.receipt_handle, self.visibility_s)
+                except Exception as exc:
+                    # Another host may take the job when it reappears; the runner's check for the job's commit on
+                    # the branch keeps that from committing twice.
+                    log.warning("could not extend job queue message %s of job %s (%s)", held.message_id, job_id,
+                                describe(exc), extra={"job_id": job_id})
+
+    def _job_ended(self, job_id: str) -> None:
+        self._room.set()
+        held = self.held.get(job_id)
+        if held is not None and not self._stopping:
+            task = asyncio.get_running_loop().create_task(self._delete_message(job_id, held))
+            self._deletes.add(task)
+            task.add_done_callback(self._deletes.discard)
+
+    async def _delete_message(self, job_id: str, held: Held) -> None:
+        if self.held.get(job_id) is held:
+            del self.held[job_id]
+        try:
+            await in_thread(self._client.delete_message, QueueUrl=self.queue_url, ReceiptHandle=held.receipt_handle)
+        except Exception as exc:
+            log.warning("could not delete job queue message %s of ended job %s (%s); when it reappears it is "
+                        "deleted then", held.message_id, job_id, describe(exc), extra={"job_id": job_id})
+            return
+        log.info("job queue message %s of job %s deleted", held.message_id, job_id, extra={"job_id": job_id})
