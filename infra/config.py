@@ -14,6 +14,10 @@ from typing import Any
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 WEBSITE_MODES = ("cloudfront", "s3-website")
+# How the Lambda hands a job to the hosts: straight to the one host's PR processor (http), or through an SQS queue
+# that an Auto Scaling group of hosts polls (sqs).
+DISPATCH_MODES = ("http", "sqs")
+MAX_HOSTS_LIMIT = 100  # a guard against a typo (40 → 400 hosts), not a service limit
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
 _REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+|\*)$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -48,6 +52,12 @@ class AipmConfig:
     allowed_groups: str = ""
     alarm_email: str | None = None
     root_volume_gb: int = 30
+    dispatch: str = "http"
+    # dispatch=sqs only: the Auto Scaling group's size, and the jobs (waiting or running) per in-service host it
+    # scales to keep; None = pool_size, i.e. add a host once every host's workers are busy and jobs still wait.
+    min_hosts: int = 1
+    max_hosts: int = 4
+    backlog_per_host: int | None = None
 
     @property
     def worker_pool_open(self) -> bool:
@@ -59,6 +69,16 @@ class AipmConfig:
         """Cognito needs an https callback, so only the CloudFront site signs in with it; s3-website uses a token."""
         return self.website_mode == "cloudfront"
 
+    @property
+    def uses_queue(self) -> bool:
+        """dispatch=sqs: jobs go through the SQS queue to an Auto Scaling group of hosts (no Elastic IP, no 8082)."""
+        return self.dispatch == "sqs"
+
+    @property
+    def jobs_per_host(self) -> int:
+        """The scaling target: jobs waiting or running per in-service host (backlogPerHost, default poolSize)."""
+        return self.backlog_per_host if self.backlog_per_host is not None else self.pool_size
+
     @classmethod
     def from_context(cls, get: Any) -> AipmConfig:
         """Build from ``get(key) -> value | None`` (``app.node.try_get_context``); unset or empty keeps the default."""
@@ -69,6 +89,7 @@ class AipmConfig:
                 return default
             return raw.strip() if isinstance(raw, str) else raw
 
+        backlog = value("backlogPerHost", None)
         cfg = cls(
             stack_name=str(value("stackName", cls.stack_name)),
             instance_type=str(value("instanceType", cls.instance_type)),
@@ -90,6 +111,10 @@ class AipmConfig:
             allowed_groups=str(value("allowedGroups", cls.allowed_groups)),
             alarm_email=value("alarmEmail", None),
             root_volume_gb=_int("rootVolumeGb", value("rootVolumeGb", cls.root_volume_gb)),
+            dispatch=str(value("dispatch", cls.dispatch)),
+            min_hosts=_int("minHosts", value("minHosts", cls.min_hosts)),
+            max_hosts=_int("maxHosts", value("maxHosts", cls.max_hosts)),
+            backlog_per_host=None if backlog is None else _int("backlogPerHost", backlog),
         )
         cfg.validate()
         return cfg
@@ -139,6 +164,26 @@ class AipmConfig:
             raise ConfigError(f"rootVolumeGb: {self.root_volume_gb} must be between 8 and 16384")
         if "\n" in self.kiro_install_command:
             raise ConfigError("kiroInstallCommand: must be one line")
+        self._validate_dispatch()
+
+    def _validate_dispatch(self) -> None:
+        if self.dispatch not in DISPATCH_MODES:
+            raise ConfigError(
+                f"dispatch: {self.dispatch!r} must be one of {', '.join(DISPATCH_MODES)} "
+                "(http: the Lambda calls the one host; sqs: an SQS queue and an Auto Scaling group of hosts)"
+            )
+        # Checked in both modes, so a value meant for sqs is not silently wrong until the mode is switched.
+        if not 1 <= self.min_hosts <= MAX_HOSTS_LIMIT:
+            raise ConfigError(
+                f"minHosts: {self.min_hosts} must be between 1 and {MAX_HOSTS_LIMIT} (the scaling metric divides by "
+                "the hosts in service, and the deploy waits for that many installs)"
+            )
+        if not self.min_hosts <= self.max_hosts <= MAX_HOSTS_LIMIT:
+            raise ConfigError(f"maxHosts: {self.max_hosts} must be between minHosts ({self.min_hosts}) "
+                              f"and {MAX_HOSTS_LIMIT}")
+        if self.backlog_per_host is not None and not 1 <= self.backlog_per_host <= 1000:
+            raise ConfigError(f"backlogPerHost: {self.backlog_per_host} must be between 1 and 1000 "
+                              "(jobs waiting or running per host; empty = poolSize)")
 
 
 def _int(key: str, raw: Any) -> int:

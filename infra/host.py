@@ -1,18 +1,24 @@
-"""The EC2 host (deploys ``ec2_services/``): network, security group, role, instance, Elastic IP, the services' log
-groups, and the cfn-init install that runs ``infra/host_install/install.sh``.
+"""The EC2 hosts (deploys ``ec2_services/``): network, security group, role, the services' log groups, the cfn-init
+install that runs ``infra/host_install/install.sh`` and the machines that run it: one instance with an Elastic IP
+(``dispatch=http``), or an Auto Scaling group scaled on the SQS job backlog (``dispatch=sqs``, see ``group``).
 
-Owns how the host is built and reached: Amazon Linux 2023, IMDSv2 only (hop limit 1), SSM Session Manager instead of
-SSH (no key pair, no port 22), an encrypted gp3 root volume, 8082 from ``api_cidr`` and 8081 only from ``admin_cidr``.
-The install runs under a CreationPolicy: a failed install (or a service that never answers /health) fails the deploy.
-Later deploys that change the code are applied in place by cfn-hup (the instance, its jobs and its Kiro login stay).
-It grants nothing itself beyond SSM and the install assets; the Stack grants the secrets and the log groups.
+Owns how a host is built and reached, once for both modes: Amazon Linux 2023, IMDSv2 only (hop limit 1), SSM Session
+Manager instead of SSH (no key pair, no port 22), an encrypted gp3 root volume, 8081 only from ``admin_cidr``, and
+8082 from ``api_cidr`` only where the Lambda calls the host (http; with sqs the hosts poll the queue and call the
+Lambda back, so nothing comes in). The install runs under a CreationPolicy: a failed install (or a service that never
+answers /health) fails the deploy (with sqs: any of the first ``min_hosts``). Later deploys that change the code are
+applied in place by cfn-hup (the hosts, their jobs and their Kiro login stay).
+It grants nothing itself beyond SSM and the install assets; the Stack grants the secrets, the log groups, the queue.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
@@ -23,11 +29,34 @@ SRC = "/opt/aipm/src"  # where cfn-init unpacks the assets; install.sh copies fr
 WORKER_POOL_PORT = 8081
 PR_PROCESSOR_PORT = 8082
 INSTANCE_LOGICAL_ID = "AipmHostInstance"
+GROUP_LOGICAL_ID = "AipmHostGroup"
+INSTALL_TIMEOUT = Duration.minutes(30)
+# A new host counts in the scaling metric only once installed (dnf, venv, kiro-cli, both services answering).
+HOST_WARMUP = Duration.minutes(10)
 _ASSET_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
 
 
+# IMDSv2 only, one hop: the agent's containers (if any) and anything forwarded cannot reach the role's credentials.
+_METADATA_OPTIONS = {
+    "require_imdsv2": True,
+    "http_tokens": ec2.LaunchTemplateHttpTokens.REQUIRED,
+    "http_endpoint": True,
+    "http_put_response_hop_limit": 1,
+    "instance_metadata_tags": False,
+}
+
+
+@dataclass(frozen=True)
+class GroupSize:
+    """dispatch=sqs: the Auto Scaling group's bounds (the deploy waits for ``min_hosts`` installs)."""
+
+    min_hosts: int
+    max_hosts: int
+
+
 class Host(Construct):
-    """``instance``, ``role``, ``security_group``, ``eip`` (``public_ip``), ``pool_log_group``, ``processor_log_group``."""
+    """``role``, ``security_group``, ``pool_log_group``, ``processor_log_group``, ``resource_logical_id``, and either
+    ``instance`` + ``eip`` (``public_ip``) with http dispatch, or ``group`` (the Auto Scaling group) with sqs."""
 
     def __init__(
         self,
@@ -48,13 +77,19 @@ class Host(Construct):
         log_retention: logs.RetentionDays,
         log_group_prefix: str,
         root_volume_gb: int,
+        group: GroupSize | None = None,
+        dispatch_environment: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        # One public subnet, no NAT: the host needs outbound internet (GitHub, Kiro, AWS APIs) and a public address.
+        self.instance: ec2.Instance | None = None
+        self.group: autoscaling.AutoScalingGroup | None = None
+        self.public_ip: str | None = None
+        # One public subnet per AZ, no NAT: a host needs outbound internet (GitHub, Kiro, AWS APIs) and a public
+        # address. The group spreads over two AZs, so one zone's outage leaves hosts polling the queue.
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
-            max_azs=1,
+            max_azs=1 if group is None else 2,
             nat_gateways=0,
             subnet_configuration=[ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC)],
             restrict_default_security_group=False,  # nothing is placed in the default group; saves a custom resource
@@ -66,12 +101,14 @@ class Host(Construct):
 
         self.security_group = ec2.SecurityGroup(
             self, "Sg", vpc=self.vpc, allow_all_outbound=True,
-            description="aipm-kiro host: PR processor 8082 from apiCidr; worker pool 8081 only from adminCidr",
+            description="aipm-kiro host: PR processor 8082 from apiCidr; worker pool 8081 only from adminCidr"
+            if group is None else "aipm-kiro hosts: jobs come from SQS (no 8082); worker pool 8081 only from adminCidr",
         )
-        self.security_group.add_ingress_rule(
-            ec2.Peer.ipv4(api_cidr), ec2.Port.tcp(PR_PROCESSOR_PORT),
-            "PR processor (every request is HMAC-signed; the Lambda has no fixed address)",
-        )
+        if group is None:
+            self.security_group.add_ingress_rule(
+                ec2.Peer.ipv4(api_cidr), ec2.Port.tcp(PR_PROCESSOR_PORT),
+                "PR processor (every request is HMAC-signed; the Lambda has no fixed address)",
+            )
         if admin_cidr:
             self.security_group.add_ingress_rule(
                 ec2.Peer.ipv4(admin_cidr), ec2.Port.tcp(WORKER_POOL_PORT), "worker pool, admin access (signed requests)"
@@ -93,20 +130,36 @@ class Host(Construct):
             managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
         )
 
+        env = {
+            "AIPM_POOL_SIZE": str(pool_size),
+            "AIPM_WORKER_POOL_HOST": "0.0.0.0" if admin_cidr else "127.0.0.1",
+            "AIPM_WORKER_POOL_PORT": str(WORKER_POOL_PORT),
+            # With sqs nothing calls the PR processor from outside: it listens on loopback (install.sh's /health).
+            "AIPM_PR_PROCESSOR_HOST": "0.0.0.0" if group is None else "127.0.0.1",
+            "AIPM_PR_PROCESSOR_PORT": str(PR_PROCESSOR_PORT),
+            "AIPM_CALLBACK_ORIGINS": callback_origins,
+            "AIPM_GIT_BASE_URL": git_base_url,
+            "AIPM_KIRO_DENY_TOOLS": kiro_deny_tools,
+            "AIPM_KIRO_INSTALL_COMMAND": kiro_install_command,
+            "AIPM_SHARED_SECRET_ARN": shared_secret_arn,
+            "AIPM_GITHUB_TOKEN_SECRET_ARN": github_token_secret_arn,
+            "AIPM_KIRO_API_KEY_SECRET_ARN": kiro_api_key_secret_arn or "",
+            "AIPM_AWS_REGION": Aws.REGION,
+            "AIPM_LOG_GROUP_WORKER_POOL": self.pool_log_group.log_group_name,
+            "AIPM_LOG_GROUP_PR_PROCESSOR": self.processor_log_group.log_group_name,
+            **(dispatch_environment or {}),
+        }
+        # One definition of a host, whichever machine runs it: the same image, size, disk, role, group and install.
         itype = ec2.InstanceType(instance_type)
         cpu = ec2.AmazonLinuxCpuType.ARM_64 if itype.architecture == ec2.InstanceArchitecture.ARM_64 \
             else ec2.AmazonLinuxCpuType.X86_64
-        self.instance = ec2.Instance(
-            self,
-            "Instance",
-            vpc=self.vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
-            instance_type=itype,
-            machine_image=ec2.MachineImage.latest_amazon_linux2023(cpu_type=cpu),
-            security_group=self.security_group,
-            role=self.role,
+        machine = {
+            "instance_type": itype,
+            "machine_image": ec2.MachineImage.latest_amazon_linux2023(cpu_type=cpu),
+            "security_group": self.security_group,
+            "role": self.role,
             # No key pair and no port 22: shell access is SSM Session Manager (aws ssm start-session).
-            block_devices=[
+            "block_devices": [
                 ec2.BlockDevice(
                     device_name="/dev/xvda",
                     volume=ec2.BlockDeviceVolume.ebs(
@@ -115,28 +168,26 @@ class Host(Construct):
                     ),
                 )
             ],
-            detailed_monitoring=True,
-            init=self._init(
-                env={
-                    "AIPM_POOL_SIZE": str(pool_size),
-                    "AIPM_WORKER_POOL_HOST": "0.0.0.0" if admin_cidr else "127.0.0.1",
-                    "AIPM_WORKER_POOL_PORT": str(WORKER_POOL_PORT),
-                    "AIPM_PR_PROCESSOR_HOST": "0.0.0.0",
-                    "AIPM_PR_PROCESSOR_PORT": str(PR_PROCESSOR_PORT),
-                    "AIPM_CALLBACK_ORIGINS": callback_origins,
-                    "AIPM_GIT_BASE_URL": git_base_url,
-                    "AIPM_KIRO_DENY_TOOLS": kiro_deny_tools,
-                    "AIPM_KIRO_INSTALL_COMMAND": kiro_install_command,
-                    "AIPM_SHARED_SECRET_ARN": shared_secret_arn,
-                    "AIPM_GITHUB_TOKEN_SECRET_ARN": github_token_secret_arn,
-                    "AIPM_KIRO_API_KEY_SECRET_ARN": kiro_api_key_secret_arn or "",
-                    "AIPM_AWS_REGION": Aws.REGION,
-                    "AIPM_LOG_GROUP_WORKER_POOL": self.pool_log_group.log_group_name,
-                    "AIPM_LOG_GROUP_PR_PROCESSOR": self.processor_log_group.log_group_name,
-                },
-            ),
+            "detailed_monitoring": True,
+        }
+        self.resource_logical_id = INSTANCE_LOGICAL_ID if group is None else GROUP_LOGICAL_ID
+        init = self._init(env=env, resource_logical_id=self.resource_logical_id)
+        if group is None:
+            self._single_instance(machine, init)
+        else:
+            self._auto_scaling_group(machine, init, group)
+
+    def _single_instance(self, machine: dict, init: ec2.CloudFormationInit) -> None:
+        """dispatch=http: one instance the Lambda calls on its Elastic IP (stable across stop/start)."""
+        self.instance = ec2.Instance(
+            self,
+            "Instance",
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            **machine,
+            init=init,
             init_options=ec2.ApplyCloudFormationInitOptions(
-                timeout=Duration.minutes(30),
+                timeout=INSTALL_TIMEOUT,
                 # cfn-hup applies code changes in place; a fingerprint in the user data would replace the instance
                 # (and lose its job database and Kiro login) on every deploy.
                 embed_fingerprint=False,
@@ -152,7 +203,88 @@ class Host(Construct):
                               instance_id=self.instance.instance_id)
         self.public_ip = self.eip.attr_public_ip
 
-    def _init(self, *, env: dict[str, str]) -> ec2.CloudFormationInit:
+    def _auto_scaling_group(self, machine: dict, init: ec2.CloudFormationInit, size: GroupSize) -> None:
+        """dispatch=sqs: hosts from a launch template, each installed by cfn-init from the group's metadata.
+
+        Code changes reach every host in place through cfn-hup, as on the single host. A launch template change
+        (instance type, a newer AMI) replaces the hosts one at a time, each new one's install signalled before the
+        next; a job cut short there returns to the queue after its visibility timeout and runs on another host.
+        """
+        template = ec2.LaunchTemplate(
+            self, "LaunchTemplate",
+            **machine,
+            user_data=ec2.UserData.for_linux(),  # the group adds cfn-init and cfn-signal to it
+            associate_public_ip_address=True,  # no NAT: the public address is the way out
+            **_METADATA_OPTIONS,
+        )
+        self.group = autoscaling.AutoScalingGroup(
+            self, "Group",
+            vpc=self.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            launch_template=template,
+            min_capacity=size.min_hosts,
+            max_capacity=size.max_hosts,
+            init=init,
+            init_options=autoscaling.ApplyCloudFormationInitOptions(embed_fingerprint=False, print_log=True),
+            # The deploy waits for the first min_hosts installs: one failing fails (and rolls back) the deploy.
+            signals=autoscaling.Signals.wait_for_min_capacity(timeout=INSTALL_TIMEOUT),
+            # GroupInServiceInstances is the scaling metric's denominator and a dashboard line: it must be collected.
+            group_metrics=[autoscaling.GroupMetrics(
+                autoscaling.GroupMetric.IN_SERVICE_INSTANCES, autoscaling.GroupMetric.DESIRED_CAPACITY,
+                autoscaling.GroupMetric.PENDING_INSTANCES, autoscaling.GroupMetric.TERMINATING_INSTANCES,
+            )],
+            default_instance_warmup=HOST_WARMUP,
+            update_policy=autoscaling.UpdatePolicy.rolling_update(max_batch_size=1, pause_time=INSTALL_TIMEOUT,
+                                                                   wait_on_resource_signals=True),
+        )
+        self.group.node.default_child.override_logical_id(GROUP_LOGICAL_ID)
+
+    def scale_on_queue(self, *, queue_name: str, jobs_per_host: int) -> autoscaling.CfnScalingPolicy:
+        """Target tracking on the jobs waiting or running (visible + in flight) per in-service host.
+
+        In flight counts too: a host's running jobs are its load, so the group keeps hosts while they work and adds
+        one when the jobs exceed ``jobs_per_host`` per host. CDK's L2 target tracking takes only a single metric, so
+        this is the CloudFormation policy with a metric-math query (EC2 Auto Scaling's documented SQS pattern).
+        """
+        if self.group is None:
+            raise ValueError("only the Auto Scaling group of dispatch=sqs scales on the queue")
+
+        def stat(id_: str, namespace: str, name: str, dimension: tuple[str, str], statistic: str):
+            metric = autoscaling.CfnScalingPolicy.MetricProperty(
+                namespace=namespace, metric_name=name,
+                dimensions=[autoscaling.CfnScalingPolicy.MetricDimensionProperty(name=dimension[0],
+                                                                                  value=dimension[1])],
+            )
+            return autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                id=id_, metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
+                    metric=metric, stat=statistic),
+                return_data=False,
+            )
+
+        return autoscaling.CfnScalingPolicy(
+            self, "BacklogScaling",
+            auto_scaling_group_name=self.group.auto_scaling_group_name,
+            policy_type="TargetTrackingScaling",
+            target_tracking_configuration=autoscaling.CfnScalingPolicy.TargetTrackingConfigurationProperty(
+                target_value=float(jobs_per_host),
+                customized_metric_specification=autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
+                    metrics=[
+                        stat("waiting", "AWS/SQS", "ApproximateNumberOfMessagesVisible", ("QueueName", queue_name),
+                             "Sum"),
+                        stat("running", "AWS/SQS", "ApproximateNumberOfMessagesNotVisible",
+                             ("QueueName", queue_name), "Sum"),
+                        stat("hosts", "AWS/AutoScaling", "GroupInServiceInstances",
+                             ("AutoScalingGroupName", self.group.auto_scaling_group_name), "Average"),
+                        autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="jobsPerHost", expression="(waiting + running) / hosts",
+                            label="Jobs waiting or running per in-service host", return_data=True,
+                        ),
+                    ],
+                ),
+            ),
+        )
+
+    def _init(self, *, env: dict[str, str], resource_logical_id: str) -> ec2.CloudFormationInit:
         install = f"bash {SRC}/infra/host_install/install.sh --source {SRC}"
         return ec2.CloudFormationInit.from_elements(
             ec2.InitSource.from_asset(f"{SRC}/ec2_services", str(ROOT / "ec2_services"), exclude=_ASSET_EXCLUDE),
@@ -160,28 +292,21 @@ class Host(Construct):
                                       exclude=_ASSET_EXCLUDE),
             ec2.InitFile.from_asset(f"{SRC}/requirements/host.txt", str(ROOT / "requirements" / "host.txt")),
             ec2.InitCommand.shell_command(install, key="10-install-aipm", env=env),
-            *self._cfn_hup(),
+            *self._cfn_hup(resource_logical_id),
         )
 
     def _require_imdsv2(self) -> None:
         """IMDSv2 only, one hop: a launch template the instance starts from (CfnInstance has no metadata options)."""
-        template = ec2.LaunchTemplate(
-            self, "Metadata",
-            require_imdsv2=True,
-            http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
-            http_endpoint=True,
-            http_put_response_hop_limit=1,
-            instance_metadata_tags=False,
-        )
+        template = ec2.LaunchTemplate(self, "Metadata", **_METADATA_OPTIONS)
         cfn = self.instance.node.default_child
         cfn.launch_template = ec2.CfnInstance.LaunchTemplateSpecificationProperty(
             launch_template_id=template.launch_template_id, version=template.latest_version_number,
         )
 
     @staticmethod
-    def _cfn_hup() -> list[ec2.InitElement]:
-        """cfn-hup re-runs cfn-init (and so install.sh) when a deploy changes this instance's init metadata."""
-        cfn_init = (f"/opt/aws/bin/cfn-init -v --stack {Aws.STACK_NAME} --resource {INSTANCE_LOGICAL_ID} "
+    def _cfn_hup(resource_logical_id: str) -> list[ec2.InitElement]:
+        """cfn-hup re-runs cfn-init (and so install.sh) when a deploy changes the host resource's init metadata."""
+        cfn_init = (f"/opt/aws/bin/cfn-init -v --stack {Aws.STACK_NAME} --resource {resource_logical_id} "
                     f"--region {Aws.REGION} -c default")
         return [
             ec2.InitFile.from_string(
@@ -192,7 +317,7 @@ class Host(Construct):
             ec2.InitFile.from_string(
                 "/etc/cfn/hooks.d/aipm-reloader.conf",
                 "[aipm-reloader]\ntriggers=post.update\n"
-                f"path=Resources.{INSTANCE_LOGICAL_ID}.Metadata.AWS::CloudFormation::Init\n"
+                f"path=Resources.{resource_logical_id}.Metadata.AWS::CloudFormation::Init\n"
                 f"action={cfn_init}\nrunas=root\n",
                 mode="000400", owner="root", group="root",
             ),

@@ -1,6 +1,7 @@
 """The CloudWatch dashboard and alarms: jobs, durations, queue depth and worker restarts from the services' Embedded
 Metric Format log lines (namespace ``AIPM``, dimension ``Service``), the Lambda's errors and duration, and the
-instance's status checks.
+instance's status checks; with ``dispatch=sqs`` also the SQS job queue (depth, age of the oldest job, dead letters)
+and the hosts of the Auto Scaling group.
 
 Owns what an operator watches and what wakes them (an SNS topic, with an e-mail subscription when one is given).
 It reads metrics only; it creates no log group and grants nothing.
@@ -9,6 +10,7 @@ It reads metrics only; it creates no log group and grants nothing.
 from __future__ import annotations
 
 from aws_cdk import Duration
+from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
@@ -17,10 +19,14 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
 from constructs import Construct
 
+from infra.job_queue import MAX_RECEIVES, JobQueue
+
 NAMESPACE = "AIPM"
 PR_PROCESSOR = "pr-processor"
 WORKER_POOL = "worker-pool"
 FIVE_MINUTES = Duration.minutes(5)
+# dispatch=sqs: a job waiting this long means every host is busy at maxHosts, or the hosts do not take jobs.
+OLDEST_JOB_ALARM_S = 1800
 
 
 def aipm_metric(name: str, service: str, statistic: str = "Sum", label: str | None = None) -> cw.Metric:
@@ -39,9 +45,11 @@ class Monitoring(Construct):
         id_: str,
         *,
         function: lambda_.IFunction,
-        instance: ec2.Instance,
+        instance: ec2.Instance | None,
         dashboard_name: str,
         alarm_email: str | None,
+        group: autoscaling.AutoScalingGroup | None = None,
+        job_queue: JobQueue | None = None,
     ) -> None:
         super().__init__(scope, id_)
         self.topic = sns.Topic(self, "Alarms", display_name="aipm-kiro alarms", enforce_ssl=True)
@@ -61,9 +69,12 @@ class Monitoring(Construct):
         lambda_errors = function.metric_errors(period=FIVE_MINUTES, statistic="Sum")
         lambda_invocations = function.metric_invocations(period=FIVE_MINUTES, statistic="Sum")
         lambda_duration = function.metric_duration(period=FIVE_MINUTES, statistic="p90")
+        # The one instance, or the worst host of the group (EC2 aggregates detailed monitoring by group name).
+        host = {"InstanceId": instance.instance_id} if instance is not None \
+            else {"AutoScalingGroupName": group.auto_scaling_group_name}
         status_failed = cw.Metric(
             namespace="AWS/EC2", metric_name="StatusCheckFailed",
-            dimensions_map={"InstanceId": instance.instance_id}, statistic="Maximum", period=Duration.minutes(1),
+            dimensions_map=host, statistic="Maximum", period=Duration.minutes(1),
         )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=dashboard_name,
@@ -81,6 +92,7 @@ class Monitoring(Construct):
             cw.GraphWidget(title="Lambda invocations / errors", left=[lambda_invocations, lambda_errors], width=12),
             cw.GraphWidget(title="Lambda duration p90 (ms)", left=[lambda_duration], width=12),
         )
+        queue_alarms = self._queue_and_hosts(job_queue, group) if job_queue is not None and group is not None else {}
 
         self.alarms: dict[str, cw.Alarm] = {
             "JobsFailed": failed.create_alarm(
@@ -106,6 +118,59 @@ class Monitoring(Construct):
                 treat_missing_data=cw.TreatMissingData.MISSING,
             ),
         }
+        self.alarms |= queue_alarms
         action = cw_actions.SnsAction(self.topic)
         for alarm in self.alarms.values():
             alarm.add_alarm_action(action)
+
+    def _queue_and_hosts(self, job_queue: JobQueue, group: autoscaling.AutoScalingGroup) -> dict[str, cw.Alarm]:
+        """dispatch=sqs: the job queue's depth and age, its dead letters, and the group's hosts; their alarms."""
+        queue, dead = job_queue.queue, job_queue.dead_letter_queue
+        minute = Duration.minutes(1)
+        waiting = queue.metric_approximate_number_of_messages_visible(period=minute, label="waiting")
+        running = queue.metric_approximate_number_of_messages_not_visible(period=minute, label="running (in flight)")
+        oldest = queue.metric_approximate_age_of_oldest_message(period=minute, label="oldest waiting job")
+        dead_letters = dead.metric_approximate_number_of_messages_visible(period=minute, label="dead letters")
+
+        def group_metric(name: str, label: str) -> cw.Metric:
+            return cw.Metric(namespace="AWS/AutoScaling", metric_name=name, statistic="Average", period=minute,
+                             dimensions_map={"AutoScalingGroupName": group.auto_scaling_group_name}, label=label)
+
+        in_service = group_metric("GroupInServiceInstances", "in service")
+        desired = group_metric("GroupDesiredCapacity", "desired")
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Job queue (SQS): waiting / running / dead letters",
+                           left=[waiting, running, dead_letters], width=8),
+            cw.GraphWidget(title="Oldest waiting job (s)", left=[oldest], width=8),
+            cw.GraphWidget(title="Hosts in service / desired", left=[in_service, desired], width=8),
+        )
+        missing = cw.MathExpression(
+            expression="desired - inService", label="hosts desired but not in service", period=FIVE_MINUTES,
+            using_metrics={"desired": desired.with_(period=FIVE_MINUTES),
+                           "inService": in_service.with_(period=FIVE_MINUTES)},
+        )
+        greater_or_equal = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+        return {
+            "DeadLetters": dead_letters.with_(period=FIVE_MINUTES).create_alarm(
+                self, "DeadLettersAlarm",
+                alarm_description=f"A job was received {MAX_RECEIVES} times without finishing and is in the "
+                                  "dead-letter queue (see DeadLetterQueueUrl; the hosts' pr-processor logs say why)",
+                threshold=1, evaluation_periods=1, comparison_operator=greater_or_equal,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            "OldestJob": oldest.with_(period=FIVE_MINUTES).create_alarm(
+                self, "OldestJobAlarm",
+                alarm_description=f"A job has waited over {OLDEST_JOB_ALARM_S // 60} min in the queue: every host "
+                                  "busy at maxHosts, or the hosts do not take jobs",
+                threshold=OLDEST_JOB_ALARM_S, evaluation_periods=1, comparison_operator=greater_or_equal,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            # Covers hosts that fail to launch or install after the deploy (scale-out), which no deploy would see.
+            "HostsMissing": missing.create_alarm(
+                self, "HostsMissingAlarm",
+                alarm_description="The group has fewer hosts in service than desired for 30 min: launches or "
+                                  "installs are failing (see the group's activity history)",
+                threshold=1, evaluation_periods=6, comparison_operator=greater_or_equal,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+        }

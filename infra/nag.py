@@ -27,10 +27,11 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         "deliberate change of both.")
 
     # --- Host --------------------------------------------------------------------------------------------------------
-    ack(host.security_group, "AwsSolutions-EC23",
-        "8082 (PR processor) is open to apiCidr, 0.0.0.0/0 by default: the Lambda runs outside a VPC and has no fixed "
-        "address, and every request must carry an HMAC signature for the PR processor (300 s window) or gets 401. "
-        "Set -c apiCidr to narrow it. 8081 opens only to an explicit adminCidr.")
+    if host.instance is not None:  # dispatch=sqs opens no 8082: the hosts poll the queue
+        ack(host.security_group, "AwsSolutions-EC23",
+            "8082 (PR processor) is open to apiCidr, 0.0.0.0/0 by default: the Lambda runs outside a VPC and has no "
+            "fixed address, and every request must carry an HMAC signature for the PR processor (300 s window) or gets "
+            "401. Set -c apiCidr to narrow it. 8081 opens only to an explicit adminCidr.")
     ack(host.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
         "Session Manager replaces SSH (no key pair, no port 22); this AWS-maintained policy is the documented minimum "
         "for the SSM agent.")
@@ -38,9 +39,15 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         ack(host.role, f"AwsSolutions-IAM5[{rule}]",
             "Granted by CDK for cfn-init to download this stack's install assets (ec2_services, host_install, "
             "requirements) from the bootstrap asset bucket; read-only.")
-    ack(host.instance, "AwsSolutions-EC29",
-        "One host by design (the pool's sessions and the job database live on it); termination protection would block "
-        "cdk destroy. Code updates are applied in place by cfn-hup, not by replacement.")
+    if host.group is not None:
+        ack(host.group, "AwsSolutions-AS3",
+            "Launches and terminations are routine once the group scales on the queue: a mail for each would be noise. "
+            "A host that fails to launch or install shows as fewer in service than desired, which the HostsMissing "
+            "alarm sends to the alarm topic; the deploy itself waits for minHosts install signals.")
+    if host.instance is not None:
+        ack(host.instance, "AwsSolutions-EC29",
+            "One host by design (the pool's sessions and the job database live on it); termination protection would "
+            "block cdk destroy. Code updates are applied in place by cfn-hup, not by replacement.")
 
     # --- Secrets -----------------------------------------------------------------------------------------------------
     if secrets.github_token_created:

@@ -1,4 +1,5 @@
-"""AipmStack: composes the constructs (secrets, website, sign-in, API, host, monitoring) and wires them together.
+"""AipmStack: composes the constructs (secrets, website, sign-in, API, job queue, host, monitoring) and wires them
+together.
 
 Every relation between the parts is visible here: which secret each part may read (grants), which address each part
 is given (environment), and what the operator needs after a deploy (outputs). The constructs never reach each other.
@@ -6,14 +7,15 @@ is given (environment), and what the operator needs after a deploy (outputs). Th
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, Fn, Stack
+from aws_cdk import Annotations, Aws, CfnOutput, Fn, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.api import Api
 from infra.auth import SCOPES, Auth
 from infra.config import AipmConfig
-from infra.host import PR_PROCESSOR_PORT, Host
+from infra.host import PR_PROCESSOR_PORT, GroupSize, Host
+from infra.job_queue import CONSUME_ACTIONS, MAX_RECEIVES, SEND_ACTIONS, JobQueue
 from infra.monitoring import Monitoring
 from infra.nag import acknowledge_findings
 from infra.secrets import Secrets
@@ -69,6 +71,10 @@ class AipmStack(Stack):
             }
         else:
             env |= {"AIPM_AUTH": "token", "AIPM_UI_TOKEN_SECRET_ARN": secrets.ui_token.secret_arn}
+        # dispatch=sqs: the Lambda sends each job to the queue, and a group of hosts polls it (SPEC.md, issue 11).
+        job_queue = JobQueue(self, "JobQueue") if config.uses_queue else None
+        if job_queue:
+            env |= {"AIPM_DISPATCH": "sqs", "AIPM_JOB_QUEUE_URL": job_queue.queue.queue_url}
         api = Api(self, "Api", environment=env, log_retention=retention, log_group_name=f"{log_prefix}/api")
 
         host = Host(
@@ -87,9 +93,23 @@ class AipmStack(Stack):
             log_retention=retention,
             log_group_prefix=log_prefix,
             root_volume_gb=config.root_volume_gb,
+            group=GroupSize(config.min_hosts, config.max_hosts) if job_queue else None,
+            dispatch_environment=job_queue.host_environment() if job_queue else None,
         )
-        # The Lambda reaches the PR processor on the Elastic IP (stable across stop/start).
-        api.function.add_environment("PR_PROCESSOR_URL", f"http://{host.public_ip}:{PR_PROCESSOR_PORT}")
+        if job_queue is None:
+            # The Lambda reaches the PR processor on the Elastic IP (stable across stop/start).
+            api.function.add_environment("PR_PROCESSOR_URL", f"http://{host.public_ip}:{PR_PROCESSOR_PORT}")
+        else:
+            host.scale_on_queue(queue_name=job_queue.queue.queue_name, jobs_per_host=config.jobs_per_host)
+            # Least privilege on the queue: the Lambda only sends, the hosts only take, keep and delete.
+            job_queue.queue.grant(api.function, *SEND_ACTIONS)
+            job_queue.queue.grant(host.role, *CONSUME_ACTIONS)
+            if not secrets.kiro_api_key:
+                Annotations.of(host).add_warning_v2(
+                    "aipm:kiro-sign-in",
+                    "dispatch=sqs without kiroApiKeySecretArn: every host the group launches must be signed in to "
+                    "Kiro by hand (device flow over SSM) before its jobs can succeed; give a Kiro API key secret.",
+                )
 
         # Least privilege: each part reads exactly its own secrets and writes its own log groups.
         secrets.github_token.grant_read(api.function)
@@ -120,21 +140,24 @@ class AipmStack(Stack):
         website.publish(config={"apiUrl": api.url_origin, **sign_in})
 
         monitoring = Monitoring(
-            self, "Monitoring", function=api.function, instance=host.instance,
+            self, "Monitoring", function=api.function, instance=host.instance, group=host.group, job_queue=job_queue,
             dashboard_name=f"{self.stack_name}-aipm", alarm_email=config.alarm_email,
         )
 
-        self._outputs(config, secrets, website, auth, api, host, monitoring)
+        self._outputs(config, secrets, website, auth, api, host, monitoring, job_queue)
         acknowledge_findings(self, website=website, api=api, host=host, auth=auth, secrets=secrets,
                              monitoring=monitoring)
 
-    def _outputs(self, config, secrets, website, auth, api, host, monitoring) -> None:
+    def _outputs(self, config, secrets, website, auth, api, host, monitoring, job_queue) -> None:
         CfnOutput(self, "WebsiteUrl", value=website.site_url + "/", description="The web UI")
         CfnOutput(self, "ApiUrl", value=api.url.url, description="The Lambda API (Function URL)")
-        CfnOutput(self, "HostAddress", value=host.public_ip,
-                  description=f"The host's Elastic IP; the PR processor listens on :{PR_PROCESSOR_PORT}")
-        CfnOutput(self, "HostInstanceId", value=host.instance.instance_id,
-                  description="For SSM: aws ssm start-session --target <this value>")
+        if host.instance is not None:
+            CfnOutput(self, "HostAddress", value=host.public_ip,
+                      description=f"The host's Elastic IP; the PR processor listens on :{PR_PROCESSOR_PORT}")
+            CfnOutput(self, "HostInstanceId", value=host.instance.instance_id,
+                      description="For SSM: aws ssm start-session --target <this value>")
+        else:
+            self._group_outputs(host, job_queue)
         CfnOutput(
             self, "GithubTokenSecretArn", value=secrets.github_token.secret_arn,
             description="Fill it: aws secretsmanager put-secret-value --secret-id <this ARN> "
@@ -149,14 +172,15 @@ class AipmStack(Stack):
         CfnOutput(self, "SharedSecretArn", value=secrets.shared_secret.secret_arn,
                   description="AIPM_SHARED_SECRET (generated; rotate with put-secret-value, then restart aipm-secrets "
                               "on the host and redeploy or wait for new Lambda containers)")
-        CfnOutput(
-            self, "KiroLogin",
-            value=Fn.join("", ["aws ssm start-session --target ", host.instance.instance_id,
-                               "  # then: sudo -u kiro -H /usr/local/bin/kiro-cli login --use-device-flow"
-                               " && sudo systemctl restart aipm-worker-pool"]),
-            description="Sign Kiro in over SSM (device flow), or deploy with -c kiroApiKeySecretArn=<secret with "
-                        "KIRO_API_KEY>",
-        )
+        if host.instance is not None:
+            CfnOutput(
+                self, "KiroLogin",
+                value=Fn.join("", ["aws ssm start-session --target ", host.instance.instance_id,
+                                   "  # then: sudo -u kiro -H /usr/local/bin/kiro-cli login --use-device-flow"
+                                   " && sudo systemctl restart aipm-worker-pool"]),
+                description="Sign Kiro in over SSM (device flow), or deploy with -c kiroApiKeySecretArn=<secret with "
+                            "KIRO_API_KEY>",
+            )
         if secrets.kiro_api_key:
             CfnOutput(self, "KiroApiKeySecretArn", value=secrets.kiro_api_key.secret_arn,
                       description="Fill it: aws secretsmanager put-secret-value --secret-id <this ARN> "
@@ -182,3 +206,25 @@ class AipmStack(Stack):
                   value=Fn.join("", ["https://", Aws.REGION, ".console.aws.amazon.com/cloudwatch/home?region=",
                                      Aws.REGION, "#dashboards:name=", monitoring.dashboard.dashboard_name]),
                   description="CloudWatch dashboard")
+
+    def _group_outputs(self, host: Host, job_queue: JobQueue) -> None:
+        group_name = host.group.auto_scaling_group_name
+        CfnOutput(self, "HostGroupName", value=group_name,
+                  description="The hosts' Auto Scaling group (dispatch=sqs); they poll the job queue, nothing calls them")
+        CfnOutput(
+            self, "ListHostsCommand",
+            value=Fn.join("", ["aws autoscaling describe-auto-scaling-groups --auto-scaling-group-names ", group_name,
+                               " --query 'AutoScalingGroups[0].Instances[].InstanceId' --output text"]),
+            description="The hosts' instance IDs, for SSM: aws ssm start-session --target <id>",
+        )
+        CfnOutput(self, "JobQueueUrl", value=job_queue.queue.queue_url,
+                  description="The FIFO job queue the Lambda sends to and the hosts poll")
+        CfnOutput(self, "DeadLetterQueueUrl", value=job_queue.dead_letter_queue.queue_url,
+                  description=f"Jobs received {MAX_RECEIVES} times without finishing land here (alarmed)")
+        CfnOutput(
+            self, "KiroLogin",
+            value="Deploy with -c kiroApiKeySecretArn=<secret with KIRO_API_KEY>: every host the group launches "
+                  "signs in from it",
+            description="With dispatch=sqs a device-flow login (kiro-cli login --use-device-flow over SSM) holds for "
+                        "one host only and is lost when the group replaces it",
+        )

@@ -17,7 +17,8 @@
 #   AIPM_POOL_SIZE, AIPM_WORKER_POOL_HOST, AIPM_WORKER_POOL_PORT, AIPM_PR_PROCESSOR_HOST, AIPM_PR_PROCESSOR_PORT,
 #   AIPM_CALLBACK_ORIGINS, AIPM_GIT_BASE_URL, AIPM_KIRO_DENY_TOOLS, AIPM_KIRO_COMMAND, AIPM_KIRO_ACP_COMMAND,
 #   AIPM_KIRO_INSTALL_COMMAND, AIPM_SHARED_SECRET_ARN, AIPM_GITHUB_TOKEN_SECRET_ARN, AIPM_KIRO_API_KEY_SECRET_ARN,
-#   AIPM_AWS_REGION, AIPM_LOG_GROUP_WORKER_POOL, AIPM_LOG_GROUP_PR_PROCESSOR
+#   AIPM_AWS_REGION, AIPM_LOG_GROUP_WORKER_POOL, AIPM_LOG_GROUP_PR_PROCESSOR,
+#   AIPM_DISPATCH (http|sqs), and with sqs: AIPM_JOB_QUEUE_URL, AIPM_SQS_WAIT_S, AIPM_SQS_VISIBILITY_S
 #
 # Signing Kiro in (the agent runs as the `kiro` user, its login lives in ~kiro):
 #   - API key: deploy with -c kiroApiKeySecretArn=<secret holding KIRO_API_KEY>; aipm-secrets.service puts it in the
@@ -83,10 +84,23 @@ DENY_TOOLS="${AIPM_KIRO_DENY_TOOLS-use_aws,aws}"
 KIRO_INSTALL_COMMAND="${AIPM_KIRO_INSTALL_COMMAND-}"
 LOG_GROUP_POOL="${AIPM_LOG_GROUP_WORKER_POOL:-/aipm/worker-pool}"
 LOG_GROUP_PRP="${AIPM_LOG_GROUP_PR_PROCESSOR:-/aipm/pr-processor}"
+DISPATCH="${AIPM_DISPATCH:-http}"
+JOB_QUEUE_URL="${AIPM_JOB_QUEUE_URL:-}"
+SQS_WAIT_S="${AIPM_SQS_WAIT_S:-20}"
+SQS_VISIBILITY_S="${AIPM_SQS_VISIBILITY_S:-300}"
 
 [ -d "$SOURCE/ec2_services" ] || die "$SOURCE/ec2_services not found (--source)"
 [ -f "$SOURCE/requirements/host.txt" ] || die "$SOURCE/requirements/host.txt not found (--source)"
 case "$POOL_SIZE" in ''|*[!0-9]*) die "AIPM_POOL_SIZE must be a number, got '$POOL_SIZE'" ;; esac
+case "$DISPATCH" in
+  http) ;;
+  sqs)
+    [ -n "$JOB_QUEUE_URL" ] || die "AIPM_DISPATCH=sqs needs AIPM_JOB_QUEUE_URL (the job queue the PR processor polls)"
+    for value in "$SQS_WAIT_S" "$SQS_VISIBILITY_S"; do
+      case "$value" in ''|*[!0-9]*) die "AIPM_SQS_WAIT_S and AIPM_SQS_VISIBILITY_S must be numbers, got '$value'" ;; esac
+    done ;;
+  *) die "AIPM_DISPATCH must be http or sqs, got '$DISPATCH'" ;;
+esac
 
 # --- 1. System packages and users (host only) -----------------------------------------------------------------------
 if [ "$ON_HOST" = 1 ]; then
@@ -207,6 +221,16 @@ WORKER_POOL_URL=http://127.0.0.1:$POOL_PORT
 GIT_BASE_URL=$GIT_BASE_URL
 AIPM_CALLBACK_ORIGINS=$CALLBACK_ORIGINS
 EOF
+if [ "$DISPATCH" = sqs ]; then
+  # Jobs come from the SQS queue (long poll), not over 8082; boto3 signs with the instance role in this region.
+  cat >> "$ETC/pr-processor.env" <<EOF
+AIPM_DISPATCH=sqs
+AIPM_JOB_QUEUE_URL=$JOB_QUEUE_URL
+PR_SQS_WAIT_S=$SQS_WAIT_S
+PR_SQS_VISIBILITY_S=$SQS_VISIBILITY_S
+AWS_REGION=${AIPM_AWS_REGION:-}
+EOF
+fi
 cat > "$ETC/secrets.conf" <<EOF
 AWS_REGION=${AIPM_AWS_REGION:-}
 AIPM_SHARED_SECRET_ARN=${AIPM_SHARED_SECRET_ARN:-}

@@ -22,6 +22,7 @@ ADMIN_CIDR = "203.0.113.7/32"
 KIRO_KEY_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/kiro-api-key-AbCdEf"
 GITHUB_TOKEN_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/github-token"
 ALLOWED_GROUPS = "developers, release-managers"
+SQS_MIN_HOSTS, SQS_MAX_HOSTS, SQS_JOBS_PER_HOST = 2, 6, 3
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,13 @@ def admin_synth() -> Synth:
 @pytest.fixture(scope="session")
 def s3_website_synth() -> Synth:
     return synthesize(websiteMode="s3-website")
+
+
+@pytest.fixture(scope="session")
+def sqs_synth() -> Synth:
+    """dispatch=sqs with every knob of the mode away from its default, and an admin CIDR (8081 must stay open)."""
+    return synthesize(dispatch="sqs", minHosts=str(SQS_MIN_HOSTS), maxHosts=str(SQS_MAX_HOSTS),
+                      backlogPerHost=str(SQS_JOBS_PER_HOST), adminCidr=ADMIN_CIDR)
 
 
 def pytest_configure(config):

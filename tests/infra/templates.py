@@ -13,12 +13,13 @@ def lambda_env(synth) -> dict:
     return fn["Properties"]["Environment"]["Variables"]
 
 
-def init_config(synth) -> dict:
-    return synth.resources[INSTANCE_LOGICAL_ID]["Metadata"]["AWS::CloudFormation::Init"]["config"]
+def init_config(synth, resource: str = INSTANCE_LOGICAL_ID) -> dict:
+    """The cfn-init config on the host resource: the instance (http), or the Auto Scaling group (sqs)."""
+    return synth.resources[resource]["Metadata"]["AWS::CloudFormation::Init"]["config"]
 
 
-def install_env(synth) -> dict:
-    return init_config(synth)["commands"]["10-install-aipm"]["env"]
+def install_env(synth, resource: str = INSTANCE_LOGICAL_ID) -> dict:
+    return init_config(synth, resource)["commands"]["10-install-aipm"]["env"]
 
 
 def as_text(value) -> str:

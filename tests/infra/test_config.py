@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -74,3 +77,46 @@ def test_every_cloudwatch_retention_is_accepted_by_the_stack():
     for days in LOG_RETENTION_DAYS:
         assert config(logRetentionDays=str(days)).log_retention_days == days
         assert retention_days(days).name
+
+
+# --- dispatch (issue 11) --------------------------------------------------------------------------------------------
+
+def test_dispatch_defaults_to_http_and_sqs_sizes_default_to_one_to_four_hosts_of_pool_size_jobs():
+    cfg = config()
+    assert (cfg.dispatch, cfg.uses_queue) == ("http", False)
+    assert (cfg.min_hosts, cfg.max_hosts, cfg.backlog_per_host) == (1, 4, None)
+    assert cfg.jobs_per_host == cfg.pool_size == 2, "a host is full when all its workers are busy"
+    for key in ("dispatch", "minHosts", "maxHosts", "backlogPerHost"):
+        assert key in CDK_CONTEXT, key
+
+
+def test_sqs_knobs_are_read_from_command_line_strings():
+    cfg = config(dispatch="sqs", minHosts="2", maxHosts="8", backlogPerHost="3", poolSize="4")
+    assert (cfg.uses_queue, cfg.min_hosts, cfg.max_hosts, cfg.jobs_per_host) == (True, 2, 8, 3)
+    assert config(dispatch="sqs", poolSize="4").jobs_per_host == 4
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"dispatch": "kafka"}, "dispatch: 'kafka' must be one of http, sqs"),
+    ({"dispatch": "SQS"}, "dispatch: 'SQS' must be one of http, sqs"),
+    ({"minHosts": "0"}, "minHosts: 0 must be between 1 and 100"),
+    ({"minHosts": "3", "maxHosts": "2"}, r"maxHosts: 2 must be between minHosts \(3\) and 100"),
+    ({"maxHosts": "400"}, "maxHosts: 400 must be between"),
+    ({"maxHosts": "five"}, "maxHosts: 'five' is not a whole number"),
+    ({"backlogPerHost": "0"}, "backlogPerHost: 0 must be between 1 and 1000"),
+])
+def test_bad_dispatch_values_name_their_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config(**values)
+
+
+def test_cdk_synth_with_an_unknown_dispatch_stops_with_the_key_and_the_choices(tmp_path):
+    """What `cdk synth -c dispatch=kafka` shows: app.py exits before any synthesis, naming the key."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CDK_CONTEXT_JSON": json.dumps({**CDK_CONTEXT, "dispatch": "kafka"}),
+             "CDK_OUTDIR": str(tmp_path), "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
+    )
+    assert result.returncode == 1
+    assert "cdk.json / -c context: dispatch: 'kafka' must be one of http, sqs" in result.stderr
+    assert not list(tmp_path.glob("*.template.json"))

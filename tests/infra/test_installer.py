@@ -34,6 +34,7 @@ SHARED_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-shared-A
 TOKEN_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-github-AbCdEf"
 SECRET_VALUES = {SHARED_ARN: "test-shared-secret-0123456789abcdef", TOKEN_ARN: "ghp_" + "x" * 36}
 CALLBACK_ORIGIN = "https://abc123.lambda-url.eu-west-1.on.aws"
+QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/AipmKiro-JobQueueJobs-abc.fifo"
 
 
 def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -99,6 +100,10 @@ def unit(root: Path, name: str) -> dict:
     (["--source", "/nonexistent"], {}, "/nonexistent"),
     (["--source", str(ROOT)], {"AIPM_POOL_SIZE": "two"}, "AIPM_POOL_SIZE must be a number"),
     (["--source", str(ROOT), "--bogus"], {}, "unknown argument: --bogus"),
+    (["--source", str(ROOT)], {"AIPM_DISPATCH": "kafka"}, "AIPM_DISPATCH must be http or sqs, got 'kafka'"),
+    (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs"}, "AIPM_DISPATCH=sqs needs AIPM_JOB_QUEUE_URL"),
+    (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs", "AIPM_JOB_QUEUE_URL": QUEUE_URL, "AIPM_SQS_WAIT_S": "x"},
+     "AIPM_SQS_WAIT_S and AIPM_SQS_VISIBILITY_S must be numbers"),
 ])
 def test_install_stops_on_bad_input_and_says_why(tmp_path, args, env, message):
     result = subprocess.run(["bash", str(INSTALL), "--prefix", str(tmp_path), *args],
@@ -145,6 +150,24 @@ def _install(prefix: Path, **env: str) -> None:
         env={**clean, **env}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_http_dispatch_leaves_the_queue_out_of_the_processor_environment(root):
+    processor = read_env_file(root / "etc/aipm/pr-processor.env")
+    assert not {k for k in processor if "SQS" in k or k in ("AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AWS_REGION")}
+
+
+def test_sqs_dispatch_points_the_pr_processor_at_the_queue(tmp_path):
+    """dispatch=sqs: host.py passes the queue through cfn-init; the processor's environment file carries it."""
+    _install(tmp_path, AIPM_DISPATCH="sqs", AIPM_JOB_QUEUE_URL=QUEUE_URL, AIPM_SQS_WAIT_S="20",
+             AIPM_SQS_VISIBILITY_S="300", AIPM_AWS_REGION="eu-west-1", AIPM_PR_PROCESSOR_HOST="127.0.0.1")
+    processor = read_env_file(tmp_path / "etc/aipm/pr-processor.env")
+    assert processor["AIPM_DISPATCH"] == "sqs"
+    assert processor["AIPM_JOB_QUEUE_URL"] == QUEUE_URL
+    assert (processor["PR_SQS_WAIT_S"], processor["PR_SQS_VISIBILITY_S"]) == ("20", "300")
+    assert processor["AWS_REGION"] == "eu-west-1"
+    assert processor["PR_PROCESSOR_HOST"] == "127.0.0.1", "nothing calls it from outside"
+    assert "AIPM_DISPATCH" not in read_env_file(tmp_path / "etc/aipm/worker-pool.env"), "the pool is the same"
 
 
 def test_default_agent_command_drops_to_the_kiro_user_without_privileges(tmp_path):
