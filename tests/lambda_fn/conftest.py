@@ -21,6 +21,7 @@ from tests.conftest import SECRET
 from tests.lambda_fn.fake_processor import FakeProcessor
 from tests.lambda_fn.github_double import GitHubDouble
 from tests.support.servers import free_port, serve_in_thread
+from tests.support.sqs import _moto_sqs, job_queue  # noqa: F401 - fixtures (AIPM_DISPATCH=sqs)
 
 UI_TOKEN = "ui-token-for-tests-0123456789"
 FUNCTION_DOMAIN = "abcdefghijklmnop.lambda-url.us-east-1.on.aws"

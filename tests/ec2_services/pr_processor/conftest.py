@@ -15,6 +15,7 @@ from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
 from tests.ec2_services.pr_processor.fake_pool import FakePool
 from tests.ec2_services.pr_processor.forge import Forge
 from tests.support.servers import ServiceProcess, free_port, serve_in_thread, wait_http
+from tests.support.sqs import _moto_sqs, job_queue  # noqa: F401 - fixtures (AIPM_DISPATCH=sqs)
 
 TOKEN = "ghp_" + "T0kenThatMustNeverLeak" + "1234567890abcdef"
 REPO = "acme/app"
