@@ -34,9 +34,7 @@ INSTALL_TIMEOUT = Duration.minutes(30)
 # A new host counts in the scaling metric only once installed (dnf, venv, kiro-cli, both services answering).
 HOST_WARMUP = Duration.minutes(10)
 _ASSET_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
-
-
-# IMDSv2 only, one hop: the agent's containers (if any) and anything forwarded cannot reach the role's credentials.
+# IMDSv2 only, one hop: a request forwarded from a container or another machine cannot reach the role's credentials.
 _METADATA_OPTIONS = {
     "require_imdsv2": True,
     "http_tokens": ec2.LaunchTemplateHttpTokens.REQUIRED,
