@@ -165,11 +165,12 @@ class Monitoring(Construct):
                 threshold=OLDEST_JOB_ALARM_S, evaluation_periods=1, comparison_operator=greater_or_equal,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),
-            # Covers hosts that fail to launch or install after the deploy (scale-out), which no deploy would see.
+            # Launches that fail after the deploy (scale-out: capacity, quota, a bad template), which no deploy sees.
+            # A host that launches but whose install fails stays in service without polling: OldestJob catches that.
             "HostsMissing": missing.create_alarm(
                 self, "HostsMissingAlarm",
-                alarm_description="The group has fewer hosts in service than desired for 30 min: launches or "
-                                  "installs are failing (see the group's activity history)",
+                alarm_description="The group has fewer hosts in service than desired for 30 min: launches are "
+                                  "failing (see the group's activity history)",
                 threshold=1, evaluation_periods=6, comparison_operator=greater_or_equal,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
             ),

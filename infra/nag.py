@@ -42,8 +42,8 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
     if host.group is not None:
         ack(host.group, "AwsSolutions-AS3",
             "Launches and terminations are routine once the group scales on the queue: a mail for each would be noise. "
-            "A host that fails to launch or install shows as fewer in service than desired, which the HostsMissing "
-            "alarm sends to the alarm topic; the deploy itself waits for minHosts install signals.")
+            "A failed launch shows as fewer hosts in service than desired (HostsMissing alarm); a host whose install "
+            "fails takes no jobs, so they age in the queue (OldestJob alarm); the deploy waits for minHosts installs.")
     if host.instance is not None:
         ack(host.instance, "AwsSolutions-EC29",
             "One host by design (the pool's sessions and the job database live on it); termination protection would "
