@@ -67,8 +67,9 @@ class JobQueue:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def _moto_sqs() -> Iterator[str]:
+@contextlib.contextmanager
+def moto_sqs_server() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (a free port); yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
@@ -82,6 +83,12 @@ def _moto_sqs() -> Iterator[str]:
             server.stop()
 
 
+@pytest.fixture(scope="session")
+def _moto_sqs() -> Iterator[str]:
+    with moto_sqs_server() as endpoint:
+        yield endpoint
+
+
 @pytest.fixture
 def job_queue(_moto_sqs) -> JobQueue:
     """A FIFO job queue with a DLQ (redrive after 3 receives: the stack says 5; fewer keeps the tests short)."""
@@ -89,6 +96,7 @@ def job_queue(_moto_sqs) -> JobQueue:
 
 
 def make_queue(endpoint: str, *, max_receive: int = 5, visibility: int = 30) -> JobQueue:
+    """A new FIFO queue and its DLQ (redrive after ``max_receive`` receives) on the moto server at ``endpoint``."""
     client = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
                           aws_secret_access_key="testing")
     name = f"aipm-jobs-{next(_names)}-{int(time.time() * 1000) % 10**8}"

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
-from tests.ec2_services.pr_processor.fake_pool import FakePool
+from tests.ec2_services.pr_processor.fake_pool import running_fake_pool
 from tests.ec2_services.pr_processor.forge import Forge
-from tests.support.servers import ServiceProcess, free_port, serve_in_thread, wait_http
+from tests.support.servers import ServiceProcess, free_port, wait_http
 from tests.support.sqs import _moto_sqs, job_queue  # noqa: F401 - fixtures (AIPM_DISPATCH=sqs)
 
 TOKEN = "ghp_" + "T0kenThatMustNeverLeak" + "1234567890abcdef"
@@ -32,9 +32,7 @@ def forge(tmp_path) -> Forge:
 
 @pytest.fixture
 def fake_pool(shared_secret):
-    pool = FakePool(shared_secret)
-    with serve_in_thread(pool.app()) as url:
-        pool.url = url  # type: ignore[attr-defined]
+    with running_fake_pool(shared_secret) as pool:
         yield pool
 
 

@@ -8,10 +8,11 @@ Tasks keep running when the caller goes away (like the real pool), and a replaye
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from ec2_services.common.http import install_edge
 from ec2_services.common.signing import WORKER_POOL, SignatureVerifier
+from tests.support.servers import serve_in_thread
 
 ERROR_STATUS = {502: "agent_exited", 503: "agent_error", 504: "timeout"}
 
@@ -171,3 +173,12 @@ def _agent_commit(cwd: Path, message: str) -> None:
         ["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com", "commit", "-q", "-m", message],
         cwd=cwd, check=True, capture_output=True,
     )
+
+
+@contextlib.contextmanager
+def running_fake_pool(secret: str) -> Iterator[FakePool]:
+    """A FakePool served on loopback (its base URL in ``pool.url``) until the block ends."""
+    pool = FakePool(secret)
+    with serve_in_thread(pool.app()) as url:
+        pool.url = url  # type: ignore[attr-defined]
+        yield pool

@@ -13,19 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
-from tests.ec2_services.pr_processor.fake_pool import FakePool, Plan
+from tests.ec2_services.pr_processor.fake_pool import FakePool, Plan, running_fake_pool
 from tests.ec2_services.pr_processor.forge import git
 from tests.ec2_services.pr_processor.test_sqs_intake import agent_commits, job_body, wait_taken
-from tests.support.servers import serve_in_thread
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def second_pool(shared_secret):
-    pool = FakePool(shared_secret)
-    with serve_in_thread(pool.app()) as url:
-        pool.url = url  # type: ignore[attr-defined]
+    """The other host's worker pool."""
+    with running_fake_pool(shared_secret) as pool:
         yield pool
 
 
