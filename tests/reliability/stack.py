@@ -7,6 +7,7 @@ Reuses the suite's ``ServiceProcess`` / ``free_port`` / ``wait_http`` and the lo
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -45,15 +46,20 @@ def record_figures(test: str, **figures: Any) -> None:
     """Merge one test's figures into test-artifacts/reliability.json (under its name, then ``default`` or
     ``torture``) and print them."""
     print(f"\n[reliability] {test}: {json.dumps(figures, sort_keys=True)}")
-    with _figures_lock:
-        ARTIFACTS.parent.mkdir(parents=True, exist_ok=True)
+    ARTIFACTS.parent.mkdir(parents=True, exist_ok=True)
+    # Test files run in parallel processes (pytest-xdist): the read-merge-write holds a file lock, and the new
+    # file replaces the old one whole, so no run's figures overwrite another's.
+    with _figures_lock, open(ARTIFACTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             data = json.loads(ARTIFACTS.read_text())
         except (OSError, ValueError):
             data = {}
         mode = "torture" if TORTURE else "default"
         data.setdefault(test, {})[mode] = {**figures, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        ARTIFACTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp = ARTIFACTS.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(ARTIFACTS)
 
 
 def job_id_for(repo: str, branch: str) -> str:
