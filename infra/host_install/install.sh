@@ -222,13 +222,15 @@ GIT_BASE_URL=$GIT_BASE_URL
 AIPM_CALLBACK_ORIGINS=$CALLBACK_ORIGINS
 EOF
 if [ "$DISPATCH" = sqs ]; then
-  # Jobs come from the SQS queue (long poll), not over 8082; boto3 signs with the instance role in this region.
+  # Jobs come from the SQS queue (long poll), not over 8082; boto3 signs with the instance role in this region
+  # (botocore reads AWS_DEFAULT_REGION, not AWS_REGION).
   cat >> "$ETC/pr-processor.env" <<EOF
 AIPM_DISPATCH=sqs
 AIPM_JOB_QUEUE_URL=$JOB_QUEUE_URL
 PR_SQS_WAIT_S=$SQS_WAIT_S
 PR_SQS_VISIBILITY_S=$SQS_VISIBILITY_S
 AWS_REGION=${AIPM_AWS_REGION:-}
+AWS_DEFAULT_REGION=${AIPM_AWS_REGION:-}
 EOF
 fi
 cat > "$ETC/secrets.conf" <<EOF

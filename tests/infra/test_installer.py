@@ -154,7 +154,7 @@ def _install(prefix: Path, **env: str) -> None:
 
 def test_http_dispatch_leaves_the_queue_out_of_the_processor_environment(root):
     processor = read_env_file(root / "etc/aipm/pr-processor.env")
-    assert not {k for k in processor if "SQS" in k or k in ("AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AWS_REGION")}
+    assert not {k for k in processor if "SQS" in k or k in ("AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AWS_REGION", "AWS_DEFAULT_REGION")}
 
 
 def test_sqs_dispatch_points_the_pr_processor_at_the_queue(tmp_path):
@@ -166,6 +166,7 @@ def test_sqs_dispatch_points_the_pr_processor_at_the_queue(tmp_path):
     assert processor["AIPM_JOB_QUEUE_URL"] == QUEUE_URL
     assert (processor["PR_SQS_WAIT_S"], processor["PR_SQS_VISIBILITY_S"]) == ("20", "300")
     assert processor["AWS_REGION"] == "eu-west-1"
+    assert processor["AWS_DEFAULT_REGION"] == "eu-west-1", "botocore takes its region from this one"
     assert processor["PR_PROCESSOR_HOST"] == "127.0.0.1", "nothing calls it from outside"
     assert "AIPM_DISPATCH" not in read_env_file(tmp_path / "etc/aipm/worker-pool.env"), "the pool is the same"
 
