@@ -20,9 +20,7 @@ DRIVERS = ("pty", "acp")
 WORKERS = (1, 2, 4, 8)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    tasks = int(args[0]) if args else TASKS
+def main(tasks: int = TASKS) -> None:
     print(f"P2 — idle prompt (PTY) / prompt response (ACP) → `/execute` answered, {tasks} tasks one after another\n")
     print("| driver | tasks | median (ms) | p95 (ms) | max (ms) | goal ≤ 5 ms median, ≤ 10 ms p95 |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
@@ -58,4 +56,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else TASKS)
