@@ -174,3 +174,6 @@ def setup_logging(
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # At DEBUG, botocore logs whole requests and answers: SQS message bodies and receipt handles (AIPM_DISPATCH=sqs).
+    for name in ("boto3", "botocore", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)

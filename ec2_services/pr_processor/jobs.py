@@ -146,7 +146,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended_at REAL,
     credits REAL,
     output_tail TEXT NOT NULL DEFAULT '',
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    sqs_message_id TEXT,
+    sqs_receipt_handle TEXT
 );
 -- One live job per branch, enforced by the database itself.
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_branch ON jobs(repo_key, branch)
@@ -170,6 +172,24 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 """
+
+
+# Columns added after databases already existed: a database made before gets them when it is opened (CREATE TABLE IF
+# NOT EXISTS leaves an existing table as it is). With AIPM_DISPATCH=sqs, the job queue message a job came in and the
+# receipt handle this host holds it by, until the message is deleted (see sqs_intake).
+_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "jobs": [("sqs_message_id", "TEXT"), ("sqs_receipt_handle", "TEXT")],
+}
+
+
+@dataclass
+class HeldMessage:
+    """A job queue message this host holds for a job: the job's id and state, the message id and receipt handle."""
+
+    job_id: str
+    status: JobState
+    message_id: str
+    receipt_handle: str
 
 
 @dataclass
@@ -199,6 +219,15 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        with self._tx():  # one writer at a time: two processes opening an old database do not both add a column
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, declaration in columns:
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -231,11 +260,14 @@ class JobStore:
     # --- jobs -------------------------------------------------------------------------------------------------
 
     def create(self, *, job_id: str, repo: str, branch: str, base_branch: str | None, pr_number: int | None,
-               task_file: str, callback_url: str | None, requested_by: str | None) -> tuple[Job, bool]:
+               task_file: str, callback_url: str | None, requested_by: str | None,
+               message: tuple[str, str] | None = None) -> tuple[Job, bool]:
         """The job with this id: ``(job, True)`` when made now, ``(existing, False)`` when it existed.
 
-        Raises ``BranchBusy`` when another job is live on the branch.
+        ``message``: the ``(message id, receipt handle)`` of the job queue message it came in, recorded with a new job
+        in the same write. Raises ``BranchBusy`` when another job is live on the branch.
         """
+        message_id, receipt_handle = message if message is not None else (None, None)
         now = time.time()
         with self._tx():
             existing = self.get(job_id)
@@ -249,9 +281,10 @@ class JobStore:
                 raise BranchBusy(row["job_id"])
             self._db.execute(
                 "INSERT INTO jobs (job_id, repo, repo_key, branch, base_branch, pr_number, task_file, callback_url,"
-                " requested_by, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " requested_by, status, created_at, updated_at, sqs_message_id, sqs_receipt_handle)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, repo, repo.lower(), branch, base_branch, pr_number, task_file, callback_url, requested_by,
-                 JobState.QUEUED.value, now, now),
+                 JobState.QUEUED.value, now, now, message_id, receipt_handle),
             )
             job = self.get(job_id)
             assert job is not None
@@ -333,6 +366,28 @@ class JobStore:
         if job is None:
             raise KeyError(job_id)
         return job
+
+    # --- job queue messages (AIPM_DISPATCH=sqs) ---------------------------------------------------------------
+
+    def hold_message(self, job_id: str, message_id: str, receipt_handle: str) -> None:
+        """Record the job queue message held for the job (a newer receipt handle replaces the one recorded)."""
+        with self._tx():
+            self._db.execute("UPDATE jobs SET sqs_message_id = ?, sqs_receipt_handle = ? WHERE job_id = ?",
+                             (message_id, receipt_handle, job_id))
+
+    def release_message(self, job_id: str, message_id: str) -> None:
+        """Forget the job's message (deleted, or no longer ours); a different message recorded since is kept."""
+        with self._tx():
+            self._db.execute("UPDATE jobs SET sqs_message_id = NULL, sqs_receipt_handle = NULL"
+                             " WHERE job_id = ? AND sqs_message_id = ?", (job_id, message_id))
+
+    def held_messages(self) -> list[HeldMessage]:
+        """Every job with a job queue message still recorded, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job_id, status, sqs_message_id, sqs_receipt_handle FROM jobs"
+                " WHERE sqs_receipt_handle IS NOT NULL AND sqs_message_id IS NOT NULL ORDER BY seq").fetchall()
+        return [HeldMessage(row[0], JobState(row[1]), row[2], row[3]) for row in rows]
 
     # --- log lines --------------------------------------------------------------------------------------------
 

@@ -62,14 +62,16 @@ class ProcessorService:
 
     # --- what the routes call ---------------------------------------------------------------------------------
 
-    def submit(self, request: ProcessPrRequest) -> tuple[Job, bool]:
-        """Validate (raises InvalidInput) and store the job; ``(job, created)``. Raises JobConflict on a busy branch."""
+    def submit(self, request: ProcessPrRequest, *, message: tuple[str, str] | None = None) -> tuple[Job, bool]:
+        """Validate (raises InvalidInput) and store the job; ``(job, created)``. Raises JobConflict on a busy branch.
+
+        ``message``: the job queue message's ``(id, receipt handle)``, stored with a new job (AIPM_DISPATCH=sqs)."""
         request.validate_rules(self.settings.callback_origins)
         try:
             job, created = self.store.create(
                 job_id=request.job_id, repo=request.repo, branch=request.branch, base_branch=request.base_branch,
                 pr_number=request.pr_number, task_file=request.task_file, callback_url=request.callback_url,
-                requested_by=request.requested_by,
+                requested_by=request.requested_by, message=message,
             )
         except BranchBusy as exc:
             raise JobConflict(

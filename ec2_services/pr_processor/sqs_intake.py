@@ -8,6 +8,13 @@ deleted: it is logged (its id and why, never its body) and made visible again, s
 to the dead-letter queue after ``maxReceiveCount`` receives. If this host dies, its messages reappear after the
 visibility timeout and another host takes them (the runner then finds a job already committed on its branch).
 
+The message id and receipt handle are stored with the job (``JobStore.hold_message``) from its admission until the
+message is deleted, so a processor restarted on the same state (a crash, SIGKILL, a deploy) within the visibility
+timeout adopts again the messages of the jobs it takes up again: it extends them at once and deletes them when the
+jobs end, and deletes at start those whose job ended before the delete went out. A receipt handle that is no longer
+valid (the message was received again elsewhere, or went back to the queue) is logged and dropped. Receipt handles are
+logged only by their first characters.
+
 boto3 blocks, so every call runs in a daemon thread: the API stays responsive, and a long poll in flight at shutdown
 does not hold the process (what it receives then is released if the process still lives, else reappears after the
 visibility timeout). It must not run jobs, git or the agent: it only hands jobs to the service.
@@ -40,6 +47,9 @@ ROOM_RECHECK_S = 1.0  # with no free worker: how often capacity is looked at aga
 CONFLICT_DELAY_S = 30  # a job refused because another job is live on its branch comes back after this long
 BUSY_DELAY_S = 5  # the job store refused the write (locked, disk full): the message comes back after this long
 MAX_BACKOFF_S = 30.0
+# SQS's answers to a receipt handle that no longer holds its message (the last part of the code: the JSON protocol
+# prefixes "AWS.SimpleQueueService.").
+STALE_HANDLE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidReceiptHandle"})
 
 
 async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -76,6 +86,30 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        return str(response["Error"].get("Code") or "") or None
+    return None
+
+
+def stale_handle(exc: BaseException) -> bool:
+    """The receipt handle no longer holds the message: another receive replaced it, or the message went back to the
+    queue or was deleted. Trying again cannot help."""
+    code = error_code(exc)
+    if code is None:
+        return False
+    if code.rsplit(".", 1)[-1] in STALE_HANDLE_CODES:
+        return True
+    message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", ""))
+    return code.endswith("InvalidParameterValue") and "receipthandle" in message.replace(" ", "").lower()
+
+
+def handle_hint(receipt_handle: str) -> str:
+    """Enough of a receipt handle to tell two apart in a log, not the handle."""
+    return f"{receipt_handle[:8]}… ({len(receipt_handle)} chars)"
+
+
 def _schema_problem(exc: ValidationError) -> str:
     # Never the input itself: only where and what, as the HTTP edge's 422 says it.
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
@@ -98,6 +132,8 @@ class SqsIntake:
         self.held: dict[str, Held] = {}  # job_id → the message that carried it, until the job is final
         self.received = 0
         self.poison = 0
+        self.adopted = 0  # messages taken back from the job store at start
+        self.stale = 0  # receipt handles found no longer valid
         self.last_error: str | None = None
         self._room = asyncio.Event()
         self._stopping = False
@@ -110,6 +146,7 @@ class SqsIntake:
         if self._client is None:
             self._client = await in_thread(sqs_client, self.queue_url, read_timeout=self.wait_s + 10)
         self.service.events.on_end(self._job_ended)
+        self.adopt_held()
         self._tasks = [asyncio.create_task(self._receive_loop(), name="sqs-receive"),
                        asyncio.create_task(self._keep_loop(), name="sqs-keep")]
         log.info("taking jobs from the job queue %s (wait %d s, visibility %d s)", self.queue_url, self.wait_s,
@@ -126,9 +163,22 @@ class SqsIntake:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=3)
 
+    def adopt_held(self) -> None:
+        """Take back the messages this host held before it restarted (from the job store). The first round of
+        ``_keep_loop`` extends those of live jobs and deletes those of ended ones."""
+        for record in self.service.store.held_messages():
+            if record.job_id in self.held:
+                continue
+            self.held[record.job_id] = Held(record.message_id, record.receipt_handle)
+            self.adopted += 1
+            log.info("job queue message %s of job %s (%s) held before the restart: %s", record.message_id,
+                     record.job_id, record.status.value,
+                     "deleting it" if record.status.final else "keeping it invisible while the job runs",
+                     extra={"job_id": record.job_id})
+
     def health(self) -> dict[str, Any]:
         return {"queue": self.queue_url.rsplit("/", 1)[-1], "held": len(self.held), "received": self.received,
-                "poison": self.poison, "last_error": self.last_error}
+                "adopted": self.adopted, "stale": self.stale, "poison": self.poison, "last_error": self.last_error}
 
     # --- taking messages --------------------------------------------------------------------------------------
 
@@ -184,7 +234,7 @@ class SqsIntake:
         receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
         try:
             request = ProcessPrRequest.model_validate_json(message.get("Body", ""))
-            job, created = self.service.submit(request)
+            job, created = self.service.submit(request, message=(held.message_id, held.receipt_handle))
         except ValidationError as exc:
             await self._refuse(held, receives, f"the body is not a process-pr request: {_schema_problem(exc)}")
             return
@@ -215,6 +265,8 @@ class SqsIntake:
             await self._delete_message(job_id, held)
         else:
             self.held[job_id] = held  # a new job, or the same message again (its newest receipt handle counts)
+            if not created:  # a new job's message was stored with it
+                self._record(job_id, held)
             self.service.events.event(
                 job_id, f"taken from the job queue (message {held.message_id})" if created
                 else f"job queue message {held.message_id} received again; the job is still live here")
@@ -239,21 +291,49 @@ class SqsIntake:
 
     # --- holding and letting go -------------------------------------------------------------------------------
 
+    def _record(self, job_id: str, held: Held) -> None:
+        try:
+            self.service.store.hold_message(job_id, held.message_id, held.receipt_handle)
+        except sqlite3.Error as exc:  # held in memory still; only a restart would lose it
+            log.warning("could not record job queue message %s of job %s in the job store (%s)", held.message_id,
+                        job_id, exc, extra={"job_id": job_id})
+
+    def _forget(self, job_id: str, held: Held) -> None:
+        """Neither in memory nor in the job store any more (a newer message held for the job is kept)."""
+        if self.held.get(job_id) is held:
+            del self.held[job_id]
+        try:
+            self.service.store.release_message(job_id, held.message_id)
+        except sqlite3.Error as exc:  # the next start finds the handle no longer valid, or deletes the message
+            log.warning("could not clear job queue message %s of job %s in the job store (%s)", held.message_id,
+                        job_id, exc, extra={"job_id": job_id})
+
     async def _keep_loop(self) -> None:
-        while True:
+        while True:  # the first round at once: messages adopted at start may have little of their timeout left
+            await self._keep_round()
             await asyncio.sleep(self.visibility_s / 3)
-            for job_id, held in list(self.held.items()):
-                job = self.service.get(job_id)
-                if job is None or job.status.final:
-                    await self._delete_message(job_id, held)
+
+    async def _keep_round(self) -> None:
+        for job_id, held in list(self.held.items()):
+            job = self.service.get(job_id)
+            if job is None or job.status.final:
+                await self._delete_message(job_id, held)
+                continue
+            try:
+                await in_thread(self._set_visibility, held.receipt_handle, self.visibility_s)
+            except Exception as exc:
+                if stale_handle(exc):
+                    self.stale += 1
+                    log.warning("job queue message %s of job %s can no longer be held (%s; receipt handle %s): it was "
+                                "received again elsewhere or went back to the queue, and another host may run the "
+                                "job too; dropping the handle", held.message_id, job_id, describe(exc),
+                                handle_hint(held.receipt_handle), extra={"job_id": job_id})
+                    self._forget(job_id, held)
                     continue
-                try:
-                    await in_thread(self._set_visibility, held.receipt_handle, self.visibility_s)
-                except Exception as exc:
-                    # Another host may take the job when it reappears; the runner's check for the job's commit on
-                    # the branch keeps that from committing twice.
-                    log.warning("could not extend job queue message %s of job %s (%s)", held.message_id, job_id,
-                                describe(exc), extra={"job_id": job_id})
+                # Another host may take the job when it reappears; the runner's check for the job's commit on
+                # the branch keeps that from committing twice.
+                log.warning("could not extend job queue message %s of job %s (%s)", held.message_id, job_id,
+                            describe(exc), extra={"job_id": job_id})
 
     def _job_ended(self, job_id: str) -> None:
         self._room.set()
@@ -264,12 +344,24 @@ class SqsIntake:
             task.add_done_callback(self._deletes.discard)
 
     async def _delete_message(self, job_id: str, held: Held) -> None:
-        if self.held.get(job_id) is held:
+        mine = self.held.get(job_id) is held
+        if mine:
             del self.held[job_id]
         try:
             await in_thread(self._client.delete_message, QueueUrl=self.queue_url, ReceiptHandle=held.receipt_handle)
         except Exception as exc:
-            log.warning("could not delete job queue message %s of ended job %s (%s); when it reappears it is "
-                        "deleted then", held.message_id, job_id, describe(exc), extra={"job_id": job_id})
+            if stale_handle(exc):
+                self.stale += 1
+                log.warning("job queue message %s of ended job %s was not deleted: its receipt handle %s is no longer "
+                            "valid (%s); when it reappears it is deleted then", held.message_id, job_id,
+                            handle_hint(held.receipt_handle), describe(exc), extra={"job_id": job_id})
+                self._forget(job_id, held)
+                return
+            log.warning("could not delete job queue message %s of ended job %s (%s); trying again in %.0f s, and "
+                        "when it reappears it is deleted then", held.message_id, job_id, describe(exc),
+                        self.visibility_s / 3, extra={"job_id": job_id})
+            if mine and job_id not in self.held:
+                self.held[job_id] = held  # the next keep round deletes it (the job store still has it)
             return
+        self._forget(job_id, held)
         log.info("job queue message %s of job %s deleted", held.message_id, job_id, extra={"job_id": job_id})

@@ -1,17 +1,26 @@
 """AIPM_DISPATCH=sqs on one PR processor (a real process) against moto's SQS on loopback: it takes no more jobs than
 its workers can start, deletes a message when its job ends, leaves poison for the dead-letter queue, does not run
-again a job whose commit is already on the branch, keeps POST /api/process-pr, and stops promptly.
+again a job whose commit is already on the branch, keeps POST /api/process-pr, and stops promptly; restarted on its
+state within the visibility timeout, it keeps holding the messages of the jobs it takes up again (their receipt
+handles are in the job store) and deletes them when the jobs end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import signal
+import sqlite3
 import time
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from ec2_services.common.settings import PrProcessorSettings, SettingsError, load_settings
+from ec2_services.pr_processor.events import JobEvents
+from ec2_services.pr_processor.jobs import JobState, JobStore
+from ec2_services.pr_processor.sqs_intake import SqsIntake
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 from tests.ec2_services.pr_processor.fake_pool import Plan
 from tests.ec2_services.pr_processor.forge import git
@@ -153,6 +162,172 @@ def test_the_queue_region_comes_from_an_aws_queue_url():
 
     assert region_of("https://sqs.eu-west-1.amazonaws.com/123456789012/aipm-jobs.fifo") == "eu-west-1"
     assert region_of("http://127.0.0.1:5000/123456789012/aipm-jobs.fifo") is None
+
+
+# --- a restart within the visibility timeout -------------------------------------------------------------------
+
+
+def held_in_store(state_dir) -> list[tuple[str, str | None, str | None]]:
+    """(job, message id, receipt handle) of every job in a processor's database (read beside it: WAL)."""
+    db = sqlite3.connect(state_dir / "jobs.sqlite")
+    try:
+        return db.execute("SELECT job_id, sqs_message_id, sqs_receipt_handle FROM jobs ORDER BY seq").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_processor_sigkilled_and_restarted_on_its_state_keeps_its_message_until_the_job_ends_then_deletes_it(
+        start_processor, fake_pool, forge, job_queue):
+    fake_pool.pool_size = 1  # the restarted processor's one worker is busy with the job: it polls for nothing
+    fake_pool.plan("j-again", Plan(files={"done.txt": "done\n"}, sleep=9))  # twice the 4 s visibility, and more
+    env = job_queue.env(PR_SQS_WAIT_S="1", PR_SQS_VISIBILITY_S="4")
+    message_id = job_queue.send(job_body("j-again"))
+    first = start_processor(**env)
+    deadline = time.monotonic() + 20
+    while "j-again.1" not in fake_pool.tasks:
+        assert time.monotonic() < deadline, first.output()[-3000:]
+        time.sleep(0.05)
+    [(job_id, stored_id, handle)] = held_in_store(first.state_dir)
+    assert (job_id, stored_id) == ("j-again", message_id) and handle
+    time.sleep(1.5)  # the first processor has extended the message (every 4/3 s) at least once
+    # Killed: at most 4 s of visibility left; the restart (about 1 s here) must take the message back in time.
+    first.proc.kill(signal.SIGKILL)
+
+    second = start_processor(**env)
+    # Nobody else may receive the message while the job lives: the test polls the queue as another host would.
+    while second.job("j-again")["status"] not in ("succeeded", "failed", "no_changes", "cancelled"):
+        got = job_queue.client.receive_message(QueueUrl=job_queue.url, MaxNumberOfMessages=1, WaitTimeSeconds=0,
+                                               VisibilityTimeout=60).get("Messages", [])
+        assert got == [], f"the message was received by another consumer mid-job\n{second.output()[-3000:]}"
+        assert job_queue.counts()[0] == 0
+        assert time.monotonic() < deadline + 20, second.output()[-3000:]
+        time.sleep(0.2)
+
+    job = second.job("j-again")
+    assert job["status"] == "succeeded", job
+    assert fake_pool.started_tasks("j-again") == ["j-again.1"]  # the agent ran once (the restart re-attached)
+    assert agent_commits(forge, BRANCH, "j-again") == [job["commit"]] == [forge.tip(REPO, BRANCH)]
+    job_queue.wait_empty(timeout=10)  # deleted: nothing visible, nothing in flight
+    assert job_queue.drain() == []  # and nothing in the dead-letter queue
+    assert held_in_store(second.state_dir) == [("j-again", None, None)]
+    queue_health = second.health()["job_queue"]
+    assert (queue_health["adopted"], queue_health["held"], queue_health["received"]) == (1, 0, 0)
+    log = second.output()
+    assert f"job queue message {message_id} of job j-again (running) held before the restart" in log
+    assert f"job queue message {message_id} of job j-again deleted" in log
+    assert handle not in first.output() + log
+
+
+class _Service:
+    """What the intake uses of ProcessorService when it keeps and deletes messages."""
+
+    def __init__(self, store: JobStore):
+        self.store = store
+        self.events = JobEvents(store)
+
+    def get(self, job_id: str):
+        return self.store.get(job_id)
+
+
+class _Sqs:
+    """An SQS client whose ChangeMessageVisibility fails with ``error``; it records every call."""
+
+    def __init__(self, error: Exception | None):
+        self.error = error
+        self.calls: list[tuple[str, str]] = []
+
+    def change_message_visibility(self, *, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int) -> None:
+        self.calls.append(("extend", ReceiptHandle))
+        if self.error is not None:
+            raise self.error
+
+    def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> None:
+        self.calls.append(("delete", ReceiptHandle))
+
+
+def _stored_job(store: JobStore, job_id: str, branch: str, handle: str) -> None:
+    store.create(job_id=job_id, repo=REPO, branch=branch, base_branch=None, pr_number=None, task_file="TASK.md",
+                 callback_url=None, requested_by=None, message=(f"m-{job_id}", handle))
+
+
+def _client_error(code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "The receipt handle has expired."}},
+                       "ChangeMessageVisibility")
+
+
+@pytest.mark.parametrize("error, stale", [
+    (_client_error("ReceiptHandleIsInvalid"), True),
+    (_client_error("AWS.SimpleQueueService.MessageNotInflight"), True),
+    (_client_error("InvalidParameterValue"), True),  # AWS's words for a handle from before a newer receive
+    (_client_error("ServiceUnavailable"), False),
+    (EndpointConnectionError(endpoint_url="http://127.0.0.1:1/"), False),
+], ids=["ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue", "unavailable", "unreachable"])
+def test_at_start_held_messages_are_extended_or_deleted_and_a_stale_receipt_handle_is_logged_and_dropped(
+        tmp_path, caplog, error, stale):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    live, ended = "AQEBlive" + "L" * 300, "AQEBended" + "E" * 300
+    _stored_job(store, "j-live", "aipm/a", live)
+    _stored_job(store, "j-ended", "aipm/b", ended)
+    store.transition("j-live", JobState.RUNNING)
+    store.transition("j-ended", JobState.CANCELLED)  # it ended; the process died before the delete went out
+    sqs = _Sqs(error)
+    intake = SqsIntake(_Service(store), queue_url="http://127.0.0.1:1/1/q.fifo", wait_s=1, visibility_s=3,
+                       client=sqs)
+
+    with caplog.at_level(logging.INFO, logger="ec2_services.pr_processor.sqs_intake"):
+        intake.adopt_held()
+        asyncio.run(intake._keep_round())
+
+    assert sqs.calls == [("extend", live), ("delete", ended)]
+    assert intake.adopted == 2
+    held = [(m.job_id, m.message_id) for m in store.held_messages()]
+    if stale:  # dropped: neither held in memory nor recorded any more
+        assert intake.held == {} and held == [] and intake.stale == 1
+        assert "job queue message m-j-live of job j-live can no longer be held" in caplog.text
+        assert "dropping the handle" in caplog.text and "AQEBlive… (308 chars)" in caplog.text
+    else:  # a passing failure: the next round tries again
+        assert list(intake.held) == ["j-live"] and held == [("j-live", "m-j-live")] and intake.stale == 0
+        assert "could not extend job queue message m-j-live of job j-live" in caplog.text
+    assert "job queue message m-j-ended of job j-ended deleted" in caplog.text
+    assert live not in caplog.text and ended not in caplog.text
+    store.close()
+
+
+_OLD_JOBS_TABLE = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL UNIQUE, repo TEXT NOT NULL, repo_key TEXT NOT NULL,
+    branch TEXT NOT NULL, base_branch TEXT, pr_number INTEGER, task_file TEXT NOT NULL, callback_url TEXT,
+    requested_by TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, commit_sha TEXT, base_commit TEXT,
+    error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, ended_at REAL, credits REAL,
+    output_tail TEXT NOT NULL DEFAULT '', cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO jobs (job_id, repo, repo_key, branch, task_file, status, created_at, updated_at)
+    VALUES ('j-old', 'acme/app', 'acme/app', 'aipm/old', 'TASK.md', 'running', 1, 1);
+"""
+
+
+def test_a_job_database_from_before_the_message_columns_opens_and_gets_them(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(_OLD_JOBS_TABLE)
+    db.close()
+
+    store = JobStore(path)
+    assert store.get("j-old").status is JobState.RUNNING
+    assert store.held_messages() == []
+    store.hold_message("j-old", "m-old", "handle-1")
+    assert [(m.job_id, m.status, m.message_id, m.receipt_handle) for m in store.held_messages()] == [
+        ("j-old", JobState.RUNNING, "m-old", "handle-1")]
+    store.close()
+
+    store = JobStore(path)  # opening it again changes nothing
+    columns = [row[1] for row in store._db.execute("PRAGMA table_info(jobs)")]
+    assert columns.count("sqs_message_id") == 1 and columns.count("sqs_receipt_handle") == 1
+    store.release_message("j-old", "m-other")  # another message's release leaves this one
+    assert len(store.held_messages()) == 1
+    store.release_message("j-old", "m-old")
+    assert store.held_messages() == []
+    store.close()
 
 
 __all__ = ["git"]
