@@ -72,14 +72,14 @@ def test_cancel_mid_prompt_sends_session_cancel_and_the_next_task_runs(acp_pool_
     running = server.in_background("[[say begun]] [[sleep 20]]", "t-acp-cancel")
     server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-acp-cancel")
     time.sleep(0.3)
-    started = time.monotonic()
     with server.client() as client:
         assert client.post("/tasks/t-acp-cancel/cancel").status_code == 200
     answer = running.result(timeout=10)
     assert answer.status_code == 499
-    assert time.monotonic() - started < 0.9  # the prompt's "cancelled" response, not the 1 s grace and a kill
     assert "begun" in answer.json()["output"]
     health = server.wait_all_idle()
+    # The prompt's own "cancelled" response ended it: had the grace run out, the agent would have been killed and
+    # respawned (another pid, a restart counted).
     assert health["workers"][0]["restarts"] == 0 and health["workers"][0]["pid"] == pid  # same process
     after = server.execute("[[say still here]] [[recall]]", "t-acp-after-cancel").json()
     assert after["status"] == "completed"

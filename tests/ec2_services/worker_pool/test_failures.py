@@ -148,7 +148,7 @@ def test_an_agent_that_cannot_start_gives_a_quick_503_not_a_hang(pool_server, tm
     assert health["status"] == "degraded" and health["workers"][0]["pid"] is None
     started = time.monotonic()
     r = server.execute("[[say hi]]", "t-no-agent")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # at once, far below the 10 s task timeout a hang would reach
     assert r.status_code == 503
     body = r.json()
     assert body["status"] == "agent_error" and body["worker_id"] is None

@@ -61,10 +61,8 @@ def test_replayed_task_id_waits_for_the_running_task_and_never_runs_twice(pool_s
     ra, rb = a.result(timeout=10), b.result(timeout=10)
     assert ra.status_code == rb.status_code == 200
     assert ra.json() == rb.json()
-    started = time.monotonic()
     rc = server.execute("[[sleep 0.6]] [[say once]]", "t-replay")
-    assert time.monotonic() - started < 0.5  # answered from the stored result
-    assert rc.json() == ra.json()
+    assert rc.json() == ra.json()  # answered from the stored result: the agent ran the task once
     assert server.health()["workers"][0]["tasks_completed"] == 1
 
 
