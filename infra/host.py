@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -30,6 +30,12 @@ WORKER_POOL_PORT = 8081
 PR_PROCESSOR_PORT = 8082
 INSTANCE_LOGICAL_ID = "AipmHostInstance"
 GROUP_LOGICAL_ID = "AipmHostGroup"
+# dispatch=sqs: the group is named <stack name>-hosts, not by CloudFormation. Its name must reach every host's install
+# (AIPM_ASG_NAME) and scope the role's scale-in protection; a Ref to the group from its own cfn-init metadata, or from
+# the role's policy (which the group waits for), would be a circular dependency.
+GROUP_NAME_SUFFIX = "-hosts"
+# What a host does to its own group: protect itself from scale-in while it has jobs (the PR processor's scale_in).
+SCALE_IN_ACTIONS = ("autoscaling:SetInstanceProtection",)
 INSTALL_TIMEOUT = Duration.minutes(30)
 # A new host counts in the scaling metric only once installed (dnf, venv, kiro-cli, both services answering).
 HOST_WARMUP = Duration.minutes(10)
@@ -54,7 +60,8 @@ class GroupSize:
 
 class Host(Construct):
     """``role``, ``security_group``, ``pool_log_group``, ``processor_log_group``, ``resource_logical_id``, and either
-    ``instance`` + ``eip`` (``public_ip``) with http dispatch, or ``group`` (the Auto Scaling group) with sqs."""
+    ``instance`` + ``eip`` (``public_ip``) with http dispatch, or ``group`` (the Auto Scaling group, ``group_name``,
+    ``group_arn``) with sqs."""
 
     def __init__(
         self,
@@ -81,6 +88,7 @@ class Host(Construct):
         super().__init__(scope, id_)
         self.instance: ec2.Instance | None = None
         self.group: autoscaling.AutoScalingGroup | None = None
+        self.group_name: str | None = None if group is None else f"{Aws.STACK_NAME}{GROUP_NAME_SUFFIX}"
         self.public_ip: str | None = None
         # One public subnet per AZ, no NAT: a host needs outbound internet (GitHub, Kiro, AWS APIs) and a public
         # address. The group spreads over two AZs, so one zone's outage leaves hosts polling the queue.
@@ -146,6 +154,8 @@ class Host(Construct):
             "AIPM_LOG_GROUP_WORKER_POOL": self.pool_log_group.log_group_name,
             "AIPM_LOG_GROUP_PR_PROCESSOR": self.processor_log_group.log_group_name,
             **(dispatch_environment or {}),
+            # The group this host is in: its PR processor protects it from scale-in there while it has jobs.
+            **({"AIPM_ASG_NAME": self.group_name} if self.group_name else {}),
         }
         # One definition of a host, whichever machine runs it: the same image, size, disk, role, group and install.
         itype = ec2.InstanceType(instance_type)
@@ -220,6 +230,7 @@ class Host(Construct):
             vpc=self.vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             launch_template=template,
+            auto_scaling_group_name=self.group_name,
             min_capacity=size.min_hosts,
             max_capacity=size.max_hosts,
             init=init,
@@ -236,6 +247,15 @@ class Host(Construct):
                                                                    wait_on_resource_signals=True),
         )
         self.group.node.default_child.override_logical_id(GROUP_LOGICAL_ID)
+
+    @property
+    def group_arn(self) -> str:
+        """The group's ARN with its generated id as ``*``: the name alone picks the group (unique per region)."""
+        if self.group_name is None:
+            raise ValueError("only dispatch=sqs has an Auto Scaling group")
+        return Stack.of(self).format_arn(service="autoscaling", resource="autoScalingGroup",
+                                         resource_name=f"*:autoScalingGroupName/{self.group_name}",
+                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)
 
     def scale_on_queue(self, *, queue_name: str, jobs_per_host: int) -> autoscaling.CfnScalingPolicy:
         """Target tracking on the jobs waiting or running (visible + in flight) per in-service host.

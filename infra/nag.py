@@ -10,6 +10,8 @@ from __future__ import annotations
 from aws_cdk import Acknowledgment, Stack, Validations
 from constructs import IConstruct
 
+from infra.host import GROUP_NAME_SUFFIX
+
 PACK = "AwsSolutions::"
 # CDK's own asset bucket (bootstrap): the host downloads its install assets from it.
 ASSET_OBJECTS = "Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*"
@@ -40,6 +42,10 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
             "Granted by CDK for cfn-init to download this stack's install assets (ec2_services, host_install, "
             "requirements) from the bootstrap asset bucket; read-only.")
     if host.group is not None:
+        ack(host.role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:"
+                       f"autoScalingGroup:*:autoScalingGroupName/<AWS::StackName>{GROUP_NAME_SUFFIX}]",
+            "autoscaling:SetInstanceProtection on this stack's host group only: the * is the group's id, which "
+            "AWS generates; the group name after it (the stack's name, unique per region) picks the one group.")
         ack(host.group, "AwsSolutions-AS3",
             "Launches and terminations are routine once the group scales on the queue: a mail for each would be noise. "
             "A failed launch shows as fewer hosts in service than desired (HostsMissing alarm); a host whose install "

@@ -8,13 +8,14 @@ is given (environment), and what the operator needs after a deploy (outputs). Th
 from __future__ import annotations
 
 from aws_cdk import Annotations, Aws, CfnOutput, Fn, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.api import Api
 from infra.auth import SCOPES, Auth
 from infra.config import AipmConfig
-from infra.host import PR_PROCESSOR_PORT, GroupSize, Host
+from infra.host import PR_PROCESSOR_PORT, SCALE_IN_ACTIONS, GroupSize, Host
 from infra.job_queue import CONSUME_ACTIONS, MAX_RECEIVES, SEND_ACTIONS, JobQueue
 from infra.monitoring import Monitoring
 from infra.nag import acknowledge_findings
@@ -104,6 +105,9 @@ class AipmStack(Stack):
             # Least privilege on the queue: the Lambda only sends, the hosts only take, keep and delete.
             job_queue.queue.grant(api.function, *SEND_ACTIONS)
             job_queue.queue.grant(host.role, *CONSUME_ACTIONS)
+            # A host protects itself from scale-in while it has jobs: in its own group only.
+            host.role.add_to_principal_policy(iam.PolicyStatement(actions=list(SCALE_IN_ACTIONS),
+                                                                  resources=[host.group_arn]))
             if not secrets.kiro_api_key:
                 Annotations.of(host).add_warning_v2(
                     "aipm:kiro-sign-in",

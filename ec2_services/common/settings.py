@@ -149,6 +149,10 @@ class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
     # while its job lives (extended every third of it; a host that dies lets the message return after it).
     pr_sqs_wait_s: int = Field(20, ge=0, le=20)
     pr_sqs_visibility_s: int = Field(300, ge=3, le=43200)
+    # AIPM_DISPATCH=sqs on an Auto Scaling group: the group's name. While this host has a live job it protects
+    # itself from scale-in there (autoscaling:SetInstanceProtection), and clears that when it has none.
+    # Empty: no protection (a local run, or one host without a group).
+    aipm_asg_name: str | None = Field(None, max_length=255)
 
     @model_validator(mode="after")
     def _default_db(self):

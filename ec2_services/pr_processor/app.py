@@ -110,12 +110,17 @@ def create_app(settings: PrProcessorSettings, secret: str | None) -> FastAPI:
         await service.start()
         try:
             if settings.aipm_dispatch == "sqs":
+                from ec2_services.pr_processor.scale_in import ScaleInProtection
                 from ec2_services.pr_processor.sqs_intake import SqsIntake
 
                 assert settings.aipm_job_queue_url is not None  # the settings refuse sqs mode without it
+                protection = ScaleInProtection(settings.aipm_asg_name) if settings.aipm_asg_name else None
                 app.state.intake = SqsIntake(service, queue_url=settings.aipm_job_queue_url,
-                                             wait_s=settings.pr_sqs_wait_s, visibility_s=settings.pr_sqs_visibility_s)
+                                             wait_s=settings.pr_sqs_wait_s, visibility_s=settings.pr_sqs_visibility_s,
+                                             protection=protection)
                 await app.state.intake.start()
+            elif settings.aipm_asg_name:
+                log.warning("AIPM_ASG_NAME is ignored with AIPM_DISPATCH=http: only sqs mode runs in a group")
             yield
         finally:
             if app.state.intake is not None:

@@ -8,6 +8,10 @@ deleted: it is logged (its id and why, never its body) and made visible again, s
 to the dead-letter queue after ``maxReceiveCount`` receives. If this host dies, its messages reappear after the
 visibility timeout and another host takes them (the runner then finds a job already committed on its branch).
 
+In an Auto Scaling group (``AIPM_ASG_NAME``) the intake tells ``scale_in.ScaleInProtection`` whether this host has a
+live job whenever that may have changed (a job taken, a job ended, each keep round), so a host is not scaled in
+mid-job; without a group name there is no protection, which is said once at start.
+
 The message id and receipt handle are stored with the job (``JobStore.hold_message``) from its admission until the
 message is deleted, so a processor restarted on the same state (a crash, SIGKILL, a deploy) within the visibility
 timeout adopts again the messages of the jobs it takes up again: it extends them at once and deletes them when the
@@ -29,7 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -37,6 +41,9 @@ from ec2_services.common.sqs import sqs_client
 from ec2_services.pr_processor.jobs import LIVE_STATES
 from ec2_services.pr_processor.models import InvalidInput, ProcessPrRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
+
+if TYPE_CHECKING:
+    from ec2_services.pr_processor.scale_in import ScaleInProtection
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +130,9 @@ class Held:
 
 class SqsIntake:
     def __init__(self, service: ProcessorService, *, queue_url: str, wait_s: int, visibility_s: int,
-                 client: Any = None):
+                 client: Any = None, protection: ScaleInProtection | None = None):
         self.service = service
+        self.protection = protection
         self.queue_url = queue_url
         self.wait_s = wait_s
         self.visibility_s = visibility_s
@@ -147,6 +155,8 @@ class SqsIntake:
             self._client = await in_thread(sqs_client, self.queue_url, read_timeout=self.wait_s + 10)
         self.service.events.on_end(self._job_ended)
         self.adopt_held()
+        if self.protection is None:
+            log.info("AIPM_ASG_NAME is empty: this host does not protect itself from scale-in while it has jobs")
         self._tasks = [asyncio.create_task(self._receive_loop(), name="sqs-receive"),
                        asyncio.create_task(self._keep_loop(), name="sqs-keep")]
         log.info("taking jobs from the job queue %s (wait %d s, visibility %d s)", self.queue_url, self.wait_s,
@@ -162,6 +172,8 @@ class SqsIntake:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=3)
+        if self.protection is not None:
+            await self.protection.settle()
 
     def adopt_held(self) -> None:
         """Take back the messages this host held before it restarted (from the job store). The first round of
@@ -178,7 +190,8 @@ class SqsIntake:
 
     def health(self) -> dict[str, Any]:
         return {"queue": self.queue_url.rsplit("/", 1)[-1], "held": len(self.held), "received": self.received,
-                "adopted": self.adopted, "stale": self.stale, "poison": self.poison, "last_error": self.last_error}
+                "adopted": self.adopted, "stale": self.stale, "poison": self.poison, "last_error": self.last_error,
+                "scale_in_protection": self.protection.health() if self.protection is not None else None}
 
     # --- taking messages --------------------------------------------------------------------------------------
 
@@ -189,8 +202,23 @@ class SqsIntake:
             await scheduler.refresh_capacity()
             if not scheduler.pool_reachable:
                 return 0  # a host whose pool is down takes nothing: another host can run the job now
+        return scheduler.capacity - self.live_jobs()
+
+    def live_jobs(self) -> int:
+        """Jobs queued, running or pushing on this host (taken from the queue or not)."""
         counts = self.service.store.counts()
-        return scheduler.capacity - sum(counts.get(state.value, 0) for state in LIVE_STATES)
+        return sum(counts.get(state.value, 0) for state in LIVE_STATES)
+
+    def _busy_changed(self) -> None:
+        """Scale-in protection follows this host's live jobs (a call goes out only when that changes it)."""
+        if self.protection is None:
+            return
+        try:
+            busy = self.live_jobs() > 0
+        except sqlite3.Error as exc:  # the next job start or end, or keep round, looks again
+            log.warning("could not count this host's live jobs for its scale-in protection (%s)", exc)
+            return
+        self.protection.want(busy)
 
     async def _receive_loop(self) -> None:
         backoff = 1.0
@@ -270,6 +298,7 @@ class SqsIntake:
             self.service.events.event(
                 job_id, f"taken from the job queue (message {held.message_id})" if created
                 else f"job queue message {held.message_id} received again; the job is still live here")
+            self._busy_changed()
 
     async def _refuse(self, held: Held, receives: str, why: str) -> None:
         """A poison message: logged, then visible again at once so the redrive policy moves it to the DLQ."""
@@ -311,6 +340,7 @@ class SqsIntake:
     async def _keep_loop(self) -> None:
         while True:  # the first round at once: messages adopted at start may have little of their timeout left
             await self._keep_round()
+            self._busy_changed()  # at start, then a retry of a failed change and any job submitted over HTTP
             await asyncio.sleep(self.visibility_s / 3)
 
     async def _keep_round(self) -> None:
@@ -342,8 +372,16 @@ class SqsIntake:
             task = asyncio.get_running_loop().create_task(self._delete_message(job_id, held))
             self._deletes.add(task)
             task.add_done_callback(self._deletes.discard)
+        else:
+            self._busy_changed()
 
     async def _delete_message(self, job_id: str, held: Held) -> None:
+        try:
+            await self._delete(job_id, held)
+        finally:
+            self._busy_changed()  # the host is let go for scale-in only once its job's message is deleted
+
+    async def _delete(self, job_id: str, held: Held) -> None:
         mine = self.held.get(job_id) is held
         if mine:
             del self.held[job_id]

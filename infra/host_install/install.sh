@@ -18,7 +18,8 @@
 #   AIPM_CALLBACK_ORIGINS, AIPM_GIT_BASE_URL, AIPM_KIRO_DENY_TOOLS, AIPM_KIRO_COMMAND, AIPM_KIRO_ACP_COMMAND,
 #   AIPM_KIRO_INSTALL_COMMAND, AIPM_SHARED_SECRET_ARN, AIPM_GITHUB_TOKEN_SECRET_ARN, AIPM_KIRO_API_KEY_SECRET_ARN,
 #   AIPM_AWS_REGION, AIPM_LOG_GROUP_WORKER_POOL, AIPM_LOG_GROUP_PR_PROCESSOR,
-#   AIPM_DISPATCH (http|sqs), and with sqs: AIPM_JOB_QUEUE_URL, AIPM_SQS_WAIT_S, AIPM_SQS_VISIBILITY_S
+#   AIPM_DISPATCH (http|sqs), and with sqs: AIPM_JOB_QUEUE_URL, AIPM_SQS_WAIT_S, AIPM_SQS_VISIBILITY_S,
+#   AIPM_ASG_NAME (the host's Auto Scaling group: the PR processor protects the host from scale-in while it has jobs)
 #
 # Signing Kiro in (the agent runs as the `kiro` user, its login lives in ~kiro):
 #   - API key: deploy with -c kiroApiKeySecretArn=<secret holding KIRO_API_KEY>; aipm-secrets.service puts it in the
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --source) SOURCE="$(cd "$2" && pwd)"; shift 2 ;;
     --python) PYTHON="$2"; shift 2 ;;
     --extra-site) EXTRA_SITE="$(cd "$2" && pwd)"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -88,6 +89,7 @@ DISPATCH="${AIPM_DISPATCH:-http}"
 JOB_QUEUE_URL="${AIPM_JOB_QUEUE_URL:-}"
 SQS_WAIT_S="${AIPM_SQS_WAIT_S:-20}"
 SQS_VISIBILITY_S="${AIPM_SQS_VISIBILITY_S:-300}"
+ASG_NAME="${AIPM_ASG_NAME:-}"
 
 [ -d "$SOURCE/ec2_services" ] || die "$SOURCE/ec2_services not found (--source)"
 [ -f "$SOURCE/requirements/host.txt" ] || die "$SOURCE/requirements/host.txt not found (--source)"
@@ -223,12 +225,13 @@ AIPM_CALLBACK_ORIGINS=$CALLBACK_ORIGINS
 EOF
 if [ "$DISPATCH" = sqs ]; then
   # Jobs come from the SQS queue (long poll), not over 8082; boto3 signs with the instance role in this region
-  # (botocore reads AWS_DEFAULT_REGION, not AWS_REGION).
+  # (botocore reads AWS_DEFAULT_REGION, not AWS_REGION). AIPM_ASG_NAME empty: no scale-in protection.
   cat >> "$ETC/pr-processor.env" <<EOF
 AIPM_DISPATCH=sqs
 AIPM_JOB_QUEUE_URL=$JOB_QUEUE_URL
 PR_SQS_WAIT_S=$SQS_WAIT_S
 PR_SQS_VISIBILITY_S=$SQS_VISIBILITY_S
+AIPM_ASG_NAME=$ASG_NAME
 AWS_REGION=${AIPM_AWS_REGION:-}
 AWS_DEFAULT_REGION=${AIPM_AWS_REGION:-}
 EOF

@@ -154,15 +154,18 @@ def _install(prefix: Path, **env: str) -> None:
 
 def test_http_dispatch_leaves_the_queue_out_of_the_processor_environment(root):
     processor = read_env_file(root / "etc/aipm/pr-processor.env")
-    assert not {k for k in processor if "SQS" in k or k in ("AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AWS_REGION", "AWS_DEFAULT_REGION")}
+    assert not {k for k in processor if "SQS" in k or k in ("AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
+                                                            "AIPM_ASG_NAME")}
 
 
 def test_sqs_dispatch_points_the_pr_processor_at_the_queue(tmp_path):
     """dispatch=sqs: host.py passes the queue through cfn-init; the processor's environment file carries it."""
     _install(tmp_path, AIPM_DISPATCH="sqs", AIPM_JOB_QUEUE_URL=QUEUE_URL, AIPM_SQS_WAIT_S="20",
-             AIPM_SQS_VISIBILITY_S="300", AIPM_AWS_REGION="eu-west-1", AIPM_PR_PROCESSOR_HOST="127.0.0.1")
+             AIPM_SQS_VISIBILITY_S="300", AIPM_AWS_REGION="eu-west-1", AIPM_PR_PROCESSOR_HOST="127.0.0.1",
+             AIPM_ASG_NAME="AipmKiro-hosts")
     processor = read_env_file(tmp_path / "etc/aipm/pr-processor.env")
     assert processor["AIPM_DISPATCH"] == "sqs"
+    assert processor["AIPM_ASG_NAME"] == "AipmKiro-hosts", "the group it protects itself from scale-in in"
     assert processor["AIPM_JOB_QUEUE_URL"] == QUEUE_URL
     assert (processor["PR_SQS_WAIT_S"], processor["PR_SQS_VISIBILITY_S"]) == ("20", "300")
     assert processor["AWS_REGION"] == "eu-west-1"

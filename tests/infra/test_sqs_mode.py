@@ -131,7 +131,7 @@ def test_every_host_of_the_group_gets_the_single_hosts_install(sqs_synth, defaul
     queued, direct = install_env(sqs_synth, GROUP_LOGICAL_ID), install_env(default_synth)
     changed = {k for k in queued.keys() | direct.keys() if queued.get(k) != direct.get(k)}
     assert changed == {"AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AIPM_SQS_WAIT_S", "AIPM_SQS_VISIBILITY_S",
-                       "AIPM_PR_PROCESSOR_HOST", "AIPM_WORKER_POOL_HOST"}
+                       "AIPM_ASG_NAME", "AIPM_PR_PROCESSOR_HOST", "AIPM_WORKER_POOL_HOST"}
 
 
 def test_the_pr_processor_is_told_to_poll_the_queue_and_listens_on_loopback_only(sqs_synth):
@@ -144,6 +144,29 @@ def test_the_pr_processor_is_told_to_poll_the_queue_and_listens_on_loopback_only
     assert env["AIPM_AWS_REGION"] == {"Ref": "AWS::Region"}
     assert env["AIPM_PR_PROCESSOR_HOST"] == "127.0.0.1"
     assert env["AIPM_WORKER_POOL_HOST"] == "0.0.0.0", "adminCidr given: the pool listens for the admin"
+
+
+GROUP_NAME = {"Fn::Join": ["", [{"Ref": "AWS::StackName"}, "-hosts"]]}
+
+
+def test_each_host_may_protect_itself_from_scale_in_in_its_own_group_only(sqs_synth):
+    group = sqs_synth.resources[GROUP_LOGICAL_ID]["Properties"]
+    # Named from the stack, not by CloudFormation: the group's own install metadata and the role's policy name it
+    # (a Ref to the group there would be circular).
+    assert group["AutoScalingGroupName"] == GROUP_NAME
+    assert install_env(sqs_synth, GROUP_LOGICAL_ID)["AIPM_ASG_NAME"] == GROUP_NAME
+    statements = [s for s in policy_of_role(sqs_synth, "HostRole")
+                  if any(a.startswith("autoscaling:") for a in as_list(s["Action"]))]
+    assert len(statements) == 1, statements
+    (statement,) = statements
+    assert statement["Effect"] == "Allow" and "Condition" not in statement
+    assert as_list(statement["Action"]) == ["autoscaling:SetInstanceProtection"]
+    # The group's generated id is the only wildcard; its name picks the group.
+    assert as_text(statement["Resource"]) == (
+        'arn:{"Ref": "AWS::Partition"}:autoscaling:{"Ref": "AWS::Region"}:{"Ref": "AWS::AccountId"}:'
+        'autoScalingGroup:*:autoScalingGroupName/{"Ref": "AWS::StackName"}-hosts')
+    every_policy = json.dumps([p["Properties"] for p in sqs_synth.of_type("AWS::IAM::Policy").values()])
+    assert every_policy.count('"autoscaling:') == 1, "no other Auto Scaling action, for no other role"
 
 
 def test_sqs_mode_has_no_elastic_ip_and_no_8082_ingress_but_keeps_8081_for_the_admin(sqs_synth):
@@ -244,9 +267,10 @@ def test_http_mode_has_no_queue_no_group_no_scaling(default_synth):
     assert len(default_synth.of_type("AWS::EC2::LaunchTemplate")) == 1, "only the instance's metadata options"
     env = lambda_env(default_synth)
     assert "AIPM_DISPATCH" not in env and "AIPM_JOB_QUEUE_URL" not in env
-    assert not {"AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL"} & set(install_env(default_synth))
+    assert not {"AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AIPM_ASG_NAME"} & set(install_env(default_synth))
     text = json.dumps(default_synth.template)
     assert '"sqs:' not in text and "AWS/SQS" not in text and "GroupInServiceInstances" not in text
+    assert '"autoscaling:' not in text and "autoScalingGroup" not in text
     for name in ("HostGroupName", "JobQueueUrl", "DeadLetterQueueUrl"):
         assert name not in default_synth.template["Outputs"]
 

@@ -144,6 +144,7 @@ def test_http_submissions_still_work_and_a_stop_ends_the_long_poll_within_second
     assert proc.proc.proc.returncode is not None
     assert time.monotonic() - started < 5
     assert "Application shutdown complete." in proc.output()  # a clean stop, not a kill after a timeout
+    assert proc.output().count("AIPM_ASG_NAME is empty: this host does not protect itself from scale-in") == 1
 
 
 def test_sqs_mode_needs_a_fifo_queue_url_and_sane_timings():
