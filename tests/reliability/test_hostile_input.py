@@ -95,7 +95,7 @@ def bad_signatures(stack, receiver, method, target, raw):
         "other receiver's key": lambda now: stack.sign(other, method, target, raw, ts=now),
         "other secret": forged,
         "301 s old": lambda now: stack.sign(receiver, method, target, raw, ts=now - 301),
-        "302 s ahead": lambda now: stack.sign(receiver, method, target, raw, ts=now + 302),
+        "330 s ahead": lambda now: stack.sign(receiver, method, target, raw, ts=now + 330),
         "other body": lambda now: stack.sign(receiver, method, target, raw + b" ", ts=now),
         "other path": lambda now: stack.sign(receiver, method, target + "x", raw, ts=now),
         "other method": lambda now: stack.sign(receiver, "PUT" if method == "POST" else "POST", target, raw,

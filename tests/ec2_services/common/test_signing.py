@@ -22,10 +22,10 @@ from tests.support.servers import serve_in_thread
 SECRET = "s3cret-for-signing-tests"
 
 
-def make_app() -> FastAPI:
+def make_app(clock=time.time) -> FastAPI:
     app = FastAPI()
     install_edge(app)
-    verify = SignatureVerifier(SECRET, "worker-pool")
+    verify = SignatureVerifier(SECRET, "worker-pool", clock=clock)
 
     @app.post("/execute", dependencies=[Depends(verify)])
     async def execute(body: dict):
@@ -49,6 +49,17 @@ def make_app() -> FastAPI:
 @pytest.fixture(scope="module")
 def base_url():
     with serve_in_thread(make_app()) as url:
+        yield url
+
+
+# The window's edges are tested against a server whose clock stands still: with the real clock a request signed at
+# now+301 (whole seconds) reaches a server a fraction of a second later, which may see it 300.x s ahead.
+FROZEN_NOW = 1_800_000_000
+
+
+@pytest.fixture(scope="module")
+def frozen_url():
+    with serve_in_thread(make_app(clock=lambda: float(FROZEN_NOW))) as url:
         yield url
 
 
@@ -118,11 +129,24 @@ def test_unsigned_request_is_refused_but_health_is_open(base_url):
 
 
 @pytest.mark.parametrize("offset", [-301, 301])
-def test_timestamp_outside_window_is_refused(base_url, offset):
+def test_timestamp_outside_window_is_refused(frozen_url, offset):
     body = b'{"a": 1}'
-    r = httpx.post(base_url + "/execute", content=body, headers=signed_headers("POST", "/execute", body, ts=int(time.time()) + offset))
+    r = httpx.post(frozen_url + "/execute", content=body, headers=signed_headers("POST", "/execute", body, ts=FROZEN_NOW + offset))
     assert r.status_code == 401
     assert "300 s" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("offset", [-300, 300])
+def test_timestamp_at_the_window_edge_passes(frozen_url, offset):
+    body = b'{"a": 1}'
+    r = httpx.post(frozen_url + "/execute", content=body, headers=signed_headers("POST", "/execute", body, ts=FROZEN_NOW + offset))
+    assert r.status_code == 200, r.text
+
+
+def test_timestamp_far_from_the_real_clock_is_refused(base_url):
+    body = b'{"a": 1}'
+    r = httpx.post(base_url + "/execute", content=body, headers=signed_headers("POST", "/execute", body, ts=int(time.time()) + 600))
+    assert r.status_code == 401
 
 
 def test_timestamp_inside_window_passes(base_url):
