@@ -1,6 +1,9 @@
 """The HTTP edge shared by the three APIs: body-size limit (413), JSON errors, and the uvicorn runner.
 
-Every error leaves as JSON ``{"detail": ...}`` (SPEC.md, "Errors"). Nothing here knows a route.
+Every error leaves as JSON ``{"detail": ...}`` (SPEC.md, "Errors"). Nothing here knows a route; a signed route is
+known by its dependency (``verifies_signature``): FastAPI reads and validates a body before it runs a route's
+dependencies, so a body that does not fit on a signed route is answered only after the signature is checked — an
+unsigned or forged request gets 401 whatever its body, never a 422 that tells it about the schema.
 """
 
 from __future__ import annotations
@@ -86,17 +89,52 @@ def _jsonable_errors(errors: list[dict]) -> list[dict]:
     return clean
 
 
+def _signature_checks(dependant: Any) -> list[Any]:
+    """The route's dependencies (at any depth) that verify a request signature."""
+    found, stack = [], [dependant]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if getattr(node.call, "verifies_signature", False):
+            found.append(node.call)
+        stack.extend(node.dependencies)
+    return found
+
+
+async def _signature_refusal(request: Request) -> JSONResponse | None:
+    """401 for a request to a signed route whose signature does not hold, else None."""
+    for check in _signature_checks(getattr(request.scope.get("route"), "dependant", None)):
+        try:
+            await check(request)  # the body FastAPI read is cached on this request
+        except StarletteHTTPException as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return None
+
+
+def _not_json_hint(request: Request, errors: list[dict]) -> str:
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json") and any(
+            e["loc"][:1] == ["body"] and e["type"] in ("dict_type", "model_attributes_type") for e in errors):
+        return f" (the body was sent as {kind[:80]}: send JSON with Content-Type: application/json)"
+    return ""
+
+
 def install_edge(app: FastAPI, *, max_body: int = MAX_BODY_BYTES) -> None:
     """Body limit and JSON error handlers, the same on every API."""
     app.add_middleware(BodyLimitMiddleware, limit=max_body)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        refused = await _signature_refusal(request)
+        if refused is not None:
+            return refused
         errors = _jsonable_errors(exc.errors())
         if any(e["type"] == "json_invalid" for e in errors):
             return JSONResponse({"detail": "request body is not valid JSON", "errors": errors}, status_code=422)
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
-        return JSONResponse({"detail": f"request does not fit the schema: {summary}", "errors": errors}, status_code=422)
+        return JSONResponse({"detail": f"request does not fit the schema: {summary}{_not_json_hint(request, errors)}",
+                             "errors": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

@@ -80,6 +80,8 @@ class SignatureVerifier:
     the service has already warned about that at start.
     """
 
+    verifies_signature = True  # the edge checks it before answering 422 for a body (``http._signature_refusal``)
+
     def __init__(
         self,
         secret: str | None,

@@ -127,7 +127,8 @@ def create_app(settings: PrProcessorSettings, secret: str | None) -> FastAPI:
                 await app.state.intake.stop()
             await service.stop()
 
-    app = FastAPI(title="AIPM PR processor", lifespan=lifespan)
+    # Signed JSON from our own parts: a body without a Content-Type is read as JSON (no browser can send a signed one).
+    app = FastAPI(title="AIPM PR processor", lifespan=lifespan, strict_content_type=False)
     install_edge(app)
 
     @app.exception_handler(sqlite3.OperationalError)

@@ -145,6 +145,9 @@ def create_app(
         title="AIPM Worker Pool",
         description="Persistent agent CLI sessions in pseudo-terminals; one prompt at a time per session.",
         lifespan=lifespan,
+        # Signed JSON from our own parts: a body without a Content-Type is read as JSON (no browser can reach a
+        # signed route, so there is no cross-site form to guard against).
+        strict_content_type=False,
     )
     install_edge(app)
     signed = APIRouter(dependencies=[Depends(SignatureVerifier(secret, WORKER_POOL))])

@@ -28,6 +28,8 @@ class JobResult(BaseModel):
 class _Verify:
     """``SignatureVerifier(secret, "lambda-api")``, built on the first callback (signing imports httpx)."""
 
+    verifies_signature = True
+
     def __init__(self, secret: str | None):
         self._secret = secret
         self._verifier = None

@@ -146,3 +146,35 @@ def test_openapi_docs_are_served(server):
     assert httpx.get(server.url + "/docs").status_code == 200
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
     assert {"/health", "/execute", "/tasks/{task_id}", "/tasks/{task_id}/cancel"} <= set(paths)
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'{"prompt": 5}'])
+def test_an_unsigned_request_is_401_whatever_its_body(server, raw):
+    """FastAPI validates a body before a route's dependencies run: the edge checks the signature first, so an
+    unsigned caller learns nothing about the schema."""
+    r = httpx.post(server.url + "/execute", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 401, r.text
+    assert "signed" in r.json()["detail"]
+
+
+def test_a_signed_body_that_does_not_fit_is_still_422(server):
+    with server.client() as client:
+        r = client.post("/execute", content=b"[1, 2]", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "schema" in r.json()["detail"]
+        r = client.post("/execute", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+
+
+def test_signed_json_without_a_content_type_is_read_as_json(server):
+    """Our own parts (and curl, urllib) may leave Content-Type out; a signed route reads the body as JSON anyway."""
+    payload = json.dumps(body(task_id="t-no-ctype")).encode()
+    ts = str(int(time.time()))
+    sig = signature(receiver_key(server.secret, WORKER_POOL), ts, "POST", "/execute", payload)
+    r = httpx.post(server.url + "/execute", content=payload, headers={TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sig})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed"
+    # Sent as a form, it is refused with what to do about it.
+    sig = signature(receiver_key(server.secret, WORKER_POOL), ts, "POST", "/execute", payload)
+    r = httpx.post(server.url + "/execute", content=payload, headers={
+        TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sig, "content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["detail"], r.text
