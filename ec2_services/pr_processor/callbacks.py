@@ -1,8 +1,10 @@
 """The callback outbox: delivers each ended job's payload to its ``callback_url``, signed for ``lambda-api``.
 
 Owns delivery only: the payload is written to the outbox in the same transaction that ends the job (``jobs``), so a
-restart loses none. Retries back off exponentially with jitter until ``PR_CALLBACK_MAX_AGE``; redirects are never
-followed (a signed request goes to the origin that was checked, nowhere else).
+restart loses none. Every answer but a 2xx, and every connection error, is retried with exponential backoff and jitter
+until ``PR_CALLBACK_MAX_AGE`` (24 h) after the job ended: a 4xx too — a 401 from a Lambda whose clock or secret is
+briefly wrong heals once that is fixed, and a callback given up early leaves the pull request without its result.
+Redirects are never followed (a signed request goes to the origin that was checked, nowhere else).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 
 import httpx
 
-from ec2_services.common.logging import log_context
+from ec2_services.common.logging import escape_nonprintable, log_context, redact
 from ec2_services.common.signing import LAMBDA_API, SigningAuth
 from ec2_services.pr_processor.jobs import CallbackState, JobStore, OutboxItem
 
@@ -22,8 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_DELAY_S = 3600.0
 POLL_S = 0.25
-# Answers that may change on their own; any other 4xx means the receiver refuses this callback for good.
-_TRANSIENT_4XX = {408, 425, 429}
+DETAIL_CHARS = 300
 
 
 class CallbackSender:
@@ -59,29 +60,52 @@ class CallbackSender:
                 await self._deliver(item)
 
     async def _deliver(self, item: OutboxItem) -> None:
-        error: str | None = None
-        permanent = False
+        status: int | None = None
         try:
             response = await self._client.post(
                 item.url, content=item.payload.encode(), headers={"content-type": "application/json"}
             )
-            if 200 <= response.status_code < 300:
-                self._store.record_callback(item.job_id, state=CallbackState.DELIVERED, next_at=time.time(), error=None)
-                log.info("callback delivered (HTTP %s, try %d)", response.status_code, item.attempts + 1)
-                return
-            error = f"HTTP {response.status_code}"
-            if 300 <= response.status_code < 400:
-                error += " (a redirect; callbacks do not follow redirects)"
-            permanent = 400 <= response.status_code < 500 and response.status_code not in _TRANSIENT_4XX
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}"
+            error = f"{type(exc).__name__}: {exc}"[:DETAIL_CHARS]
+        else:
+            status = response.status_code
+            if 200 <= status < 300:
+                self._store.record_callback(item.job_id, state=CallbackState.DELIVERED, next_at=time.time(), error=None,
+                                            status=status)
+                log.info("callback delivered (HTTP %s, try %d)", status, item.attempts + 1)
+                return
+            error = _describe(response)
+            if 400 <= status < 500:
+                log.warning("callback refused with HTTP %s: %s", status, error)
+        self._retry_or_give_up(item, error, status)
+
+    def _retry_or_give_up(self, item: OutboxItem, error: str, status: int | None) -> None:
+        """Schedule the next try, never past ``created_at`` (the job's end) + max age; at that mark, give up."""
         attempts = item.attempts + 1
-        expired = time.time() - item.created_at + self.delay(attempts) > self._max_age
-        if permanent or expired:
-            why = "the receiver refused it" if permanent else "it was not delivered within PR_CALLBACK_MAX_AGE"
-            self._store.record_callback(item.job_id, state=CallbackState.FAILED, next_at=time.time(), error=error)
-            log.warning("callback given up after %d tries: %s (%s)", attempts, why, error)
+        now = time.time()
+        deadline = item.created_at + self._max_age
+        if now >= deadline:
+            self._store.record_callback(item.job_id, state=CallbackState.FAILED, next_at=now, error=error, status=status)
+            log.warning("callback given up after %d tries: not delivered within PR_CALLBACK_MAX_AGE (%.0f s) of the "
+                        "job's end; last answer: %s", attempts, self._max_age, error)
             return
-        wait = self.delay(attempts)
-        self._store.record_callback(item.job_id, state=CallbackState.PENDING, next_at=time.time() + wait, error=error)
-        log.warning("callback try %d failed (%s); next in %.1f s", attempts, error, wait)
+        next_at = min(now + self.delay(attempts), deadline)
+        self._store.record_callback(item.job_id, state=CallbackState.PENDING, next_at=next_at, error=error,
+                                    status=status)
+        log.warning("callback try %d failed (%s); next in %.1f s", attempts, error, next_at - now)
+
+
+def _describe(response: httpx.Response) -> str:
+    """``HTTP 401: <the receiver's detail>`` — redacted, one line, short."""
+    error = f"HTTP {response.status_code}"
+    if 300 <= response.status_code < 400:
+        return error + " (a redirect; callbacks do not follow redirects)"
+    try:
+        body = response.json()
+        detail = body.get("detail") if isinstance(body, dict) else None
+    except ValueError:
+        detail = response.text
+    if detail:
+        text = detail if isinstance(detail, str) else str(detail)
+        error += ": " + escape_nonprintable(redact(text.strip()))[:DETAIL_CHARS]
+    return error

@@ -51,7 +51,10 @@ case "$1" in
 esac
 """
 
-_REJECTED_MARKERS = ("[rejected]", "non-fast-forward", "fetch first", "[remote rejected]")
+# What git says of a push refused because the branch is not an ancestor of the pushed commit (``--porcelain``:
+# ``!<TAB>src:dst<TAB>[rejected] (fetch first)``). Any other refusal — ``[remote rejected] (failed to lock)``, a hook,
+# a server error — is not a moved branch: the same commit may go through later.
+_MOVED_REASONS = ("fetch first", "non-fast-forward")
 
 
 class GitError(Exception):
@@ -70,6 +73,11 @@ class BranchMissing(GitError):
 
 class PushRejected(GitError):
     """The remote branch moved: the push was not a fast-forward."""
+
+
+class PushRefused(GitError):
+    """The remote refused the push for another reason (a ref it could not lock, a hook, a server error): pushing the
+    same commit again may succeed."""
 
 
 class RebaseConflict(GitError):
@@ -247,7 +255,8 @@ class GitOps:
             await self._mirror(repo, "-c", "gc.auto=6700", "gc", "--auto", "--quiet", check=False)
 
     async def push(self, repo: str, sha: str, branch: str) -> None:
-        """Push ``sha`` to ``branch`` of the built URL: never forced, so a moved branch raises PushRejected."""
+        """Push ``sha`` to ``branch`` of the built URL, never forced: PushRejected when the branch moved (not a
+        fast-forward), PushRefused for any other failure, with git's own reason."""
         result = await self._mirror(
             repo, "push", "--porcelain", "--no-verify", self.remote_url(repo), f"{sha}:refs/heads/{branch}",
             network=True, check=False,
@@ -255,10 +264,13 @@ class GitOps:
         if result.code == 0:
             await self._mirror(repo, "update-ref", f"refs/remotes/origin/{branch}", sha, check=False)
             return
-        text = result.out + result.err
-        if any(marker in text for marker in _REJECTED_MARKERS):
+        summary = _refusal(result.out)
+        if summary is None:  # no ref status at all: the connection or the remote failed before the update
+            raise PushRefused(self._describe(("push",), result))
+        if summary.startswith("[rejected]") and any(reason in summary for reason in _MOVED_REASONS):
             raise PushRejected(f"push to {branch} rejected: the branch moved on the remote")
-        raise GitError(self._describe(("push",), result))
+        said = _remote_said(result.err)
+        raise PushRefused(f"push to {branch} refused by the remote: {summary}" + (f" — {said}" if said else ""))
 
     # --- worktrees ------------------------------------------------------------------------------------------------
 
@@ -340,3 +352,20 @@ def _read_only_for_others(path: Path, *, stop: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     for directory in missing:
         directory.chmod(0o755)
+
+
+def _refusal(porcelain: str) -> str | None:
+    """The status git gave the refused ref in ``push --porcelain`` output (``[remote rejected] (failed to lock)``)."""
+    for line in porcelain.splitlines():
+        flag, _, rest = line.partition("\t")
+        if flag == "!":
+            return rest.partition("\t")[2].strip() or "refused"
+    return None
+
+
+def _remote_said(stderr: str, limit: int = 400) -> str:
+    """The remote's own explanation (its ``remote: error: …`` lines first), on one line."""
+    lines = [line.removeprefix("remote:").strip() for line in stderr.splitlines() if line.startswith("remote:")]
+    lines = [line for line in lines if line]
+    errors = [line for line in lines if line.startswith(("error:", "fatal:"))]
+    return " ".join(errors or lines)[:limit]

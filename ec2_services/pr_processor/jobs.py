@@ -179,6 +179,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 # receipt handle this host holds it by, until the message is deleted (see sqs_intake).
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "jobs": [("sqs_message_id", "TEXT"), ("sqs_receipt_handle", "TEXT")],
+    # The HTTP status of the callback's last try (null: not tried yet, or no answer: a connection error).
+    "outbox": [("last_status", "INTEGER")],
 }
 
 
@@ -202,6 +204,7 @@ class OutboxItem:
     next_at: float
     created_at: float
     last_error: str | None
+    last_status: int | None = None
 
 
 class JobStore:
@@ -425,11 +428,15 @@ class JobStore:
         )
 
     def callback_status(self, job_id: str) -> dict[str, Any]:
+        """SPEC's ``{"state", "attempts"}``, plus the last try's HTTP status and error (why it is still pending)."""
         with self._lock:
-            row = self._db.execute("SELECT state, attempts FROM outbox WHERE job_id = ?", (job_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT state, attempts, last_status, last_error FROM outbox WHERE job_id = ?", (job_id,)
+            ).fetchone()
         if row is None:
-            return {"state": CallbackState.NONE.value, "attempts": 0}
-        return {"state": row["state"], "attempts": int(row["attempts"])}
+            return {"state": CallbackState.NONE.value, "attempts": 0, "last_status": None, "last_error": None}
+        return {"state": row["state"], "attempts": int(row["attempts"]), "last_status": row["last_status"],
+                "last_error": row["last_error"]}
 
     def due_callbacks(self, now: float) -> list[OutboxItem]:
         with self._lock:
@@ -443,11 +450,13 @@ class JobStore:
             row = self._db.execute("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'").fetchone()
         return row[0] if row and row[0] is not None else None
 
-    def record_callback(self, job_id: str, *, state: CallbackState, next_at: float, error: str | None) -> None:
+    def record_callback(self, job_id: str, *, state: CallbackState, next_at: float, error: str | None,
+                        status: int | None = None) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ? WHERE job_id = ?",
-                (state.value, next_at, redact(error) if error else None, job_id),
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, next_at = ?, last_error = ?, last_status = ?"
+                " WHERE job_id = ?",
+                (state.value, next_at, redact(error) if error else None, status, job_id),
             )
 
 

@@ -409,18 +409,24 @@ class JobRunner:
         return JobState.SUCCEEDED, None
 
     async def _push_or_rebase(self, job: Job, sha: str, wt: Worktree | None) -> str:
-        """Push ``sha``; when the branch moved, rebase the job's commits onto it and push once more. The final sha."""
+        """Push ``sha``; when the branch moved, rebase the job's commits onto it and push once more. The final sha.
+
+        Whether the branch moved is read from the branch itself, fetched after the refusal, not from git's message
+        alone: a remote that could not lock the ref, or answered 5xx, refuses a push to a branch that has not moved,
+        and rebasing onto the same tip would only be refused again. That is a RetryableError: the recorded commit is
+        pushed again on the next attempt, without running the agent."""
         try:
-            await self._git_step(self.git.push(job.repo, sha, job.branch))
+            await self.git.push(job.repo, sha, job.branch)
             return sha
-        except RetryableError as exc:
-            if not isinstance(exc.__cause__, PushRejected):
-                raise RetryableError(f"push failed: {exc}") from exc
-        self.events.event(job.job_id, "push rejected: the branch moved; fetching it and rebasing the job's commit")
-        tip = await self._git_step(self.git.fetch_branch(job.repo, job.branch))
+        except GitError as exc:
+            refused = exc
+        tip = await self._tip_after_refusal(job, refused)
         if await self.git.is_ancestor(job.repo, sha, tip):
             self.events.event(job.job_id, f"{sha[:12]} is already on {job.branch}")
             return sha
+        if await self.git.is_ancestor(job.repo, tip, sha):  # the branch is where the job left it
+            raise RetryableError(f"push failed: {refused.message}") from refused
+        self.events.event(job.job_id, f"push rejected: {job.branch} moved to {tip[:12]}; rebasing the job's commit")
         theirs = await self.git.job_commit(job.repo, tip, job.job_id)
         if theirs:  # another processor ran this job too and pushed first: one commit per job, so ours is dropped
             self.events.event(job.job_id, f"{job.branch} already has this job's commit {theirs[:12]}, pushed by "
@@ -444,6 +450,15 @@ class JobRunner:
         except GitError as exc:
             raise RetryableError(f"push failed: {exc.message}") from exc
         return new
+
+    async def _tip_after_refusal(self, job: Job, refused: GitError) -> str:
+        """The branch's tip, fetched after a refused push; a failed fetch leaves the push's own reason to report."""
+        try:
+            return await self.git.fetch_branch(job.repo, job.branch)
+        except GitError as exc:
+            self.events.event(job.job_id, f"fetching {job.branch} after the refused push failed too: {exc.message}",
+                              level=logging.WARNING)
+            raise RetryableError(f"push failed: {refused.message}") from refused
 
     async def _salvage(self, job: Job, wt: Worktree, reason: str) -> str:
         """Commit and push what the agent changed before its attempt failed; a note for the job's error ("" if none)."""

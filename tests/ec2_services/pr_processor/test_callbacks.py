@@ -1,4 +1,5 @@
-"""The signed callback: delivered from the outbox with retries, once; redirects are not followed."""
+"""The signed callback: delivered from the outbox with retries (a 4xx too) for up to PR_CALLBACK_MAX_AGE after the
+job's end, once; redirects are not followed."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from tests.support.servers import free_port, serve_in_thread
 
 
 class Receiver:
-    """The Lambda's callback endpoint as the processor sees it: signed for lambda-api; fails ``fail`` times first."""
+    """The Lambda's callback endpoint as the processor sees it: signed for lambda-api; answers ``fail`` times with
+    ``fail_status`` and ``{"detail": detail}`` first."""
 
-    def __init__(self, secret: str, fail: int = 0):
+    def __init__(self, secret: str, fail: int = 0, fail_status: int = 503, detail: str = "not yet"):
         self.fail = fail
+        self.fail_status = fail_status
+        self.detail = detail
         self.calls: list[dict] = []
         self.accepted: list[dict] = []
         self.redirected_to = 0
@@ -31,7 +35,7 @@ class Receiver:
             body = await request.json()
             self.calls.append(body)
             if len(self.calls) <= self.fail:
-                return JSONResponse({"detail": "not yet"}, status_code=503)
+                return JSONResponse({"detail": self.detail}, status_code=self.fail_status)
             self.accepted.append(body)
             return {"ok": True}
 
@@ -58,7 +62,7 @@ def test_callback_is_signed_retried_past_two_failures_and_delivered_once(start_p
         assert proc.submit("j-cb", callback_url=url + "/api/callbacks/job", pr_number=12).status_code == 202
         job = _wait_callback(proc, "j-cb", "delivered")
         time.sleep(0.6)  # nothing more is sent after delivery
-    assert job["callback"] == {"state": "delivered", "attempts": 3}
+    assert job["callback"] == {"state": "delivered", "attempts": 3, "last_status": 200, "last_error": None}
     assert len(receiver.calls) == 3 and len(receiver.accepted) == 1
     body = receiver.accepted[0]
     assert set(body) == {"job_id", "status", "commit", "error", "pr_number", "repo", "branch", "attempts",
@@ -67,6 +71,43 @@ def test_callback_is_signed_retried_past_two_failures_and_delivered_once(start_p
     assert (body["pr_number"], body["repo"], body["branch"], body["attempts"]) == (12, REPO, BRANCH, 1)
     assert body["credits"] == 1.25 and body["duration_s"] > 0 and body["error"] is None
     assert len(body["output_tail"]) == 4000 and body["output_tail"].endswith("final words")
+
+
+LEAKY = "ghp_" + "CallbackDetailLeak" + "0123456789abcdef"
+
+
+def test_callback_refused_with_401_is_retried_and_delivered_once(start_processor, fake_pool, shared_secret):
+    # A Lambda whose clock or secret is briefly wrong answers 401: that heals, so the callback is not given up.
+    receiver = Receiver(shared_secret, fail=2, fail_status=401, detail=f"signature too old; token {LEAKY}")
+    with serve_in_thread(receiver.app) as url:
+        proc = start_processor(AIPM_CALLBACK_ORIGINS=url)
+        assert proc.submit("j-401", callback_url=url + "/api/callbacks/job").status_code == 202
+        job = _wait_callback(proc, "j-401", "delivered")
+        time.sleep(0.6)  # nothing more is sent after delivery
+    assert job["callback"] == {"state": "delivered", "attempts": 3, "last_status": 200, "last_error": None}
+    assert len(receiver.calls) == 3 and len(receiver.accepted) == 1
+    output = proc.output()
+    warnings = [line for line in output.splitlines() if "callback refused with HTTP 401" in line]
+    assert len(warnings) == 2 and all("signature too old" in line for line in warnings), output[-3000:]
+    assert "WARNING" in warnings[0] or '"warning"' in warnings[0].lower()
+    assert LEAKY not in output
+
+
+def test_callback_still_refused_at_its_max_age_ends_failed_with_its_last_status(start_processor, fake_pool,
+                                                                                shared_secret):
+    receiver = Receiver(shared_secret, fail=10**6, fail_status=401, detail="bad signature")
+    with serve_in_thread(receiver.app) as url:
+        proc = start_processor(AIPM_CALLBACK_ORIGINS=url, PR_CALLBACK_MAX_AGE="1.5")
+        assert proc.submit("j-never", callback_url=url + "/api/callbacks/job").status_code == 202
+        pending = proc.wait("j-never", lambda j: j["callback"]["attempts"] >= 1)
+        assert pending["callback"]["state"] in ("pending", "failed")
+        job = _wait_callback(proc, "j-never", "failed")
+        tries = len(receiver.calls)
+        time.sleep(0.6)  # given up: nothing more is sent
+    assert len(receiver.calls) == tries >= 2  # a 401 is tried again, not given up at once
+    assert job["callback"]["attempts"] == tries
+    assert job["callback"]["last_status"] == 401 and job["callback"]["last_error"] == "HTTP 401: bad signature"
+    assert "not delivered within PR_CALLBACK_MAX_AGE" in proc.output()
 
 
 def test_callback_redirect_is_not_followed_and_callback_ends_failed(start_processor, fake_pool, shared_secret):

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
-from ec2_services.pr_processor.jobs import TRANSITIONS, BranchBusy, InvalidTransition, JobState, JobStore
+from ec2_services.pr_processor.jobs import (
+    TRANSITIONS,
+    BranchBusy,
+    CallbackState,
+    InvalidTransition,
+    JobState,
+    JobStore,
+)
 
 
 @pytest.fixture
@@ -92,15 +100,35 @@ def test_queue_positions_count_from_one_and_are_null_once_running(store):
 
 def test_ending_a_job_writes_its_callback_to_the_outbox_in_the_same_step(store):
     _new(store, "j-cb", callback="https://x.example/cb")
-    assert store.callback_status("j-cb") == {"state": "none", "attempts": 0}
+    assert store.callback_status("j-cb") == {"state": "none", "attempts": 0, "last_status": None, "last_error": None}
     store.transition("j-cb", JobState.RUNNING)
     store.update("j-cb", output_tail="done", credits=2.0, attempts=1)
     store.transition("j-cb", JobState.NO_CHANGES)
-    assert store.callback_status("j-cb") == {"state": "pending", "attempts": 0}
+    assert store.callback_status("j-cb") == {"state": "pending", "attempts": 0, "last_status": None, "last_error": None}
     (item,) = store.due_callbacks(now=10**10)
     payload = json.loads(item.payload)
     assert payload["status"] == "no_changes" and payload["output_tail"] == "done" and payload["credits"] == 2.0
     assert payload["attempts"] == 1 and payload["repo"] == "Acme/App"
+    store.record_callback("j-cb", state=CallbackState.PENDING, next_at=0, error="HTTP 401: bad signature", status=401)
+    assert store.callback_status("j-cb") == {"state": "pending", "attempts": 1, "last_status": 401,
+                                             "last_error": "HTTP 401: bad signature"}
+    (item,) = store.due_callbacks(now=10**10)
+    assert item.last_status == 401
+
+
+def test_an_outbox_made_before_last_status_gets_the_column_when_opened(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE outbox (job_id TEXT PRIMARY KEY, url TEXT NOT NULL, payload TEXT NOT NULL,"
+                " state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,"
+                " created_at REAL NOT NULL, last_error TEXT)")
+    old.execute("INSERT INTO outbox VALUES ('j-old', 'https://x.example/cb', '{}', 'pending', 2, 0, 0, 'HTTP 503')")
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    assert store.callback_status("j-old") == {"state": "pending", "attempts": 2, "last_status": None,
+                                              "last_error": "HTTP 503"}
+    store.close()
 
 
 def test_errors_and_log_lines_are_redacted_before_they_are_stored(store):

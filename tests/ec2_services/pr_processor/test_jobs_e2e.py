@@ -29,7 +29,7 @@ def test_job_that_writes_files_ends_succeeded_with_commit_on_remote_branch(start
     assert forge.show(REPO, job["commit"], "hello.py") == "print('hello')\n"
     assert job["credits"] == 1.25 and job["duration_s"] > 0 and job["queue_position"] is None
     assert job["created_at"].endswith("Z") and job["updated_at"].endswith("Z")
-    assert job["callback"] == {"state": "none", "attempts": 0}
+    assert job["callback"] == {"state": "none", "attempts": 0, "last_status": None, "last_error": None}
     assert "All tests pass." in job["log_tail"] and "pushed" in job["log_tail"]
     # The prompt names absolute paths of the workspace and the task file, and the cwd is that workspace.
     body = fake_pool.executes[0]
