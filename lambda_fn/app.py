@@ -42,7 +42,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(ProcessorError)
     async def _processor_error(request: Request, exc: ProcessorError):
-        return JSONResponse({"detail": redact(exc.detail)}, status_code=exc.status)
+        return JSONResponse({"detail": redact(exc.detail)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StepFailed)
     async def _step_failed(request: Request, exc: StepFailed):

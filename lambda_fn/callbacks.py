@@ -1,4 +1,5 @@
-"""A job's end, recorded on its pull request: one result comment (edited on a repeated callback) and one label.
+"""A job's end, recorded on its pull request: one result comment (edited on a repeated callback, kept to one when
+callbacks for the job arrive at once in different containers: ``lambda_fn.comments``) and one label.
 
 Owns the order of those writes and the checks that the callback names a job this API could have made (its job id
 is the one derived from repo and branch, and the pull request's head is that branch).
@@ -11,8 +12,9 @@ import re
 
 from ec2_services.common.logging import log_context
 from lambda_fn import naming
+from lambda_fn.comments import write_marked
 from lambda_fn.forge.base import Forge, ForgeError, NotFound
-from lambda_fn.results import ALL_LABELS, STATUS_LABELS, find_marked, job_marker, render_result
+from lambda_fn.results import ALL_LABELS, STATUS_LABELS, job_marker, render_result
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,7 @@ class Recorder:
                 duration_s=result.get("duration_s"), credits=result.get("credits"), attempts=result.get("attempts"),
                 error=result.get("error"), output_tail=result.get("output_tail"),
             )
-            existing = find_marked(self.forge.list_comments(repo.full_name, pr.number), job_marker(job))
-            if existing is None:
-                comment, action = self.forge.create_comment(repo.full_name, pr.number, body), "created"
-            elif existing.body != body:
-                comment, action = self.forge.update_comment(repo.full_name, existing.id, body), "updated"
-            else:
-                comment, action = existing, "unchanged"
+            comment, action = write_marked(self.forge, repo.full_name, pr.number, job_marker(job), body)
             label = STATUS_LABELS[result["status"]]
             for old in pr.labels:
                 if old in ALL_LABELS and old != label:

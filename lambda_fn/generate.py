@@ -11,14 +11,16 @@ Every failure names the step that failed; a pull request opened whose job could 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ec2_services.common.logging import log_context
 from lambda_fn import naming
+from lambda_fn.comments import write_marked
 from lambda_fn.forge.base import AlreadyExists, Conflict, Forge, ForgeError, PullRequest, Repo
 from lambda_fn.processor import ProcessorClient, ProcessorError
 from lambda_fn.queue import DISPATCHED, JobQueue, status_from_labels
-from lambda_fn.results import IN_PROGRESS, dispatch_marker, find_marked, render_not_started, render_started_late
+from lambda_fn.results import IN_PROGRESS, dispatch_marker, render_not_started, render_started_late
 from lambda_fn.tasks import TASK_FILE, render_pr_body, render_task
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,14 @@ class StepFailed(Exception):
 
 
 class Generator:
-    def __init__(self, forge: Forge, processor: ProcessorClient | JobQueue, *, ui_url: str | None = None):
+    def __init__(self, forge: Forge, processor: ProcessorClient | JobQueue, *, ui_url: str | None = None,
+                 admit: Callable[[], Callable[[], None]] | None = None):
+        """``admit`` is called before a pull request is opened (the caller's rate limit: it raises when over) and
+        returns what gives the call back when an existing pull request is answered instead."""
         self.forge = forge
         self.processor = processor
         self.ui_url = ui_url
+        self.admit = admit or (lambda: _nothing)
 
     def run(self, story: Story, *, requested_by: str | None, idempotency_key: str | None,
             callback_url: str | None) -> Outcome:
@@ -85,6 +91,7 @@ class Generator:
     # --- a new pull request --------------------------------------------------------------------------------
 
     def _open(self, repo: Repo, branch: str, story: Story, requested_by, callback_url) -> Outcome:
+        give_back = self.admit()
         base = story.base_branch or repo.default_branch
         base_sha = self.forge.branch_sha(repo.full_name, base)
         if base_sha is None:
@@ -105,6 +112,10 @@ class Generator:
             if pr is None:
                 raise ForgeError(f"a pull request for {branch} was reported open but cannot be found") from None
             created = False
+            give_back()  # a concurrent call opened it: this one only answers it again
+        except ForgeError as exc:
+            raise ForgeError(f"{exc.detail}. Branch {branch} (with its {TASK_FILE}) was left in {repo.full_name}; "
+                             "no pull request was opened", status=exc.status, headers=exc.headers) from exc
         log.info("pull request #%s %s for %s on %s", pr.number, "opened" if created else "reused", repo.full_name, branch)
         if created:
             self._labelled(repo, pr, job, branch)
@@ -113,7 +124,8 @@ class Generator:
 
     def _write_task(self, repo: Repo, branch: str, story: Story) -> None:
         text = render_task(title=story.title, description=story.description,
-                           acceptance_criteria=story.acceptance_criteria, story_id=story.story_id)
+                           acceptance_criteria=story.acceptance_criteria, story_id=story.story_id,
+                           branch=branch, job_id=naming.job_id(repo.full_name, branch))
         for _ in range(3):
             current = self.forge.get_file(repo.full_name, branch, TASK_FILE)
             if current is not None and current[0] == text:
@@ -168,7 +180,8 @@ class Generator:
             detail = f"pull request #{pr.number} was opened but its job was not started: {exc.detail}"
             if not noted:
                 detail += " (and the comment saying so could not be written on the pull request)"
-            raise StepFailed(exc.status if exc.status != 404 else 502, detail, _pr_extra(pr, job, branch)) from exc
+            raise StepFailed(exc.status if exc.status != 404 else 502, detail, _pr_extra(pr, job, branch),
+                             exc.headers) from exc
         log.info("job %s sent to the %s: %s", job, "job queue" if isinstance(self.processor, JobQueue)
                  else "PR processor", answer.get("status"))
         if started_now and not new_pull:
@@ -179,15 +192,16 @@ class Generator:
     def _note(self, repo: Repo, pr: PullRequest, job: str, body: str, *, only_if_present: bool = False) -> bool:
         """Write (or edit) the job's one start-problem comment; False when the forge refused."""
         try:
-            existing = find_marked(self.forge.list_comments(repo.full_name, pr.number), dispatch_marker(job))
-            if existing:
-                self.forge.update_comment(repo.full_name, existing.id, body)
-            elif not only_if_present:
-                self.forge.create_comment(repo.full_name, pr.number, body)
+            write_marked(self.forge, repo.full_name, pr.number, dispatch_marker(job), body,
+                         only_if_present=only_if_present)
             return True
         except ForgeError as exc:
             log.error("could not comment on #%s about the start of job %s: %s", pr.number, job, exc.detail)
             return False
+
+
+def _nothing() -> None:
+    pass
 
 
 def _pr_extra(pr: PullRequest, job: str, branch: str) -> dict:

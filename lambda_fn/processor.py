@@ -8,6 +8,8 @@ the API's errors, each saying what failed.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import TYPE_CHECKING
 
 from lambda_fn.deadline import time_left
@@ -19,13 +21,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ProcessorError(Exception):
-    """The PR processor failed or refused; ``status`` and ``detail`` are what the API answers."""
+DEFAULT_RETRY_AFTER_S = 10  # a 429 from the PR processor that says nothing of when to come back
 
-    def __init__(self, detail: str, status: int = 502):
+
+class ProcessorError(Exception):
+    """The PR processor failed or refused; ``status``, ``detail`` and ``headers`` are what the API answers."""
+
+    def __init__(self, detail: str, status: int = 502, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.detail = detail
         self.status = status
+        self.headers = headers or {}
 
 
 class _Retryable(Exception):
@@ -40,6 +46,20 @@ def _detail(resp: httpx.Response) -> str:
     except ValueError:
         return resp.text[:300] or resp.reason_phrase
     return str(data.get("detail", data))[:500] if isinstance(data, dict) else str(data)[:300]
+
+
+def _retry_after(resp: httpx.Response) -> str:
+    """The processor's ``Retry-After`` in whole seconds (a number or an HTTP date), else the default."""
+    value = resp.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return str(max(1, min(int(value), 3600)))
+    try:
+        from email.utils import parsedate_to_datetime
+
+        seconds = parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return str(DEFAULT_RETRY_AFTER_S)
+    return str(max(1, min(math.ceil(seconds), 3600)))
 
 
 class ProcessorClient:
@@ -105,7 +125,9 @@ class ProcessorClient:
             return ProcessorError(
                 f"the PR processor refused our signature while trying to {what}: AIPM_SHARED_SECRET must be the "
                 "same on the API and the PR processor")
-        if resp.status_code in (404, 409, 429):
+        if resp.status_code == 429:
+            return ProcessorError(f"PR processor: {_detail(resp)}", 429, {"Retry-After": _retry_after(resp)})
+        if resp.status_code in (404, 409):
             return ProcessorError(f"PR processor: {_detail(resp)}", resp.status_code)
         return ProcessorError(f"the PR processor refused to {what} ({resp.status_code}: {_detail(resp)})")
 

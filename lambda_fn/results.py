@@ -40,14 +40,6 @@ def dispatch_marker(job_id: str) -> str:
     return f"<!-- aipm-dispatch:{job_id} -->"
 
 
-def find_marked(comments, marker: str):
-    """The oldest comment whose first line is exactly ``marker`` (we write it first; later copies are not ours)."""
-    for comment in comments:
-        if comment.body.split("\n", 1)[0].strip() == marker:
-            return comment
-    return None
-
-
 def neutralise(text: str) -> str:
     """Redacted, with mentions, HTML comments and tags made inert even outside a code block."""
     text = redact(text)

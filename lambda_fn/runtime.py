@@ -17,7 +17,7 @@ from lambda_fn.auth import Authenticator, CognitoConfig, make_authenticator
 from lambda_fn.forge.base import Forge
 from lambda_fn.processor import ProcessorClient
 from lambda_fn.queue import JobQueue
-from lambda_fn.ratelimit import RateLimiter
+from lambda_fn.ratelimit import RateLimiter, default_per_minute
 from lambda_fn.secrets import read_secret
 
 log = logging.getLogger("lambda_fn")
@@ -99,6 +99,13 @@ def _github_forge(settings: LambdaSettings) -> Forge:
     )
 
 
+def _rate_limit(settings: LambdaSettings) -> int:
+    """AIPM_RATE_LIMIT_PER_MINUTE when it is set, else the default for the sign-in mode (``ratelimit``)."""
+    if "aipm_rate_limit_per_minute" in settings.model_fields_set:
+        return settings.aipm_rate_limit_per_minute
+    return default_per_minute(settings.aipm_auth)
+
+
 def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Runtime:
     """Read the secrets and build the parts; a missing secret or bad setting raises ``SettingsError``."""
     secret = _shared_secret(settings)
@@ -120,6 +127,6 @@ def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Ru
         processor=ProcessorClient(settings.pr_processor_url, secret),
         authenticator=make_authenticator(settings.aipm_auth, ui_token,
                                          cognito=_cognito(settings) if settings.aipm_auth == "cognito" else None),
-        rate_limiter=RateLimiter(settings.aipm_rate_limit_per_minute),
+        rate_limiter=RateLimiter(_rate_limit(settings)),
         queue=JobQueue(settings.aipm_job_queue_url) if settings.aipm_dispatch == "sqs" else None,
     )

@@ -26,12 +26,18 @@ def _criteria(criteria: list[str]) -> str:
     return "\n".join(f"- [ ] {item}" for item in items) if items else "_No acceptance criteria were given._"
 
 
-def render_task(*, title: str, description: str, acceptance_criteria: list[str], story_id: str | None) -> str:
-    """TASK.md: title, description, acceptance criteria as a checklist, and the agent's instructions."""
-    story = f"\n_Story: {inline_code(story_id)}_\n" if story_id else ""
+def render_task(*, title: str, description: str, acceptance_criteria: list[str], story_id: str | None,
+                branch: str, job_id: str) -> str:
+    """TASK.md: title, the run it belongs to, description, acceptance criteria as a checklist, the agent's instructions.
+
+    The run line (branch and job) makes each run's TASK.md its own: a story run again after its pull request was
+    merged starts from a main that already holds the earlier TASK.md, and without a change there would be no commit
+    for the new pull request (GitHub refuses one whose head has no commits over its base)."""
+    story = f"Story: {inline_code(story_id)} · " if story_id else ""
     rules = "\n".join(f"{i}. {rule}" for i, rule in enumerate(AGENT_INSTRUCTIONS, 1))
     return (
-        f"# {' '.join(title.split())}\n{story}\n"
+        f"# {' '.join(title.split())}\n\n"
+        f"_{story}Branch: {inline_code(branch)} · Job: {inline_code(job_id)}_\n\n"
         f"## Description\n\n{description.strip() or '_No description was given._'}\n\n"
         f"## Acceptance criteria\n\n{_criteria(acceptance_criteria)}\n\n"
         f"## Instructions for the agent\n\n{rules}\n"

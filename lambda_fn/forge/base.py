@@ -40,6 +40,12 @@ class Conflict(ForgeError):
     status = 409
 
 
+class NoCommits(ForgeError):
+    """A pull request whose head has no commits over its base: GitHub refuses to open it (422 "No commits between")."""
+
+    status = 409
+
+
 class RateLimited(ForgeError):
     status = 503
 
@@ -101,7 +107,8 @@ class Forge(Protocol):
         """Every pull request (open or closed) whose head is ``branch`` in ``repo``, newest first."""
 
     def open_pull(self, repo: str, *, head: str, base: str, title: str, body: str) -> PullRequest:
-        """Raises ``AlreadyExists`` when an open pull request for ``head`` is there already."""
+        """Raises ``AlreadyExists`` when an open pull request for ``head`` is there already, ``NoCommits`` when
+        ``head`` has nothing over ``base``."""
 
     def get_pull(self, repo: str, number: int) -> PullRequest: ...
 
@@ -110,6 +117,9 @@ class Forge(Protocol):
     def create_comment(self, repo: str, number: int, body: str) -> Comment: ...
 
     def update_comment(self, repo: str, comment_id: int, body: str) -> Comment: ...
+
+    def delete_comment(self, repo: str, comment_id: int) -> None:
+        """A comment already gone is not an error."""
 
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None: ...
 

@@ -19,7 +19,17 @@ from urllib.parse import quote
 
 from ec2_services.common.logging import register_secret
 from lambda_fn.deadline import can_wait
-from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NotFound, PullRequest, RateLimited, Repo
+from lambda_fn.forge.base import (
+    AlreadyExists,
+    Comment,
+    Conflict,
+    ForgeError,
+    NoCommits,
+    NotFound,
+    PullRequest,
+    RateLimited,
+    Repo,
+)
 from lambda_fn.httpclient import LazyClient
 
 if TYPE_CHECKING:
@@ -294,10 +304,11 @@ class GitHubForge:
         what = f"open a pull request from {head} to {base} in {repo}"
         resp = self._request("POST", f"/repos/{repo}/pulls", what=what,
                              json={"title": title, "head": head, "base": base, "body": body, "maintainer_can_modify": True})
-        if resp.status_code == 422 and "already exists" in _message(resp).lower():
+        message = _message(resp) if resp.status_code == 422 else ""
+        if "already exists" in message.lower():
             raise AlreadyExists(f"a pull request for {head} is already open in {repo}")
-        if resp.status_code == 422:
-            raise ForgeError(f"GitHub refused to {what} (422 {_message(resp)})")
+        if "no commits between" in message.lower():
+            raise NoCommits(f"GitHub refused to {what}: {head} has no commits over {base} (422 {message})")
         _expect(resp, 201, what)
         return _pull(_json(resp, dict, what="read a pull request"))
 
@@ -341,6 +352,12 @@ class GitHubForge:
                 not_found=f"comment {comment_id} was not found in {repo}")
         return Comment(id=comment_id, body=body)
 
+    def delete_comment(self, repo: str, comment_id: int) -> None:
+        what = f"delete comment {comment_id} in {repo}"
+        resp = self._request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}", what=what)
+        if resp.status_code != 404:
+            _expect(resp, 204, what)
+
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
         what = f"label #{number} in {repo}"
         resp = self._request("POST", f"/repos/{repo}/issues/{number}/labels", what=what, json={"labels": labels})
@@ -361,6 +378,10 @@ def _expect(resp: httpx.Response, ok: int | tuple[int, ...], what: str, not_foun
     if resp.status_code not in ((ok,) if isinstance(ok, int) else ok):
         if resp.status_code == 404:
             raise NotFound(not_found or f"GitHub answered 404 while trying to {what}: {_message(resp)}")
+        if resp.status_code == 422:
+            # GitHub works and judged our request against the repository's state: not a failed dependency (502).
+            raise ForgeError(f"GitHub refused to {what} as invalid for the repository's current state "
+                             f"(422 {_message(resp)}); try again, and report it if it persists", status=409)
         raise ForgeError(f"GitHub refused to {what} ({resp.status_code} {_message(resp)})")
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NotFound, PullRequest, Repo
+from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NoCommits, NotFound, PullRequest, Repo
 from lambda_fn.forge.gitcmd import GitError, git, ref_sha
 from lambda_fn.naming import valid_repo
 
@@ -178,7 +178,10 @@ class LocalForge:
         full_name, path = self._locate(repo)
         for ref in (head, base):
             if ref_sha(path, f"refs/heads/{ref}") is None:
-                raise ForgeError(f"branch {ref} does not exist in {full_name}", status=422)
+                raise ForgeError(f"branch {ref} does not exist in {full_name}", status=409)
+        if git(path, "rev-list", "--count", f"refs/heads/{base}..refs/heads/{head}", "--").strip() == "0":
+            raise NoCommits(f"no pull request can be opened from {head} to {base} in {full_name}: "
+                            f"{head} has no commits over {base}")
         key, now = full_name.lower(), _now()
         try:
             with self._db(write=True) as conn:
@@ -205,13 +208,32 @@ class LocalForge:
             return row["body"]
 
     def close_pull(self, repo: str, number: int, *, merged: bool = False) -> PullRequest:
-        """Close (or mark merged) a pull request, as a person would on GitHub."""
-        self.get_pull(repo, number)
+        """Close (or merge into its base, with a merge commit) a pull request, as a person would on GitHub."""
+        pr = self.get_pull(repo, number)
+        if merged:
+            self._merge(repo, pr)
         with self._db(write=True) as conn:
             conn.execute(
                 "UPDATE pulls SET state = 'closed', merged = ?, updated_at = ? WHERE repo = ? AND number = ?",
                 (int(merged), _now(), self._key(repo), number))
         return self.get_pull(repo, number)
+
+    def _merge(self, repo: str, pr: PullRequest) -> None:
+        path = self._locate(repo)[1]
+        base, head = ref_sha(path, f"refs/heads/{pr.base}"), ref_sha(path, f"refs/heads/{pr.head}")
+        if base is None or head is None:
+            raise ForgeError(f"pull request #{pr.number} cannot be merged: {pr.base} or {pr.head} is gone", status=409)
+        try:
+            tree = git(path, "merge-tree", "--write-tree", base, head).splitlines()[0].strip()
+        except GitError as exc:
+            raise ForgeError(f"pull request #{pr.number} cannot be merged: {pr.head} conflicts with {pr.base}",
+                             status=409) from exc
+        commit = git(path, "commit-tree", tree, "-p", base, "-p", head,
+                     "-m", f"Merge pull request #{pr.number} from {pr.head}").strip()
+        try:
+            git(path, "update-ref", f"refs/heads/{pr.base}", commit, base)
+        except GitError as exc:
+            raise ForgeError(f"{pr.base} moved while pull request #{pr.number} was being merged", status=409) from exc
 
     # --- comments and labels ---------------------------------------------------------------------------------
 
@@ -239,6 +261,10 @@ class LocalForge:
             if cur.rowcount == 0:
                 raise NotFound(f"comment {comment_id} does not exist in {repo}")
         return Comment(id=comment_id, body=body)
+
+    def delete_comment(self, repo: str, comment_id: int) -> None:
+        with self._db(write=True) as conn:
+            conn.execute("DELETE FROM comments WHERE id = ? AND repo = ?", (comment_id, self._key(repo)))
 
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
         self.get_pull(repo, number)

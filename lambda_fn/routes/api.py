@@ -7,6 +7,7 @@ job is read from its pull request (``lambda_fn.queue``), so reading one needs it
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated
 
@@ -108,13 +109,13 @@ def generate_code(
     rt: Annotated[Runtime, Depends(runtime)],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ):
-    rt.rate_limiter.check(caller.identity)
     check_repo(body.repo, rt)
     if body.base_branch is not None and not naming.valid_branch(body.base_branch):
         raise HTTPException(400, f"base_branch {body.base_branch[:200]!r} is not a valid branch name")
     story = Story(repo=body.repo, title=body.title, description=body.description,
                   acceptance_criteria=body.acceptance_criteria, base_branch=body.base_branch, story_id=body.story_id)
-    outcome = Generator(rt.forge, rt.dispatcher, ui_url=ui_url(rt)).run(
+    admit = functools.partial(rt.rate_limiter.check, caller.identity)  # counted only when a pull request is opened
+    outcome = Generator(rt.forge, rt.dispatcher, ui_url=ui_url(rt), admit=admit).run(
         story, requested_by=caller.requested_by, idempotency_key=idempotency_key, callback_url=callback_url(request, rt))
     return JSONResponse(outcome.body(), status_code=202 if outcome.created else 200)
 

@@ -2,7 +2,7 @@
 
 Speaks the SPEC's PR Processor API where the Lambda depends on it: 202 for a new job, 200 with the current state
 for the same ``job_id`` again, 409 for another job on a live branch; ``GET /api/jobs[/{id}]``, cancel (409 once
-ended). ``fail_with`` makes every call answer that status, to test the API's retries and errors.
+ended). ``fail_with`` makes every call answer that status (with ``fail_headers``), to test the API's retries and errors.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class FakeProcessor:
             self.jobs: dict[str, dict] = {}
             self.submissions: list[dict] = []
             self.fail_with: int | None = None
+            self.fail_headers: dict[str, str] = {}
             self.calls = 0
 
     def _build(self, secret: str | None) -> FastAPI:
@@ -39,7 +40,8 @@ class FakeProcessor:
         async def failing(request: Request, call_next):
             fake.calls += 1
             if fake.fail_with is not None and request.url.path != "/health":
-                return JSONResponse({"detail": "injected failure"}, status_code=fake.fail_with)
+                return JSONResponse({"detail": "injected failure"}, status_code=fake.fail_with,
+                                    headers=fake.fail_headers)
             return await call_next(request)
 
         @app.get("/health")

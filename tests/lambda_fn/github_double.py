@@ -1,14 +1,16 @@
 """A GitHub double: the REST v3 endpoints the Lambda API uses, over real bare git repositories, on loopback.
 
 Answers like GitHub does where the API depends on it: 401 "Bad credentials" without the right token, 404 for an
-unknown repository, 422 "Reference already exists" / "A pull request already exists for …", 422 when ``sha`` is
-missing for an existing file, 409 when a branch moved, ``full_name`` keeping the owner's spelling. Faults (any
-status, body and headers — e.g. a rate limit) are injected per method and path. Commits are made in a temporary
-clone and pushed, so refs move exactly as git moves them.
+unknown repository, 422 "Reference already exists" / "A pull request already exists for …" / "No commits between
+<base> and <head>", 422 when ``sha`` is missing for an existing file, 409 when a branch moved, ``full_name`` keeping
+the owner's spelling. Faults (any status, body and headers — e.g. a rate limit) are injected per method and path,
+and so are delays (to make calls overlap). Commits are made in a temporary clone and pushed, so refs move exactly as
+git moves them; a merged pull request is merged into its base with a merge commit, as GitHub's merge button does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import os
@@ -73,6 +75,7 @@ class GitHubDouble:
             self.comments: dict[int, dict] = {}
             self._comment_ids = itertools.count(1000)
             self.faults: list[Fault] = []
+            self.delays: list[tuple[str, re.Pattern, float]] = []
             self.requests: list[tuple[str, str]] = []
             self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
             self.app_id: str | None = None
@@ -121,11 +124,17 @@ class GitHubDouble:
         self.faults.append(Fault(method.upper(), re.compile(path_regex), status,
                                  body if body is not None else {"message": "injected"}, headers or {}, times))
 
+    def delay(self, method: str, path_regex: str, seconds: float) -> None:
+        """Hold every matching request ``seconds`` before answering it (to make concurrent calls overlap)."""
+        self.delays.append((method.upper(), re.compile(path_regex), seconds))
+
     def pulls(self, full_name: str) -> list[dict]:
         return sorted(self.repos[full_name.lower()].pulls.values(), key=lambda p: p["number"])
 
     def comments_on(self, full_name: str, number: int) -> list[dict]:
-        return [c for c in sorted(self.comments.values(), key=lambda c: c["id"])
+        with self.lock:
+            snapshot = list(self.comments.values())
+        return [c for c in sorted(snapshot, key=lambda c: c["id"])
                 if c["repo"] == full_name.lower() and c["number"] == number]
 
     def branch_file(self, full_name: str, branch: str, path: str) -> str | None:
@@ -147,7 +156,17 @@ class GitHubDouble:
         assert run_git("--git-dir", git_dir, "branch", branch, source).returncode == 0
 
     def close_pull(self, full_name: str, number: int, *, merged: bool = False) -> None:
-        pr = self.repos[full_name.lower()].pulls[number]
+        """Close a pull request, or merge it into its base (a merge commit, as GitHub's merge button makes)."""
+        repo = self.repos[full_name.lower()]
+        pr = repo.pulls[number]
+        if merged:
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp) / "w"
+                assert run_git("clone", "-q", "--branch", pr["base"], str(repo.path), str(work)).returncode == 0
+                merge = run_git("merge", "--no-ff", "-q", "-m", f"Merge pull request #{number} from {pr['head']}",
+                                f"origin/{pr['head']}", cwd=work)
+                assert merge.returncode == 0, merge.stderr
+                assert run_git("push", "-q", "origin", f"HEAD:refs/heads/{pr['base']}", cwd=work).returncode == 0
         pr["state"] = "closed"
         pr["merged_at"] = datetime.now(UTC).isoformat() if merged else None
 
@@ -172,6 +191,10 @@ class GitHubDouble:
                     if fault.times > 0 and fault.method == request.method and fault.path.search(path):
                         fault.times -= 1
                         return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
+                pause = sum(seconds for method, pattern, seconds in double.delays
+                            if method == request.method and pattern.search(path))
+            if pause:
+                await asyncio.sleep(pause)
             if not path.startswith("/app/"):
                 auth = request.headers.get("authorization", "")
                 if not auth.startswith("Bearer ") or auth[7:] not in double.tokens:
@@ -307,6 +330,11 @@ class GitHubDouble:
                 for ref in (data["head"], data["base"]):
                     if git_dir(repo, "rev-parse", "--verify", "-q", f"refs/heads/{ref}").returncode != 0:
                         return err(422, "Validation Failed", [{"field": "head", "code": "invalid"}])
+                ahead = git_dir(repo, "rev-list", "--count", f"refs/heads/{data['base']}..refs/heads/{data['head']}")
+                if ahead.stdout.strip() == "0":
+                    return err(422, "Validation Failed", [{
+                        "resource": "PullRequest", "code": "custom",
+                        "message": f"No commits between {data['base']} and {data['head']}"}])
                 number = next(repo.next_number)
                 repo.pulls[number] = {"number": number, "state": "open", "title": data["title"],
                                       "body": data.get("body") or "", "head": data["head"], "base": data["base"],
@@ -354,6 +382,16 @@ class GitHubDouble:
                 return err(404, "Not Found")
             comment["body"] = data["body"]
             return {"id": comment_id, "body": comment["body"]}
+
+        @app.delete("/repos/{owner}/{name}/issues/comments/{comment_id}")
+        def delete_comment(owner: str, name: str, comment_id: int):
+            repo = repo_of(owner, name)
+            with double.lock:
+                comment = double.comments.get(comment_id)
+                if repo is None or comment is None or comment["repo"] != repo.full_name.lower():
+                    return err(404, "Not Found")
+                del double.comments[comment_id]
+            return Response(status_code=204)
 
         @app.post("/repos/{owner}/{name}/issues/{number}/labels")
         def add_labels(owner: str, name: str, number: int, data: dict = Body(...)):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from ec2_services.common.logging import register_secret
 from ec2_services.common.signing import PR_PROCESSOR
@@ -87,3 +91,56 @@ def test_repeated_callback_finds_its_comment_past_the_first_page(api, github, sh
     marked = [c for c in github.comments_on(REPO, out["pr_number"]) if c["body"].startswith("<!-- aipm-job:")]
     assert len(marked) == 1 and "could not finish" in marked[0]["body"]
     assert sum(1 for method, path in github.requests if method == "GET" and path.endswith("/comments")) >= 4
+
+
+def test_simultaneous_callbacks_in_different_containers_leave_one_result_comment(make_api, github, processor,
+                                                                                  shared_secret):
+    containers = [make_api() for _ in range(4)]  # one app each: no memory or lock shared between them
+    out = containers[0].generate(story_id="dup").json()
+    github.delay("POST", r"/issues/\d+/comments$", 0.5)  # every container has looked before any comment lands
+    body = json.dumps(_result(out, output_tail="the final answer")).encode()
+
+    def send(url: str) -> httpx.Response:
+        headers = signed_headers(shared_secret, "POST", "/api/callbacks/job", body)
+        return httpx.post(f"{url}/api/callbacks/job", content=body, headers=headers, timeout=30)
+
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(api.serve()) for api in containers]
+        with ThreadPoolExecutor(len(urls)) as pool:
+            answers = list(pool.map(send, urls))
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    [comment] = github.comments_on(REPO, out["pr_number"])
+    assert comment["body"].startswith(f"<!-- aipm-job:{out['job_id']} -->") and "the final answer" in comment["body"]
+    assert {a.json()["comment_id"] for a in answers} == {comment["id"]}
+    assert sorted(a.json()["comment"] for a in answers) == ["created", "unchanged", "unchanged", "unchanged"]
+    assert sum(1 for method, path in github.requests if method == "POST" and path.endswith("/comments")) == 4
+    assert github.pulls(REPO)[0]["labels"] == {"aipm:succeeded"}
+
+
+def test_a_repeated_callback_folds_duplicate_result_comments_into_the_oldest_with_the_latest_text(
+        api, github, shared_secret):
+    out = api.generate(story_id="fold").json()
+    marker = f"<!-- aipm-job:{out['job_id']} -->"
+    for cid, text in ((5, "first copy"), (7, "a person's remark"), (9, "second copy")):
+        body = f"{marker}\n{text}" if "copy" in text else text
+        github.comments[cid] = {"id": cid, "repo": REPO.lower(), "number": out["pr_number"], "body": body}
+    resp = callback(api, shared_secret, _result(out, status="failed", error="tests fail"))
+    assert resp.status_code == 200 and resp.json() == {**resp.json(), "comment_id": 5, "comment": "updated"}
+    kept, remark = github.comments_on(REPO, out["pr_number"])
+    assert kept["id"] == 5 and "tests fail" in kept["body"] and "could not finish" in kept["body"]
+    assert remark == {"id": 7, "repo": REPO.lower(), "number": out["pr_number"], "body": "a person's remark"}
+
+
+def test_duplicate_result_comments_are_folded_on_the_local_forge_too(local_api, shared_secret):
+    forge = local_api.runtime.forge
+    out = local_api.generate(repo="local/example", story_id="fold").json()
+    marker = f"<!-- aipm-job:{out['job_id']} -->"
+    first = forge.create_comment("local/example", out["pr_number"], f"{marker}\nold")
+    forge.create_comment("local/example", out["pr_number"], f"{marker}\nold")
+    payload = {**_result(out), "repo": "local/example", "output_tail": "newest"}
+    assert callback(local_api, shared_secret, payload).json()["comment_id"] == first.id
+    [kept] = forge.list_comments("local/example", out["pr_number"])
+    assert kept.id == first.id and "newest" in kept.body
+    forge.delete_comment("local/example", kept.id)
+    forge.delete_comment("local/example", kept.id)  # already gone: not an error
+    assert forge.list_comments("local/example", out["pr_number"]) == []

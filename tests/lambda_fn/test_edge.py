@@ -120,13 +120,40 @@ def test_none_mode_serves_loopback_and_refuses_everything_else(make_api, github,
     assert rebinding.status_code == 401
 
 
-def test_too_many_generate_calls_from_one_caller_is_a_429_with_retry_after(make_api, github):
+def test_too_many_new_pull_requests_from_one_caller_is_a_429_and_repeats_do_not_count(make_api, github):
     api = make_api(aipm_rate_limit_per_minute=2)
     assert [api.generate(story_id=f"r{i}").status_code for i in range(2)] == [202, 202]
+    assert [api.generate(story_id=f"r{i % 2}").status_code for i in range(6)] == [200] * 6  # at the limit: answered
     resp = api.generate(story_id="r3")
     assert resp.status_code == 429 and 1 <= int(resp.headers["retry-after"]) <= 61
     assert "a minute" in resp.json()["detail"]
     assert len(github.pulls(REPO)) == 2
+
+
+def test_a_call_that_races_into_another_calls_pull_request_is_given_back_its_count(make_api, github, processor):
+    api = make_api(aipm_rate_limit_per_minute=2)
+    assert api.generate(story_id="twice").status_code == 202
+    github.inject("GET", r"/pulls$", 200, [], times=1)  # it looks before the other call's PR shows, then meets it
+    again = api.generate(story_id="twice")
+    assert again.status_code == 200 and ("POST", f"/repos/{REPO}/pulls") in github.requests[-6:]
+    assert api.generate(story_id="other").status_code == 202  # only the first "twice" was counted
+    assert api.generate(story_id="third").status_code == 429
+
+
+def test_rate_limit_default_is_30_when_signed_in_off_on_loopback_and_configurable(make_api, github, monkeypatch):
+    assert make_api().runtime.rate_limiter.per_minute == 30
+    assert make_api(aipm_auth="none").runtime.rate_limiter.per_minute == 0
+    monkeypatch.setenv("AIPM_RATE_LIMIT_PER_MINUTE", "5")
+    assert make_api(aipm_auth="none").runtime.rate_limiter.per_minute == 5
+    assert make_api().runtime.rate_limiter.per_minute == 5
+
+
+def test_loopback_mode_serves_more_than_ten_new_stories_a_minute(make_api, github, processor):
+    api = make_api(aipm_auth="none")
+    with api.serve() as url:
+        codes = [httpx.post(f"{url}/api/generate-code", json={"repo": REPO, "title": "t", "story_id": f"many-{i}"},
+                            timeout=30).status_code for i in range(12)]
+    assert codes == [202] * 12
 
 
 def test_body_not_sent_as_json_is_a_415(api, github):

@@ -99,3 +99,30 @@ def test_base_branch_is_used_and_a_missing_one_is_a_clear_400(api, github, proce
     assert github.pulls(REPO) == []
     github.branches(REPO)  # the double still answers
     assert api.generate(story_id="b2", base_branch="main").json()["branch"] == "aipm/story-b2"
+
+
+def test_story_run_again_after_its_pull_request_was_merged_gets_a_commit_and_a_pull_request_of_its_own(
+        api, github, processor):
+    first = api.generate(story_id="X").json()
+    github.close_pull(REPO, first["pr_number"], merged=True)
+    assert github.branch_file(REPO, "main", "TASK.md") is not None  # the merge put the first run's TASK.md on main
+
+    second = api.generate(story_id="X")
+    assert second.status_code == 202, second.text
+    out = second.json()
+    assert (out["branch"], out["pr_number"]) == ("aipm/story-x-2", 2)
+    task = github.branch_file(REPO, out["branch"], "TASK.md")
+    assert "`aipm/story-x-2`" in task and out["job_id"] in task  # the run is named: TASK.md differs from main's
+    assert github.commit_count(REPO, out["branch"]) == github.commit_count(REPO, "main") + 1
+    assert [s["job_id"] for s in processor.submissions] == [first["job_id"], out["job_id"]]
+    assert api.generate(story_id="X").status_code == 200  # and a retry answers it, as for any open PR
+
+
+def test_github_double_refuses_a_pull_request_whose_head_has_no_commits(github):
+    import httpx
+
+    github.create_branch(REPO, "aipm/empty")
+    resp = httpx.post(f"{github.url}/repos/{REPO}/pulls", headers={"Authorization": f"Bearer {github.token}"},
+                      json={"title": "t", "head": "aipm/empty", "base": "main"})
+    assert resp.status_code == 422
+    assert resp.json()["errors"][0]["message"] == "No commits between main and aipm/empty"

@@ -32,13 +32,19 @@ def test_permission_refused_is_a_502_with_githubs_message(api, github):
     assert "Resource not accessible" in resp.json()["detail"] and "create branch" in resp.json()["detail"]
 
 
-def test_a_422_other_than_already_exists_is_reported_not_retried(api, github, processor):
+def test_a_422_other_than_already_exists_is_a_409_naming_the_branch_left_not_a_502(api, github, processor):
+    # GitHub works and judged the request against the repository: not a failed dependency.
     github.inject("POST", r"/pulls$", 422, {"message": "Validation Failed",
                                            "errors": [{"message": "No commits between main and aipm/story-s"}]})
     resp = api.generate(story_id="s")
-    assert resp.status_code == 502
-    assert "No commits between" in resp.json()["detail"]
+    assert resp.status_code == 409
+    detail = resp.json()["detail"]
+    assert "No commits between" in detail and "aipm/story-s" in detail and "left" in detail
     assert processor.submissions == []
+    assert len([m for m, p in github.requests if m == "POST" and p.endswith("/pulls")]) == 1  # not retried
+    github.inject("POST", r"/labels$", 422, {"message": "Validation Failed", "errors": [{"code": "invalid"}]})
+    labelled = api.generate(story_id="t")
+    assert labelled.status_code == 409 and "could not be labelled" in labelled.json()["detail"]
 
 
 def test_already_exists_from_github_means_reuse_what_is_there(api, github, processor):

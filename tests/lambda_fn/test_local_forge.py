@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 
 import httpx
+import pytest
 
+from lambda_fn.forge.base import NoCommits
 from lambda_fn.forge.local import ensure_example_repo
 from tests.lambda_fn.conftest import callback
 
@@ -80,12 +82,25 @@ def test_generate_on_the_local_forge_then_result_shows_on_the_pull_request_page(
     assert missing.status_code == 404 and "detail" in missing.json()
 
 
-def test_closed_local_pull_request_moves_the_story_to_the_next_branch(local_api, processor):
+def test_merged_local_pull_request_moves_the_story_to_a_next_branch_with_its_own_commit(local_api, processor):
+    forge = local_api.runtime.forge
     first = local_api.generate(repo=EXAMPLE, story_id="again").json()
-    local_api.runtime.forge.close_pull(EXAMPLE, first["pr_number"], merged=True)
+    forge.close_pull(EXAMPLE, first["pr_number"], merged=True)
+    assert forge.get_file(EXAMPLE, "main", "TASK.md") is not None  # merged into main, as GitHub's button does
     second = local_api.generate(repo=EXAMPLE, story_id="again")
-    assert second.status_code == 202 and second.json()["branch"] == "aipm/story-again-2"
+    assert second.status_code == 202, second.text
+    assert second.json()["branch"] == "aipm/story-again-2"
+    assert len(forge.commits(EXAMPLE, "main", "aipm/story-again-2")) == 1
     assert local_api.generate(repo=EXAMPLE, story_id="again").status_code == 200
+
+
+def test_local_forge_refuses_a_pull_request_whose_head_has_no_commits(local_api):
+    forge = local_api.runtime.forge
+    forge.create_branch(EXAMPLE, "aipm/empty", forge.branch_sha(EXAMPLE, "main"))
+    with pytest.raises(NoCommits) as refused:
+        forge.open_pull(EXAMPLE, head="aipm/empty", base="main", title="t", body="")
+    assert refused.value.status == 409 and "no commits over main" in refused.value.detail
+    assert forge.list_pulls(EXAMPLE) == []
 
 
 def test_unknown_local_repository_is_a_404(local_api):

@@ -40,8 +40,9 @@ def test_repo_rules():
 
 def test_task_md_has_the_story_a_checklist_and_the_agent_instructions():
     text = render_task(title="Add  greet", description="Say hello.", acceptance_criteria=["a", " ", "b\nc"],
-                       story_id="S`1")
+                       story_id="S`1", branch="aipm/story-s-1-2", job_id="j-1")
     assert text.startswith("# Add greet\n")
+    assert "Branch: `aipm/story-s-1-2` · Job: `j-1`" in text  # each run's TASK.md is its own
     assert "- [ ] a\n- [ ] b c\n" in text
     assert "Work only inside this repository" in text and "Keep the change focused" in text and "tests" in text
     assert "`S'1`" in text

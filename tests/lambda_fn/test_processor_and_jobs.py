@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
+
+import pytest
+
 from tests.lambda_fn.conftest import REPO, dead_url
 
 
@@ -81,3 +86,24 @@ def test_cancel_is_proxied_and_a_second_cancel_is_a_409(api, github, processor):
     second = api.call("POST", f"/api/jobs/{out['job_id']}/cancel")
     assert second.status_code == 409 and "already ended" in second.json()["detail"]
     assert api.call("POST", "/api/jobs/j-000000000000000000000000/cancel").status_code == 404
+
+
+@pytest.mark.parametrize("upstream,expected", [({"Retry-After": "7"}, {"7"}), ({}, {"10"}),
+                                               ({"Retry-After": "soon"}, {"10"})])
+def test_a_429_passed_on_from_the_pr_processor_carries_retry_after(api, github, processor, upstream, expected):
+    out = api.generate(story_id="busy").json()
+    processor.fail_with, processor.fail_headers = 429, upstream
+    for method, path in (("GET", f"/api/jobs/{out['job_id']}"), ("POST", f"/api/jobs/{out['job_id']}/cancel")):
+        resp = api.call(method, path)
+        assert resp.status_code == 429 and resp.headers.get("retry-after") in expected, (path, resp.headers)
+    for story in ("busy", "busy-2"):  # the job sent again on its open PR, and a new PR's job
+        sent = api.generate(story_id=story)
+        assert sent.status_code == 429 and sent.headers.get("retry-after") in expected, sent.headers
+        assert sent.json()["pr_number"] and "job was not started" in sent.json()["detail"]
+
+
+def test_a_processor_retry_after_given_as_a_date_becomes_seconds(api, github, processor):
+    out = api.generate(story_id="date").json()
+    processor.fail_with, processor.fail_headers = 429, {"Retry-After": formatdate(time.time() + 30, usegmt=True)}
+    resp = api.call("GET", f"/api/jobs/{out['job_id']}")
+    assert resp.status_code == 429 and 28 <= int(resp.headers["retry-after"]) <= 31
