@@ -101,7 +101,7 @@ def _github_forge(settings: LambdaSettings) -> Forge:
 
 def _rate_limit(settings: LambdaSettings) -> int:
     """AIPM_RATE_LIMIT_PER_MINUTE when it is set, else the default for the sign-in mode (``ratelimit``)."""
-    if "aipm_rate_limit_per_minute" in settings.model_fields_set:
+    if settings.aipm_rate_limit_per_minute is not None:
         return settings.aipm_rate_limit_per_minute
     return default_per_minute(settings.aipm_auth)
 

@@ -198,7 +198,9 @@ class LambdaSettings(_Dispatch):
     cognito_domain: str | None = None
     # Where the pool's signing keys are read (default: the pool's own .well-known/jwks.json); tests serve one locally.
     cognito_jwks_url: str | None = None
-    aipm_rate_limit_per_minute: int = Field(10, ge=0)
+    # Generate-code calls that open a pull request, per caller and minute (0 = no limit). Unset: 30 with
+    # token/cognito sign-in, none with AIPM_AUTH=none (lambda_fn.ratelimit.default_per_minute).
+    aipm_rate_limit_per_minute: int | None = Field(None, ge=0)
     allowed_origins: str = ""
     aipm_forge: Literal["github", "local"] = "github"
     aipm_local_forge_dir: Path | None = None

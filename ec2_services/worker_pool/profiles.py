@@ -36,8 +36,10 @@ class AgentProfile:
     clear_confirm_pattern: str = r"\[y/n\]:\s*$"
     clear_reply: str = "y\r"
     quit_command: str = "/quit"
-    # The answer's own leading `> ` is coloured; a literal `> ` in the text is not (raw pattern, at a line start).
-    answer_marker_raw: str = r"(?:\x1b\[[0-9;]*m)+> (?:\x1b\[[0-9;]*m)*"
+    # The answer's own leading `> ` is coloured (green: `ESC[38;5;10m> ESC[39m` in the captures); a literal `> ` in
+    # the text is not (raw pattern, at a line start). The prompt's own `> ` is magenta, space included (the CLI's
+    # `StyledText::prompt("> ")`): a `> ` whose last colour is magenta (35) is the bare prompt, not the answer.
+    answer_marker_raw: str = r"(?:\x1b\[[0-9;]*m)*\x1b\[(?![0-9;]*(?<![0-9])35m)[0-9;]*m> (?:\x1b\[[0-9;]*m)*"
     tool_pattern: str = r"\(using tool: ([\w.@:/-]+)\)|Using tool: ([\w.@:/-]+)|the '([\w.@:/-]+)' tool"
     credits_pattern: str = r"▸ Credits: ([0-9]+(?:\.[0-9]+)?)\s*•\s*Time: "
     # Literal text every match of approval/tool/credits pattern contains: output without it skips those regexes.

@@ -116,6 +116,22 @@ class Block:
 _EMPTY = Block.of([])
 
 
+def last_nonblank_line(block: Block, *, look_back: int = 4) -> str | None:
+    """The last non-blank line of ``block`` as plain text (looking at most ``look_back`` lines up), else None.
+    Cheap on a flood: only the lines looked at are stripped, never the block."""
+    text = block.text
+    end = len(text)
+    for _ in range(look_back):
+        start = text.rfind("\n", 0, end) + 1
+        line = text[start:end] if block.plain else strip_ansi(text[start:end])
+        if line.strip():
+            return line
+        if start == 0:
+            return None
+        end = start - 1
+    return None
+
+
 class LineAssembler:
     """Raw terminal output in, finished plain-text lines out; the unfinished line stays raw until its newline."""
 

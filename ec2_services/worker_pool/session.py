@@ -55,6 +55,7 @@ from ec2_services.worker_pool.screen import (
     RecentScreen,
     ScreenState,
     classify_screen,
+    last_nonblank_line,
 )
 from ec2_services.worker_pool.transcript import Transcript
 
@@ -166,6 +167,12 @@ class PtySession(AgentDriver):
         self._guard = -1
         self._data_seq = 0
         self._last_output = 0.0
+        # The last non-blank finished line: a prompt followed by a newline leaves the cursor's line blank, and the
+        # prompt must still be read from the last non-blank line (SPEC.md, KIRO_PROMPT_PATTERN).
+        self._last_line = ""
+        # This process has shown a prompt with more than a bare `>` (`[aipm] 20% λ > `): from then on a bare `> `
+        # is the answer's, never the idle prompt (SPEC.md: the `[aipm]` prompt tells them apart).
+        self._tagged_prompt = False
         self._cancel_requested = False
         self._log_context: contextvars.Context | None = None
 
@@ -220,6 +227,8 @@ class PtySession(AgentDriver):
         self._screen = RecentScreen()
         self._outbox.clear()
         self._guard = -1
+        self._last_line = ""
+        self._tagged_prompt = False
         self.exit_status = None
 
     async def stop(self) -> None:
@@ -312,6 +321,9 @@ class PtySession(AgentDriver):
         self._screen.feed(text)
         block = self._lines.feed(text)
         if block.count:
+            last = last_nonblank_line(block)
+            if last is not None:
+                self._last_line = last
             if self._log_context is not None:  # the running task's ids go on its agent's lines too
                 self._log_context.run(self.agent_log.block, block)
             else:
@@ -324,21 +336,27 @@ class PtySession(AgentDriver):
         if self._lines.lines_completed <= self._guard or self._outbox:
             return  # still typing, or nothing new since our last keystrokes: what shows is what we answered
         plain = self._lines.partial_plain()
-        if not plain.strip() or not self.patterns.prompt_at_end(plain) or self._lines.partial_is_answer_start():
-            return
+        if plain.strip():
+            if not self.patterns.prompt_at_end(plain) or self._lines.partial_is_answer_start():
+                return
+        elif not self.patterns.prompt_at_end(self._last_line):
+            return  # nothing drawn on the cursor's line, and no prompt on the last line above it
         reading = classify_screen(self._screen.bottom_lines(), self.patterns)
         if reading.state is ScreenState.BUSY:
             return
         if reading.bare:
-            self._loop.call_later(self.profile.bare_prompt_quiet_s, self._quiet_check, self._data_seq)
+            if not self._tagged_prompt:
+                self._loop.call_later(self.profile.bare_prompt_quiet_s, self._quiet_check, self._data_seq)
             return
+        if reading.state is ScreenState.IDLE:
+            self._tagged_prompt = True
         self._events.put_nowait(_FROM_SCREEN[reading.state])
 
     def _quiet_check(self, seq: int) -> None:
         if seq != self._data_seq or self.state is DriverState.EXITED or self._lines.lines_completed <= self._guard:
             return
         reading = classify_screen(self._screen.bottom_lines(), self.patterns)
-        if reading.state is not ScreenState.BUSY:
+        if reading.state is not ScreenState.BUSY and not (reading.bare and self._tagged_prompt):
             self._events.put_nowait(_FROM_SCREEN[reading.state])
 
     def _last_screen_line(self) -> str:

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("kiro_double.py")
+REPLAY = Path(__file__).with_name("replay.py")
 
 
 def command(*args: str) -> str:
@@ -11,3 +12,10 @@ def command(*args: str) -> str:
     import shlex
 
     return shlex.join([sys.executable, str(SCRIPT), *args])
+
+
+def replay_command(*fixtures: Path) -> str:
+    """A ``KIRO_COMMAND`` that replays captured screens (``replay.py``): the first at start, one per message."""
+    import shlex
+
+    return shlex.join([sys.executable, str(REPLAY), *map(str, fixtures)])

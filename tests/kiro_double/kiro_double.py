@@ -18,6 +18,7 @@ What it does is told in the message, with directives (several allowed, run in or
     [[trouble N]]          the first N sends of this message answer "Kiro is having trouble responding…"
     [[quote TEXT]]         a literal answer line `> TEXT`       [[slowmarker]]       the coloured `> `, a pause, text
     [[say TEXT]]           a line of text                       [[recall]]           what it remembers of the chat
+    [[barequote]]          a plain `> ` at a line start, a pause, then the rest of the line
     [[env NAME]]           whether NAME is in its environment   [[pwd]]              its working directory
 
 ``PATH`` is relative to the directory named in the message (``working directory for this task is "…"``), else to
@@ -74,8 +75,8 @@ class Double:
         if after_answer and self.args.prompt_log:
             with open(self.args.prompt_log, "a") as log:
                 log.write(f"{time.monotonic():.6f}\n")
-        if self.args.bare_prompt:  # the Q CLI without an agent: only a coloured `>`
-            out(f"{MAGENTA}>{RESET} ")
+        if self.args.bare_prompt:  # the Q CLI without an agent: only `> `, magenta (`StyledText::prompt("> ")`)
+            out(f"{MAGENTA}> {RESET}")
         else:
             out(f"{CYAN}[{self.args.agent}] {GREEN}{self.args.percent}% {MAGENTA}λ > {RESET}")
 
@@ -228,6 +229,10 @@ class Double:
             out(ANSWER_MARK)
             time.sleep(0.6)
             out("this text follows the coloured marker after a pause\n")
+        elif name == "barequote":
+            out("Here is a quote:\n> ")  # a plain `> ` alone on the cursor's line: a bare prompt look-alike
+            time.sleep(0.6)
+            out("the quoted text, after a pause\n")
         elif name == "say":
             out(f"{arg}\n")
         elif name == "recall":

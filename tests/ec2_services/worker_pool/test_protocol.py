@@ -4,7 +4,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from tests.kiro_double import replay_command
 
 
 @pytest.fixture
@@ -173,3 +177,44 @@ def test_the_longest_prompt_is_typed_whole_without_blocking(server):
     assert body["output"].splitlines()[0] == f"Working on your message ({len(prompt.splitlines())} lines)."
     assert "got the long one" in body["output"]
     assert "lorem" not in body["output"]
+
+
+# --- the real captures, replayed byte for byte -------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kiro"
+
+
+def test_captured_answers_end_on_their_prompt_even_with_a_newline_after_it(pty_pool_server):
+    """The captures are replayed as the agent's output: the start screen (Q's `[developer]>` prompt), then an answer
+    that ends `[cao-workspace-expert] 22% λ > ` + newline (the prompt on the last non-blank line, the cursor's line
+    blank), then one ending on the prompt itself. Both end their task at once, with the answer's text."""
+    command = replay_command(FIXTURES / "kiro_cli_idle_output.txt", FIXTURES / "kiro_cli_permission_stale_answered.txt",
+                             FIXTURES / "kiro_cli_completed_output.txt")
+    server = pty_pool_server(kiro_command=command, kiro_task_timeout=8)
+    first = server.execute("Update both files", "t-replay-1").json()
+    assert first["status"] == "completed", first
+    assert "Done! Updated both files." in first["output"]
+    assert first["duration_s"] < 5, "ended by its prompt, not by a timeout"
+    second = server.execute("Explain", "t-replay-2").json()
+    assert second["status"] == "completed", second
+    assert "Here is a comprehensive response to your query." in second["output"]
+    assert "[developer]" not in second["output"]
+
+
+def test_a_coloured_bare_prompt_is_the_idle_prompt_after_its_quiet_period(pty_pool_server):
+    """`q chat` without an agent draws only `> `, in magenta with the space inside the colour — not the answer's
+    green `> `: the worker becomes idle (it used to stay `starting` until its start limit) and tasks end."""
+    server = pty_pool_server(double_args=("--bare-prompt",))
+    assert [w["state"] for w in server.health()["workers"]] == ["idle"]
+    body = server.execute("Hello [[say hi]]", "t-bare-magenta").json()
+    assert body["status"] == "completed" and body["output"].endswith("Done.")
+
+
+def test_a_plain_gt_in_the_answer_does_not_end_a_task_once_the_prompt_has_shown_its_agent(pty_server):
+    """With the `[aipm] 20% λ > ` prompt seen, a bare `> ` (here an uncoloured quote, then a 0.6 s pause — longer
+    than the quiet period) is the answer's, never the idle prompt."""
+    body = pty_server.execute("Quote it [[barequote]] [[say still answering]]", "t-barequote").json()
+    assert body["status"] == "completed"
+    assert "> the quoted text, after a pause" in body["output"].splitlines()
+    assert "still answering" in body["output"]
+    assert body["output"].endswith("Done.")
