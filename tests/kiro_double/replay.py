@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-import termios
+
+from kiro_double import raw_input_mode  # run as a script: this directory is on sys.path
 
 
 def out(data: bytes) -> None:
@@ -34,16 +35,6 @@ def read_until_return() -> str | None:
         else:
             out(chunk)
         typed += chunk
-
-
-def raw_input_mode() -> None:
-    """Keystrokes one by one, not echoed by the terminal, `\r` kept (as a line editor such as rustyline sets it)."""
-    attrs = termios.tcgetattr(0)
-    attrs[0] &= ~(termios.ICRNL | termios.INLCR | termios.IGNCR)
-    attrs[3] &= ~(termios.ICANON | termios.ECHO)
-    attrs[6][termios.VMIN] = 1
-    attrs[6][termios.VTIME] = 0
-    termios.tcsetattr(0, termios.TCSANOW, attrs)
 
 
 def main() -> int:
