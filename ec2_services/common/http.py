@@ -148,8 +148,24 @@ def install_edge(app: FastAPI, *, max_body: int = MAX_BODY_BYTES) -> None:
 
 
 def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10) -> None:
-    """Run ``app`` under uvicorn with our logging (no uvicorn log config of its own)."""
+    """Run ``app`` under uvicorn with our logging (no uvicorn log config of its own).
+
+    On SIGTERM/SIGINT uvicorn stops accepting, waits up to ``graceful_s`` for open requests, and only then runs the
+    app's shutdown; a request still open by then gets uvicorn's plain-text 500. An app that holds long requests (the
+    worker pool's ``/execute``) sets ``app.state.on_stopping``: it is called on the event loop as soon as the signal
+    arrives, so it can answer them in JSON first.
+    """
+    import asyncio
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            hook = getattr(app.state, "on_stopping", None)
+            loop = asyncio.events._get_running_loop()
+            if hook is not None and loop is not None and not self.should_exit:
+                loop.call_soon_threadsafe(hook)  # from a signal handler: never call into the app from here
+            super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
         app,
@@ -160,4 +176,4 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10) -> None
         timeout_graceful_shutdown=graceful_s,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    Server(config).run()

@@ -150,6 +150,8 @@ def create_app(
         strict_content_type=False,
     )
     install_edge(app)
+    # SIGTERM: open /execute requests are answered (503, JSON) at once, not dropped after uvicorn's grace period.
+    app.state.on_stopping = lambda: holder["pool"].begin_stop() if "pool" in holder else None
     signed = APIRouter(dependencies=[Depends(SignatureVerifier(secret, WORKER_POOL))])
     responses = {code: {"model": TaskResult} for code in (200, 499, 502, 503, 504)}
 

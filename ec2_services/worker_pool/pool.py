@@ -87,6 +87,7 @@ class Task:
     started_at: float | None = None
     ended_at: float | None = None
     body: dict | None = None
+    recorded: bool = False  # its end logged and counted (once, however many times it is finished)
     driver: AgentDriver | None = None
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -99,6 +100,8 @@ class Task:
         return round((self.ended_at or time.monotonic()) - start, 3)
 
     def finish(self, status: str, result: TurnResult, *, detail: str | None = None, **extra: object) -> None:
+        if self.body is not None:
+            return  # answered already (the pool stopping): the driver's own end changes nothing
         self.ended_at = time.monotonic()
         self.state = "ended"
         body: dict[str, object] = {"status": status, "task_id": self.task_id}
@@ -224,14 +227,24 @@ class WorkerPool:
         self.settings.kiro_workspace_root.mkdir(parents=True, exist_ok=True)
         self._runners = [asyncio.create_task(self._worker_loop(w), name=f"worker-{w.id}") for w in self.workers]
 
-    async def close(self) -> None:
+    def begin_stop(self) -> None:
+        """The service is stopping (a signal): take no more tasks and answer every task not ended now, 503
+        ``agent_error`` — a caller retries that; a cancel (499) would end its job. Agents are stopped by ``close``."""
+        if self._closing:
+            return
         self._closing = True
         for fut in self._idle:
             fut.cancel()
+        stopping = "the worker pool is stopping (a restart or a deploy); send the task again"
         for task in self._tasks.values():
             if task.state != "ended":
-                task.finish("cancelled", TurnResult(""), detail="the worker pool is shutting down")
+                task.finish("agent_error", TurnResult(""), detail=stopping)
+                self._record_end(task)
         self._waiting.clear()
+        log.info("stopping: no more tasks taken, every open task answered")
+
+    async def close(self) -> None:
+        self.begin_stop()
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
@@ -416,6 +429,9 @@ class WorkerPool:
 
     def _record_end(self, task: Task) -> None:
         assert task.body is not None
+        if task.recorded:
+            return
+        task.recorded = True
         status = task.body["status"]
         duration = float(task.body["duration_s"])
         if status == "completed":

@@ -97,3 +97,42 @@ def _alive(pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_sigterm_answers_open_tasks_at_once_in_json_so_callers_retry(service_process, tmp_path, shared_secret):
+    """A restart or deploy (SIGTERM) while a task runs and another waits: both requests get 503 `agent_error` in
+    JSON at once (a caller retries that; a 499 would read as a cancel), not uvicorn's plain-text 500 after its grace
+    period; the service then exits and takes its agents with it."""
+    env = {
+        "AIPM_SHARED_SECRET": shared_secret,
+        "AIPM_STATE_DIR": str(tmp_path / "state"),
+        "WORKER_POOL_PORT": str(free_port()),
+        "KIRO_POOL_SIZE": "1",
+        "KIRO_COMMAND": command(),
+    }
+    proc, url = start_service(service_process, env)
+    agent_pid = httpx.get(url + "/health").json()["workers"][0]["pid"]
+    with httpx.Client(base_url=url, auth=SigningAuth(shared_secret, WORKER_POOL), timeout=30) as client:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as executor:
+            running = executor.submit(client.post, "/execute", json={"prompt": "Work [[sleep 60]]", "task_id": "t-run"})
+            deadline = time.monotonic() + 10
+            while httpx.get(url + "/health").json()["workers"][0]["current_task"] != "t-run":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            waiting = executor.submit(client.post, "/execute", json={"prompt": "Next [[say hi]]", "task_id": "t-wait"})
+            while httpx.get(url + "/health").json()["queue_depth"] != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            sent = time.monotonic()
+            os.kill(proc.proc.pid, signal.SIGTERM)  # the service only, as a supervisor's stop signal
+            answers = [running.result(timeout=15), waiting.result(timeout=15)]
+            answered_in = time.monotonic() - sent
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json()["status"] == "agent_error" and "stopping" in answer.json()["detail"]
+    assert answered_in < 5, f"answered after {answered_in:.1f} s: uvicorn's grace period (10 s) was waited out"
+    proc.proc.wait(timeout=20)
+    assert not _alive(agent_pid), "the agent outlived the service"
