@@ -22,6 +22,7 @@ from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,13 +306,18 @@ class Host(Construct):
     def _init(self, *, env: dict[str, str], resource_logical_id: str) -> ec2.CloudFormationInit:
         install = f"bash {SRC}/infra/host_install/install.sh --source {SRC}"
         return ec2.CloudFormationInit.from_elements(
-            ec2.InitSource.from_asset(f"{SRC}/ec2_services", str(ROOT / "ec2_services"), exclude=_ASSET_EXCLUDE),
-            ec2.InitSource.from_asset(f"{SRC}/infra/host_install", str(ROOT / "infra" / "host_install"),
-                                      exclude=_ASSET_EXCLUDE),
+            # Assets made here, not by InitSource.from_asset, which drops `exclude`: a stray __pycache__ must not
+            # change the asset's hash (and make cfn-hup reinstall a host whose code did not change).
+            ec2.InitSource.from_existing_asset(f"{SRC}/ec2_services", self._code_asset("CodeAsset", "ec2_services")),
+            ec2.InitSource.from_existing_asset(f"{SRC}/infra/host_install",
+                                               self._code_asset("InstallAsset", "infra/host_install")),
             ec2.InitFile.from_asset(f"{SRC}/requirements/host.txt", str(ROOT / "requirements" / "host.txt")),
             ec2.InitCommand.shell_command(install, key="10-install-aipm", env=env),
             *self._cfn_hup(resource_logical_id),
         )
+
+    def _code_asset(self, id_: str, path: str) -> s3_assets.Asset:
+        return s3_assets.Asset(self, id_, path=str(ROOT / path), exclude=_ASSET_EXCLUDE)
 
     def _require_imdsv2(self) -> None:
         """IMDSv2 only, one hop: a launch template the instance starts from (CfnInstance has no metadata options)."""

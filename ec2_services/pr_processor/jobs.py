@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -207,11 +208,24 @@ class OutboxItem:
     last_status: int | None = None
 
 
+def _private_files(path: Path) -> None:
+    """The database (and its WAL and shared-memory files, which SQLite creates with the database's mode) readable and
+    writable by the service's user only: on the host the units' umask 0002 serves the workspaces' group, to which the
+    agent's user belongs, and the agent must not write the jobs."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):  # not there, not ours, or immutable: SQLite reports what matters
+            if candidate.stat().st_mode & 0o077:
+                candidate.chmod(0o600)
+
+
 class JobStore:
     """Thread-safe access to the job database; every public method is one short transaction."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        _private_files(path)
         # The store runs on the event loop: a lock held by someone else may stall it this long, not more.
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         # Why the last write failed (locked, read-only, disk full), until a write succeeds again: /health shows it.

@@ -377,11 +377,13 @@ touch "$LOGS/worker-pool.log" "$LOGS/pr-processor.log"
 chmod 0755 "$LOGS"
 chmod 0644 "$LOGS"/*.log
 if [ "$ON_HOST" = 1 ]; then
-  # State and workspaces: the services write, the agent (group aipm) works in the workspaces; setgid keeps the group.
+  # State: the services' own (job database, mirrors, the askpass script); the agent (group aipm) may not create,
+  # rename or delete anything there. Workspaces: the agent works in them, group aipm, setgid keeps the group.
   # Not recursive: on a re-run (cfn-hup) the workspaces hold the agent's files, which must stay its own.
   chown "$SERVICE_USER:$SERVICE_USER" "$STATE"
   chown "$AGENT_USER:$SERVICE_USER" "$WORKSPACES"
-  chmod 2775 "$STATE" "$WORKSPACES"
+  chmod u=rwx,g=rx,o=rx,g-s "$STATE"
+  chmod 2775 "$WORKSPACES"
   chown -R "$AGENT_USER:$AGENT_USER" "$KIRO_HOME/.kiro"
   chmod 0700 "$PREFIX/run/aipm/secrets"
   "$BIN/aipm-imds-block"

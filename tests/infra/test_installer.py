@@ -440,6 +440,12 @@ def test_host_path_as_cfn_init_runs_it_in_an_overlaid_root(tmp_path):
         f"getent passwd aipm kiro > {tmp_path}/passwd",
         f"id -Gn kiro > {tmp_path}/kiro-groups",
         f"stat -c '%U:%G %a' /var/lib/aipm /var/lib/aipm/workspaces /home/kiro/.kiro/agents/aipm.json > {tmp_path}/owners",
+        # What the agent's user may write, as the pool starts it (its own uid and groups, aipm among them).
+        "as_kiro() { setpriv --reuid=kiro --regid=kiro --init-groups -- \"$@\"; }",
+        f"as_kiro touch /var/lib/aipm/workspaces/by-agent && echo workspaces:yes >> {tmp_path}/agent-writes"
+        f" || echo workspaces:no >> {tmp_path}/agent-writes",
+        f"as_kiro touch /var/lib/aipm/by-agent 2>/dev/null && echo state:yes >> {tmp_path}/agent-writes"
+        f" || echo state:no >> {tmp_path}/agent-writes",
         f"readlink /usr/local/bin/kiro-cli > {tmp_path}/kiro-link",
         f"cat /home/kiro/installed-by > {tmp_path}/installed-by",
         f"cp /etc/aipm/worker-pool.env {tmp_path}/worker-pool.env",
@@ -467,7 +473,9 @@ def test_host_path_as_cfn_init_runs_it_in_an_overlaid_root(tmp_path):
     passwd = {line.split(":")[0]: line.split(":") for line in (tmp_path / "passwd").read_text().splitlines()}
     assert passwd["aipm"][6] == "/sbin/nologin" and passwd["kiro"][5:7] == ["/home/kiro", "/bin/bash"]
     assert "aipm" in (tmp_path / "kiro-groups").read_text().split()
-    assert (tmp_path / "owners").read_text().splitlines() == ["aipm:aipm 2775", "kiro:aipm 2775", "kiro:kiro 644"]
+    assert (tmp_path / "owners").read_text().splitlines() == ["aipm:aipm 755", "kiro:aipm 2775", "kiro:kiro 644"]
+    # The agent writes in the workspaces only: the state directory (job database, askpass script) is not its.
+    assert (tmp_path / "agent-writes").read_text().split() == ["workspaces:yes", "state:no"]
     assert (tmp_path / "kiro-link").read_text().strip() == "/home/kiro/.local/bin/kiro-cli"
     assert (tmp_path / "installed-by").read_text().strip() == "kiro", "kiro-cli is installed by its own user"
     assert "--reuid=kiro --regid=kiro --init-groups" in read_env_file(tmp_path / "worker-pool.env")["KIRO_COMMAND"]

@@ -114,6 +114,17 @@ def test_cfn_init_ships_the_code_and_runs_the_installer(default_synth):
     assert env["AIPM_KIRO_API_KEY_SECRET_ARN"] == ""
 
 
+def test_the_host_code_asset_leaves_bytecode_caches_out(default_synth):
+    """A stray __pycache__ (this very test run writes them) must not reach the host nor change the asset's hash."""
+    from tests.support.servers import ROOT
+
+    assert list((ROOT / "ec2_services").rglob("*.pyc")), "the source tree has caches to leave out (imported above)"
+    staged = [d for d in default_synth.outdir.glob("asset.*") if (d / "pr_processor").is_dir()]
+    assert len(staged) == 1, staged
+    assert (staged[0] / "pr_processor" / "runner.py").is_file()
+    assert not list(staged[0].rglob("*.pyc")) and not list(staged[0].rglob("__pycache__"))
+
+
 def test_installer_script_renders_both_units_cfn_init_runs(default_synth):
     """The installer cfn-init runs is the one in the repo, and it writes both services' units."""
     from tests.infra.test_installer import INSTALL

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 
 import pytest
 
@@ -54,6 +56,24 @@ def test_database_uses_wal_and_survives_reopening(tmp_path):
     job = again.get("j-1")
     assert job is not None and job.status is JobState.QUEUED and job.requested_by == "bob" and job.pr_number == 3
     again.close()
+
+
+def test_the_database_files_are_the_services_alone_whatever_the_umask(tmp_path):
+    """On the host the units' umask (0002) serves the workspaces' group, which the agent's user is in: the job
+    database, its WAL and shared-memory files must still be 0600; one left group-writable is tightened at start."""
+    path = tmp_path / "jobs.sqlite"
+    old_umask = os.umask(0o002)
+    try:
+        store = JobStore(path)
+        _new(store, "j-mode")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.name.startswith("jobs")}
+        assert modes == {"jobs.sqlite": 0o600, "jobs.sqlite-wal": 0o600, "jobs.sqlite-shm": 0o600}
+        store.close()
+        path.chmod(0o664)
+        JobStore(path).close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(old_umask)
 
 
 @pytest.mark.parametrize("start", list(JobState))
