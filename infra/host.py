@@ -308,16 +308,14 @@ class Host(Construct):
         return ec2.CloudFormationInit.from_elements(
             # Assets made here, not by InitSource.from_asset, which drops `exclude`: a stray __pycache__ must not
             # change the asset's hash (and make cfn-hup reinstall a host whose code did not change).
-            ec2.InitSource.from_existing_asset(f"{SRC}/ec2_services", self._code_asset("CodeAsset", "ec2_services")),
+            ec2.InitSource.from_existing_asset(f"{SRC}/ec2_services",
+                                               code_asset(self, "CodeAsset", ROOT / "ec2_services")),
             ec2.InitSource.from_existing_asset(f"{SRC}/infra/host_install",
-                                               self._code_asset("InstallAsset", "infra/host_install")),
+                                               code_asset(self, "InstallAsset", ROOT / "infra" / "host_install")),
             ec2.InitFile.from_asset(f"{SRC}/requirements/host.txt", str(ROOT / "requirements" / "host.txt")),
             ec2.InitCommand.shell_command(install, key="10-install-aipm", env=env),
             *self._cfn_hup(resource_logical_id),
         )
-
-    def _code_asset(self, id_: str, path: str) -> s3_assets.Asset:
-        return s3_assets.Asset(self, id_, path=str(ROOT / path), exclude=_ASSET_EXCLUDE)
 
     def _require_imdsv2(self) -> None:
         """IMDSv2 only, one hop: a launch template the instance starts from (CfnInstance has no metadata options)."""
@@ -354,3 +352,8 @@ class Host(Construct):
             ec2.InitCommand.shell_command("systemctl daemon-reload && systemctl enable --now cfn-hup.service",
                                           key="20-enable-cfn-hup"),
         ]
+
+
+def code_asset(scope: Construct, id_: str, path: Path) -> s3_assets.Asset:
+    """A directory of the host's code as an asset, without bytecode caches or test caches."""
+    return s3_assets.Asset(scope, id_, path=str(path), exclude=_ASSET_EXCLUDE)

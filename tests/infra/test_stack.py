@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import aws_cdk as cdk
 from aws_cdk.assertions import Match
 
-from infra.host import INSTANCE_LOGICAL_ID
+from infra.host import INSTANCE_LOGICAL_ID, code_asset
 from tests.infra.templates import (
     as_list,
     as_text,
@@ -114,15 +115,23 @@ def test_cfn_init_ships_the_code_and_runs_the_installer(default_synth):
     assert env["AIPM_KIRO_API_KEY_SECRET_ARN"] == ""
 
 
-def test_the_host_code_asset_leaves_bytecode_caches_out(default_synth):
-    """A stray __pycache__ (this very test run writes them) must not reach the host nor change the asset's hash."""
-    from tests.support.servers import ROOT
-
-    assert list((ROOT / "ec2_services").rglob("*.pyc")), "the source tree has caches to leave out (imported above)"
+def test_the_host_code_asset_leaves_bytecode_caches_out(default_synth, tmp_path):
+    """A stray __pycache__ must not reach the host nor change the asset's hash (which would make cfn-hup reinstall)."""
     staged = [d for d in default_synth.outdir.glob("asset.*") if (d / "pr_processor").is_dir()]
     assert len(staged) == 1, staged
     assert (staged[0] / "pr_processor" / "runner.py").is_file()
     assert not list(staged[0].rglob("*.pyc")) and not list(staged[0].rglob("__pycache__"))
+    # The same helper on a directory that surely holds caches.
+    source = tmp_path / "code"
+    (source / "pkg" / "__pycache__").mkdir(parents=True)
+    (source / "pkg" / "mod.py").write_text("X = 1\n")
+    (source / "pkg" / "__pycache__" / "mod.cpython-312.pyc").write_bytes(b"\0")
+    (source / "stray.pyc").write_bytes(b"\0")
+    app = cdk.App(outdir=str(tmp_path / "out"))
+    code_asset(cdk.Stack(app, "S"), "Code", source)
+    app.synth()
+    (asset,) = [d for d in (tmp_path / "out").glob("asset.*") if d.is_dir()]
+    assert sorted(p.relative_to(asset).as_posix() for p in asset.rglob("*")) == ["pkg", "pkg/mod.py"]
 
 
 def test_installer_script_renders_both_units_cfn_init_runs(default_synth):
