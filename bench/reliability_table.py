@@ -20,7 +20,7 @@ def describe(test: str, f: dict) -> tuple[str, str, str]:
         return ("3 stories end to end", "token + secret given to all services",
                 f"{f['leaks']} leaks in {f['logs_checked']} logs, {f['answers_checked']} answers, SQLite")
     if test == "auth":
-        return (f"{f['endpoints']} signed endpoints", "unsigned, forged, 301 s old, 302 s ahead, other body/path/method",
+        return (f"{f['endpoints']} signed endpoints", "unsigned, forged, 301 s old, 330 s ahead, other body/path/method",
                 f"{f['requests_refused']}/{f['requests_refused']} → 401")
     if test == "fuzz":
         total = sum(sum(v.values()) for v in f["statuses"].values())
