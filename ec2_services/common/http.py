@@ -156,15 +156,17 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10) -> None
     arrives, so it can answer them in JSON first.
     """
     import asyncio
+    import contextlib
 
     import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
             hook = getattr(app.state, "on_stopping", None)
-            loop = asyncio.events._get_running_loop()
-            if hook is not None and loop is not None and not self.should_exit:
-                loop.call_soon_threadsafe(hook)  # from a signal handler: never call into the app from here
+            if hook is not None and not self.should_exit:
+                with contextlib.suppress(RuntimeError):  # no loop running (yet): nothing is open to answer
+                    # From a signal handler: never call into the app from here, only schedule it on its loop.
+                    asyncio.get_running_loop().call_soon_threadsafe(hook)
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
