@@ -67,7 +67,7 @@ class Generator:
         self.forge = forge
         self.processor = processor
         self.ui_url = ui_url
-        self.admit = admit or (lambda: _nothing)
+        self.admit = admit or (lambda: lambda: None)
 
     def run(self, story: Story, *, requested_by: str | None, idempotency_key: str | None,
             callback_url: str | None) -> Outcome:
@@ -100,8 +100,8 @@ class Generator:
             self.forge.create_branch(repo.full_name, branch, base_sha)
         except AlreadyExists:
             log.info("branch %s already exists in %s: reusing it", branch, repo.full_name)
-        self._write_task(repo, branch, story)
         job = naming.job_id(repo.full_name, branch)
+        self._write_task(repo, branch, story, job)
         body = render_pr_body(description=story.description, acceptance_criteria=story.acceptance_criteria,
                               story_id=story.story_id, job_id=job, ui_url=self.ui_url, requested_by=requested_by)
         try:
@@ -122,10 +122,10 @@ class Generator:
         status = self._dispatch(repo, pr, branch, base, job, requested_by, callback_url, new_pull=created)
         return Outcome(created=created, job_id=job, pr=pr, branch=branch, status="queued" if created else status)
 
-    def _write_task(self, repo: Repo, branch: str, story: Story) -> None:
+    def _write_task(self, repo: Repo, branch: str, story: Story, job: str) -> None:
         text = render_task(title=story.title, description=story.description,
                            acceptance_criteria=story.acceptance_criteria, story_id=story.story_id,
-                           branch=branch, job_id=naming.job_id(repo.full_name, branch))
+                           branch=branch, job_id=job)
         for _ in range(3):
             current = self.forge.get_file(repo.full_name, branch, TASK_FILE)
             if current is not None and current[0] == text:
@@ -198,10 +198,6 @@ class Generator:
         except ForgeError as exc:
             log.error("could not comment on #%s about the start of job %s: %s", pr.number, job, exc.detail)
             return False
-
-
-def _nothing() -> None:
-    pass
 
 
 def _pr_extra(pr: PullRequest, job: str, branch: str) -> dict:
