@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from ec2_services.common.logging import log_context, redact
 from ec2_services.pr_processor import metrics
 from ec2_services.pr_processor.events import JobEvents
-from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRejected, Worktree
+from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRefused, PushRejected, Worktree
 from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, InvalidTransition, Job, JobState, JobStore
 from ec2_services.pr_processor.models import InvalidInput, parse_requested_by
 from ec2_services.pr_processor.pool_client import PoolAnswer, PoolClient, PoolUnreachable
@@ -411,20 +411,20 @@ class JobRunner:
     async def _push_or_rebase(self, job: Job, sha: str, wt: Worktree | None) -> str:
         """Push ``sha``; when the branch moved, rebase the job's commits onto it and push once more. The final sha.
 
-        Whether the branch moved is read from the branch itself, fetched after the refusal, not from git's message
-        alone: a remote that could not lock the ref, or answered 5xx, refuses a push to a branch that has not moved,
-        and rebasing onto the same tip would only be refused again. That is a RetryableError: the recorded commit is
-        pushed again on the next attempt, without running the agent."""
+        Any other refusal (a ref the remote could not lock, a hook, a server error: ``PushRefused``) is a
+        RetryableError: the recorded commit is pushed again on the next attempt, without running the agent."""
         try:
             await self.git.push(job.repo, sha, job.branch)
             return sha
-        except GitError as exc:
+        except PushRefused as exc:
+            raise RetryableError(f"push failed: {exc.message}") from exc
+        except PushRejected as exc:
             refused = exc
         tip = await self._tip_after_refusal(job, refused)
         if await self.git.is_ancestor(job.repo, sha, tip):
             self.events.event(job.job_id, f"{sha[:12]} is already on {job.branch}")
             return sha
-        if await self.git.is_ancestor(job.repo, tip, sha):  # the branch is where the job left it
+        if await self.git.is_ancestor(job.repo, tip, sha):  # rewound to where the job left it since the refusal
             raise RetryableError(f"push failed: {refused.message}") from refused
         self.events.event(job.job_id, f"push rejected: {job.branch} moved to {tip[:12]}; rebasing the job's commit")
         theirs = await self.git.job_commit(job.repo, tip, job.job_id)

@@ -2,9 +2,9 @@
 
 The group scales on the queue's backlog; scaling in may pick any host, and a host terminated mid-job loses that job's
 work (its message returns after the visibility timeout and the job runs again elsewhere). So while this host has at
-least one live job (queued, running or pushing) it sets its own instance's scale-in protection
-(``autoscaling:SetInstanceProtection``, ``ProtectedFromScaleIn=True``), and clears it once it has none, so the group
-can take an idle host back.
+least one live job (queued, running or pushing), or the message of an ended one not yet deleted, it sets its own
+instance's scale-in protection (``autoscaling:SetInstanceProtection``, ``ProtectedFromScaleIn=True``), and clears it
+once it has none, so the group can take an idle host back.
 
 Owns that protection and nothing else: the intake says whether the host is busy (``want``) whenever that may have
 changed; an AWS call goes out only when the wanted state differs from the one last set (the first one at start, which

@@ -9,8 +9,8 @@ to the dead-letter queue after ``maxReceiveCount`` receives. If this host dies, 
 visibility timeout and another host takes them (the runner then finds a job already committed on its branch).
 
 In an Auto Scaling group (``AIPM_ASG_NAME``) the intake tells ``scale_in.ScaleInProtection`` whether this host has a
-live job whenever that may have changed (a job taken, a job ended, each keep round), so a host is not scaled in
-mid-job; without a group name there is no protection, which is said once at start.
+live job or a message not yet deleted whenever that may have changed (a job taken, a message deleted, each keep
+round), so a host is not scaled in mid-job; without a group name there is no protection, which is said once at start.
 
 The message id and receipt handle are stored with the job (``JobStore.hold_message``) from its admission until the
 message is deleted, so a processor restarted on the same state (a crash, SIGKILL, a deploy) within the visibility
@@ -147,6 +147,7 @@ class SqsIntake:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._deletes: set[asyncio.Task[None]] = set()
+        self._deleting = 0  # DeleteMessage calls in flight (their message is out of ``held`` meanwhile)
 
     # --- life -------------------------------------------------------------------------------------------------
 
@@ -210,11 +211,12 @@ class SqsIntake:
         return sum(counts.get(state.value, 0) for state in LIVE_STATES)
 
     def _busy_changed(self) -> None:
-        """Scale-in protection follows this host's live jobs (a call goes out only when that changes it)."""
+        """Scale-in protection follows this host's duties (a call goes out only when that changes it): a live job, or
+        a message not deleted yet — a host let go before that would have an ended job run again elsewhere."""
         if self.protection is None:
             return
         try:
-            busy = self.live_jobs() > 0
+            busy = bool(self.held) or self._deleting > 0 or self.live_jobs() > 0
         except sqlite3.Error as exc:  # the next job start or end, or keep round, looks again
             log.warning("could not count this host's live jobs for its scale-in protection (%s)", exc)
             return
@@ -376,9 +378,11 @@ class SqsIntake:
             self._busy_changed()
 
     async def _delete_message(self, job_id: str, held: Held) -> None:
+        self._deleting += 1
         try:
             await self._delete(job_id, held)
         finally:
+            self._deleting -= 1
             self._busy_changed()  # the host is let go for scale-in only once its job's message is deleted
 
     async def _delete(self, job_id: str, held: Held) -> None:

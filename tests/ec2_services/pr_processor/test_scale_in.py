@@ -21,9 +21,11 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from ec2_services.pr_processor.jobs import JobState, JobStore
 from ec2_services.pr_processor.scale_in import ScaleInProtection, fetch_instance_id
+from ec2_services.pr_processor.sqs_intake import SqsIntake
 from tests.ec2_services.pr_processor.fake_pool import Plan
-from tests.ec2_services.pr_processor.test_sqs_intake import FAST, job_body, wait_taken
+from tests.ec2_services.pr_processor.test_sqs_intake import FAST, _Service, _Sqs, _stored_job, job_body, wait_taken
 from tests.support.servers import free_port
 from tests.support.sqs import REGION
 
@@ -230,3 +232,54 @@ def test_the_instance_id_comes_from_imdsv2_and_a_missing_service_says_where_it_l
     closed = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(RuntimeError, match=f"the instance metadata service at {closed} did not give"):
         fetch_instance_id(closed, timeout=0.5)
+
+
+class _WantRecorder:
+    """A ScaleInProtection stand-in: what the intake wants, in order."""
+
+    def __init__(self):
+        self.wants: list[bool] = []
+
+    def want(self, busy: bool) -> None:
+        self.wants.append(busy)
+
+    async def settle(self) -> None:
+        pass
+
+
+class _SlowDeleteSqs(_Sqs):
+    """DeleteMessage that waits until ``release`` is set."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.deleting, self.release = threading.Event(), threading.Event()
+
+    def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> None:
+        self.deleting.set()
+        assert self.release.wait(10)
+        super().delete_message(QueueUrl=QueueUrl, ReceiptHandle=ReceiptHandle)
+
+
+def test_the_host_stays_protected_until_an_ended_jobs_message_is_deleted(tmp_path):
+    # Let go between the job's end and the delete, a scaled-in host would have its ended job run again elsewhere.
+    store = JobStore(tmp_path / "jobs.sqlite")
+    _stored_job(store, "j-end", "aipm/a", "AQEBend")
+    store.transition("j-end", JobState.RUNNING)
+    store.transition("j-end", JobState.FAILED)
+    sqs, protection = _SlowDeleteSqs(), _WantRecorder()
+    intake = SqsIntake(_Service(store), queue_url="http://127.0.0.1:1/1/q.fifo", wait_s=1, visibility_s=30,
+                       client=sqs, protection=protection)
+
+    async def scenario() -> None:
+        intake.adopt_held()
+        intake._busy_changed()  # no live job, but a message still held
+        delete = asyncio.create_task(intake._delete_message("j-end", intake.held["j-end"]))
+        await asyncio.to_thread(sqs.deleting.wait, 5)
+        intake._busy_changed()  # another job's end, a keep round… while the delete is in flight
+        sqs.release.set()
+        await delete
+
+    asyncio.run(scenario())
+    assert sqs.calls == [("delete", "AQEBend")] and intake.held == {}
+    assert protection.wants == [True, True, False]
+    store.close()
