@@ -1,7 +1,8 @@
 """One turn's answer, collected from the plain line stream (SPEC.md, ``output`` of ``POST /execute``).
 
 Owns what the answer keeps and what it leaves out: the echoed prompt, approval questions and the replies typed to
-them, intermediate prompts, spinner frames and the ``▸ Credits`` line (parsed into ``credits``) go; tool-use lines
+them, intermediate prompts, spinner frames, the answer's own ``> `` and the ``▸ Credits`` line (parsed into
+``credits``) go; tool-use lines
 and tool output stay. It also notices the tool named before a question and a "having trouble responding" answer.
 Memory is bounded: past ``limit_chars`` the oldest lines are dropped and the answer says how many.
 """
@@ -14,6 +15,9 @@ from collections import deque
 from ec2_services.worker_pool.screen import Block, Patterns, strip_ansi
 
 _TAIL_CHARS = 16_000
+# A tool call's last line (` - Completed in 0.3s`): the agent's text after it starts with its own `> ` again.
+_TOOL_DONE = re.compile(r"^\s*-\s*Completed in [0-9.]+\s*m?s\b")
+_TOOL_DONE_HINT = "Completed in"
 
 
 class Transcript:
@@ -32,6 +36,10 @@ class Transcript:
         self._held: list[str] = []
         self._reply_echo: str | None = None
         self._skip_blank = False
+        # The next non-blank line begins a stretch of the agent's text: its leading `> ` is the CLI's answer marker.
+        # The coloured marker never gets here (``LineAssembler`` drops it); one that lost its colour (a captured
+        # screen replayed as text) is dropped here, and only there: a `> ` later in the text is the agent's own.
+        self._answer_starts = True
         self.credits: float | None = None
         self.last_tool: str | None = None
 
@@ -48,6 +56,7 @@ class Transcript:
         self._held = []
         self._reply_echo = None
         self._skip_blank = False
+        self._answer_starts = True
 
     def replied(self, reply: str) -> None:
         """A reply was typed to a question: its echo on the prompt line is not part of the answer."""
@@ -61,6 +70,8 @@ class Transcript:
             return
         watching = self._echo_end is not None or self._reply_echo is not None or self._skip_blank
         if not watching and not self._may_matter(block.text):
+            if self._answer_starts and block.text.strip():
+                self._answer_starts = False  # the stretch began without a marker (no `>` in this block)
             self._keep(block)
             return
         for line in block.plain_lines():
@@ -73,6 +84,7 @@ class Transcript:
         hint = self._p.approval_hint
         return (
             ">" in text
+            or _TOOL_DONE_HINT in text
             or self._p.tool_hint in text
             or self._p.credits_hint in text
             or (hint in text if hint else bool(self._p.approval.search(strip_ansi(text))))
@@ -126,6 +138,12 @@ class Transcript:
             return
         if p.spinner.match(text):
             return
+        if self._answer_starts and text.strip():
+            self._answer_starts = False
+            if text.startswith("> "):
+                text = text[2:]
+        if _TOOL_DONE.match(text):
+            self._answer_starts = True
         self._keep(Block.of([text]))
 
     def _release_held(self) -> None:

@@ -193,7 +193,8 @@ def test_captured_answers_end_on_their_prompt_even_with_a_newline_after_it(pty_p
     server = pty_pool_server(kiro_command=command, kiro_task_timeout=8)
     first = server.execute("Update both files", "t-replay-1").json()
     assert first["status"] == "completed", first
-    assert "Done! Updated both files." in first["output"]
+    assert "Done! Updated both files." in first["output"].splitlines(), "the answer's own `> ` is left out"
+    assert "Now let me update the onEnd callback:" in first["output"].splitlines()
     assert first["duration_s"] < 5, "ended by its prompt, not by a timeout"
     second = server.execute("Explain", "t-replay-2").json()
     assert second["status"] == "completed", second

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ec2_services.worker_pool.profiles import PROFILES
 from ec2_services.worker_pool.screen import (
+    Block,
     LineAssembler,
     Patterns,
     RecentScreen,
@@ -147,6 +148,27 @@ def test_transcript_leaves_out_echo_questions_replies_and_credits():
     transcript.add(["[aipm] 20% λ > t", "Creating: x", "", "▸ Credits: 0.42 • Time: 3s", ""])
     assert transcript.output() == "Answer starts\nI'll write x (using tool: write)\nCreating: x"
     assert transcript.credits == 0.42
+
+
+def test_an_answer_marker_that_lost_its_colour_is_left_out_where_a_stretch_of_text_begins_only():
+    """A captured screen replayed as plain text: each stretch of the agent's text (the first, and the one after a
+    tool's `- Completed in`) begins with the CLI's `> `, which goes; a `> ` quote inside the text stays."""
+    transcript = Transcript(PATTERNS)
+    transcript.begin("do it")
+    transcript.add(["[aipm] 20% λ > do it", "", "> I'll update both files.", "> a quoted line stays",
+                    "Updating: a.py", " - Completed in 0.3s", "", "> Done! Updated both files."])
+    assert transcript.output().splitlines() == [
+        "I'll update both files.", "> a quoted line stays", "Updating: a.py", " - Completed in 0.3s", "",
+        "Done! Updated both files."]
+
+
+def test_a_stretch_that_begins_without_a_marker_keeps_a_later_quote():
+    transcript = Transcript(PATTERNS)
+    transcript.begin("do it")
+    transcript.add(["[aipm] 20% λ > do it"])
+    transcript.add(Block("plain start, no marker\r\nsecond", plain=False, crlf=True))  # the fast path
+    transcript.add(["> a quote"])
+    assert transcript.output().splitlines() == ["plain start, no marker", "second", "> a quote"]
 
 
 def test_transcript_memory_is_bounded_and_says_what_it_dropped():
