@@ -3,7 +3,8 @@
 Owns what the answer keeps and what it leaves out: the echoed prompt, approval questions and the replies typed to
 them, intermediate prompts, spinner frames, the answer's own ``> `` and the ``▸ Credits`` line (parsed into
 ``credits``) go; tool-use lines and tool output stay. It also notices the tool named before a question and a
-"having trouble responding" answer. Memory is bounded: past ``limit_chars`` the oldest lines are dropped and the answer says how many.
+"having trouble responding" answer. Memory is bounded: past ``limit_chars`` the oldest lines are dropped and the
+answer says how many.
 """
 
 from __future__ import annotations
