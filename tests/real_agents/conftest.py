@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from aipm_common.settings import WorkerPoolSettings
 from aipm_local.scripted_model import ScriptedModel, scripted_model
-from ec2_services.common.settings import WorkerPoolSettings
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from aipm_common.signing import WORKER_POOL, SigningAuth
 from aipm_local.scripted_model import FixedScript, ToolCall
-from ec2_services.common.signing import WORKER_POOL, SigningAuth
 from ec2_services.pr_processor.runner import build_prompt
 from tests.ec2_services.worker_pool.test_process import start_service
 from tests.real_agents.conftest import API_KEY, agent_env, task_workspace
