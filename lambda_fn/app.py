@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from ec2_services.common.http import install_edge
-from ec2_services.common.logging import redact
-from ec2_services.common.settings import LambdaSettings
+from aipm_common.http import install_edge
+from aipm_common.logging import redact
+from aipm_common.settings import LambdaSettings
 from lambda_fn.deadline import DeadlineMiddleware
 from lambda_fn.forge.base import ForgeError
 from lambda_fn.generate import StepFailed

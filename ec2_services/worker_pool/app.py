@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ec2_services.common.http import install_edge
-from ec2_services.common.settings import WorkerPoolSettings
-from ec2_services.common.signing import WORKER_POOL, SignatureVerifier
+from aipm_common.http import install_edge
+from aipm_common.settings import WorkerPoolSettings
+from aipm_common.signing import WORKER_POOL, SignatureVerifier
 from ec2_services.worker_pool.pool import (
     DriverFactory,
     PoolUnavailable,

@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ec2_services.common.logging import log_context
-from ec2_services.common.settings import WorkerPoolSettings
+from aipm_common.logging import log_context
+from aipm_common.settings import WorkerPoolSettings
 from ec2_services.worker_pool import metrics
 from ec2_services.worker_pool.driver import (
     AgentDriver,

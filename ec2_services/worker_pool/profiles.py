@@ -12,7 +12,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from ec2_services.common.settings import WorkerPoolSettings
+from aipm_common.settings import WorkerPoolSettings
 
 # The idle prompt, searched on the last non-blank line of the ANSI-free screen: `[aipm] 20% λ > `, `[dev]> `, `> `.
 DEFAULT_PROMPT_PATTERN = r"(?:\[[\w.-]+\]\s*)?(?:\d+%\s*)?(?:λ\s*)?!?>\s*$"

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ec2_services.common.settings import LambdaSettings, SettingsError, load_settings
+from aipm_common.settings import LambdaSettings, SettingsError, load_settings
 from lambda_fn.naming import job_id
 from tests.lambda_fn.conftest import FUNCTION_DOMAIN, REPO, callback, dead_url
 

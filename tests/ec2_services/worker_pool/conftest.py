@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ec2_services.common.settings import WorkerPoolSettings
-from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from aipm_common.settings import WorkerPoolSettings
+from aipm_common.signing import WORKER_POOL, SigningAuth
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ec2_services.common.settings import WorkerPoolSettings
+from aipm_common.settings import WorkerPoolSettings
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.profiles import DEFAULT_PROMPT_PATTERN, resolve_profile, unescape_reply
 
