@@ -258,7 +258,7 @@ def test_the_tool_name_is_read_under_any_vendor_key_and_on_top():
 
 
 def test_the_default_acp_command_names_the_v2_engine():
-    from ec2_services.common.settings import WorkerPoolSettings
+    from aipm_common.settings import WorkerPoolSettings
     from ec2_services.worker_pool.acp_driver import _identify
 
     command = WorkerPoolSettings.model_fields["kiro_acp_command"].default
