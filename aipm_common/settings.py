@@ -102,8 +102,8 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_driver: Literal["pty", "acp"] = "pty"
     # Which coding agent the workers run: "kiro" (either driver) or "claude-code" (ACP only; the driver follows).
     aipm_agent: Literal["kiro", "claude-code"] = "kiro"
-    # Unset: the agent's own ACP command (worker_pool.profiles.AGENTS; `kiro-cli acp` for kiro).
-    kiro_acp_command: str | None = None
+    # Kiro's ACP command; unset with another AIPM_AGENT, that agent's own (worker_pool.profiles.AGENTS).
+    kiro_acp_command: str = "kiro-cli acp --agent-engine v2 --agent aipm"
     kiro_task_timeout: float = Field(1800, gt=0)
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)

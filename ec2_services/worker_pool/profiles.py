@@ -112,8 +112,8 @@ PROVIDER_KEY_VARS = frozenset({
 
 AGENTS: dict[str, AgentKind] = {
     "kiro": AgentKind(
-        name="kiro", acp_command="kiro-cli acp", key_vars=("KIRO_API_KEY",), tool_name_at="_meta.kiro.toolName",
-        has_pty=True,
+        name="kiro", acp_command=WorkerPoolSettings.model_fields["kiro_acp_command"].default,
+        key_vars=("KIRO_API_KEY",), tool_name_at="_meta.kiro.toolName", has_pty=True,
     ),
     "claude-code": AgentKind(
         name="claude-code",
@@ -132,7 +132,8 @@ AGENTS: dict[str, AgentKind] = {
 
 def acp_command(settings: WorkerPoolSettings) -> str:
     """The ACP command: ``KIRO_ACP_COMMAND`` when set, else that of the agent ``AIPM_AGENT`` names."""
-    command = settings.kiro_acp_command or AGENTS[settings.aipm_agent].acp_command
+    explicit = "kiro_acp_command" in settings.model_fields_set
+    command = settings.kiro_acp_command if explicit else AGENTS[settings.aipm_agent].acp_command
     if not shlex.split(command):
         raise ValueError("KIRO_ACP_COMMAND is empty after splitting into words")
     return command

@@ -88,6 +88,6 @@ def test_aipm_agent_claude_code_runs_its_acp_server_with_its_own_key_and_no_othe
     assert driver._env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert not {"OPENAI_API_KEY", "KIRO_API_KEY", "IS_SANDBOX", "GITHUB_TOKEN"} & set(driver._env)
     kiro = make_driver(settings(kiro_driver="acp"), resolve_profile(settings()), env=env)(1)
-    assert kiro.argv == ["kiro-cli", "acp"] and "ANTHROPIC_API_KEY" not in kiro._env and kiro._env["KIRO_API_KEY"] == "k"
+    assert kiro.argv[:2] == ["kiro-cli", "acp"] and "ANTHROPIC_API_KEY" not in kiro._env and kiro._env["KIRO_API_KEY"] == "k"
     with pytest.raises(ValueError, match="ACP only"):
         settings(aipm_agent="claude-code", kiro_driver="pty")
