@@ -102,6 +102,10 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_driver: Literal["pty", "acp"] = "pty"
     # Which coding agent the workers run: "kiro" (either driver) or "claude-code" (ACP only; the driver follows).
     aipm_agent: Literal["kiro", "claude-code"] = "kiro"
+    # The claude-code agent's own model key: passed to that agent alone, redacted from every log.
+    anthropic_api_key: SecretStr | None = None
+    # `make run` only: "scripted" answers the agent's model calls with aipm_local.scripted_model (not an AI).
+    aipm_model: Literal["scripted"] | None = None
     # Kiro's ACP command; unset with another AIPM_AGENT, that agent's own (worker_pool.profiles.AGENTS).
     kiro_acp_command: str = "kiro-cli acp --agent-engine v2 --agent aipm"
     kiro_task_timeout: float = Field(1800, gt=0)

@@ -2,7 +2,9 @@
 
 Owns the local stack's life: state under ``AIPM_STATE_DIR`` (default ``.aipm/`` in the checkout), the shared secret
 (``.aipm/secret``, mode 600, reused), the local forge with ``local/example``, the choice of agent (``kiro-cli`` when it
-is on PATH and signed in, else the scripted stand-in, saying why; ``KIRO_COMMAND`` overrides), and the three services
+is on PATH and signed in, else the scripted stand-in, saying why; ``KIRO_COMMAND`` overrides; with
+``AIPM_AGENT=claude-code`` the real claude-code-acp from ``agents/``, against the Anthropic API or, with
+``AIPM_MODEL=scripted``, the scripted model served from this process), and the three services
 as children — worker pool, PR processor, then the API serving the UI — each in its own process group on 127.0.0.1.
 
 Ctrl+C or SIGTERM stops all three and every agent session within 15 s (``supervisor.Stack`` does the process side);
@@ -12,6 +14,7 @@ leave a process behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
@@ -30,11 +33,13 @@ from aipm_common.settings import (
     WorkerPoolSettings,
     load_settings,
 )
+from aipm_local.scripted_model import scripted_model
 from aipm_local.supervisor import Stack, become_subreaper
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTEND_DIR = ROOT / "frontend"
 STANDIN_SCRIPT = ROOT / "aipm_local" / "standin_agent.py"
+CLAUDE_CODE_ACP = ROOT / "agents" / "node_modules" / ".bin" / "claude-code-acp"
 SECRET_FILE = "secret"
 
 
@@ -50,6 +55,10 @@ class StackConfig:
     processor_port: int
     pool_port: int
     kiro_command: str | None
+    agent: str = "kiro"
+    model: str | None = None
+    acp_command: str | None = None  # KIRO_ACP_COMMAND when set
+    has_anthropic_key: bool = False
 
     @property
     def api_url(self) -> str:
@@ -71,6 +80,10 @@ def read_config() -> StackConfig:
         processor_port=processor.pr_processor_port,
         pool_port=pool.worker_pool_port,
         kiro_command=pool.kiro_command,
+        agent=pool.aipm_agent,
+        model=pool.aipm_model,
+        acp_command=pool.kiro_acp_command if "kiro_acp_command" in pool.model_fields_set else None,
+        has_anthropic_key=pool.anthropic_api_key is not None,
     )
 
 
@@ -131,6 +144,28 @@ def choose_agent(override: str | None) -> tuple[str | None, str]:
     )
 
 
+def choose_acp_agent(config: StackConfig, model_url: str | None) -> tuple[dict[str, str], str]:
+    """For ``AIPM_AGENT=claude-code``: the variables the pool needs (its command, the scripted model's URL when
+    ``model_url`` is given) and a sentence saying what runs."""
+    command = config.acp_command
+    if command is None:
+        if not CLAUDE_CODE_ACP.exists():
+            raise StackError(f"AIPM_AGENT={config.agent}: {CLAUDE_CODE_ACP.relative_to(ROOT)} is missing; run "
+                             "`make agents` (npm ci in agents/), or set KIRO_ACP_COMMAND")
+        command = shlex.quote(str(CLAUDE_CODE_ACP))
+    env = {"KIRO_ACP_COMMAND": command}
+    if model_url:
+        # A key-shaped placeholder: the agent wants one; the scripted model ignores it.
+        env.update(ANTHROPIC_BASE_URL=model_url, ANTHROPIC_API_KEY="scripted-model-no-key")
+        return env, (f"agent: the real claude-code-acp ({command}) with the SCRIPTED model at {model_url}, NOT an "
+                     "AI: it reads TASK.md, writes a function and its test for each `f(args) == value` criterion "
+                     "and runs them, all through the agent's own tools")
+    if not config.has_anthropic_key:
+        raise StackError(f"AIPM_AGENT={config.agent} talks to the Anthropic API: set ANTHROPIC_API_KEY, or "
+                         "AIPM_MODEL=scripted to watch it work against the scripted model (no account)")
+    return env, f"agent: claude-code-acp ({command}) with the Anthropic API (ANTHROPIC_API_KEY; billed per token)"
+
+
 def check_port_free(port: int, service: str, variable: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -186,6 +221,12 @@ def stack_env(config: StackConfig, secret: str, kiro_command: str | None) -> dic
 
 
 def main() -> int:
+    # What lives as long as the runner in its own process: the scripted model, when AIPM_MODEL=scripted.
+    with contextlib.ExitStack() as running:
+        return _run(running)
+
+
+def _run(running: contextlib.ExitStack) -> int:
     try:
         config = read_config()
         for port, service, variable in (
@@ -198,7 +239,13 @@ def main() -> int:
             raise StackError("WORKER_POOL_PORT, PR_PROCESSOR_PORT and AIPM_API_PORT must be three different ports")
         secret = ensure_secret(config.state_dir)
         example = prepare_forge(config.forge_dir)
-        kiro_command, agent_note = choose_agent(config.kiro_command)
+        if config.agent == "kiro":
+            kiro_command, agent_note = choose_agent(config.kiro_command)
+            agent_env: dict[str, str] = {}
+        else:
+            model_url = running.enter_context(scripted_model()).url if config.model == "scripted" else None
+            kiro_command = None
+            agent_env, agent_note = choose_acp_agent(config, model_url)
     except SettingsError as exc:
         print(f"aipm: {exc.message}", file=sys.stderr)
         return 2
@@ -212,7 +259,7 @@ def main() -> int:
     print(f"aipm: state in {config.state_dir}; local forge {config.forge_dir} (example: {example})")
     print(f"aipm: {agent_note}")
     stack = Stack(logs_dir=config.state_dir / "logs", pool_port=config.pool_port, processor_port=config.processor_port,
-                  api_port=config.api_port, env=stack_env(config, secret, kiro_command))
+                  api_port=config.api_port, env={**stack_env(config, secret, kiro_command), **agent_env})
 
     def request_stop(signum, _frame):
         if not stack.stop_requested.is_set():

@@ -107,6 +107,15 @@ def build_prompt(workspace: Path, task_path: Path, job: Job) -> str:
     )
 
 
+def _tools_refused(body: dict) -> str | None:
+    """Why a turn that changed nothing did so, when the deny-list refused every tool the agent asked for."""
+    denials, approvals = body.get("denials") or 0, body.get("approvals") or 0
+    if denials and not approvals:
+        return (f"the agent's tools were refused ({denials} refused by KIRO_DENY_TOOLS, none allowed), "
+                "so it changed nothing")
+    return None
+
+
 class JobRunner:
     def __init__(self, store: JobStore, events: JobEvents, git: GitOps, pool: PoolClient, *,
                  max_attempts: int, retry_base_delay: float, pool_busy_wait: float = 3600,
@@ -316,8 +325,9 @@ class JobRunner:
         head = await self._git_step(self.git.head(wt))
         dirty = await self._git_step(self.git.is_dirty(wt))
         if not dirty and head == job.base_commit:
-            self.events.event(job.job_id, "the agent changed nothing")
-            return JobState.NO_CHANGES, None
+            refused = _tools_refused(answer.body)
+            self.events.event(job.job_id, refused or "the agent changed nothing")
+            return JobState.NO_CHANGES, refused
         sha = await self._git_step(self.git.commit_all(wt, commit_message(job, task_path))) if dirty else head
         await self._git_step(self.git.keep(job.repo, job.job_id, sha))
         job = self.store.transition(job.job_id, JobState.PUSHING, commit_sha=sha)

@@ -113,3 +113,34 @@ def test_cancel_and_timeout_end_the_agents_whole_process_tree(claude_pool, model
     if ending == "timeout":
         wait_for(lambda: not alive(agent_pid), 30, "the end of the timed-out agent")
     server.wait_all_idle(timeout=60)  # a fresh agent takes the next task
+
+
+@pytest.mark.parametrize("deny", ["Write", "edit"])
+def test_a_tool_denied_by_name_or_kind_is_refused_and_the_real_agent_stops_there(claude_pool, deny):
+    server = claude_pool(kiro_deny_tools=f"use_aws, {deny}")
+    workspace = task_workspace(server.root, f"job-deny-{deny}")
+    body = server.execute(prompt_for(workspace), f"t-real-deny-{deny}", cwd=str(workspace)).json()
+
+    assert (body["approvals"], body["denials"]) == (0, 1), body  # Read needs no permission; the Write is refused
+    assert "User refused permission to run tool" in body["output"]  # Claude Code ends the turn at a refusal
+    assert not (workspace / "story_functions.py").exists() and not (workspace / "test_story_functions.py").exists()
+
+
+def test_denying_a_kind_leaves_the_agents_other_tools_allowed(claude_pool):
+    server = claude_pool(kiro_deny_tools="execute")  # Bash's kind; Write is of kind edit
+    workspace = task_workspace(server.root, "job-deny-execute")
+    body = server.execute(prompt_for(workspace), "t-real-deny-execute", cwd=str(workspace)).json()
+
+    assert (body["approvals"], body["denials"]) == (2, 1), body  # both Writes allowed (once each), Bash refused
+    assert (workspace / "story_functions.py").exists() and (workspace / "test_story_functions.py").exists()
+    assert "passed" not in body["output"]
+
+
+def test_a_session_the_agent_cannot_open_says_why(claude_pool):
+    server = claude_pool(env={"CLAUDE_CODE_EXECUTABLE": "/nonexistent/claude"})
+    response = server.execute("Anything.", "t-real-no-session")
+
+    assert response.status_code == 503, response.text
+    detail = response.json()["detail"]
+    assert "could not open a session" in detail
+    assert "native binary not found at /nonexistent/claude" in detail  # the ACP error's data, not "Internal error"
