@@ -100,7 +100,7 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_approval_reply: str | None = None
     kiro_deny_tools: str = ""
     kiro_driver: Literal["pty", "acp"] = "pty"
-    kiro_acp_command: str = "kiro-cli acp"
+    kiro_acp_command: str = "kiro-cli acp --agent-engine v2 --agent aipm"
     kiro_task_timeout: float = Field(1800, gt=0)
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)

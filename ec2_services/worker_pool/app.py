@@ -65,6 +65,8 @@ class WorkerHealth(BaseModel):
     tasks_completed: int
     restarts: int
     current_task: str | None
+    agent_version: str | None = Field(None, description="The agent's version as it reports it (kiro-cli V2 over ACP).")
+    agent_engine: str | None = Field(None, description="kiro-cli's agent engine (`v2`/`v3`) where known.")
 
 
 class Health(BaseModel):

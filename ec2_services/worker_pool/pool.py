@@ -160,6 +160,8 @@ class Worker:
             "tasks_completed": self.tasks_completed,
             "restarts": self.restarts,
             "current_task": self.current_task,
+            "agent_version": self.driver.agent_version,
+            "agent_engine": self.driver.agent_engine,
         }
 
 
