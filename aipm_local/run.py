@@ -23,14 +23,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from aipm_local.supervisor import Stack, become_subreaper
-from ec2_services.common.settings import (
+from aipm_common.settings import (
     LambdaSettings,
     PrProcessorSettings,
     SettingsError,
     WorkerPoolSettings,
     load_settings,
 )
+from aipm_local.supervisor import Stack, become_subreaper
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTEND_DIR = ROOT / "frontend"

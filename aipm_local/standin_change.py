@@ -3,13 +3,23 @@
 Owns: reading TASK.md (title, acceptance criteria), turning each criterion of the form ``f(args) == value`` into a
 Python function and a pytest test that meet it, and a notes file with the checklist for every other criterion.
 It plans files; it never writes TASK.md, never a path outside the workspace, and never claims to be an AI.
+
+Story text is data, never code: a criterion becomes code only when ``ast`` shows it is a call of a plain name with
+literal arguments compared with ``==`` to a literal, and every value is written with ``repr()`` (checked to read back
+equal). Strings from the story (the title) are written with ``repr()`` too. Each generated file is parsed again and
+refused unless its only calls are the functions under test and the templates' own. The stand-in checks its change by
+running the generated tests in a subprocess, never by ``exec`` in its own process.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import json
 import keyword
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,8 +137,55 @@ def parse_criterion(text: str) -> Criterion | None:
         ok_args, args = _literal(f"({args_src},)") if args_src else (True, ())
         ok_value, value = _literal(rest.group(1))
         if ok_args and ok_value and isinstance(args, tuple):
-            return Criterion(name=name, args=args, value=value)
+            return _checked(name, args, value)
     return None
+
+
+_MAX_LITERAL_CHARS = 400
+# Names the generated files define or import themselves: a criterion may not shadow them.
+_RESERVED = frozenset(dir(builtins)) | {"sys", "Path", "args", "case_args", "result", MODULE_NAME}
+
+
+def _round_trips(value) -> bool:
+    """``repr(value)`` is a short literal that reads back as an equal value of the same type."""
+    text = repr(value)
+    if len(text) > _MAX_LITERAL_CHARS:
+        return False
+    try:
+        back = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return type(back) is type(value) and back == value
+
+
+def _is_literal(node: ast.AST) -> bool:
+    try:
+        ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def _checked(name: str, args: tuple, value) -> Criterion | None:
+    """``name(*args) == value`` re-read with ``ast``: a plain name, literal arguments, ``==``, a literal value."""
+    if not name.isidentifier() or keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return None
+    if name.startswith("_") or name in _RESERVED or not all(_round_trips(v) for v in (*args, value)):
+        return None
+    expression = f"{name}({', '.join(repr(a) for a in args)}) == {value!r}"
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if not (isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Eq)):
+        return None
+    call = tree.left
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == name
+            and not call.keywords and len(call.args) == len(args)):
+        return None
+    if not all(_is_literal(node) for node in (*call.args, tree.comparators[0])):
+        return None
+    return Criterion(name=name, args=args, value=value)
 
 
 # Plain implementations tried before a lookup table, so `add(2, 3) == 5` becomes `return a + b`.
@@ -160,7 +217,24 @@ _CANDIDATES: list[tuple[int, str, object, tuple[str, ...]]] = [
 _PARAMS = "abcdefgh"
 
 
+def _small(value, depth: int = 0) -> bool:
+    """Safe to try a formula on: no huge numbers or sequences (``a ** b`` or ``a * b`` could take the host down)."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int | float | complex):
+        return abs(value) <= 10**6
+    if isinstance(value, str | bytes):
+        return len(value) <= 100
+    if isinstance(value, tuple | list | set | frozenset) and depth < 4 and len(value) <= 100:
+        return all(_small(v, depth + 1) for v in value)
+    if isinstance(value, dict) and depth < 4 and len(value) <= 100:
+        return all(_small(k, depth + 1) and _small(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def _fits(fn, cases: list[Criterion]) -> bool:
+    if not all(_small(a) for case in cases for a in case.args):
+        return False
     for case in cases:
         try:
             result = fn(*case.args)
@@ -180,7 +254,7 @@ def _implementation(name: str, cases: list[Criterion]) -> str:
     params = _PARAMS[: next(iter(arity))] if len(arity) == 1 and next(iter(arity)) <= len(_PARAMS) else ""
     lowered = name.lower()
     ranked = sorted(_CANDIDATES, key=lambda c: not any(word in lowered for word in c[3]))
-    doc = f'    """Meets: {"; ".join(c.expression for c in cases)}."""\n'
+    doc = f"    {_literal_text('Meets: ' + '; '.join(c.expression for c in cases) + '.')}\n"
     for cand_arity, body, fn, _words in ranked:
         if params and cand_arity == len(params) and _fits(fn, cases):
             return f"def {name}({', '.join(params)}):\n{doc}    {body}\n"
@@ -199,12 +273,15 @@ def _implementation(name: str, cases: list[Criterion]) -> str:
     )
 
 
+def _literal_text(text: str) -> str:
+    """A string literal (used as a docstring) built with repr(): nothing in ``text`` can end it early."""
+    return repr(text)
+
+
 def _module_source(title: str, by_name: dict[str, list[Criterion]]) -> str:
-    parts = [
-        f'"""Functions for the story "{_one_line(title)}".\n\n'
-        f"Written by {NOT_AN_AI} from TASK.md's acceptance criteria; review before merging.\n"
-        '"""\n'
-    ]
+    doc = (f'Functions for the story "{_one_line(title)}".\n\n'
+           f"Written by {NOT_AN_AI} from TASK.md's acceptance criteria; review before merging.\n")
+    parts = [_literal_text(doc) + "\n"]
     parts += [_implementation(name, cases) for name, cases in by_name.items()]
     return "\n\n".join(parts)
 
@@ -223,7 +300,7 @@ def _test_source(by_name: dict[str, list[Criterion]], in_tests_dir: bool) -> str
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split()).replace('"""', "'''").replace("\\", "/")
+    return " ".join(text.split())
 
 
 def _notes_source(task: Task, plan: Plan) -> str:
@@ -272,21 +349,72 @@ def plan_change(task_file: Path, workspace: Path) -> tuple[Task, Plan]:
         test_path = f"tests/test_{MODULE_NAME}.py" if tests_dir else f"test_{MODULE_NAME}.py"
         plan.files[f"{MODULE_NAME}.py"] = _module_source(task.title, by_name)
         plan.files[test_path] = _test_source(by_name, tests_dir)
+        _verify_sources(plan, set(by_name))
     if plan.other or plan.conflicts or not by_name:
         plan.files[NOTES_NAME] = _notes_source(task, plan)
     return task, plan
 
 
-def check_functions(workspace: Path, plan: Plan) -> list[tuple[str, bool]]:
-    """Evaluate every function criterion against the module just written (the stand-in's own check)."""
-    source = (workspace / f"{MODULE_NAME}.py").read_text(encoding="utf-8")
-    namespace: dict = {"__name__": MODULE_NAME}
-    exec(compile(source, f"{MODULE_NAME}.py", "exec"), namespace)  # noqa: S102 - code this program just generated
-    results = []
+# Calls the templates themselves make; anything else in a generated file means story text became code.
+_TEMPLATE_CALLS = frozenset({"max", "min", "abs", "len", "sum", "sorted", "upper", "lower", "NotImplementedError",
+                             "insert", "str", "Path", "resolve"})
+
+
+def foreign_calls(source: str, functions: set[str]) -> list[str]:
+    """Calls in ``source`` other than ``functions`` and the templates' own; ``["<syntax error>"]`` if it won't parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ["<syntax error>"]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else "?"
+            if name not in functions and name not in _TEMPLATE_CALLS:
+                found.append(ast.unparse(node)[:80])
+    return found
+
+
+def _verify_sources(plan: Plan, functions: set[str]) -> None:
+    """Refuse to write code unless each generated file parses and calls nothing but the functions under test."""
+    for rel, source in plan.files.items():
+        bad = foreign_calls(source, functions) if rel.endswith(".py") else []
+        if bad:  # a bug in this module, never expected: fail loudly rather than commit it
+            raise ValueError(f"generated {rel} would call {bad}: refused")
+
+
+# Runs in a fresh interpreter inside the workspace: loads the generated test file and calls the named tests.
+_RUN_TESTS = """
+import importlib.util, json, sys
+sys.path.insert(0, ".")
+spec = importlib.util.spec_from_file_location("aipm_standin_tests", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+results = {}
+for name in sys.argv[2:]:
+    try:
+        getattr(module, name)()
+        results[name] = True
+    except Exception:
+        results[name] = False
+print(json.dumps(results))
+"""
+
+
+def check_functions(workspace: Path, plan: Plan, timeout_s: float = 60) -> list[tuple[str, bool]]:
+    """Run the generated tests in a subprocess (never in this process): (expression, passed) per function criterion."""
+    test_path = next((rel for rel in plan.files if rel.endswith(f"test_{MODULE_NAME}.py")), None)
+    names, counters = [], {}
     for criterion in plan.functions:
+        counters[criterion.name] = counters.get(criterion.name, 0) + 1
+        names.append(f"test_{criterion.name}_criterion_{counters[criterion.name]}")
+    passed: dict = {}
+    if test_path and (workspace / test_path).is_file():
         try:
-            ok = namespace[criterion.name](*criterion.args) == criterion.value
-        except Exception:
-            ok = False
-        results.append((criterion.expression, ok))
-    return results
+            done = subprocess.run([sys.executable, "-I", "-c", _RUN_TESTS, str(workspace / test_path), *names],
+                                  cwd=workspace, capture_output=True, text=True, timeout=timeout_s, check=False)
+            passed = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {}
+        except (subprocess.TimeoutExpired, ValueError, IndexError, OSError):
+            passed = {}
+    return [(c.expression, passed.get(n) is True) for c, n in zip(plan.functions, names, strict=True)]

@@ -11,9 +11,9 @@ import sys
 
 import httpx
 
+from aipm_common.settings import SettingsError
+from aipm_common.signing import PR_PROCESSOR, SigningAuth
 from aipm_local.run import read_config, read_secret
-from ec2_services.common.settings import SettingsError
-from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
 
 JOB_LIMIT = 20
 

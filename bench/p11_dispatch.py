@@ -28,7 +28,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 
-from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
+from aipm_common.signing import PR_PROCESSOR, SigningAuth
 from tests.support.sqs import CREDENTIALS, make_queue, moto_sqs_server
 
 REPO = "bench/app"

@@ -25,8 +25,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 
+from aipm_common.signing import PR_PROCESSOR, SigningAuth
 from bench.p4_git_mirror import BRANCH, REPO, clone_job, generate_repo, mirror_job
-from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
 from ec2_services.pr_processor.git_ops import GitOps
 
 JOBS = 7

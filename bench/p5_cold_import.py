@@ -1,7 +1,7 @@
 """P5: cold import of lambda_fn.handler vs a bare `import fastapi, mangum` (goal ≤ 1.5×), and the Lambda bundle's size.
 
 Imports are timed in fresh interpreters (median of N, CPU and wall time) in two places: inside a bundle built like the Lambda's
-(requirements/lambda.txt + lambda_fn/ + ec2_services/common/, wheels for this machine, run with ``-S`` so nothing
+(requirements/lambda.txt + lambda_fn/ + aipm_common/, wheels for this machine, run with ``-S`` so nothing
 else is importable — what the Lambda sees), and in the development venv for reference (there httpx also imports
 click/rich/pygments for its CLI, which the bundle does not hold). The app is configured as on AWS with its secrets
 as plain values; reading them by ARN adds boto3's import (its own row). The size is of the bundle infra/bundling.py
@@ -79,9 +79,8 @@ def build_bundle(out: Path, platform_args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-compile", "--quiet",
                     "-r", str(ROOT / "requirements" / "lambda.txt"), *platform_args, "--target", str(out)],
                    check=True, capture_output=True, text=True, timeout=600)
-    for src in ("lambda_fn", "ec2_services/common"):
+    for src in ("lambda_fn", "aipm_common"):
         shutil.copytree(ROOT / src, out / src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
-    shutil.copy2(ROOT / "ec2_services" / "__init__.py", out / "ec2_services" / "__init__.py")
 
 
 def _dir_size(path: Path) -> int:
@@ -115,7 +114,7 @@ def main() -> None:
             arm = local
             platform = f"this machine ({sys.platform}, CPython {sys.version_info[0]}.{sys.version_info[1]}): arm64 download failed"
         zipped, files = _zip_size(arm, Path(tmp) / "bundle.zip")
-        unzipped, our_code = _dir_size(arm), _dir_size(arm / "lambda_fn") + _dir_size(arm / "ec2_services")
+        unzipped, our_code = _dir_size(arm), _dir_size(arm / "lambda_fn") + _dir_size(arm / "aipm_common")
 
     med = statistics.median
     print(f"\nP5 cold import — median ms of {RUNS} fresh interpreters each, runs interleaved; CPU time (what a Lambda's "
@@ -140,7 +139,7 @@ def main() -> None:
     print(f"| unzipped | {unzipped / 1e6:.1f} MB |")
     print(f"| zipped (deflate) | {zipped / 1e6:.1f} MB |")
     print(f"| files | {files} |")
-    print(f"| of which lambda_fn + ec2_services/common | {our_code / 1e3:.0f} kB |")
+    print(f"| of which lambda_fn + aipm_common | {our_code / 1e3:.0f} kB |")
     print("| Lambda limits | 250 MB unzipped, 50 MB zipped upload |")
 
 

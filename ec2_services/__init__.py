@@ -1,5 +1,1 @@
-"""The EC2 host's services (worker pool, PR processor) and what they share with the Lambda (`common`).
-
-Importing this package must stay cheap and free of host-only dependencies: the Lambda bundle ships
-`ec2_services/common` alone.
-"""
+"""The EC2 host's services: the worker pool and the PR processor (what they share with the Lambda: `aipm_common`)."""

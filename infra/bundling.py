@@ -1,6 +1,6 @@
 """The Lambda's code bundle, built without Docker: pip resolves arm64 / CPython 3.12 wheels on this machine.
 
-Owns what ships in the Lambda zip (requirements/lambda.txt, ``lambda_fn/``, ``ec2_services/common/``) and the asset
+Owns what ships in the Lambda zip (requirements/lambda.txt, ``lambda_fn/``, ``aipm_common/``) and the asset
 hash over exactly those inputs. It must not reach into other folders, and must never fall back to a silent empty zip:
 a failed pip run stops synthesis with pip's own message.
 """
@@ -20,8 +20,7 @@ from aws_cdk import aws_lambda as lambda_
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = "requirements/lambda.txt"
 # (source, destination inside the zip): the handler package and the shared code it imports.
-CODE = (("lambda_fn", "lambda_fn"), ("ec2_services/__init__.py", "ec2_services/__init__.py"),
-        ("ec2_services/common", "ec2_services/common"))
+CODE = (("lambda_fn", "lambda_fn"), ("aipm_common", "aipm_common"))
 PIP_PLATFORM = ("--platform", "manylinux2014_aarch64", "--only-binary=:all:", "--python-version", "3.12",
                 "--implementation", "cp")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")

@@ -1,4 +1,4 @@
-"""The EC2 hosts (deploys ``ec2_services/``): network, security group, role, the services' log groups, the cfn-init
+"""The EC2 hosts (deploys ``ec2_services/`` and ``aipm_common/``): network, security group, role, the services' log groups, the cfn-init
 install that runs ``infra/host_install/install.sh`` and the machines that run it: one instance with an Elastic IP
 (``dispatch=http``), or an Auto Scaling group scaled on the SQS job backlog (``dispatch=sqs``, see ``group``).
 
@@ -310,6 +310,8 @@ class Host(Construct):
             # change the asset's hash (and make cfn-hup reinstall a host whose code did not change).
             ec2.InitSource.from_existing_asset(f"{SRC}/ec2_services",
                                                code_asset(self, "CodeAsset", ROOT / "ec2_services")),
+            ec2.InitSource.from_existing_asset(f"{SRC}/aipm_common",
+                                               code_asset(self, "CommonAsset", ROOT / "aipm_common")),
             ec2.InitSource.from_existing_asset(f"{SRC}/infra/host_install",
                                                code_asset(self, "InstallAsset", ROOT / "infra" / "host_install")),
             ec2.InitFile.from_asset(f"{SRC}/requirements/host.txt", str(ROOT / "requirements" / "host.txt")),

@@ -39,8 +39,8 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         "for the SSM agent.")
     for rule in ("Action::s3:GetBucket*", "Action::s3:GetObject*", "Action::s3:List*", ASSET_OBJECTS):
         ack(host.role, f"AwsSolutions-IAM5[{rule}]",
-            "Granted by CDK for cfn-init to download this stack's install assets (ec2_services, host_install, "
-            "requirements) from the bootstrap asset bucket; read-only.")
+            "Granted by CDK for cfn-init to download this stack's install assets (ec2_services, aipm_common, "
+            "host_install, requirements) from the bootstrap asset bucket; read-only.")
     if host.group is not None:
         ack(host.role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:"
                        f"autoScalingGroup:*:autoScalingGroupName/<AWS::StackName>{GROUP_NAME_SUFFIX}]",

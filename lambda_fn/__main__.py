@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from ec2_services.common.http import serve
-from ec2_services.common.logging import setup_logging
-from ec2_services.common.settings import LambdaSettings, SettingsError, load_settings
+from aipm_common.http import serve
+from aipm_common.logging import setup_logging
+from aipm_common.settings import LambdaSettings, SettingsError, load_settings
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""The FastAPI app: routers, the HTTP edge (body limit, JSON errors), CORS in this one place, and the static UI.
+"""The FastAPI app: routers, the HTTP edge (body limit, JSON errors), CORS and the same-origin guard in this one place, and the static UI.
 
 Built from a ``Runtime`` (``lambda_fn.runtime``) so tests and both entry points (Mangum, uvicorn) build the same
 app. Maps the forge's and the PR processor's errors to JSON ``{"detail": ...}`` answers.
@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from ec2_services.common.http import install_edge
-from ec2_services.common.logging import redact
-from ec2_services.common.settings import LambdaSettings
+from aipm_common.http import install_edge
+from aipm_common.logging import redact
+from aipm_common.settings import LambdaSettings
 from lambda_fn.deadline import DeadlineMiddleware
 from lambda_fn.forge.base import ForgeError
 from lambda_fn.generate import StepFailed
@@ -20,6 +20,7 @@ from lambda_fn.processor import ProcessorError
 from lambda_fn.routes.api import router as api_router
 from lambda_fn.routes.callbacks import callbacks_router
 from lambda_fn.runtime import Runtime, build_runtime
+from lambda_fn.same_origin import SameOriginMiddleware
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -28,6 +29,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     install_edge(app)
     app.add_middleware(DeadlineMiddleware)
+    app.add_middleware(SameOriginMiddleware, allowed_origins=settings.allowed_origin_list)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origin_list,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 
-from ec2_services.common.logging import log_context
+from aipm_common.logging import log_context
 from lambda_fn import naming
 from lambda_fn.comments import write_marked
 from lambda_fn.forge.base import Forge, ForgeError, NotFound

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ec2_services.common.logging import log_context
+from aipm_common.logging import log_context
 from lambda_fn import naming
 from lambda_fn.comments import write_marked
 from lambda_fn.forge.base import AlreadyExists, Conflict, Forge, ForgeError, PullRequest, Repo

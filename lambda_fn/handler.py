@@ -6,8 +6,8 @@ start half-configured. Lifespan is off: there is nothing to start per event.
 
 from __future__ import annotations
 
-from ec2_services.common.logging import setup_logging
-from ec2_services.common.settings import LambdaSettings, load_settings
+from aipm_common.logging import setup_logging
+from aipm_common.settings import LambdaSettings, load_settings
 from lambda_fn.app import build_handler
 
 _settings = load_settings(LambdaSettings)

@@ -75,7 +75,7 @@ class ProcessorClient:
     def _new_client(self) -> httpx.Client:
         import httpx
 
-        from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
+        from aipm_common.signing import PR_PROCESSOR, SigningAuth
 
         return httpx.Client(base_url=self.base_url, auth=SigningAuth(self._secret, PR_PROCESSOR),
                             follow_redirects=False, timeout=httpx.Timeout(self._timeout, connect=3.0))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ec2_services.common.logging import redact
+from aipm_common.logging import redact
 
 IN_PROGRESS = "aipm:in-progress"
 STATUS_LABELS = {

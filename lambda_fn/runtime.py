@@ -11,8 +11,8 @@ import logging
 import re
 from dataclasses import dataclass
 
-from ec2_services.common.logging import register_secret
-from ec2_services.common.settings import LambdaSettings, SettingsError, require_secret
+from aipm_common.logging import register_secret
+from aipm_common.settings import LambdaSettings, SettingsError, require_secret
 from lambda_fn.auth import Authenticator, CognitoConfig, make_authenticator
 from lambda_fn.forge.base import Forge
 from lambda_fn.processor import ProcessorClient

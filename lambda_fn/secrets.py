@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from ec2_services.common.logging import register_secret
-from ec2_services.common.settings import SettingsError
+from aipm_common.logging import register_secret
+from aipm_common.settings import SettingsError
 
 _KEYS = ("value", "secret", "token", "github_token", "shared_secret", "private_key", "privateKey")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ec2_services.common.http import serve
-from ec2_services.common.logging import setup_logging
-from ec2_services.common.settings import PrProcessorSettings, load_settings, require_secret
+from aipm_common.http import serve
+from aipm_common.logging import setup_logging
+from aipm_common.settings import PrProcessorSettings, load_settings, require_secret
 
 log = logging.getLogger("ec2_services.pr_processor")
 

@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ec2_services.common.http import install_edge
-from ec2_services.common.settings import PrProcessorSettings
-from ec2_services.common.signing import PR_PROCESSOR, SignatureVerifier
+from aipm_common.http import install_edge
+from aipm_common.settings import PrProcessorSettings
+from aipm_common.signing import PR_PROCESSOR, SignatureVerifier
 from ec2_services.pr_processor.jobs import JobState
 from ec2_services.pr_processor.models import JOB_ID_RE, Accepted, InvalidInput, ProcessPrRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService

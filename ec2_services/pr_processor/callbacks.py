@@ -16,8 +16,8 @@ import time
 
 import httpx
 
-from ec2_services.common.logging import escape_nonprintable, log_context, redact
-from ec2_services.common.signing import LAMBDA_API, SigningAuth
+from aipm_common.logging import escape_nonprintable, log_context, redact
+from aipm_common.signing import LAMBDA_API, SigningAuth
 from ec2_services.pr_processor.jobs import CallbackState, JobStore, OutboxItem
 
 log = logging.getLogger(__name__)

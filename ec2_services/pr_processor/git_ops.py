@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ec2_services.common.logging import redact
+from aipm_common.logging import redact
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ec2_services.common.logging import redact
+from aipm_common.logging import redact
 
 LOG_TAIL_LINES = 100
 BUSY_TIMEOUT_S = 5.0

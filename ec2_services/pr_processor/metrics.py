@@ -1,8 +1,8 @@
-"""The PR processor's CloudWatch metrics (EMF through ``ec2_services.common.metrics``; Service=pr-processor)."""
+"""The PR processor's CloudWatch metrics (EMF through ``aipm_common.metrics``; Service=pr-processor)."""
 
 from __future__ import annotations
 
-from ec2_services.common import metrics as _emf
+from aipm_common import metrics as _emf
 
 SERVICE = "pr-processor"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from aipm_common.signing import WORKER_POOL, SigningAuth
 
 # /execute stays open for the whole agent task (the pool caps it at KIRO_TASK_TIMEOUT, plus its queue wait).
 EXECUTE_READ_TIMEOUT_S = 6 * 3600

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from ec2_services.common.logging import log_context, redact
+from aipm_common.logging import log_context, redact
 from ec2_services.pr_processor import metrics
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRefused, PushRejected, Worktree

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ec2_services.common.settings import PrProcessorSettings
+from aipm_common.settings import PrProcessorSettings
 from ec2_services.pr_processor.callbacks import CallbackSender
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitOps

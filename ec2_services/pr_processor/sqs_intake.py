@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from ec2_services.common.sqs import sqs_client
+from aipm_common.sqs import sqs_client
 from ec2_services.pr_processor.jobs import LIVE_STATES
 from ec2_services.pr_processor.models import InvalidInput, ProcessPrRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService

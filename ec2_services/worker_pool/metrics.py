@@ -1,8 +1,8 @@
-"""The worker pool's CloudWatch metrics (EMF through ``ec2_services.common.metrics``; Service=worker-pool)."""
+"""The worker pool's CloudWatch metrics (EMF through ``aipm_common.metrics``; Service=worker-pool)."""
 
 from __future__ import annotations
 
-from ec2_services.common import metrics as _emf
+from aipm_common import metrics as _emf
 
 SERVICE = "worker-pool"
 

@@ -8,7 +8,7 @@
 #
 #   install.sh [--prefix DIR] [--source DIR] [--python PATH] [--extra-site DIR]
 #
-#   --source      holds ec2_services/ and requirements/host.txt (default: this script's ../..; /opt/aipm/src on EC2)
+#   --source      holds ec2_services/, aipm_common/ and requirements/host.txt (default: this script's ../..; /opt/aipm/src on EC2)
 #   --python      interpreter for the venv (default /usr/bin/python3.12; with --prefix: python3.12 or python3)
 #   --extra-site  offline/test fast path: a site-packages directory added to the venv's path, so the requirements
 #                 are satisfied from it and pip checks them with --no-index instead of downloading
@@ -91,7 +91,9 @@ SQS_WAIT_S="${AIPM_SQS_WAIT_S:-20}"
 SQS_VISIBILITY_S="${AIPM_SQS_VISIBILITY_S:-300}"
 ASG_NAME="${AIPM_ASG_NAME:-}"
 
-[ -d "$SOURCE/ec2_services" ] || die "$SOURCE/ec2_services not found (--source)"
+for package in ec2_services aipm_common; do
+  [ -d "$SOURCE/$package" ] || die "$SOURCE/$package not found (--source)"
+done
 [ -f "$SOURCE/requirements/host.txt" ] || die "$SOURCE/requirements/host.txt not found (--source)"
 case "$POOL_SIZE" in ''|*[!0-9]*) die "AIPM_POOL_SIZE must be a number, got '$POOL_SIZE'" ;; esac
 case "$DISPATCH" in
@@ -124,7 +126,7 @@ AGENT_GROUP="$(id -gn "$AGENT_USER" 2>/dev/null || echo "$AGENT_USER")"
 AS_AGENT="setpriv --reuid=$AGENT_USER --regid=$AGENT_GROUP --init-groups --inh-caps=-all --ambient-caps=-all --nnp --"
 AS_AGENT="$AS_AGENT /usr/bin/env HOME=/home/$AGENT_USER USER=$AGENT_USER LOGNAME=$AGENT_USER"
 KIRO_COMMAND="${AIPM_KIRO_COMMAND:-$AS_AGENT $KIRO_BIN chat --legacy-ui --agent aipm}"
-KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent aipm}"
+KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent-engine v2 --agent aipm}"
 if [ -z "$PYTHON" ]; then
   if [ "$ON_HOST" = 1 ]; then PYTHON=/usr/bin/python3.12
   else PYTHON="$(command -v python3.12 || command -v python3)"; fi
@@ -133,13 +135,15 @@ fi
   || die "$PYTHON is older than Python 3.11"
 
 # --- 2. The code and its venv ---------------------------------------------------------------------------------------
-log "installing ec2_services into $APP"
+log "installing ec2_services and aipm_common into $APP"
 mkdir -p "$APP/requirements" "$BIN" "$ETC" "$UNITS" "$LOGS" "$WORKSPACES" "$SECRETS_DIR"
-rm -rf "$APP/ec2_services.new"
-cp -R "$SOURCE/ec2_services" "$APP/ec2_services.new"
-find "$APP/ec2_services.new" -name __pycache__ -type d -prune -exec rm -rf {} +
-rm -rf "$APP/ec2_services"
-mv "$APP/ec2_services.new" "$APP/ec2_services"
+for package in ec2_services aipm_common; do
+  rm -rf "$APP/$package.new"
+  cp -R "$SOURCE/$package" "$APP/$package.new"
+  find "$APP/$package.new" -name __pycache__ -type d -prune -exec rm -rf {} +
+  rm -rf "$APP/$package"
+  mv "$APP/$package.new" "$APP/$package"
+done
 cp "$SOURCE/requirements/host.txt" "$APP/requirements/host.txt"
 cp "$HERE/aipm-fetch-secrets" "$BIN/aipm-fetch-secrets"
 chmod 0755 "$BIN/aipm-fetch-secrets"
@@ -147,7 +151,7 @@ chmod 0755 "$BIN/aipm-fetch-secrets"
 log "building the venv in $VENV with $PYTHON"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-# ec2_services is imported from $APP (a .pth line), so `python -m ec2_services.worker_pool` works from any directory.
+# ec2_services and aipm_common are imported from $APP (a .pth line): `python -m ec2_services.worker_pool` runs anywhere.
 printf '%s\n' "$APP" > "$SITE/aipm-app.pth"
 PIP_ARGS=(--disable-pip-version-check --quiet --no-input)
 if [ -n "$EXTRA_SITE" ]; then
@@ -159,7 +163,7 @@ else
 fi
 "$VENV/bin/python" -m pip install "${PIP_ARGS[@]}" -r "$APP/requirements/host.txt" >&2 \
   || die "pip could not install requirements/host.txt into $VENV"
-for module in ec2_services.worker_pool ec2_services.pr_processor; do
+for module in aipm_common ec2_services.worker_pool ec2_services.pr_processor; do
   "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$module') is None)" \
     || die "$module is not importable from $VENV"
 done

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from ec2_services.common.logging import register_secret
+from aipm_common.logging import register_secret
 from lambda_fn.deadline import can_wait
 from lambda_fn.forge.base import (
     AlreadyExists,

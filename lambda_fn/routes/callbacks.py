@@ -36,7 +36,7 @@ class _Verify:
 
     async def __call__(self, request: Request) -> None:
         if self._verifier is None:
-            from ec2_services.common.signing import LAMBDA_API, SignatureVerifier
+            from aipm_common.signing import LAMBDA_API, SignatureVerifier
 
             self._verifier = SignatureVerifier(self._secret, LAMBDA_API)
         await self._verifier(request)

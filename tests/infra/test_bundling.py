@@ -19,10 +19,10 @@ def _tree(tmp_path: Path, requirements: str = "annotated-types>=0.6,<1\n") -> Pa
     (root / "lambda_fn" / "handler.py").write_text("def handler(event, context):\n    return {}\n")
     (root / "lambda_fn" / "__pycache__").mkdir()
     (root / "lambda_fn" / "__pycache__" / "handler.cpython-312.pyc").write_bytes(b"\0")
-    (root / "ec2_services" / "common").mkdir(parents=True)
+    (root / "aipm_common").mkdir(parents=True)
+    (root / "aipm_common" / "settings.py").write_text("X = 1\n")
+    (root / "ec2_services" / "worker_pool").mkdir(parents=True)
     (root / "ec2_services" / "__init__.py").write_text("")
-    (root / "ec2_services" / "common" / "settings.py").write_text("X = 1\n")
-    (root / "ec2_services" / "worker_pool").mkdir()
     (root / "ec2_services" / "worker_pool" / "pool.py").write_text("import ptyprocess\n")
     (root / "requirements").mkdir()
     (root / "requirements" / "lambda.txt").write_text(requirements)
@@ -34,7 +34,7 @@ def test_bundle_holds_the_handler_and_the_shared_code_only(tmp_path):
     out = tmp_path / "out"
     copy_code(root, out)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["ec2_services/__init__.py", "ec2_services/common/settings.py", "lambda_fn/handler.py"]
+    assert files == ["aipm_common/settings.py", "lambda_fn/handler.py"]
 
 
 def test_source_hash_follows_every_input_and_nothing_else(tmp_path):
@@ -42,7 +42,7 @@ def test_source_hash_follows_every_input_and_nothing_else(tmp_path):
     before = source_hash(root)
     (root / "ec2_services" / "worker_pool" / "pool.py").write_text("changed\n")
     assert source_hash(root) == before, "host-only code does not change the Lambda asset"
-    for path in ("lambda_fn/handler.py", "ec2_services/common/settings.py", "requirements/lambda.txt"):
+    for path in ("lambda_fn/handler.py", "aipm_common/settings.py", "requirements/lambda.txt"):
         (root / path).write_text((root / path).read_text() + "# changed\n")
         assert source_hash(root) != before, path
         before = source_hash(root)
@@ -72,6 +72,6 @@ def test_local_bundling_installs_linux_arm64_wheels(tmp_path):
     assert LocalPipBundling(root).try_bundle(str(out)) is True
     native = [p.name for p in out.joinpath("pydantic_core").glob("*.so")]
     assert native and all("cpython-312-aarch64-linux-gnu" in name for name in native), native
-    assert (out / "lambda_fn" / "handler.py").exists() and (out / "ec2_services" / "common" / "settings.py").exists()
-    assert not (out / "ec2_services" / "worker_pool").exists()
+    assert (out / "lambda_fn" / "handler.py").exists() and (out / "aipm_common" / "settings.py").exists()
+    assert not (out / "ec2_services").exists()
     shutil.rmtree(out)

@@ -329,7 +329,7 @@ def test_the_pool_runs_the_agent_as_its_own_user_without_capabilities_or_secrets
     """The rendered units' privilege split, for real: the pool as a non-root user with its unit's ambient
     capabilities, the agent dropped by the rendered KIRO_COMMAND to another user with none, and cancelled/killed
     by the pool when it stops (CAP_KILL)."""
-    from ec2_services.common.signing import SigningAuth
+    from aipm_common.signing import SigningAuth
     from tests.kiro_double import SCRIPT
 
     prefix = Path(tempfile.mkdtemp(prefix="aipm-host-", dir="/tmp"))  # pytest's tmp is root-only (0700)

@@ -103,7 +103,8 @@ def test_instance_waits_for_cfn_init_signal(default_synth):
 
 def test_cfn_init_ships_the_code_and_runs_the_installer(default_synth):
     config = init_config(default_synth)
-    assert set(config["sources"]) == {"/opt/aipm/src/ec2_services", "/opt/aipm/src/infra/host_install"}
+    assert set(config["sources"]) == {"/opt/aipm/src/ec2_services", "/opt/aipm/src/aipm_common",
+                                      "/opt/aipm/src/infra/host_install"}
     assert "/opt/aipm/src/requirements/host.txt" in config["files"]
     command = config["commands"]["10-install-aipm"]["command"]
     assert command == "bash /opt/aipm/src/infra/host_install/install.sh --source /opt/aipm/src"

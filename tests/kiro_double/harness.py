@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from aipm_common.signing import WORKER_POOL, SigningAuth
 from tests.kiro_double import command
 from tests.support.servers import ServiceProcess, free_port, wait_http
 

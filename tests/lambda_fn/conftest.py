@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ec2_services.common.settings import LambdaSettings, load_settings
-from ec2_services.common.signing import LAMBDA_API, SIGNATURE_HEADER, TIMESTAMP_HEADER, receiver_key, signature
+from aipm_common.settings import LambdaSettings, load_settings
+from aipm_common.signing import LAMBDA_API, SIGNATURE_HEADER, TIMESTAMP_HEADER, receiver_key, signature
 from lambda_fn.app import build_handler
 from tests.conftest import SECRET
 from tests.lambda_fn.fake_processor import FakeProcessor

@@ -12,7 +12,7 @@ import threading
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ec2_services.common.signing import PR_PROCESSOR, SignatureVerifier
+from aipm_common.signing import PR_PROCESSOR, SignatureVerifier
 
 ENDED = {"succeeded", "failed", "no_changes", "cancelled"}
 

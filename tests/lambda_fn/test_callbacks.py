@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from ec2_services.common.logging import register_secret
-from ec2_services.common.signing import PR_PROCESSOR
+from aipm_common.logging import register_secret
+from aipm_common.signing import PR_PROCESSOR
 from lambda_fn.results import fenced
 from tests.lambda_fn.conftest import REPO, callback, signed_headers
 

@@ -75,7 +75,7 @@ def test_ui_token_from_secrets_manager_gates_the_user_facing_api(aws, monkeypatc
 
     assert call("wrong-token") == 401
     assert call("ui-token-from-secrets-manager-42") != 401
-    from ec2_services.common.logging import redact
+    from aipm_common.logging import redact
 
     assert "ui-token-from-secrets-manager-42" not in redact("x ui-token-from-secrets-manager-42")
 
@@ -83,13 +83,13 @@ def test_ui_token_from_secrets_manager_gates_the_user_facing_api(aws, monkeypatc
 def test_secret_values_are_redacted_from_logs_once_read(aws):
     arn = aws.create_secret(Name="x", SecretString="plain-secret-value-123")["ARN"]
     assert read_secret(arn, "AIPM_SHARED_SECRET_ARN") == "plain-secret-value-123"
-    from ec2_services.common.logging import redact
+    from aipm_common.logging import redact
 
     assert redact("leaked plain-secret-value-123 here") == "leaked *** here"
 
 
 def test_unreadable_secret_stops_the_start_naming_the_variable(aws):
-    from ec2_services.common.settings import SettingsError
+    from aipm_common.settings import SettingsError
 
     with pytest.raises(SettingsError, match="GITHUB_TOKEN_SECRET_ARN"):
         read_secret("arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf", "GITHUB_TOKEN_SECRET_ARN")

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from ec2_services.common.signing import LAMBDA_API, PR_PROCESSOR, WORKER_POOL, SigningAuth, receiver_key, signature
+from aipm_common.signing import LAMBDA_API, PR_PROCESSOR, WORKER_POOL, SigningAuth, receiver_key, signature
 from lambda_fn.forge.local import ensure_example_repo
 from tests.support.servers import ServiceProcess, free_port, wait_http
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ec2_services.common.signing import LAMBDA_API, PR_PROCESSOR, WORKER_POOL, receiver_key, signature
+from aipm_common.signing import LAMBDA_API, PR_PROCESSOR, WORKER_POOL, receiver_key, signature
 from tests.reliability.stack import FINAL, TORTURE, poll, record_figures
 
 EXAMPLES = 400 if TORTURE else 40

@@ -12,7 +12,7 @@ import time
 import pytest
 from fastapi import Depends, FastAPI, Request
 
-from ec2_services.common.signing import LAMBDA_API, SignatureVerifier
+from aipm_common.signing import LAMBDA_API, SignatureVerifier
 from tests.reliability.stack import EXAMPLE, poll, record_figures, size
 from tests.support.servers import free_port, serve_in_thread
 

@@ -153,7 +153,7 @@ def saturated_failures(jobs: dict[str, dict]) -> int:
 def stack_async_client(stack):
     import httpx
 
-    from ec2_services.common.signing import WORKER_POOL, SigningAuth
+    from aipm_common.signing import WORKER_POOL, SigningAuth
 
     limits = httpx.Limits(max_connections=SUBMISSIONS + 10, max_keepalive_connections=SUBMISSIONS + 10)
     return httpx.AsyncClient(base_url=stack.url("pool"), auth=SigningAuth(stack.secret, WORKER_POOL), timeout=600,

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from ec2_services.common.settings import LambdaSettings, load_settings
+from aipm_common.settings import LambdaSettings, load_settings
 from lambda_fn.app import create_app
 from lambda_fn.runtime import build_runtime
 from tests.conftest import SECRET

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ec2_services.common.signing import PR_PROCESSOR, SigningAuth
+from aipm_common.signing import PR_PROCESSOR, SigningAuth
 from tests.ec2_services.pr_processor.fake_pool import running_fake_pool
 from tests.ec2_services.pr_processor.forge import Forge
 from tests.support.servers import ServiceProcess, free_port, wait_http

@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ec2_services.common.http import install_edge
-from ec2_services.common.signing import WORKER_POOL, SignatureVerifier
+from aipm_common.http import install_edge
+from aipm_common.signing import WORKER_POOL, SignatureVerifier
 from tests.support.servers import serve_in_thread
 
 ERROR_STATUS = {502: "agent_exited", 503: "agent_error", 504: "timeout"}

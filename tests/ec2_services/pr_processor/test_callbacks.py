@@ -10,7 +10,7 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from ec2_services.common.signing import LAMBDA_API, SignatureVerifier
+from aipm_common.signing import LAMBDA_API, SignatureVerifier
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 from tests.ec2_services.pr_processor.fake_pool import Plan
 from tests.support.servers import free_port, serve_in_thread

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from ec2_services.common.signing import PR_PROCESSOR, SIGNATURE_HEADER, TIMESTAMP_HEADER, receiver_key, signature
+from aipm_common.signing import PR_PROCESSOR, SIGNATURE_HEADER, TIMESTAMP_HEADER, receiver_key, signature
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ec2_services.common.signing import SigningAuth
+from aipm_common.signing import SigningAuth
 from ec2_services.pr_processor.models import InvalidInput, check_callback_url, ref_name_problem
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 

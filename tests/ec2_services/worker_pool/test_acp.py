@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from aipm_common.signing import WORKER_POOL, SigningAuth
 from tests.acp_double import command as acp_command
 from tests.ec2_services.worker_pool.test_process import _alive, start_service
 from tests.support.servers import free_port

@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from ec2_services.common.settings import WorkerPoolSettings
-from ec2_services.common.signing import (
+from aipm_common.settings import WorkerPoolSettings
+from aipm_common.signing import (
     PR_PROCESSOR,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

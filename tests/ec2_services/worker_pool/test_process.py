@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from ec2_services.common.signing import WORKER_POOL, SigningAuth
+from aipm_common.signing import WORKER_POOL, SigningAuth
 from tests.kiro_double import command
 from tests.support.servers import ROOT, free_port, wait_http
 

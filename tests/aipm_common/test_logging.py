@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from ec2_services.common.logging import log_context, redact, register_secret, setup_logging
+from aipm_common.logging import log_context, redact, register_secret, setup_logging
 
 TOKENS = [
     "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",

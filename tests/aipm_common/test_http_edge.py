@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from ec2_services.common.http import install_edge
+from aipm_common.http import install_edge
 from tests.support.servers import serve_in_thread
 
 

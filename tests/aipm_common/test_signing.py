@@ -8,8 +8,8 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from ec2_services.common.http import install_edge
-from ec2_services.common.signing import (
+from aipm_common.http import install_edge
+from aipm_common.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     SignatureVerifier,

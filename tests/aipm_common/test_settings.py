@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ec2_services.common.settings import (
+from aipm_common.settings import (
     LambdaSettings,
     PrProcessorSettings,
     SettingsError,
