@@ -95,7 +95,9 @@ def acp_pool_server(tmp_path, shared_secret):
 def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
     with contextlib.ExitStack() as stack:
 
-        def start(*, size: int = 1, double_args: tuple[str, ...] = (), wait: bool = True, **overrides) -> PoolServer:
+        def start(
+            *, size: int = 1, double_args: tuple[str, ...] = (), wait: bool = True, cancel_grace: float = 1.0, **overrides
+        ) -> PoolServer:
             root = tmp_path / "workspaces"
             root.mkdir(exist_ok=True)
             values = {
@@ -115,7 +117,8 @@ def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
             # Short grace times keep the suite fast; the defaults are for real agents.
             # KIRO_API_KEY: the headless double, like kiro-cli, runs only signed in with a key.
             env = {**os.environ, "KIRO_API_KEY": "test-key"}
-            factory = make_driver(settings, resolve_profile(settings), env, cancel_grace=1.0, reset_timeout=5.0)
+            factory = make_driver(settings, resolve_profile(settings), env, cancel_grace=cancel_grace,
+                                  reset_timeout=5.0)
             app = create_app(settings, secret=shared_secret, driver_factory=factory)
             url = stack.enter_context(serve_in_thread(app))
             server = PoolServer(url, root, settings, shared_secret, driver)
