@@ -100,7 +100,10 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_approval_reply: str | None = None
     kiro_deny_tools: str = ""
     kiro_driver: Literal["pty", "acp"] = "pty"
-    kiro_acp_command: str = "kiro-cli acp"
+    # Which coding agent the workers run: "kiro" (either driver) or "claude-code" (ACP only; the driver follows).
+    aipm_agent: Literal["kiro", "claude-code"] = "kiro"
+    # Kiro's ACP command; unset with another AIPM_AGENT, that agent's own (worker_pool.profiles.AGENTS).
+    kiro_acp_command: str = "kiro-cli acp --agent-engine v2 --agent aipm"
     kiro_task_timeout: float = Field(1800, gt=0)
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)
@@ -119,6 +122,19 @@ class WorkerPoolSettings(_WorkspaceRoot):
             except re.error as exc:
                 raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
+
+    @field_validator("aipm_agent", mode="before")
+    @classmethod
+    def _agent_lower(cls, value: str) -> str:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _acp_only_agents(self):
+        if self.aipm_agent != "kiro":
+            if "kiro_driver" in self.model_fields_set and self.kiro_driver != "acp":
+                raise ValueError(f"AIPM_AGENT={self.aipm_agent} speaks ACP only: unset KIRO_DRIVER or set it to acp")
+            self.kiro_driver = "acp"
+        return self
 
     @property
     def deny_tools(self) -> list[str]:

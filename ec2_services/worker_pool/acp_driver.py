@@ -1,41 +1,58 @@
 """The ACP driver (``KIRO_DRIVER=acp``): the agent as an Agent Client Protocol server (``kiro-cli acp``) on stdio.
 
-Where the PTY driver reads a screen, this one reads structured JSON-RPC messages through the ``agent-client-protocol``
-library's client side (``acp.connect_to_agent``): no screen parsing, no prompt patterns. One process per worker,
-spawned from ``KIRO_ACP_COMMAND`` (split as a shell splits words, no shell) in its own process group, in
-``KIRO_WORKSPACE_ROOT``, with the same secret-free environment as the PTY driver. The protocol, per task:
+Where the PTY driver reads a screen, this one reads JSON-RPC frames through the ``agent-client-protocol`` library's
+client side (``acp.connect_to_agent``). One process per worker, spawned from ``KIRO_ACP_COMMAND`` (split as a shell
+splits words, no shell; default ``kiro-cli acp --agent-engine v2 --agent aipm``) in its own process group, in
+``KIRO_WORKSPACE_ROOT``, with the same secret-free environment as the PTY driver. Per task:
 
     session/new {cwd: the task's cwd}        a fresh conversation per task: nothing to /clear, the cwd is native
     session/prompt [text]                    while it runs, the agent sends
         session/update                         agent_message_chunk → the answer and ``[Worker N]`` log lines;
-                                               tool_call / tool_call_update → a line each; anything → "alive"
-        session/request_permission             answered at once: an allow option (approval), or a reject option
-                                               for a tool in ``KIRO_DENY_TOOLS`` (denial)
+                                               tool_call / tool_call_update → a line each
+        session/request_permission             answered at once: the allow-ONCE option (never "always": Kiro V3
+                                               saves that as a lasting rule), or reject-once for a denied tool
+        any other request                      refused (JSON-RPC -32601, with the reason in ``data``); the task then
+                                               fails, naming it, with the agent's own words kept in the output
     ← the prompt's response {stopReason}     the turn's end
+
+Every frame is read by ``_observe`` (a stream observer) in the order the agent sent it, before the library acts on
+it: a turn counts the frames from its ``session/prompt`` to that prompt's response, and nothing after it. A frame
+that follows the response (V2's ``turnDurationMs`` metadata, V3's ``context_usage``) belongs to the turn that ended
+and counts for no task; a cancelled turn's credits are what was metered before its response.
+
+Kiro, as its wire captures show it (``tests/fixtures/kiro-acp/README.md``):
+
+    tool name (deny-list)   V3: the request's ``_meta.kiro.toolId``; V2: ``_meta.kiro.toolName`` of the tool_call
+                            with the same toolCallId, or the title of its ``_kiro.dev/session/update`` tool_call_chunk.
+                            Any agent's ``_meta.<vendor>.toolName``/``toolId`` is read the same way (Claude Code's
+                            ``_meta.claudeCode.toolName``). The ACP ``kind`` is matched too (and shown when there is
+                            no name), but never stands in for a name: under a deny-list a nameless tool is rejected
+                            (fail closed), as the PTY driver answers ``n`` to an unnamed tool.
+    credits                 V2: the sum of ``_kiro.dev/metadata`` ``meteringUsage[].value``; V3: the
+                            ``turn_completion`` ``promptTurnSummaries[].usage``
+    throttling              ``ThrottlingException`` / ``TooManyRequestsException`` / "is having trouble responding"
+                            in the prompt's error, or a ``retry_warning`` / ``rate_limit`` frame in the failed
+                            attempt: waited out and sent again (``KIRO_TROUBLE_RETRIES``); any other error fails the
+                            task with Kiro's message and ``data``
+    V3 failed turn          ``display_error`` then ``turn_end`` stopReason ``error``, maybe with no response: the
+                            turn ends there, with the error's words
 
 How a turn's end maps onto the driver contract (``driver.py``):
 
-    stopReason end_turn                         → TurnResult (``completed``, 200)
+    stopReason end_turn                         → TurnResult (``completed``, 200); AgentTrouble if a request was refused
     stopReason cancelled                        → TurnCancelled (``cancelled``, 499)
     stopReason max_tokens / max_turn_requests   → AgentTrouble (``agent_error``, 503): the agent stopped before
                                                   finishing the work, which must not pass for a completed task
     stopReason refusal                          → AgentTrouble (``agent_error``, 503), detail says it refused
-    an error answering session/prompt           → "having trouble responding" / throttling: waited out and sent
-                                                  again (``KIRO_TROUBLE_RETRIES``), then AgentTrouble; any other
-                                                  error: AgentTrouble at once
+    an error answering session/prompt           → throttling: retried, then AgentTrouble; else AgentTrouble at once
     the process exits / closes stdout           → AgentExited (502), its last stderr lines in ``output``
-    no update for ``KIRO_STALL_TIMEOUT``        → TurnTimeout(stalled=True) (504), the process killed
+    no frame for ``KIRO_STALL_TIMEOUT``         → TurnTimeout(stalled=True) (504), the process killed
     past the task's timeout                     → TurnTimeout(stalled=False) (504), the process killed
     cancel()                                    → session/cancel; a response within the grace → TurnCancelled;
                                                   none → the process group killed, TurnCancelled (pool respawns)
 
-The tool name matched against ``KIRO_DENY_TOOLS``: ACP has no tool-name field, so it is read from the tool call's
-``_meta`` (``toolName`` / ``tool_name`` / ``name``) on the permission request or on the ``tool_call`` update with the
-same id; the call's ``kind`` (``execute``, ``edit``, …) and ``title`` are matched as well. With a deny-list set, a
-request whose tool name cannot be read is rejected (fail closed), as the PTY driver answers ``n`` to an unnamed
-tool. Whether ``kiro-cli acp`` puts the name in ``_meta`` is not verified here (a public probe of kiro-cli 2.17 shows
-only ``toolCallId`` and a title such as ``Running: echo …`` on the request): if it does not, a deny-list makes every
-tool request rejected under this driver — safe, but then list kinds, or use the PTY driver for deny-lists.
+``agent_version`` / ``agent_engine`` (for /health) come from the initialize answer: V2 sends ``agentInfo.version``;
+V3 sends none but is known by its ``agentCapabilities._meta.kiro`` and sign-in methods; else ``--agent-engine``.
 """
 
 from __future__ import annotations
@@ -43,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import re
 import shlex
@@ -54,9 +72,8 @@ from pathlib import Path
 from typing import Any
 
 import acp
+from acp.connection import StreamDirection
 from acp.schema import (
-    AgentMessageChunk,
-    AgentThoughtChunk,
     AllowedOutcome,
     ClientCapabilities,
     DeniedOutcome,
@@ -64,9 +81,6 @@ from acp.schema import (
     Implementation,
     PermissionOption,
     RequestPermissionResponse,
-    TextContentBlock,
-    ToolCallProgress,
-    ToolCallStart,
     ToolCallUpdate,
 )
 
@@ -90,9 +104,10 @@ from ec2_services.worker_pool.session import (
 
 log = logging.getLogger(__name__)
 
-_ALLOW_KINDS = ("allow_always", "allow_once")  # as the PTY driver trusts a tool (`t`) for the session
-_REJECT_KINDS = ("reject_once", "reject_always")
-_TROUBLE = re.compile(r"having trouble responding|throttl|too many requests|rate exceeded", re.IGNORECASE)
+# Throttling in Kiro's own words: its service's exception names, and its "having trouble responding" error. (Its
+# `rate_limit` / `retry_warning` frames mark a turn as throttled too.) Anything else is an error, not retried.
+_THROTTLING = re.compile(r"ThrottlingException|TooManyRequestsException|is having trouble responding")
+_ENGINE_FLAG = re.compile(r"^--agent-engine(?:=(\S+))?$")
 _STDERR_KEPT = 40
 _STREAM_LIMIT = 64 * 1024 * 1024  # one JSON-RPC line (a big tool output) may be large
 
@@ -158,14 +173,22 @@ class _Answer:
         return "\n".join(lines).strip("\n").rstrip()
 
 
+def _refuser(method: str) -> Any:
+    async def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise _refusal(method)
+
+    return refuse
+
+
 class _Client:
-    """The client side's callbacks (``acp.Client``): the agent calls these while a prompt runs."""
+    """The client side's callbacks (``acp.Client``). What the agent *tells* is read by ``AcpDriver._observe`` in the
+    order it arrives; these only answer what it *asks*: a permission, or anything else (refused)."""
 
     def __init__(self, driver: AcpDriver):
         self._driver = driver
 
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
-        self._driver._on_update(session_id, update)
+        return None  # read in wire order by the observer
 
     async def request_permission(
         self, session_id: str, tool_call: ToolCallUpdate, options: list[PermissionOption], **kwargs: Any
@@ -173,10 +196,33 @@ class _Client:
         return self._driver._on_permission(session_id, tool_call, options)
 
     async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
-        self._driver._touch()  # Kiro's own extensions (`_kiro.dev/…`): not needed, but the agent is alive
+        return None  # read in wire order by the observer
 
     async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        raise acp.RequestError.method_not_found(method)
+        raise _refusal(f"_{method}")
+
+    # The client methods ACP defines besides a permission: refused (the pool offers no file system or terminal).
+    read_text_file = _refuser("fs/read_text_file")
+    write_text_file = _refuser("fs/write_text_file")
+    create_terminal = _refuser("terminal/create")
+    terminal_output = _refuser("terminal/output")
+    release_terminal = _refuser("terminal/release")
+    wait_for_terminal_exit = _refuser("terminal/wait_for_exit")
+    kill_terminal = _refuser("terminal/kill")
+
+
+def _refusal(method: str) -> acp.RequestError:
+    """The JSON-RPC error every request but a permission gets: the method, and why, in words."""
+    return acp.RequestError(-32601, f"Method not found: {method}", {"method": method, "reason": refusal_reason(method)})
+
+
+def refusal_reason(method: str) -> str:
+    if method.startswith("_kiro/auth/"):
+        return ("the aipm worker pool hands out no access tokens (this is the V3 engine's host-mediated sign-in); "
+                "run `kiro-cli acp --agent-engine v2`, which uses kiro-cli's own sign-in")
+    if method.startswith(("fs/", "terminal/", "_kiro/fs/", "_kiro/terminal/")):
+        return "the aipm worker pool offers no file system or terminal to the agent (clientCapabilities say so)"
+    return "the aipm worker pool does not implement this client method"
 
 
 class _Turn:
@@ -186,8 +232,22 @@ class _Turn:
         self.approvals = 0
         self.denials = 0
         self.retries = 0
-        # tool call id → (name from _meta, kind, title) of its tool_call update, for the permission request
-        self.tools: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self.credits: float | None = None
+        # Frames count for this turn from its session/prompt until that prompt's response (``open``).
+        self.open = False
+        self.outcome: asyncio.Future | None = None  # set by a V3 turn_end(error) that no response follows
+        self.throttled = False  # a rate_limit / retry_warning frame, or a throttling error, in this attempt
+        self.error: str | None = None  # the agent's own error words (V3 display_error)
+        self.refused: list[str] = []  # what the agent asked for and was refused, in words
+        self.tools: dict[str, _Tool] = {}  # tool call id → what the agent said of it
+
+
+@dataclass
+class _Tool:
+    name: str | None = None
+    kind: str | None = None
+    title: str | None = None
+    permission_meta: dict | None = None  # the permission request's own params._meta
 
 
 class AcpDriver(AgentDriver):
@@ -222,6 +282,7 @@ class AcpDriver(AgentDriver):
         self._last_update = 0.0
         self._cancel = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._agent: dict | None = None  # the initialize response, as the agent sent it
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -251,7 +312,10 @@ class AcpDriver(AgentDriver):
             asyncio.create_task(self._watch_exit(self._proc), name=f"acp-exit-{self.worker_id}"),
             asyncio.create_task(self._read_stderr(self._proc), name=f"acp-stderr-{self.worker_id}"),
         ]
-        self._conn = acp.connect_to_agent(_Client(self), self._proc.stdin, self._proc.stdout)
+        self._agent = None
+        self._conn = acp.connect_to_agent(
+            _Client(self), self._proc.stdin, self._proc.stdout, observers=[self._observe]
+        )
         log.info("worker %d: started %s (pid %d) in %s", self.worker_id, self.argv[0], self._proc.pid, self._cwd)
         initialize = asyncio.ensure_future(
             self._conn.initialize(
@@ -280,9 +344,11 @@ class AcpDriver(AgentDriver):
         except Exception as exc:  # a JSON-RPC error, or the connection closed as it exited
             await self.stop()
             raise StartError(f"initialize failed: {exc}{self._stderr_hint()}") from None
+        self.agent_version, self.agent_engine = _identify(self._agent or {}, self.argv)
         info = answer.agent_info
-        log.info("worker %d: ACP agent %s %s (protocol %d) ready", self.worker_id, info.name if info else "?",
-                 info.version if info else "", answer.protocol_version)
+        log.info("worker %d: ACP agent %s %s (engine %s, protocol %d) ready", self.worker_id,
+                 info.name if info else "?", self.agent_version or "", self.agent_engine or "?",
+                 answer.protocol_version)
         self.state = DriverState.IDLE
 
     def _stderr_hint(self) -> str:
@@ -340,33 +406,106 @@ class AcpDriver(AgentDriver):
         if self._loop is not None:
             self._last_update = self._loop.time()
 
-    def _on_update(self, session_id: str, update: Any) -> None:
-        turn = self._turn
-        if turn is None or session_id != turn.session_id:
-            return  # a late update of an earlier task's session
+    def _observe(self, event: Any) -> None:
+        """Every frame the agent sends, in the order it sent them, before the library acts on it: so a prompt's
+        response is seen after every update that came before it, and a frame after it counts for no turn."""
+        if event.direction is not StreamDirection.INCOMING:
+            return
         self._touch()
-        if isinstance(update, AgentMessageChunk):
-            if isinstance(update.content, TextContentBlock):
-                turn.answer.text(update.content.text)
-        elif isinstance(update, ToolCallStart):
-            name = _meta_name(update.field_meta)
-            turn.tools[update.tool_call_id] = (name, update.kind, update.title)
-            turn.answer.line(f"● {update.title}" + (f" ({name})" if name and name not in update.title else ""))
-            self._tool_text(turn, update.content)
-        elif isinstance(update, ToolCallProgress):
-            self._tool_text(turn, update.content)
-            if update.status in ("completed", "failed"):
-                turn.answer.line(f" - {update.title + ': ' if update.title else ''}{update.status}")
-        elif isinstance(update, AgentThoughtChunk):
-            pass  # reasoning: progress for the watchdog, not part of the answer
+        message = event.message
+        method = message.get("method")
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        turn = self._turn
+        if method is None:  # a response: while a turn is open, only its prompt is waiting for one
+            result = message.get("result")
+            if isinstance(result, dict) and "protocolVersion" in result and self._agent is None:
+                self._agent = result
+            if turn is not None and turn.open:
+                turn.open = False
+            return
+        if "id" in message and method != "session/request_permission":
+            why = f"{method}: {refusal_reason(method)}"
+            log.warning("worker %d: refused the agent's request %s", self.worker_id, why)
+            if turn is not None and turn.open:
+                turn.refused.append(why)
+                turn.answer.line(f"[aipm] refused the agent's request {why}")
+            return
+        if turn is None or not turn.open:
+            return  # between turns, or after a turn's response: it counts for no task
+        session = params.get("sessionId")
+        if session is not None and session != turn.session_id:
+            return  # another session's (a subagent's) frame
+        if method == "session/update":
+            self._on_update(turn, params.get("update") or {})
+        elif method == "session/request_permission":
+            call = params.get("toolCall") or {}
+            tool = turn.tools.setdefault(str(call.get("toolCallId")), _Tool())
+            tool.permission_meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        elif method == "_kiro.dev/metadata":
+            used = [u.get("value") for u in params.get("meteringUsage") or [] if isinstance(u, dict)]
+            self._add_credits(turn, used)
+        elif method == "_kiro.dev/session/update":
+            update = params.get("update") or {}
+            kind = update.get("sessionUpdate")
+            if kind == "tool_call_chunk" and update.get("toolCallId"):
+                tool = turn.tools.setdefault(str(update["toolCallId"]), _Tool())
+                tool.name = tool.name or update.get("title")  # V2: the tool's own name (`shell`, `write`…)
+                tool.kind = tool.kind or update.get("kind")
+            elif kind == "retry_warning":
+                turn.throttled = True
+                turn.answer.line(f"[kiro] {update.get('message') or 'retrying'}")
+        elif method == "_kiro.dev/error/rate_limit":
+            turn.throttled = True
+            turn.answer.line(f"[kiro] {params.get('message') or 'rate limited'}")
+
+    def _on_update(self, turn: _Turn, update: dict) -> None:
+        kind = update.get("sessionUpdate")
+        if kind == "agent_message_chunk":
+            content = update.get("content") or {}
+            if content.get("type") == "text":
+                turn.answer.text(str(content.get("text", "")))
+        elif kind == "tool_call":
+            call_id = str(update.get("toolCallId"))
+            tool = turn.tools.setdefault(call_id, _Tool())
+            tool.name = tool_name(update.get("_meta")) or tool.name
+            tool.kind, tool.title = update.get("kind") or tool.kind, update.get("title") or tool.title
+            title = tool.title or tool.name or "tool"
+            name = tool.name
+            turn.answer.line(f"● {title}" + (f" ({name})" if name and name not in title else ""))
+            self._tool_text(turn, update.get("content"))
+        elif kind == "tool_call_update":
+            self._tool_text(turn, update.get("content"))
+            status = update.get("status")
+            if status in ("completed", "failed"):
+                title = update.get("title")
+                turn.answer.line(f" - {title + ': ' if title else ''}{status}")
+        elif kind == "session_info_update":
+            kiro = _vendor(update.get("_meta"), "kiro")
+            info = kiro.get("kind")
+            if info == "turn_completion":  # V3: the turn's credits
+                self._add_credits(turn, [s.get("usage") for s in kiro.get("promptTurnSummaries") or []
+                                         if isinstance(s, dict)])
+            elif info == "display_error":
+                turn.error = ": ".join(str(p) for p in (kiro.get("errorType"), kiro.get("message")) if p)
+                turn.answer.line(f"[kiro] {turn.error}")
+                if _THROTTLING.search(turn.error):
+                    turn.throttled = True
+            elif info == "turn_end" and kiro.get("stopReason") == "error" and _pending(turn.outcome):
+                # V3 ends a failed turn here, and may send no response to the prompt at all.
+                turn.outcome.set_result(turn.error or "the agent ended the turn with an error")
+
+    def _add_credits(self, turn: _Turn, values: list) -> None:
+        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers:
+            turn.credits = (turn.credits or 0.0) + sum(numbers)
 
     @staticmethod
-    def _tool_text(turn: _Turn, content: list | None) -> None:
-        for item in content or []:
-            block = getattr(item, "content", None)
-            if isinstance(block, TextContentBlock):
+    def _tool_text(turn: _Turn, content: Any) -> None:
+        for item in content if isinstance(content, list) else []:
+            block = item.get("content") if isinstance(item, dict) else None
+            if isinstance(block, dict) and block.get("type") == "text":
                 turn.answer.end_line()
-                turn.answer.text(block.text + "\n")
+                turn.answer.text(str(block.get("text", "")) + "\n")
 
     def _on_permission(
         self, session_id: str, tool_call: ToolCallUpdate, options: list[PermissionOption]
@@ -375,23 +514,29 @@ class AcpDriver(AgentDriver):
         if turn is None or session_id != turn.session_id or self._cancel.is_set():
             # Per ACP, a cancelled turn's pending requests are answered "cancelled".
             return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
-        self._touch()
-        known_name, known_kind, known_title = turn.tools.get(tool_call.tool_call_id, (None, None, None))
-        name = _meta_name(tool_call.field_meta) or known_name
-        # The kind (`execute`, `edit`…) and title may be listed too; they never stand in for a missing name.
-        aliases = (name, tool_call.kind or known_kind, tool_call.title or known_title)
-        listed = {n for n in aliases if n} & set(self.deny_tools)
-        deny = bool(self.deny_tools) and (name is None or bool(listed))
-        choice = _pick(options, _REJECT_KINDS if deny else _ALLOW_KINDS)
-        if not deny and choice is None:
-            deny = True  # nothing to allow with: it cannot run, count it as a denial
-        shown = name or tool_call.title or tool_call.kind or "(name not shown)"
+        known = turn.tools.get(tool_call.tool_call_id, _Tool())
+        # Who the tool is: V3 names it on the request (`_meta.kiro.toolId`), V2 on its tool_call update
+        # (`_meta.kiro.toolName`) or its tool_call_chunk; another agent under its own `_meta` key. Else its ACP kind.
+        name = tool_name(known.permission_meta) or tool_name(tool_call.field_meta) or known.name
+        kind = tool_call.kind or known.kind
+        shown = name or kind or tool_call.title or known.title or "(name not shown)"
+        listed = {n for n in (name, kind) if n} & set(self.deny_tools)
+        # The kind may be listed too, but never stands in for a missing name: nameless is denied (fail closed).
+        deny = bool(self.deny_tools) and (bool(listed) or name is None)
+        choice = _pick(options, ("reject_once",) if deny else ("allow_once",))
+        if choice is None and not deny:
+            kinds = ", ".join(f"{o.option_id}={o.kind}" for o in options) or "none"
+            why = (f"session/request_permission for {shown}: no allow-once option among its options ({kinds}); "
+                   "the worker pool never answers with a lasting rule")
+            turn.refused.append(why)
+            turn.answer.line(f"[aipm] refused the agent's request {why}")
+            deny = True
         if deny:
             turn.denials += 1  # a reject option, or "cancelled" when the agent offered none
         else:
             turn.approvals += 1
         log.info("worker %d: %s tool %s", self.worker_id, "denied" if deny else "approved", shown,
-                 extra={"fields": {"event": "tool_denied" if deny else "tool_approved", "tool": name or shown}})
+                 extra={"fields": {"event": "tool_denied" if deny else "tool_approved", "tool": shown}})
         if choice is None:
             return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
         return RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=choice.option_id))
@@ -423,7 +568,7 @@ class AcpDriver(AgentDriver):
                 self.state = DriverState.IDLE
 
     async def _prompt_once(self, turn: _Turn, prompt: str, cwd: str, deadline: float, timeout_s: float) -> str | None:
-        """One session/prompt to its response: the stop reason, or None when it should be sent again (trouble)."""
+        """One session/prompt to its response: the stop reason, or None when it should be sent again (throttled)."""
         conn = self._conn
         if conn is None:
             raise AgentExited(f"the agent exited (status {self.exit_status}) before the task", self._result(turn))
@@ -432,28 +577,36 @@ class AcpDriver(AgentDriver):
             try:
                 session = await self._await(request, turn, deadline, timeout_s)
             except acp.RequestError as exc:
-                raise AgentTrouble(f"the agent could not open a session in {cwd}: {exc}", self._result(turn)) from None
+                raise AgentTrouble(f"the agent could not open a session in {cwd}: {_error_text(exc)}",
+                                   self._result(turn)) from None
             turn.session_id = session.session_id
             log.info("worker %d: ACP session %s in %s", self.worker_id, turn.session_id, cwd)
             if self._cancel.is_set():
                 raise TurnCancelled("cancelled", self._result(turn))
+        turn.open, turn.throttled, turn.error = True, False, None
+        turn.outcome = asyncio.get_running_loop().create_future()
         request = asyncio.ensure_future(conn.prompt(session_id=turn.session_id, prompt=[acp.text_block(prompt)]))
         try:
-            response = await self._await(request, turn, deadline, timeout_s)
-        except acp.RequestError as exc:
-            detail = f"{exc}" + (f" ({exc.data})" if exc.data else "")
-            if not _TROUBLE.search(detail):
+            response = await self._await(asyncio.ensure_future(_first_of(request, turn.outcome)), turn, deadline,
+                                         timeout_s)
+        except (acp.RequestError, _TurnEndedInError) as exc:
+            turn.open = False
+            detail = _error_text(exc) if isinstance(exc, acp.RequestError) else str(exc)
+            throttled = turn.throttled or _THROTTLING.search(detail)
+            if not throttled or turn.retries >= self.limits.trouble_retries:
+                turn.answer.line(f"[kiro] {detail}")  # a retried attempt's error stays out of the answer
+            if not throttled:
                 raise AgentTrouble(f"the agent answered the prompt with an error: {detail}", self._result(turn)) from None
             if turn.retries >= self.limits.trouble_retries:
-                turn.answer.line(detail)
                 raise AgentTrouble(
-                    f"the agent was still having trouble responding after {turn.retries} retries: {detail}",
-                    self._result(turn),
+                    f"the agent was still throttled after {turn.retries} retries: {detail}", self._result(turn)
                 ) from None
             turn.retries += 1
-            log.warning("worker %d: agent having trouble responding (%s); retry %d/%d", self.worker_id, detail,
-                        turn.retries, self.limits.trouble_retries)
+            log.warning("worker %d: agent throttled (%s); retry %d/%d", self.worker_id, detail, turn.retries,
+                        self.limits.trouble_retries)
             return None
+        finally:
+            turn.outcome = None
         return response.stop_reason
 
     async def _await(
@@ -539,21 +692,29 @@ class AcpDriver(AgentDriver):
         self._touch()
 
     def _finish(self, turn: _Turn, stop_reason: str) -> TurnResult:
-        if stop_reason == "end_turn":
-            return self._result(turn)
         if stop_reason == "cancelled":
             raise TurnCancelled("cancelled (the agent ended the turn as cancelled)", self._result(turn))
         why = {
+            "end_turn": "",
             "refusal": "the agent refused to continue (stop reason: refusal)",
             "max_tokens": "the agent stopped at its token limit before finishing (stop reason: max_tokens)",
             "max_turn_requests": "the agent stopped at its limit of model requests for one turn "
             "(stop reason: max_turn_requests)",
         }.get(stop_reason, f"the agent ended the turn with stop reason {stop_reason!r}")
-        raise AgentTrouble(why, self._result(turn))
+        if turn.refused:  # the agent's answer is in the output; what it was refused is said here
+            refused = "the agent asked for what the worker pool refuses: " + "; ".join(turn.refused)
+            why = f"{why}; {refused}" if why else refused
+        if why:
+            raise AgentTrouble(why, self._result(turn))
+        return self._result(turn)
 
     def _result(self, turn: _Turn) -> TurnResult:
         return TurnResult(
-            output=turn.answer.output(), approvals=turn.approvals, denials=turn.denials, trouble_retries=turn.retries
+            output=turn.answer.output(),
+            approvals=turn.approvals,
+            denials=turn.denials,
+            credits=turn.credits,
+            trouble_retries=turn.retries,
         )
 
     def output_tail(self, max_lines: int = 20) -> list[str]:
@@ -565,12 +726,73 @@ class AcpDriver(AgentDriver):
             self._cancel.set()
 
 
-def _meta_name(meta: dict | None) -> str | None:
-    for key in ("toolName", "tool_name", "name"):
-        value = (meta or {}).get(key)
-        if isinstance(value, str) and value:
-            return value
+class _TurnEndedInError(Exception):
+    """V3 ended the turn with ``turn_end`` stopReason ``error`` (its words in the message) and no response."""
+
+
+async def _first_of(request: asyncio.Future, ended: asyncio.Future) -> Any:
+    """The prompt's response, or ``_TurnEndedInError`` when the agent ended the turn in error without one."""
+    try:
+        await asyncio.wait({request, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not request.done():
+            request.cancel()
+    if request.done() and not request.cancelled():
+        return request.result()
+    raise _TurnEndedInError(ended.result())
+
+
+def _error_text(exc: acp.RequestError) -> str:
+    """A JSON-RPC error as Kiro wrote it: its message and its ``data`` (where Kiro puts the cause)."""
+    data = exc.data
+    if isinstance(data, dict):
+        data = data.get("details") or data.get("message") or json.dumps(data)
+    return f"{exc}: {data}" if data else str(exc)
+
+
+_NAME_KEYS = ("toolName", "toolId", "tool_name")
+
+
+def tool_name(meta: Any) -> str | None:
+    """A tool's own name from an ACP ``_meta``: at its top, or under a vendor's key (Kiro's ``_meta.kiro.toolName``
+    / ``toolId``, Claude Code's ``_meta.claudeCode.toolName``, …)."""
+    if not isinstance(meta, dict):
+        return None
+    for scope in (meta, *(v for v in meta.values() if isinstance(v, dict))):
+        for key in (*_NAME_KEYS, "name") if scope is meta else _NAME_KEYS:
+            value = scope.get(key)
+            if isinstance(value, str) and value:
+                return value
     return None
+
+
+def _pending(future: asyncio.Future | None) -> bool:
+    return future is not None and not future.done()
+
+
+def _vendor(meta: Any, key: str) -> dict:
+    value = meta.get(key) if isinstance(meta, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _identify(init: dict, argv: list[str]) -> tuple[str | None, str | None]:
+    """(version, engine) of a Kiro agent: the version from ``agentInfo`` (V2 sends it, V3 does not); the engine from
+    the answer's shape (V3 alone sends ``_meta.kiro`` and sign-in methods), else from ``--agent-engine`` / ``--v3``."""
+    info = init.get("agentInfo") if isinstance(init.get("agentInfo"), dict) else {}
+    version = info.get("version") if isinstance(info.get("version"), str) else None
+    named = None
+    for i, word in enumerate(argv):
+        match = _ENGINE_FLAG.match(word)
+        if match:
+            named = match.group(1) or (argv[i + 1] if i + 1 < len(argv) else None)
+        elif word == "--v3":
+            named = "v3"
+    capabilities = init.get("agentCapabilities") if isinstance(init.get("agentCapabilities"), dict) else {}
+    if _vendor(capabilities.get("_meta"), "kiro") or init.get("authMethods"):
+        return version, "v3"
+    if info.get("name") == "Kiro CLI Agent":
+        return version, named if named in ("v1", "v2") else "v2"
+    return version, named
 
 
 def _pick(options: list[PermissionOption], kinds: tuple[str, ...]) -> PermissionOption | None:

@@ -29,7 +29,7 @@ from ec2_services.worker_pool.pool import (
     WorkerPool,
     make_driver,
 )
-from ec2_services.worker_pool.profiles import resolve_profile
+from ec2_services.worker_pool.profiles import acp_command, resolve_profile
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class WorkerHealth(BaseModel):
     tasks_completed: int
     restarts: int
     current_task: str | None
+    agent_version: str | None = Field(None, description="The agent's version as it reports it (kiro-cli V2 over ACP).")
+    agent_engine: str | None = Field(None, description="kiro-cli's agent engine (`v2`/`v3`) where known.")
 
 
 class Health(BaseModel):
@@ -130,7 +132,7 @@ def create_app(
         await pool.start()
         log.info(
             "worker pool: %d workers running %r (KIRO_DRIVER=%s) in %s", settings.kiro_pool_size,
-            settings.kiro_acp_command if settings.kiro_driver == "acp" else resolve_profile(settings).command,
+            acp_command(settings) if settings.kiro_driver == "acp" else resolve_profile(settings).command,
             settings.kiro_driver, settings.kiro_workspace_root,
         )
         try:

@@ -74,6 +74,9 @@ class AgentDriver(abc.ABC):
     # True when the driver starts the agent's conversation in the task's cwd itself (ACP's session/new cwd); the
     # pool then sends the prompt as is. False: the pool puts a line naming the directory in front of the prompt.
     honours_cwd: bool = False
+    # What the agent said of itself once started (ACP's initialize answer), for /health: None where it does not say.
+    agent_version: str | None = None
+    agent_engine: str | None = None
 
     @property
     @abc.abstractmethod

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aipm_common.logging import log_context
+from aipm_common.logging import log_context, register_secret
 from aipm_common.settings import WorkerPoolSettings
 from ec2_services.worker_pool import metrics
 from ec2_services.worker_pool.driver import (
@@ -39,7 +39,7 @@ from ec2_services.worker_pool.driver import (
     TurnResult,
     TurnTimeout,
 )
-from ec2_services.worker_pool.profiles import AgentProfile
+from ec2_services.worker_pool.profiles import AGENTS, AgentProfile, acp_command
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,8 @@ class Worker:
             "tasks_completed": self.tasks_completed,
             "restarts": self.restarts,
             "current_task": self.current_task,
+            "agent_version": self.driver.agent_version,
+            "agent_engine": self.driver.agent_engine,
         }
 
 
@@ -170,10 +172,16 @@ def make_driver(
     settings: WorkerPoolSettings, profile: AgentProfile, env: Mapping[str, str] | None = None, **options: float
 ) -> DriverFactory:
     """The driver ``KIRO_DRIVER`` names, as a factory of one session per worker id (``options``: its timings)."""
-    base_env = dict(os.environ if env is None else env)
+    # The agent's own key variable reaches it, no other agent's (the services' secrets: session.agent_environment);
+    # its value is redacted from every log record, as the services' secrets are.
+    agent = AGENTS[settings.aipm_agent]
+    base_env = agent.environment(os.environ if env is None else env)
+    for variable in agent.key_vars:
+        register_secret(base_env.get(variable))
     if settings.kiro_driver == "acp":
         from ec2_services.worker_pool.acp_driver import AcpDriver, AcpLimits
 
+        command = acp_command(settings)
         acp_limits = AcpLimits(
             stall_timeout=settings.kiro_stall_timeout,
             trouble_retries=settings.kiro_trouble_retries,
@@ -184,7 +192,7 @@ def make_driver(
         def acp_factory(worker_id: int) -> AgentDriver:
             return AcpDriver(
                 worker_id,
-                settings.kiro_acp_command,
+                command,
                 cwd=settings.kiro_workspace_root,
                 env=base_env,
                 deny_tools=tuple(settings.deny_tools),

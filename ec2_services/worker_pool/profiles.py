@@ -1,8 +1,11 @@
-"""Agent CLI profiles: what a given chat CLI prints and expects, as data (SPEC.md, "Kiro facts").
+"""Agent profiles, as data: what a chat CLI prints and expects (SPEC.md, "Kiro facts"), and which coding agent
+the workers run (``AIPM_AGENT``).
 
 Owns the defaults for each supported CLI ("kiro" = ``kiro-cli chat``, "q" = the Amazon Q CLI's ``q chat``, which
-shares the protocol) and how the ``KIRO_*`` variables override any field. It compiles patterns once; it must not
-touch a terminal or a process.
+shares the protocol) and how the ``KIRO_*`` variables override any field; and, per agent (``kiro``, ``claude-code``
+= the unmodified open-source ``@zed-industries/claude-code-acp``), its ACP command, the one secret it may receive
+(its own API key variable, never the services' nor another agent's), the variables it needs set, and where its wire
+names a tool. It compiles patterns once; it must not touch a terminal or a process.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aipm_common.settings import WorkerPoolSettings
@@ -70,6 +74,69 @@ PROFILES: dict[str, AgentProfile] = {
     "kiro": AgentProfile(name="kiro", command="kiro-cli chat --legacy-ui --agent aipm"),
     "q": AgentProfile(name="q", command="q chat --agent aipm"),
 }
+
+
+@dataclass(frozen=True)
+class AgentKind:
+    """One coding agent the workers can run (``AIPM_AGENT``)."""
+
+    name: str
+    # Its ACP server command (``KIRO_ACP_COMMAND`` overrides); None for an agent with no ACP server.
+    acp_command: str
+    # The only variables naming a model-provider credential it may receive: its own.
+    key_vars: tuple[str, ...] = ()
+    # Variables it is always started with (the setting wins over the service's environment).
+    fixed_env: tuple[tuple[str, str], ...] = ()
+    # Variables it must not see at all (not secrets: ones that change how it runs).
+    dropped_env: tuple[str, ...] = ()
+    # Where its ACP messages name a tool (informative; the driver reads ``_meta.<vendor>.toolName`` generically).
+    tool_name_at: str = ""
+    # The npm package (pinned in agents/package-lock.json) whose bin is the command, for the host installer.
+    npm_package: str | None = None
+    # Whether the driver may be the PTY one (a chat CLI with a terminal protocol: Kiro only).
+    has_pty: bool = False
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` without any other agent's model key, without ``dropped_env``, with ``fixed_env``."""
+        foreign = PROVIDER_KEY_VARS - set(self.key_vars)
+        env = {k: v for k, v in base.items() if k not in foreign and k not in self.dropped_env}
+        env.update(self.fixed_env)
+        return env
+
+
+# Every model-provider credential an agent of ours reads: each reaches its own agent alone.
+PROVIDER_KEY_VARS = frozenset({
+    "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+    "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "KIRO_API_KEY",
+})
+
+AGENTS: dict[str, AgentKind] = {
+    "kiro": AgentKind(
+        name="kiro", acp_command=WorkerPoolSettings.model_fields["kiro_acp_command"].default,
+        key_vars=("KIRO_API_KEY",), tool_name_at="_meta.kiro.toolName", has_pty=True,
+    ),
+    "claude-code": AgentKind(
+        name="claude-code",
+        acp_command="claude-code-acp",
+        key_vars=("ANTHROPIC_API_KEY",),
+        # Its only model call is then the streaming POST /v1/messages: no telemetry, no update checks.
+        fixed_env=(("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),),
+        # As root, IS_SANDBOX set to anything but "1" makes every session/new fail (it asks for a permission
+        # bypass Claude Code then refuses); unset, it never asks for one.
+        dropped_env=("IS_SANDBOX",),
+        tool_name_at="_meta.claudeCode.toolName on the tool_call update; kind edit/execute/read/…",
+        npm_package="@zed-industries/claude-code-acp",
+    ),
+}
+
+
+def acp_command(settings: WorkerPoolSettings) -> str:
+    """The ACP command: ``KIRO_ACP_COMMAND`` when set, else that of the agent ``AIPM_AGENT`` names."""
+    explicit = "kiro_acp_command" in settings.model_fields_set
+    command = settings.kiro_acp_command if explicit else AGENTS[settings.aipm_agent].acp_command
+    if not shlex.split(command):
+        raise ValueError("KIRO_ACP_COMMAND is empty after splitting into words")
+    return command
 
 
 def unescape_reply(value: str) -> str:

@@ -46,6 +46,7 @@ from ec2_services.worker_pool.driver import (
     TurnResult,
     TurnTimeout,
 )
+from ec2_services.worker_pool.process_tree import descendants
 from ec2_services.worker_pool.profiles import AgentProfile
 from ec2_services.worker_pool.screen import (
     COLUMNS,
@@ -99,14 +100,25 @@ def kill_process_group(pid: int, sig: int) -> None:
 
 
 async def end_process_group(pid: int, exited: asyncio.Event, grace: float = 1.0) -> bool:
-    """SIGTERM to the group, SIGKILL if its leader's exit is not seen within ``grace``; True if it was seen."""
+    """SIGTERM to the group, SIGKILL if its leader's exit is not seen within ``grace``; True if it was seen.
+    Whatever the agent started outside its group (a shell in a session of its own) is found while the tree is
+    whole and gets the same signals, and SIGKILL after the grace in any case: nothing of the agent outlives it."""
+    tree = descendants(pid)
     kill_process_group(pid, signal.SIGTERM)
+    _signal_each(tree, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(exited.wait(), grace)
+    _signal_each(tree, signal.SIGKILL)
     if exited.is_set():
         return True
     kill_process_group(pid, signal.SIGKILL)
     return False
+
+
+def _signal_each(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 class _Event(enum.Enum):

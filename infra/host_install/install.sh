@@ -126,7 +126,7 @@ AGENT_GROUP="$(id -gn "$AGENT_USER" 2>/dev/null || echo "$AGENT_USER")"
 AS_AGENT="setpriv --reuid=$AGENT_USER --regid=$AGENT_GROUP --init-groups --inh-caps=-all --ambient-caps=-all --nnp --"
 AS_AGENT="$AS_AGENT /usr/bin/env HOME=/home/$AGENT_USER USER=$AGENT_USER LOGNAME=$AGENT_USER"
 KIRO_COMMAND="${AIPM_KIRO_COMMAND:-$AS_AGENT $KIRO_BIN chat --legacy-ui --agent aipm}"
-KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent aipm}"
+KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent-engine v2 --agent aipm}"
 if [ -z "$PYTHON" ]; then
   if [ "$ON_HOST" = 1 ]; then PYTHON=/usr/bin/python3.12
   else PYTHON="$(command -v python3.12 || command -v python3)"; fi

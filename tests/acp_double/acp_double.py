@@ -18,6 +18,8 @@ What it does is told in the message, with the PTY double's directives (several a
     [[say TEXT]]           a line of text          [[recall]]  what the session remembers of its conversation
     [[env NAME]]           whether NAME is in its environment                 [[pwd]]       the session's cwd
     [[refuse]] / [[maxtokens]]   end the turn with stop reason ``refusal`` / ``max_tokens``
+    [[options K1,K2]]      a permission request whose options are only of these kinds (an unknown shape); says
+                           which option it got        [[request M]]  the client request ``_M``; says the answer
 
 The answer starts ``Working on your message (N lines).`` and ends ``Done.``, as the PTY double's. Options as the
 PTY double's: ``--work-seconds`` (before each answer), ``--startup-seconds`` (before reading stdin),
@@ -188,6 +190,22 @@ class DoubleAgent:
             await self.say(session_id, f"{arg} is {'set' if arg in os.environ else 'not set'}\n")
         elif name == "pwd":
             await self.say(session_id, f"pwd: {session.cwd}\n")
+        elif name == "options":
+            tool_id = f"tool-{self._tool_ids}"
+            self._tool_ids += 1
+            options = [PermissionOption(option_id=f"opt-{k}", name=k, kind=k) for k in arg.split(",") if k]
+            answer = await self.conn.request_permission(
+                session_id=session_id, tool_call=ToolCallUpdate(tool_call_id=tool_id, title="odd", kind="execute"),
+                options=options,
+            )
+            chosen = answer.outcome.option_id if answer.outcome.outcome == "selected" else "cancelled"
+            await self.say(session_id, f"The client chose {chosen}.\n")
+        elif name == "request":
+            try:
+                result = await self.conn.ext_method(arg, {})
+                await self.say(session_id, f"The client answered {arg}: {result}\n")
+            except acp.RequestError as exc:
+                await self.say(session_id, f"The client refused {arg}: {exc} ({(exc.data or {}).get('reason')})\n")
         elif name == "refuse":
             return "refusal"
         elif name == "maxtokens":

@@ -88,7 +88,9 @@ def acp_pool_server(tmp_path, shared_secret):
 def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
     with contextlib.ExitStack() as stack:
 
-        def start(*, size: int = 1, double_args: tuple[str, ...] = (), wait: bool = True, **overrides) -> PoolServer:
+        def start(
+            *, size: int = 1, double_args: tuple[str, ...] = (), wait: bool = True, cancel_grace: float = 1.0, **overrides
+        ) -> PoolServer:
             root = tmp_path / "workspaces"
             root.mkdir(exist_ok=True)
             values = {
@@ -105,7 +107,7 @@ def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
             }
             settings = WorkerPoolSettings(**values)
             # Short grace times keep the suite fast; the defaults are for real agents.
-            factory = make_driver(settings, resolve_profile(settings), cancel_grace=1.0, reset_timeout=5.0)
+            factory = make_driver(settings, resolve_profile(settings), cancel_grace=cancel_grace, reset_timeout=5.0)
             app = create_app(settings, secret=shared_secret, driver_factory=factory)
             url = stack.enter_context(serve_in_thread(app))
             server = PoolServer(url, root, settings, shared_secret, driver)

@@ -72,3 +72,22 @@ def test_kiro_driver_picks_the_driver_and_acp_gets_the_acp_command_and_deny_list
 def test_an_unknown_driver_is_refused():
     with pytest.raises(ValueError):
         settings(kiro_driver="grpc")
+
+
+def test_aipm_agent_claude_code_runs_its_acp_server_with_its_own_key_and_no_other_agents():
+    from ec2_services.worker_pool.acp_driver import AcpDriver
+    from ec2_services.worker_pool.pool import make_driver
+
+    claude = settings(aipm_agent="Claude-Code")
+    assert (claude.aipm_agent, claude.kiro_driver) == ("claude-code", "acp")  # ACP only: the driver follows
+    env = {"ANTHROPIC_API_KEY": "sk-ant-x", "OPENAI_API_KEY": "sk-o", "KIRO_API_KEY": "k", "IS_SANDBOX": "yes",
+           "GITHUB_TOKEN": "ghp_x", "PATH": "/usr/bin"}
+    driver = make_driver(claude, resolve_profile(claude), env=env)(1)
+    assert isinstance(driver, AcpDriver) and driver.argv == ["claude-code-acp"]
+    assert driver._env["ANTHROPIC_API_KEY"] == "sk-ant-x" and driver._env["PATH"] == "/usr/bin"
+    assert driver._env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert not {"OPENAI_API_KEY", "KIRO_API_KEY", "IS_SANDBOX", "GITHUB_TOKEN"} & set(driver._env)
+    kiro = make_driver(settings(kiro_driver="acp"), resolve_profile(settings()), env=env)(1)
+    assert kiro.argv[:2] == ["kiro-cli", "acp"] and "ANTHROPIC_API_KEY" not in kiro._env and kiro._env["KIRO_API_KEY"] == "k"
+    with pytest.raises(ValueError, match="ACP only"):
+        settings(aipm_agent="claude-code", kiro_driver="pty")
