@@ -273,9 +273,10 @@ const api = {
   async call(method, path, body, extraHeaders = {}, renewed = false) {
     const headers = { Accept: "application/json", ...auth.headers(), ...extraHeaders };
     const init = { method, headers, credentials: "omit" };
-    if (body !== undefined) {
+    if (body !== undefined || method !== "GET") {
+      // Every state-changing call is JSON: the API refuses anything a cross-site form could send.
       headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
+      init.body = JSON.stringify(body === undefined ? {} : body);
     }
     let response;
     try {
