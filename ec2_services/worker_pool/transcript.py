@@ -15,6 +15,8 @@ from collections import deque
 from ec2_services.worker_pool.screen import Block, Patterns, strip_ansi
 
 _TAIL_CHARS = 16_000
+# Kiro's error is its header line and a few lines of details (`0: ThrottlingException …`, a location, a hint).
+_ERROR_LINES = 8
 # A tool call's last line (` - Completed in 0.3s`): the agent's text after it starts with its own `> ` again.
 _TOOL_DONE = re.compile(r"^\s*-\s*Completed in [0-9.]+\s*m?s\b")
 _TOOL_DONE_HINT = "Completed in"
@@ -56,6 +58,9 @@ class Transcript:
         # screen replayed as text) is dropped here, and only there: a `> ` later in the text is the agent's own.
         self._answer_starts = True
         self.credits: float | None = None
+        # The last line that mattered was Kiro's `▸ Credits` line: what it prints after every answer, before its
+        # prompt. With it a prompt is the turn's end; without it a prompt-like line may be the answer's.
+        self.ended_on_credits = False
         self.last_tool: str | None = None
 
     def begin(self, typed: str) -> None:
@@ -72,6 +77,7 @@ class Transcript:
         self._reply_echo = None
         self._skip_blank = False
         self._answer_starts = True
+        self.ended_on_credits = False
 
     def replied(self, reply: str) -> None:
         """A reply was typed to a question: its echo on the prompt line is not part of the answer."""
@@ -144,6 +150,8 @@ class Transcript:
         )
 
     def _keep(self, block: Block) -> None:
+        if self.ended_on_credits and block.text.strip():
+            self.ended_on_credits = False
         self._blocks.append(block)
         self._chars += len(block.text) + 1
         # Whole blocks go first (raw ones count twice the limit: escape sequences are about half of them);
@@ -187,6 +195,7 @@ class Transcript:
         credits = p.credits.search(text)
         if credits:
             self.credits = float(credits.group(1))
+            self.ended_on_credits = True
             return
         if p.spinner.match(text):
             return
@@ -212,15 +221,16 @@ class Transcript:
 
     @property
     def trouble(self) -> bool:
-        """The answer is "having trouble responding" / throttled. Only its last lines count: a tool's output
-        mentioning throttling earlier in a real answer must not make the task run again."""
+        """The turn ended on Kiro's own error ("Kiro is having trouble responding right now", then its details,
+        e.g. a ``ThrottlingException``). Only a line starting with that header among the last lines counts: the
+        agent's prose about throttling, or an old error earlier in a real answer, must not send the task again."""
         self._release_held()
         last: list[str] = []
         for block in reversed(self._blocks):
             last.extend(line for line in reversed(block.plain_lines()) if line.strip())
-            if len(last) >= 3:
+            if len(last) >= _ERROR_LINES:
                 break
-        return any(self._p.trouble.search(line) for line in last[:3])
+        return any(self._p.trouble.search(line) for line in last[:_ERROR_LINES])
 
     def _is_prompt_line(self, text: str) -> bool:
         if self._p.prompt_prefix(text):

@@ -107,3 +107,19 @@ def test_a_processor_retry_after_given_as_a_date_becomes_seconds(api, github, pr
     processor.fail_with, processor.fail_headers = 429, {"Retry-After": formatdate(time.time() + 30, usegmt=True)}
     resp = api.call("GET", f"/api/jobs/{out['job_id']}")
     assert resp.status_code == 429 and 28 <= int(resp.headers["retry-after"]) <= 31
+
+
+def test_a_jobs_transcript_is_proxied_with_its_bounds_checked_at_the_edge(api, github, processor):
+    out = api.generate(story_id="t").json()
+    processor.jobs[out["job_id"]]["lines"] = ["[aipm] accepted", "[agent] hello", "[aipm] job ended: succeeded"]
+    whole = api.call("GET", f"/api/jobs/{out['job_id']}/transcript")
+    assert whole.status_code == 200
+    assert [line["text"] for line in whole.json()["lines"]] == ["[aipm] accepted", "[agent] hello",
+                                                               "[aipm] job ended: succeeded"]
+    rest = api.call("GET", f"/api/jobs/{out['job_id']}/transcript", query="after=2").json()
+    assert [line["text"] for line in rest["lines"]] == ["[aipm] job ended: succeeded"]
+    for query in ("after=-1", "limit=0", "limit=2001", "after=x"):
+        bad = api.call("GET", f"/api/jobs/{out['job_id']}/transcript", query=query)
+        assert bad.status_code == 422, (query, bad.text)
+    assert api.call("GET", "/api/jobs/j-000000000000000000000000/transcript").status_code == 404
+    assert api.call("GET", "/api/jobs/-bad/transcript").status_code == 400
