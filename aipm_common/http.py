@@ -39,7 +39,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    return await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+                    return await send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
         received = 0
         refused = False
 
@@ -53,7 +53,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     refused = True
-                    await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+                    await send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
                     return {"type": "http.disconnect"}
             return message
 
@@ -68,7 +68,7 @@ class BodyLimitMiddleware:
                 raise
 
 
-async def _send_json(send, status: int, body: dict[str, Any]) -> None:
+async def send_json(send, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
     await send(
         {

@@ -2,7 +2,7 @@
 //
 // Owns: reading config.json (apiUrl, authMode, cognito), the auth seam (none | token | cognito: the hosted UI's
 // authorization-code flow with PKCE, tokens in memory only), calls to the Lambda API, polling live jobs every second,
-// and remembering submitted jobs in localStorage. Every value from the API is put on the page as text
+// remembering submitted jobs in localStorage, and the job page (#/jobs/{id}: transcript, timeline, links). Every value from the API is put on the page as text
 // (textContent), never as HTML.
 "use strict";
 
@@ -273,9 +273,10 @@ const api = {
   async call(method, path, body, extraHeaders = {}, renewed = false) {
     const headers = { Accept: "application/json", ...auth.headers(), ...extraHeaders };
     const init = { method, headers, credentials: "omit" };
-    if (body !== undefined) {
+    if (body !== undefined || method !== "GET") {
+      // Every state-changing call is JSON: the API refuses anything a cross-site form could send.
       headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
+      init.body = JSON.stringify(body === undefined ? {} : body);
     }
     let response;
     try {
@@ -312,6 +313,9 @@ const api = {
   },
   cancel(jobId) {
     return this.call("POST", `/api/jobs/${encodeURIComponent(jobId)}/cancel`);
+  },
+  transcript(jobId, after) {
+    return this.call("GET", `/api/jobs/${encodeURIComponent(jobId)}/transcript?after=${after}&limit=500`);
   },
 };
 
@@ -391,12 +395,11 @@ class JobView {
     this.node.dataset.status = status;
     const meta = [this.record.repo, this.record.branch].filter(Boolean);
     if (job.attempts > 1) meta.push(`attempt ${job.attempts}`);
-    if (typeof job.duration_s === "number") meta.push(`${job.duration_s.toFixed(1)} s`);
+    if (typeof job.duration_s === "number") meta.push(formatDuration(job.duration_s));
     setText(this.el.meta, meta.join(" · "));
     setText(this.el.detail, detailText(job)); // aria-live: only a real change is announced
-    // The latest lines while it works, and after a failure (they say why); a success shows its commit instead.
-    const showLog = ["running", "pushing", "failed", "no_changes"].includes(status);
-    const lines = showLog ? lastLines(job.log_tail, LOG_LINES) : "";
+    // The latest lines, kept once the job has ended (the job page has all of them).
+    const lines = lastLines(job.log_tail, LOG_LINES) || this.el.log.textContent;
     setText(this.el.log, lines);
     this.el.log.hidden = !lines;
     this.renderLinks(job);
@@ -414,6 +417,12 @@ class JobView {
     this.renderedCommit = commit;
     const links = this.el.links;
     links.replaceChildren();
+    const open = document.createElement("a");
+    open.href = `#/jobs/${encodeURIComponent(this.record.job_id)}`;
+    open.className = "job-open";
+    open.textContent = "Open job";
+    open.setAttribute("aria-label", `Open job ${this.record.title || this.record.job_id}: transcript and timeline`);
+    links.append(open, document.createTextNode(" · "));
     if (prUrl) {
       const a = document.createElement("a");
       a.href = prUrl;
@@ -532,6 +541,297 @@ function safeUrl(url) {
     return resolved.protocol === "http:" || resolved.protocol === "https:" ? resolved.href : null;
   } catch {
     return null;
+  }
+}
+
+function formatDuration(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "";
+  if (seconds < 10) return `${seconds.toFixed(1)} s`;
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+}
+
+function formatTime(iso) {
+  const date = iso ? new Date(iso) : null;
+  return date && !Number.isNaN(date.getTime()) ? date.toLocaleTimeString() : "";
+}
+
+// What a transcript line is, for its colour (the words say it too).
+function lineKind(text) {
+  if (/\bdenied\b|\b[1-9]\d* denied\b/.test(text)) return "denied";
+  if (/stall/i.test(text)) return "watchdog";
+  if (/attempt failed|trying again|retries/i.test(text)) return "retry";
+  if (/\bapproved\b/.test(text)) return "approved";
+  return text.startsWith("[aipm]") ? "event" : "agent";
+}
+
+// Where a commit of the job's pull request is shown: the forge's commit page sits beside its pull pages on GitHub
+// and on the local forge alike (…/pull/N → …/commit/SHA).
+function commitUrl(prUrl, sha) {
+  return prUrl && sha && /\/pull\/\d+\/?$/.test(prUrl) ? prUrl.replace(/\/pull\/\d+\/?$/, `/commit/${sha}`) : null;
+}
+
+// --- the job page (#/jobs/{id}) --------------------------------------------------------------------------------
+// The whole transcript, read a page at a time from GET /api/jobs/{id}/transcript and then polled for new lines while
+// the job is live; kept on the page after it ends. It follows the newest line unless the reader scrolled up.
+const jobPage = {
+  id: null,
+  record: null,
+  after: 0,
+  lines: [],
+  complete: false,
+  jobLive: true,
+  timer: null,
+  generation: 0,
+  follow: true,
+
+  el(id) {
+    return document.getElementById(id);
+  },
+
+  init() {
+    const box = this.el("transcript");
+    box.addEventListener("scroll", () => {
+      const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
+      this.follow = atEnd;
+      this.el("transcript-paused").hidden = atEnd;
+    });
+    this.el("transcript-follow").addEventListener("click", () => {
+      this.follow = true;
+      this.el("transcript-paused").hidden = true;
+      box.scrollTop = box.scrollHeight;
+    });
+    this.el("job-download").addEventListener("click", () => this.download());
+    this.el("job-cancel").addEventListener("click", () => this.cancel());
+  },
+
+  open(jobId) {
+    this.close();
+    this.id = jobId;
+    this.generation += 1;
+    const known = jobs.views.get(jobId);
+    this.record = known ? known.record : { job_id: jobId };
+    this.after = 0;
+    this.lines = [];
+    this.complete = false;
+    this.jobLive = true;
+    this.follow = true;
+    this.el("transcript").replaceChildren();
+    this.el("transcript-paused").hidden = true;
+    this.el("job-timeline").replaceChildren();
+    this.el("job-page-links").replaceChildren();
+    this.linksKey = null;
+    setText(this.el("job-page-title"), this.record.title || `Job ${jobId}`);
+    setText(this.el("job-page-meta"), "");
+    setText(this.el("job-page-detail"), "Loading…");
+    this.showError("");
+    this.el("job-view").hidden = false;
+    document.body.dataset.view = "job";
+    document.title = `AIPM · ${this.record.title || jobId}`;
+    this.tick();
+  },
+
+  close() {
+    window.clearTimeout(this.timer);
+    this.id = null;
+    this.generation += 1;
+    this.el("job-view").hidden = true;
+    delete document.body.dataset.view;
+    document.title = "AIPM · Generate Code & PR";
+  },
+
+  showError(message) {
+    const el = this.el("job-page-error");
+    el.textContent = message || "";
+    el.hidden = !message;
+  },
+
+  async tick() {
+    const generation = this.generation;
+    if (!auth.ready()) {
+      this.showError("Sign in to see this job.");
+      return;
+    }
+    try {
+      const { data } = await api.job(this.record);
+      if (generation !== this.generation) return;
+      this.render(data || {});
+      while (!this.complete) {
+        const { data: page } = await api.transcript(this.id, this.after);
+        if (generation !== this.generation) return;
+        this.append(page);
+        if (!page.lines.length) break;
+      }
+      this.showError("");
+    } catch (err) {
+      if (generation !== this.generation) return;
+      if (err.status === 401) needSignIn(err.message);
+      if (err.status === 404 || err.status === 409) {
+        this.showError(err.message);
+        return;
+      }
+      this.showError(`Could not refresh: ${err.message}. Retrying…`);
+    }
+    if (generation === this.generation && (this.jobLive || !this.complete)) {
+      this.timer = window.setTimeout(() => this.tick(), POLL_MS);
+    }
+  },
+
+  render(job) {
+    const status = job.status || "queued";
+    this.jobLive = LIVE.has(status);
+    if (job.repo) this.record.repo = this.record.repo || job.repo;
+    if (job.branch) this.record.branch = this.record.branch || job.branch;
+    const badge = this.el("job-page-status");
+    badge.dataset.status = status;
+    setText(badge, STATUS_LABEL[status] || status);
+    this.el("job-view").dataset.status = status;
+    const meta = [job.repo, job.branch].filter(Boolean);
+    if (job.attempts) meta.push(job.attempts === 1 ? "1 attempt" : `${job.attempts} attempts`);
+    if (typeof job.duration_s === "number") meta.push(`took ${formatDuration(job.duration_s)}`);
+    if (typeof job.credits === "number") meta.push(`${job.credits} credits`);
+    setText(this.el("job-page-meta"), meta.join(" · "));
+    setText(this.el("job-page-detail"), detailText(job));
+    this.renderTimeline(job.timeline || []);
+    this.renderLinks(job);
+    this.el("job-cancel").hidden = !this.jobLive || status === "dispatched";
+  },
+
+  renderTimeline(timeline) {
+    const list = this.el("job-timeline");
+    const key = JSON.stringify(timeline);
+    if (key === this.timelineKey) return;
+    this.timelineKey = key;
+    list.replaceChildren();
+    timeline.forEach((step, i) => {
+      const li = document.createElement("li");
+      li.dataset.status = step.status;
+      const name = document.createElement("strong");
+      name.textContent = STATUS_LABEL[step.status] || step.status;
+      const time = document.createElement("time");
+      time.dateTime = step.at || "";
+      time.textContent = ` ${formatTime(step.at)}`;
+      li.append(name, time);
+      const next = timeline[i + 1];
+      if (next && step.at && next.at) {
+        const spent = (new Date(next.at) - new Date(step.at)) / 1000;
+        li.append(document.createTextNode(` (${formatDuration(spent)})`));
+      }
+      list.append(li);
+    });
+  },
+
+  renderLinks(job) {
+    const prUrl = safeUrl(job.pr_url || this.record.pr_url);
+    const prNumber = job.pr_number || this.record.pr_number;
+    const commit = job.commit || null;
+    const key = `${prUrl}|${commit}|${prNumber}`;
+    if (key === this.linksKey) return;
+    this.linksKey = key;
+    const links = this.el("job-page-links");
+    links.replaceChildren();
+    const add = (href, text, cls) => {
+      if (links.childNodes.length) links.append(document.createTextNode(" · "));
+      const a = document.createElement("a");
+      a.href = href;
+      a.className = cls;
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.textContent = text;
+      links.append(a);
+    };
+    if (prUrl) add(prUrl, prNumber ? `Pull request #${prNumber}` : "Pull request", "pr-link");
+    const commitHref = safeUrl(commitUrl(prUrl, commit));
+    if (commitHref) add(commitHref, `Commit ${commit.slice(0, 12)} and its diff`, "commit-link");
+    else if (commit) {
+      const code = document.createElement("code");
+      code.className = "commit";
+      code.textContent = commit.slice(0, 12);
+      links.append(document.createTextNode(links.childNodes.length ? " · commit " : "commit "), code);
+    }
+  },
+
+  append(page) {
+    const box = this.el("transcript");
+    const follow = this.follow;
+    let live = box.querySelector(".live");
+    for (const line of page.lines || []) {
+      if (line.id <= this.after) continue;
+      this.after = line.id;
+      this.lines.push(line);
+      const div = document.createElement("div");
+      div.className = "line";
+      div.dataset.kind = lineKind(line.text);
+      const time = document.createElement("time");
+      time.dateTime = line.at || "";
+      time.textContent = formatTime(line.at);
+      div.append(time, document.createTextNode(line.text));
+      box.insertBefore(div, live);
+    }
+    if (typeof page.next === "number" && page.next > this.after) this.after = page.next;
+    this.complete = Boolean(page.complete);
+    const liveText = page.live ? page.live.replace(/\s+$/, "") : "";
+    if (liveText) {
+      if (!live) {
+        live = document.createElement("div");
+        live.className = "live";
+        live.setAttribute("aria-label", "The agent's latest lines, still arriving");
+        box.append(live);
+      }
+      setText(live, liveText);
+    } else if (live) {
+      live.remove();
+    }
+    if (follow) box.scrollTop = box.scrollHeight;
+  },
+
+  text() {
+    const header = [`AIPM job ${this.id}`, this.record.repo && `${this.record.repo} ${this.record.branch || ""}`]
+      .filter(Boolean);
+    const body = this.lines.map((l) => `${l.at || ""} ${l.text}`);
+    return [...header, "", ...body, ""].join("\n");
+  },
+
+  download() {
+    const url = URL.createObjectURL(new Blob([this.text()], { type: "text/plain;charset=utf-8" }));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `aipm-job-${this.id}.txt`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    window.setTimeout(() => URL.revokeObjectURL(url), 1000);
+  },
+
+  async cancel() {
+    const button = this.el("job-cancel");
+    button.disabled = true;
+    try {
+      await api.cancel(this.id);
+    } catch (err) {
+      this.showError(`Cancel failed: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+    window.clearTimeout(this.timer);
+    this.tick();
+  },
+};
+
+const JOB_ROUTE = /^#\/jobs\/([A-Za-z0-9][A-Za-z0-9._-]{0,119})$/;
+
+function route() {
+  let match = null;
+  try {
+    match = JOB_ROUTE.exec(decodeURIComponent(window.location.hash));
+  } catch {
+    match = null;
+  }
+  if (match) {
+    if (jobPage.id !== match[1]) jobPage.open(match[1]);
+  } else if (jobPage.id) {
+    jobPage.close();
   }
 }
 
@@ -767,6 +1067,7 @@ async function main() {
     if (auth.token) {
       document.getElementById("sign-in").hidden = true;
       jobs.refreshAll();
+      if (jobPage.id) jobPage.open(jobPage.id);
     }
   });
   document.getElementById("sign-in-button").addEventListener("click", () => {
@@ -780,6 +1081,9 @@ async function main() {
     if (cognito.configured) showSignInError(await cognito.completeSignIn());
   }
   applyAuthMode(mode);
+  jobPage.init();
+  window.addEventListener("hashchange", route);
+  route();
   document.body.dataset.ready = "true";
   if (auth.ready()) jobs.refreshAll();
 }

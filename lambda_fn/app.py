@@ -1,4 +1,4 @@
-"""The FastAPI app: routers, the HTTP edge (body limit, JSON errors), CORS in this one place, and the static UI.
+"""The FastAPI app: routers, the HTTP edge (body limit, JSON errors), CORS and the same-origin guard in this one place, and the static UI.
 
 Built from a ``Runtime`` (``lambda_fn.runtime``) so tests and both entry points (Mangum, uvicorn) build the same
 app. Maps the forge's and the PR processor's errors to JSON ``{"detail": ...}`` answers.
@@ -20,6 +20,7 @@ from lambda_fn.processor import ProcessorError
 from lambda_fn.routes.api import router as api_router
 from lambda_fn.routes.callbacks import callbacks_router
 from lambda_fn.runtime import Runtime, build_runtime
+from lambda_fn.same_origin import SameOriginMiddleware
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -28,6 +29,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     install_edge(app)
     app.add_middleware(DeadlineMiddleware)
+    app.add_middleware(SameOriginMiddleware, allowed_origins=settings.allowed_origin_list)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origin_list,

@@ -152,6 +152,12 @@ class ProcessorClient:
             raise self._refused(resp, "list jobs")
         return resp.json()
 
+    def transcript(self, job_id: str, *, after: int, limit: int) -> dict:
+        resp = self._call("GET", f"/api/jobs/{job_id}/transcript", params={"after": after, "limit": limit})
+        if resp.status_code != 200:
+            raise self._refused(resp, f"read job {job_id}'s transcript")
+        return resp.json()
+
     def cancel(self, job_id: str) -> dict:
         resp = self._call("POST", f"/api/jobs/{job_id}/cancel")
         if resp.status_code not in (200, 202):

@@ -65,6 +65,18 @@ def jobs_router(verify: SignatureVerifier) -> APIRouter:
             raise HTTPException(404, f"no job {job_id!r}")
         return service.to_json(job)
 
+    @router.get("/jobs/{job_id}/transcript")
+    async def job_transcript(
+        job_id: str = Depends(_known_job_id),
+        after: int = Query(0, ge=0, le=2**62),
+        limit: int = Query(500, ge=1, le=2000),
+        service: ProcessorService = Depends(_service),
+    ):
+        job = service.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return service.transcript(job, after=after, limit=limit)
+
     @router.post("/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str = Depends(_known_job_id), service: ProcessorService = Depends(_service)):
         try:

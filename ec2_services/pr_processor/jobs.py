@@ -162,6 +162,13 @@ CREATE TABLE IF NOT EXISTS job_log (
     line TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_log_job ON job_log(job_id, id);
+-- Each state a job entered and when: the job page's timeline (queued → running → pushing → final).
+CREATE TABLE IF NOT EXISTS job_states (
+    job_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_states_job ON job_states(job_id, ts);
 CREATE TABLE IF NOT EXISTS outbox (
     job_id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -303,6 +310,8 @@ class JobStore:
                 (job_id, repo, repo.lower(), branch, base_branch, pr_number, task_file, callback_url, requested_by,
                  JobState.QUEUED.value, now, now, message_id, receipt_handle),
             )
+            self._db.execute("INSERT INTO job_states (job_id, status, ts) VALUES (?, ?, ?)",
+                             (job_id, JobState.QUEUED.value, now))
             job = self.get(job_id)
             assert job is not None
             return job, True
@@ -366,6 +375,8 @@ class JobStore:
                 values.setdefault("ended_at", time.time())
                 values["cancel_requested"] = 0
             job = self._write(job_id, values)
+            self._db.execute("INSERT INTO job_states (job_id, status, ts) VALUES (?, ?, ?)",
+                             (job_id, to.value, job.updated_at))
             if to.final and job.callback_url:
                 self._enqueue_callback(job)
             return job
@@ -430,6 +441,22 @@ class JobStore:
                     (job_id, after_id, last),
                 ).fetchall()[::-1]
         return [(int(r[0]), r[1]) for r in rows]
+
+    def log_page(self, job_id: str, *, after_id: int = 0, limit: int = 500) -> list[tuple[int, float, str]]:
+        """Up to ``limit`` lines after ``after_id``, oldest first, with their times: the transcript, a page at a time."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, ts, line FROM job_log WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (job_id, after_id, limit),
+            ).fetchall()
+        return [(int(r[0]), float(r[1]), r[2]) for r in rows]
+
+    def states(self, job_id: str) -> list[tuple[str, float]]:
+        """The states the job went through, in order, with the time it entered each."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, ts FROM job_states WHERE job_id = ? ORDER BY ts, rowid", (job_id,)).fetchall()
+        return [(r[0], float(r[1])) for r in rows]
 
     # --- callback outbox ---------------------------------------------------------------------------------------
 

@@ -351,7 +351,8 @@ class JobRunner:
         self.store.update(job.job_id, **values)
         duration = answer.body.get("duration_s")
         self.events.event(job.job_id, f"{answer.reason if answer.status_code != 200 else 'agent finished'}"
-                          + (f" after {duration} s" if isinstance(duration, int | float) else ""))
+                          + (f" after {duration} s" if isinstance(duration, int | float) else "")
+                          + _turn_summary(answer.body))
         return answer
 
     async def _send(self, job: Job, prompt: str, cwd: str) -> PoolAnswer:
@@ -486,3 +487,16 @@ class JobRunner:
         note = f"partial work of attempt {job.attempts} pushed as WIP commit {sha[:12]} to {job.branch}"
         self.events.event(job.job_id, note)
         return note
+
+
+def _turn_summary(body: dict) -> str:
+    """What the worker pool counted in the turn, for the transcript: tool calls approved and denied, retries, a stall."""
+    counts = {key: body.get(key) for key in ("approvals", "denials", "trouble_retries")}
+    parts = []
+    if isinstance(counts["approvals"], int) or isinstance(counts["denials"], int):
+        parts.append(f"tool calls: {counts['approvals'] or 0} approved, {counts['denials'] or 0} denied")
+    if isinstance(counts["trouble_retries"], int) and counts["trouble_retries"] > 0:
+        parts.append(f"{counts['trouble_retries']} agent retries")
+    if body.get("stalled"):
+        parts.append("stopped by the stall watchdog")
+    return f" ({'; '.join(parts)})" if parts else ""

@@ -120,6 +120,10 @@ class ProcessorService:
             "error": job.error,
             "created_at": rfc3339(job.created_at),
             "updated_at": rfc3339(job.updated_at),
+            "started_at": rfc3339(job.started_at),
+            "ended_at": rfc3339(job.ended_at),
+            "pr_number": job.pr_number,
+            "timeline": self._timeline(job),
             "log_tail": self._log_tail(job),
             "queue_position": self.store.queue_position(job),
             "credits": job.credits,
@@ -134,6 +138,35 @@ class ProcessorService:
         if live:
             lines += [f"[agent] {line}" for line in live.splitlines()]
         return "\n".join(lines[-LOG_TAIL_LINES:])
+
+    def _timeline(self, job: Job) -> list[dict[str, Any]]:
+        """queued → running → pushing → final, each with the time the job entered it (a job stored before states
+        were recorded shows what its own times tell)."""
+        states = self.store.states(job.job_id)
+        if not states:
+            states = [("queued", job.created_at)]
+            if job.started_at is not None:
+                states.append(("running", job.started_at))
+            if job.status.final and job.ended_at is not None:
+                states.append((job.status.value, job.ended_at))
+        return [{"status": status, "at": rfc3339(ts)} for status, ts in states]
+
+    def transcript(self, job: Job, *, after: int, limit: int) -> dict[str, Any]:
+        """The job's stored lines after line ``after`` (a page of ``limit``), and while the agent works its latest
+        lines, not stored yet (``live``). ``next`` is the id to ask after; ``complete`` once the job has ended and
+        every stored line was given."""
+        page = self.store.log_page(job.job_id, after_id=after, limit=limit)
+        last = page[-1][0] if page else after
+        more = len(page) == limit
+        live = None if more else self.runner.live_output.get(job.job_id)
+        return {
+            "job_id": job.job_id,
+            "status": job.status.value,
+            "lines": [{"id": line_id, "at": rfc3339(ts), "text": text} for line_id, ts, text in page],
+            "live": live or None,
+            "next": last,
+            "complete": job.status.final and not more,
+        }
 
     def stream(self, job_id: str) -> AsyncIterator[tuple[int, str] | None]:
         return self.events.stream(job_id)

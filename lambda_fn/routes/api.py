@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lambda_fn import naming
 from lambda_fn.auth import Caller, current_caller
+from lambda_fn.forge.base import ForgeError
 from lambda_fn.generate import Generator, Story
 from lambda_fn.jobs import story_jobs
 from lambda_fn.processor import ProcessorError
@@ -152,6 +153,24 @@ def _visible_job(rt: Runtime, job_id: str) -> dict:
     return job
 
 
+# owner/name → the repository's web address, asked of the forge once per container: a job page polls every second.
+_REPO_URLS: dict[tuple[int, str], str] = {}
+
+
+def _with_pr_url(rt: Runtime, job: dict) -> dict:
+    """The job with its pull request's address, so a page that knows only the job id can link to it."""
+    repo, number = str(job.get("repo", "")), job.get("pr_number")
+    if job.get("pr_url") or not isinstance(number, int) or not naming.valid_repo(repo):
+        return job
+    key = (id(rt.forge), repo.lower())
+    if key not in _REPO_URLS:
+        try:
+            _REPO_URLS[key] = rt.forge.get_repo(repo).html_url
+        except ForgeError:
+            return job  # the link is a convenience: the job's state still answers
+    return {**job, "pr_url": f"{_REPO_URLS[key]}/pull/{number}"}
+
+
 def _queued_job(rt: Runtime, job_id: str, repo: str | None, branch: str | None) -> dict:
     """sqs mode: the job of ``repo``/``branch`` as its pull request shows it (the id must be that branch's job)."""
     check_job_id(job_id)
@@ -176,7 +195,21 @@ def get_job(job_id: str, caller: Annotated[Caller, Depends(current_caller)], rt:
             branch: Annotated[str | None, Query(max_length=200)] = None):
     if rt.queue is not None:
         return _queued_job(rt, job_id, repo, branch)
-    return _visible_job(rt, job_id)
+    return _with_pr_url(rt, _visible_job(rt, job_id))
+
+
+@router.get("/jobs/{job_id}/transcript")
+def job_transcript(job_id: str, caller: Annotated[Caller, Depends(current_caller)],
+                   rt: Annotated[Runtime, Depends(runtime)],
+                   after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=2000)] = 500):
+    """The job's whole transcript, a page of lines after line ``after``; poll with ``after=next`` while it is live."""
+    if rt.queue is not None:
+        raise HTTPException(409, f"job {check_job_id(job_id)}'s transcript stays on the host that ran it with "
+                                 "AIPM_DISPATCH=sqs: its result is on the pull request; the transcript needs "
+                                 "AIPM_DISPATCH=http")
+    _visible_job(rt, job_id)
+    return rt.processor.transcript(job_id, after=after, limit=limit)
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -73,6 +73,15 @@ class FakeProcessor:
                 return JSONResponse({"detail": f"job {job_id} not found"}, status_code=404)
             return fake.jobs[job_id]
 
+        @app.get("/api/jobs/{job_id}/transcript", dependencies=signed)
+        def transcript(job_id: str, after: int = 0, limit: int = 500):
+            job = fake.jobs.get(job_id)
+            if job is None:
+                return JSONResponse({"detail": f"job {job_id} not found"}, status_code=404)
+            lines = [{"id": i, "at": None, "text": t} for i, t in enumerate(job.get("lines", []), 1) if i > after]
+            return {"job_id": job_id, "status": job["status"], "lines": lines[:limit], "live": None,
+                    "next": lines[:limit][-1]["id"] if lines else after, "complete": job["status"] in ENDED}
+
         @app.post("/api/jobs/{job_id}/cancel", dependencies=signed)
         def cancel(job_id: str):
             job = fake.jobs.get(job_id)

@@ -81,11 +81,11 @@ def test_story_job_is_found_by_repo_and_story_id(api, github, processor):
 
 def test_cancel_is_proxied_and_a_second_cancel_is_a_409(api, github, processor):
     out = api.generate(story_id="c").json()
-    first = api.call("POST", f"/api/jobs/{out['job_id']}/cancel")
+    first = api.call("POST", f"/api/jobs/{out['job_id']}/cancel", json={})
     assert first.status_code == 200 and first.json()["status"] == "cancelled"
-    second = api.call("POST", f"/api/jobs/{out['job_id']}/cancel")
+    second = api.call("POST", f"/api/jobs/{out['job_id']}/cancel", json={})
     assert second.status_code == 409 and "already ended" in second.json()["detail"]
-    assert api.call("POST", "/api/jobs/j-000000000000000000000000/cancel").status_code == 404
+    assert api.call("POST", "/api/jobs/j-000000000000000000000000/cancel", json={}).status_code == 404
 
 
 @pytest.mark.parametrize("upstream,expected", [({"Retry-After": "7"}, {"7"}), ({}, {"10"}),
@@ -94,7 +94,7 @@ def test_a_429_passed_on_from_the_pr_processor_carries_retry_after(api, github, 
     out = api.generate(story_id="busy").json()
     processor.fail_with, processor.fail_headers = 429, upstream
     for method, path in (("GET", f"/api/jobs/{out['job_id']}"), ("POST", f"/api/jobs/{out['job_id']}/cancel")):
-        resp = api.call(method, path)
+        resp = api.call(method, path, json={} if method == "POST" else None)
         assert resp.status_code == 429 and resp.headers.get("retry-after") in expected, (path, resp.headers)
     for story in ("busy", "busy-2"):  # the job sent again on its open PR, and a new PR's job
         sent = api.generate(story_id=story)
@@ -107,3 +107,19 @@ def test_a_processor_retry_after_given_as_a_date_becomes_seconds(api, github, pr
     processor.fail_with, processor.fail_headers = 429, {"Retry-After": formatdate(time.time() + 30, usegmt=True)}
     resp = api.call("GET", f"/api/jobs/{out['job_id']}")
     assert resp.status_code == 429 and 28 <= int(resp.headers["retry-after"]) <= 31
+
+
+def test_a_jobs_transcript_is_proxied_with_its_bounds_checked_at_the_edge(api, github, processor):
+    out = api.generate(story_id="t").json()
+    processor.jobs[out["job_id"]]["lines"] = ["[aipm] accepted", "[agent] hello", "[aipm] job ended: succeeded"]
+    whole = api.call("GET", f"/api/jobs/{out['job_id']}/transcript")
+    assert whole.status_code == 200
+    assert [line["text"] for line in whole.json()["lines"]] == ["[aipm] accepted", "[agent] hello",
+                                                               "[aipm] job ended: succeeded"]
+    rest = api.call("GET", f"/api/jobs/{out['job_id']}/transcript", query="after=2").json()
+    assert [line["text"] for line in rest["lines"]] == ["[aipm] job ended: succeeded"]
+    for query in ("after=-1", "limit=0", "limit=2001", "after=x"):
+        bad = api.call("GET", f"/api/jobs/{out['job_id']}/transcript", query=query)
+        assert bad.status_code == 422, (query, bad.text)
+    assert api.call("GET", "/api/jobs/j-000000000000000000000000/transcript").status_code == 404
+    assert api.call("GET", "/api/jobs/-bad/transcript").status_code == 400

@@ -88,7 +88,7 @@ def test_reading_a_job_without_its_branch_or_cancelling_it_says_what_sqs_mode_ne
     assert wrong.status_code == 404
     listed = sqs_api.call("GET", "/api/jobs")
     assert listed.status_code == 400 and "story_id" in listed.json()["detail"]
-    cancel = sqs_api.call("POST", f"/api/jobs/{out['job_id']}/cancel")
+    cancel = sqs_api.call("POST", f"/api/jobs/{out['job_id']}/cancel", json={})
     assert cancel.status_code == 409 and "AIPM_DISPATCH=http" in cancel.json()["detail"]
 
 

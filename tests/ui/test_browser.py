@@ -16,16 +16,11 @@ import pytest
 
 from tests.e2e.local_stack import running_stack
 from tests.support.servers import ROOT, free_port, serve_in_thread, wait_http
-from tests.ui.conftest import CHROMIUM
+from tests.ui.conftest import browser_marks
 
 ARTIFACTS = ROOT / "test-artifacts"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's /usr/bin/chromium is not installed: run `make browser` "
-                       "(apt-get install chromium); no browser is ever downloaded"),
-]
+pytestmark = browser_marks(120)
 
 # Records every status a job shows, and the latest lines shown while it runs, as the page changes.
 STATUS_RECORDER = """
@@ -61,13 +56,6 @@ def stack(tmp_path_factory, website):
     with running_stack(tmp_path_factory.mktemp("ui") / "state", agent_args=("--delay", "2.5"),
                        ALLOWED_ORIGINS=website[0]) as running:
         yield running
-
-
-@pytest.fixture
-def page(browser_context):
-    page = browser_context.new_page()
-    yield page
-    page.close()
 
 
 def open_ui(page, stack) -> None:

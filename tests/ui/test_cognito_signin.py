@@ -23,16 +23,11 @@ from tests.conftest import SECRET
 from tests.lambda_fn.cognito_double import CLIENT_ID, POOL_ID, REGION, CognitoDouble
 from tests.lambda_fn.fake_processor import FakeProcessor
 from tests.support.servers import ROOT, free_port, serve_in_thread
-from tests.ui.conftest import CHROMIUM
+from tests.ui.conftest import browser_marks
 
 ARTIFACTS = ROOT / "test-artifacts"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's /usr/bin/chromium is not installed: run `make browser` "
-                       "(apt-get install chromium); no browser is ever downloaded"),
-]
+pytestmark = browser_marks(120)
 
 ANN = "Ann Example <ann@example.com>"
 

@@ -1,0 +1,46 @@
+"""A job's transcript and timeline as the job page reads them: every stored line, a page at a time, with the states
+the job went through and when."""
+
+from __future__ import annotations
+
+from tests.ec2_services.pr_processor.conftest import BRANCH
+from tests.ec2_services.pr_processor.fake_pool import Plan
+
+
+def test_the_transcript_pages_through_every_line_and_the_timeline_names_each_state(start_processor, fake_pool):
+    fake_pool.plan("j-talk", Plan(files={"a.py": "A = 1\n"}))
+    proc = start_processor()
+    assert proc.submit("j-talk", pr_number=4).status_code == 202
+    job = proc.wait("j-talk")
+    assert job["status"] == "succeeded", job
+    assert [step["status"] for step in job["timeline"]] == ["queued", "running", "pushing", "succeeded"]
+    assert all(step["at"].endswith("Z") for step in job["timeline"])
+    assert job["started_at"] <= job["ended_at"] and job["pr_number"] == 4
+
+    whole = proc.client.get("/api/jobs/j-talk/transcript").json()
+    texts = [line["text"] for line in whole["lines"]]
+    assert whole["complete"] is True and whole["live"] is None and whole["status"] == "succeeded"
+    assert texts[0].startswith("[aipm] accepted: ") and texts[-1] == "[aipm] job ended: succeeded"
+    assert "[agent] All tests pass." in texts
+    assert any("agent finished" in t and "tool calls:" in t for t in texts), texts
+    assert whole["next"] == whole["lines"][-1]["id"]
+
+    # Two lines at a time, after the last one seen, gives the same lines in the same order.
+    seen, after = [], 0
+    while True:
+        page = proc.client.get("/api/jobs/j-talk/transcript", params={"after": after, "limit": 2}).json()
+        seen += [line["text"] for line in page["lines"]]
+        after = page["next"]
+        if page["complete"]:
+            break
+        assert len(page["lines"]) == 2
+    assert seen == texts
+
+
+def test_the_transcript_refuses_bad_bounds_and_unknown_jobs(start_processor):
+    proc = start_processor()
+    assert proc.submit("j-bounds", branch=BRANCH).status_code == 202
+    for query in ({"after": -1}, {"limit": 0}, {"limit": 2001}, {"after": 2**63}):
+        answer = proc.client.get("/api/jobs/j-bounds/transcript", params=query)
+        assert answer.status_code == 422, (query, answer.text)
+    assert proc.client.get("/api/jobs/j-none/transcript").status_code == 404
