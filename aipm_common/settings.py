@@ -99,11 +99,18 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_approval_pattern: str | None = None
     kiro_approval_reply: str | None = None
     kiro_deny_tools: str = ""
-    kiro_driver: Literal["pty", "acp"] = "pty"
+    kiro_driver: Literal["pty", "acp", "headless"] = "pty"
     # Which coding agent the workers run: "kiro" (either driver) or "claude-code" (ACP only; the driver follows).
     aipm_agent: Literal["kiro", "claude-code"] = "kiro"
     # Kiro's ACP command; unset with another AIPM_AGENT, that agent's own (worker_pool.profiles.AGENTS).
     kiro_acp_command: str = "kiro-cli acp --agent-engine v2 --agent aipm"
+    # KIRO_DRIVER=headless: the command each task runs (the driver adds --no-interactive, --trust-tools and the
+    # prompt), and the tools it may trust: Kiro 2.x's built-in names; KIRO_DENY_TOOLS are left out of the list.
+    kiro_headless_command: str = "kiro-cli chat --agent aipm"
+    kiro_trust_tools: str = (
+        "read,write,shell,grep,glob,code,web_search,web_fetch,introspect,knowledge,todo_list,thinking,delegate,"
+        "subagent,use_aws,aws"
+    )
     kiro_task_timeout: float = Field(1800, gt=0)
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)
@@ -139,6 +146,12 @@ class WorkerPoolSettings(_WorkspaceRoot):
     @property
     def deny_tools(self) -> list[str]:
         return split_csv(self.kiro_deny_tools)
+
+    @property
+    def trusted_tools(self) -> list[str]:
+        """KIRO_TRUST_TOOLS without the denied ones: what a headless run may use without asking."""
+        denied = set(self.deny_tools)
+        return [tool for tool in split_csv(self.kiro_trust_tools) if tool not in denied]
 
 
 class PrProcessorSettings(_WorkspaceRoot, _Dispatch):

@@ -2,9 +2,11 @@
 
 The pool (``pool.py``) only ever talks to an ``AgentDriver``: ``start()`` until idle, ``run(prompt)`` one turn,
 ``cancel()`` the running turn, ``reset()`` the conversation between tasks, ``stop()``, plus ``state``/``pid`` and
-``wait_exited()``. Two drivers implement it: ``session.PtySession`` (``KIRO_DRIVER=pty``, a chat CLI in a terminal)
-and ``acp_driver.AcpDriver`` (``KIRO_DRIVER=acp``, ``kiro-cli acp``: JSON-RPC over stdio); ``make_driver`` picks one. Drivers report a turn's end with a ``TurnResult`` or one of the
-``TurnError`` subclasses below, which carry the output so far; they never raise anything else for an agent's fault.
+``wait_exited()``. Three drivers implement it: ``session.PtySession`` (``KIRO_DRIVER=pty``, a chat CLI in a terminal),
+``acp_driver.AcpDriver`` (``KIRO_DRIVER=acp``, ``kiro-cli acp``: JSON-RPC over stdio) and ``headless.HeadlessDriver``
+(``KIRO_DRIVER=headless``, one ``kiro-cli chat --no-interactive`` per task); ``make_driver`` picks one. Drivers
+report a turn's end with a ``TurnResult`` or one of the ``TurnError`` subclasses below, which carry the output so
+far; they never raise anything else for an agent's fault.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class TurnCancelled(TurnError):
 
 class StartError(Exception):
     """The agent did not reach its idle prompt (not found, exited, or never idle)."""
+
+
+class UnsupportedAgent(StartError):
+    """The agent is one this driver cannot drive (e.g. a kiro-cli whose interface it cannot read): starting it again
+    would fail the same way, so the pool does not retry; the message names the fix (another driver or version)."""
 
 
 class AgentDriver(abc.ABC):

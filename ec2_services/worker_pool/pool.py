@@ -38,6 +38,7 @@ from ec2_services.worker_pool.driver import (
     TurnError,
     TurnResult,
     TurnTimeout,
+    UnsupportedAgent,
 )
 from ec2_services.worker_pool.profiles import AGENTS, AgentProfile, acp_command
 
@@ -200,8 +201,30 @@ def make_driver(
             )
 
         return acp_factory
+    if settings.kiro_driver == "headless":
+        from ec2_services.worker_pool.headless import HeadlessDriver, HeadlessLimits
+
+        headless_limits = HeadlessLimits(
+            stall_timeout=settings.kiro_stall_timeout,
+            trouble_retries=settings.kiro_trouble_retries,
+            trouble_backoff=settings.kiro_trouble_backoff,
+            **{k: v for k, v in options.items() if k in ("cancel_grace",)},
+        )
+
+        def headless_factory(worker_id: int) -> AgentDriver:
+            return HeadlessDriver(
+                worker_id,
+                settings.kiro_headless_command,
+                profile,
+                cwd=settings.kiro_workspace_root,
+                env=base_env,
+                trust_tools=settings.trusted_tools,
+                limits=headless_limits,
+            )
+
+        return headless_factory
     if settings.kiro_driver != "pty":
-        raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not a driver; use pty or acp")
+        raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not a driver; use pty, acp or headless")
     from ec2_services.worker_pool.session import PtySession, SessionLimits
 
     limits = SessionLimits(
@@ -212,7 +235,8 @@ def make_driver(
     )
 
     def factory(worker_id: int) -> AgentDriver:
-        return PtySession(worker_id, profile, cwd=settings.kiro_workspace_root, env=base_env, limits=limits)
+        return PtySession(worker_id, profile, cwd=settings.kiro_workspace_root, env=base_env, limits=limits,
+                          adapt_command=settings.kiro_command is None)
 
     return factory
 
@@ -228,6 +252,7 @@ class WorkerPool:
         self._closing = False
         self._cancel_wait = cancel_wait
         self._durations: collections.deque[float] = collections.deque(maxlen=50)
+        self._closed = asyncio.Event()
 
     # ---- life --------------------------------------------------------------------------------------------
 
@@ -241,6 +266,7 @@ class WorkerPool:
         if self._closing:
             return
         self._closing = True
+        self._closed.set()
         for fut in self._idle:
             fut.cancel()
         stopping = "the worker pool is stopping (a restart or a deploy); send the task again"
@@ -263,6 +289,16 @@ class WorkerPool:
         while not self._closing:
             try:
                 await worker.driver.start()
+            except UnsupportedAgent as exc:
+                # Starting it again would fail the same way: say why once, and leave the worker down.
+                worker.start_error = str(exc)
+                worker.state = WorkerState.RESTARTING
+                with log_context(worker=worker.id):
+                    log.error("worker %d: cannot drive this agent: %s", worker.id, exc,
+                              extra={"fields": {"event": "agent_unsupported"}})
+                self._fail_waiting_if_unavailable()
+                await self._closed.wait()
+                return
             except StartError as exc:
                 worker.start_error = str(exc)
                 self._restarted(worker, f"could not start the agent: {exc}")

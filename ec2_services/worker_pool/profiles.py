@@ -35,10 +35,13 @@ class AgentProfile:
     approval_pattern: str = DEFAULT_APPROVAL_PATTERN
     approval_reply: str = "t\r"
     deny_reply: str = "n\r"
-    # `/clear` asks `… [y/n]:` (followed by the idle prompt); this confirms it.
+    # `/clear` asks `Are you sure? … [y/n]:`, a blank line, then reads the answer at its own yellow `> ` input prompt
+    # (the Q/Kiro CLI's `clear.rs`: `read_user_input("> ".yellow())`, crossterm's yellow is `ESC[38;5;11m`);
+    # this confirms it. ``confirm_prompt_raw`` tells that `> ` from the answer's coloured marker.
     clear_command: str = "/clear"
     clear_confirm_pattern: str = r"\[y/n\]:\s*$"
     clear_reply: str = "y\r"
+    confirm_prompt_raw: str = r"(?:\x1b\[[0-9;?]*[A-Za-z])*\x1b\[(?:33|93|38;5;(?:3|11))m> "
     quit_command: str = "/quit"
     # The answer's own leading `> ` is coloured (green: `ESC[38;5;10m> ESC[39m` in the captures); a literal `> ` in
     # the text is not (raw pattern, at a line start). The prompt's own `> ` is magenta, space included (the CLI's
@@ -51,13 +54,21 @@ class AgentProfile:
     approval_hint: str = "Allow this action"
     tool_hint: str = "tool"
     credits_hint: str = "Credits"
-    trouble_pattern: str = (
-        r"^(?:Kiro|Amazon Q) is having trouble responding right now"
-        r"|ThrottlingException|Too many requests|Request was throttled|rate limit exceeded"
-    )
+    # Kiro's own error form: a line that starts with its header (the error's details, e.g. `ThrottlingException`,
+    # follow it). Throttling words in the agent's prose are the answer, never a reason to send the task again.
+    trouble_pattern: str = r"^\s*(?:Kiro|Amazon Q) is having trouble responding right now"
     spinner_pattern: str = r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]\s"
     # A bare `> ` prompt cannot be told from the answer's first `> ` at once: it must stay quiet this long.
     bare_prompt_quiet_s: float = 0.3
+    # Kiro prints `▸ Credits: N • Time: Ns` after every answer, then its prompt: that pair ends a turn at once. A
+    # prompt-like line without it (an answer quoting `[aipm] 20% λ > `) ends the turn only if nothing follows it for
+    # ``unconfirmed_prompt_quiet_s`` (an answer Kiro ends without credits, e.g. an error, still ends). The Q CLI
+    # prints no credits: False there, the prompt alone ends the turn.
+    credits_end_turn: bool = True
+    unconfirmed_prompt_quiet_s: float = 3.0
+    # What a screen the PTY driver cannot read shows (the full-screen TUI of kiro-cli 2.x/3.x): seen before the
+    # first prompt, the start is refused with a message naming the fix instead of waiting out the start timeout.
+    unreadable_screen_pattern: str = r"Ask a question or describe a task|ctrl\+g: agent monitor"
     deny_tools: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -72,7 +83,7 @@ class AgentProfile:
 
 PROFILES: dict[str, AgentProfile] = {
     "kiro": AgentProfile(name="kiro", command="kiro-cli chat --legacy-ui --agent aipm"),
-    "q": AgentProfile(name="q", command="q chat --agent aipm"),
+    "q": AgentProfile(name="q", command="q chat --agent aipm", credits_end_turn=False),
 }
 
 

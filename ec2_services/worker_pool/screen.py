@@ -138,6 +138,7 @@ class LineAssembler:
     def __init__(self, profile: AgentProfile, *, max_partial: int = 16384):
         self._marker = re.compile(r"(^|[\r\x00])" + profile.answer_marker_raw, re.MULTILINE)
         self._marker_at_start = re.compile(profile.answer_marker_raw)
+        self._confirm_prompt = re.compile(profile.confirm_prompt_raw)
         self._max_partial = max_partial
         self.partial = ""
         self.lines_completed = 0
@@ -188,16 +189,38 @@ class LineAssembler:
         start = max(raw.rfind("\r"), raw.rfind(_CLEAR)) + 1
         return bool(self._marker_at_start.match(raw, start))
 
+    def partial_is_confirm_prompt(self) -> bool:
+        """The line being drawn is the yellow `> ` a confirmation question reads its answer at (`/clear`)."""
+        raw = _prepare(self.partial)
+        start = max(raw.rfind("\r"), raw.rfind(_CLEAR)) + 1
+        return bool(self._confirm_prompt.match(raw, start))
+
     def reset(self) -> None:
         self.partial = ""
+
+
+class _Screen(pyte.Screen):
+    """pyte's screen, with ``CSI s`` / ``CSI u`` (save / restore the cursor, as ``ESC 7`` / ``ESC 8``), which real
+    terminals honour and pyte ignores: a screen that saves the cursor, draws at the top and restores it would
+    otherwise print its next lines (the prompt) at the top, where nobody looks for them."""
+
+    def save_cursor_csi(self, *_params: int, **_kwargs: object) -> None:
+        self.save_cursor()
+
+    def restore_cursor_csi(self, *_params: int, **_kwargs: object) -> None:
+        self.restore_cursor()
+
+
+class _Stream(pyte.Stream):
+    csi = {**pyte.Stream.csi, "s": "save_cursor_csi", "u": "restore_cursor_csi"}
 
 
 class RecentScreen:
     """A pyte screen of the session's recent output, fed only when asked (and never more than ``budget`` chars)."""
 
     def __init__(self, *, columns: int = COLUMNS, rows: int = ROWS, budget: int = 8192):
-        self._screen = pyte.Screen(columns, rows)
-        self._stream = pyte.Stream(self._screen)
+        self._screen = _Screen(columns, rows)
+        self._stream = _Stream(self._screen)
         self._budget = budget
         self._pending: list[str] = []
         self._pending_len = 0

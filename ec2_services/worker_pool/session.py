@@ -28,6 +28,7 @@ import ctypes
 import enum
 import logging
 import os
+import re
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ from ec2_services.worker_pool.driver import (
     TurnCancelled,
     TurnResult,
     TurnTimeout,
+    UnsupportedAgent,
 )
+from ec2_services.worker_pool.kiro_version import installed_version, kiro_cli_prefix, pty_argv
 from ec2_services.worker_pool.process_tree import descendants
 from ec2_services.worker_pool.profiles import AgentProfile
 from ec2_services.worker_pool.screen import (
@@ -57,6 +60,7 @@ from ec2_services.worker_pool.screen import (
     ScreenState,
     classify_screen,
     last_nonblank_line,
+    strip_ansi,
 )
 from ec2_services.worker_pool.transcript import Transcript
 
@@ -127,6 +131,7 @@ class _Event(enum.Enum):
     CONFIRM = "confirm"
     EXITED = "exited"
     CANCEL = "cancel"
+    UNREADABLE = "unreadable"
 
 
 _FROM_SCREEN = {
@@ -158,10 +163,15 @@ class PtySession(AgentDriver):
         cwd: Path,
         env: Mapping[str, str],
         limits: SessionLimits | None = None,
+        adapt_command: bool = False,
     ):
         self.worker_id = worker_id
         self.profile = profile
         self.patterns = Patterns(profile)
+        # KIRO_COMMAND unset: the profile's command may be fitted to the installed kiro-cli (kiro_version.py).
+        self._adapt_command = adapt_command
+        self._argv: list[str] | None = None
+        self._unreadable = re.compile(profile.unreadable_screen_pattern)
         self._cwd = cwd
         self._env = agent_environment(env)
         self.limits = limits or SessionLimits()
@@ -194,19 +204,32 @@ class PtySession(AgentDriver):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self.state is not DriverState.EXITED else None
 
+    async def _command(self) -> list[str]:
+        """The argv to start, checked once per session against the installed kiro-cli's version."""
+        if self._argv is None:
+            argv = self.profile.argv
+            prefix = kiro_cli_prefix(argv)
+            version = await installed_version(prefix, self._env) if prefix else None
+            argv, problem = pty_argv(argv, version, adapt=self._adapt_command)
+            if problem:
+                raise UnsupportedAgent(problem)
+            self._argv = argv
+        return self._argv
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        argv = await self._command()
         self._reset_stream()
         try:
             self._proc = PtyProcess.spawn(
-                self.profile.argv,
+                argv,
                 cwd=str(self._cwd),
                 env=self._env,
                 dimensions=(ROWS, COLUMNS),
                 preexec_fn=die_with_parent,
             )
         except (OSError, ValueError) as exc:
-            raise StartError(f"cannot start {self.profile.argv[0]!r}: {exc}") from exc
+            raise StartError(f"cannot start {argv[0]!r}: {exc}") from exc
         self._fd = self._proc.fd
         os.set_blocking(self._fd, False)
         self._loop.add_reader(self._fd, self._on_readable)
@@ -215,7 +238,7 @@ class PtySession(AgentDriver):
             self._loop.add_reader(self._pidfd, self._on_process_exit)
         self.state = DriverState.STARTING
         self._last_output = self._loop.time()
-        log.info("worker %d: started %s (pid %d) in %s", self.worker_id, self.profile.argv[0], self._proc.pid, self._cwd)
+        log.info("worker %d: started %s (pid %d) in %s", self.worker_id, argv[0], self._proc.pid, self._cwd)
         try:
             event = await self._next_event(self._loop.time() + self.limits.start_timeout, stall=False)
         except TurnTimeout:
@@ -226,6 +249,12 @@ class PtySession(AgentDriver):
             ) from None
         if event is _Event.EXITED:
             raise StartError(f"the agent exited with status {self.exit_status} before its first prompt")
+        if event is _Event.UNREADABLE:
+            await self.stop()
+            raise UnsupportedAgent(
+                "the agent opened a full-screen interface the PTY driver cannot read (kiro-cli's TUI): start its "
+                "classic chat (kiro-cli 2.x: `kiro-cli chat --legacy-ui`), or set KIRO_DRIVER=acp (or headless)"
+            )
         if event is not _Event.IDLE:
             await self.stop()
             raise StartError(f"the agent asked a question ({event.value}) before its first prompt")
@@ -330,6 +359,8 @@ class PtySession(AgentDriver):
         self._data_seq += 1
         self._last_output = self._loop.time()
         text = self._decoder.decode(data)
+        if self.state is DriverState.STARTING and self._unreadable.search(strip_ansi(text)):
+            self._events.put_nowait(_Event.UNREADABLE)
         self._screen.feed(text)
         block = self._lines.feed(text)
         if block.count:
@@ -349,7 +380,12 @@ class PtySession(AgentDriver):
             return  # still typing, or nothing new since our last keystrokes: what shows is what we answered
         plain = self._lines.partial_plain()
         if plain.strip():
-            if not self.patterns.prompt_at_end(plain) or self._lines.partial_is_answer_start():
+            if not self.patterns.prompt_at_end(plain):
+                return
+            if self._lines.partial_is_answer_start():
+                # The answer's coloured `> ` — or the yellow one a `[y/n]:` question reads its answer at.
+                if self._lines.partial_is_confirm_prompt() and self.patterns.confirm.search(self._last_line):
+                    self._events.put_nowait(_Event.CONFIRM)
                 return
         elif not self.patterns.prompt_at_end(self._last_line):
             return  # nothing drawn on the cursor's line, and no prompt on the last line above it
@@ -493,10 +529,26 @@ class PtySession(AgentDriver):
         )
 
     async def _until_idle(self, turn: Transcript, deadline: float, counts: dict[str, int]) -> None:
+        unconfirmed: int | None = None  # output count when a prompt showed without Kiro's end-of-turn evidence
         while True:
-            event = await self._next_event(deadline)
+            if unconfirmed is None:
+                event = await self._next_event(deadline)
+            else:
+                try:
+                    quiet = min(self.profile.unconfirmed_prompt_quiet_s, max(0.0, deadline - self._loop.time()))
+                    event = await asyncio.wait_for(self._events.get(), quiet)
+                except TimeoutError:
+                    if self._data_seq == unconfirmed:
+                        log.info("worker %d: the prompt stayed %.1f s without a Credits line; the turn ended",
+                                 self.worker_id, self.profile.unconfirmed_prompt_quiet_s)
+                        return
+                    unconfirmed = None  # more output came: that prompt was the answer's
+                    continue
+            unconfirmed = None
             if event is _Event.IDLE:
-                return
+                if not self.profile.credits_end_turn or turn.ended_on_credits or turn.trouble:
+                    return
+                unconfirmed = self._data_seq
             if event is _Event.APPROVAL:
                 self._answer_tool_request(turn, counts)
             elif event is _Event.CONFIRM:

@@ -15,9 +15,25 @@ from collections import deque
 from ec2_services.worker_pool.screen import Block, Patterns, strip_ansi
 
 _TAIL_CHARS = 16_000
+# Kiro's error is its header line and a few lines of details (`0: ThrottlingException …`, a location, a hint).
+_ERROR_LINES = 8
 # A tool call's last line (` - Completed in 0.3s`): the agent's text after it starts with its own `> ` again.
 _TOOL_DONE = re.compile(r"^\s*-\s*Completed in [0-9.]+\s*m?s\b")
 _TOOL_DONE_HINT = "Completed in"
+
+
+def _candidates(p: Patterns) -> re.Pattern | None:
+    """One regex finding every line ``Transcript._add_one`` may act on (a superset: each hint the patterns need, any
+    ``>``, a spinner frame, a prompt at a line start), or None when a pattern has no hint (then every line goes
+    through ``_add_one``)."""
+    if not p.approval_hint:
+        return None
+    parts = [">", _TOOL_DONE_HINT, p.tool_hint, p.credits_hint, p.approval_hint]
+    alternatives = [re.escape(part) for part in parts]
+    alternatives.append(p.spinner.pattern)
+    # A prompt pattern without `>` (an overridden KIRO_PROMPT_PATTERN): a line that is a prompt from its start.
+    alternatives.append(r"^[ \t]*(?:" + p.prompt.pattern + ")")
+    return re.compile("|".join(f"(?:{alt})" for alt in alternatives), re.MULTILINE)
 
 
 class Transcript:
@@ -25,6 +41,7 @@ class Transcript:
         self._p = patterns
         self._limit = limit_chars
         self._spinner_chars = re.compile(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]")
+        self._candidates = _candidates(patterns)
         # Kept lines, in blocks as they came (a flood's raw blocks are stripped only if still kept at the end).
         self._blocks: deque[Block] = deque()
         self._chars = 0
@@ -41,6 +58,9 @@ class Transcript:
         # screen replayed as text) is dropped here, and only there: a `> ` later in the text is the agent's own.
         self._answer_starts = True
         self.credits: float | None = None
+        # The last line that mattered was Kiro's `▸ Credits` line: what it prints after every answer, before its
+        # prompt. With it a prompt is the turn's end; without it a prompt-like line may be the answer's.
+        self.ended_on_credits = False
         self.last_tool: str | None = None
 
     def begin(self, typed: str) -> None:
@@ -57,6 +77,7 @@ class Transcript:
         self._reply_echo = None
         self._skip_blank = False
         self._answer_starts = True
+        self.ended_on_credits = False
 
     def replied(self, reply: str) -> None:
         """A reply was typed to a question: its echo on the prompt line is not part of the answer."""
@@ -68,14 +89,51 @@ class Transcript:
             block = Block.of(block)
         if not block.count:
             return
-        watching = self._echo_end is not None or self._reply_echo is not None or self._skip_blank
-        if not watching and not self._may_matter(block.text):
+        if not self._watching() and not self._may_matter(block.text):
             if self._answer_starts and block.text.strip():
                 self._answer_starts = False  # the stretch began without a marker (no `>` in this block)
             self._keep(block)
             return
-        for line in block.plain_lines():
-            self._add_one(line.rstrip())
+        # Stripped in one pass; then only the lines that may matter go one by one, the runs between them in bulk.
+        text = block.text if block.plain else strip_ansi(block.text)
+        pos = 0
+        while pos <= len(text):
+            if self._watching() or self._candidates is None:
+                end = text.find("\n", pos)
+                end = len(text) if end < 0 else end
+                self._add_one(text[pos:end].rstrip())
+                pos = end + 1
+                continue
+            match = self._candidates.search(text, pos)
+            if match is None:
+                self._keep_run(text[pos:])
+                return
+            start = text.rfind("\n", 0, match.start()) + 1
+            if start < pos:  # a match spanning lines (``\s`` crosses newlines): it starts on the line at pos
+                start = pos
+            if start > pos:
+                self._keep_run(text[pos : start - 1])
+            end = text.find("\n", max(match.end(), start))
+            end = len(text) if end < 0 else end
+            for line in text[start:end].split("\n"):
+                self._add_one(line.rstrip())
+            pos = end + 1
+
+    def _watching(self) -> bool:
+        """Lines must go one by one: an echo or a reply's echo may still come, or a question's blank lines."""
+        return self._echo_end is not None or self._reply_echo is not None or self._skip_blank
+
+    def _keep_run(self, text: str) -> None:
+        """Plain lines none of which may matter, kept as one block (blank lines at its end kept one by one, as a
+        question that follows takes them away)."""
+        body = text.rstrip()
+        blanks = text.count("\n", len(body)) if body else text.count("\n") + 1
+        if body:
+            if self._answer_starts:
+                self._answer_starts = False
+            self._keep(Block(body, plain=True))
+        for _ in range(blanks):
+            self._keep(Block.of([""]))
 
     def _may_matter(self, text: str) -> bool:
         """Whether lines may hold a prompt, a question, a tool line, the Credits line or a spinner frame.
@@ -92,6 +150,8 @@ class Transcript:
         )
 
     def _keep(self, block: Block) -> None:
+        if self.ended_on_credits and block.text.strip():
+            self.ended_on_credits = False
         self._blocks.append(block)
         self._chars += len(block.text) + 1
         # Whole blocks go first (raw ones count twice the limit: escape sequences are about half of them);
@@ -135,6 +195,7 @@ class Transcript:
         credits = p.credits.search(text)
         if credits:
             self.credits = float(credits.group(1))
+            self.ended_on_credits = True
             return
         if p.spinner.match(text):
             return
@@ -160,15 +221,16 @@ class Transcript:
 
     @property
     def trouble(self) -> bool:
-        """The answer is "having trouble responding" / throttled. Only its last lines count: a tool's output
-        mentioning throttling earlier in a real answer must not make the task run again."""
+        """The turn ended on Kiro's own error ("Kiro is having trouble responding right now", then its details,
+        e.g. a ``ThrottlingException``). Only a line starting with that header among the last lines counts: the
+        agent's prose about throttling, or an old error earlier in a real answer, must not send the task again."""
         self._release_held()
         last: list[str] = []
         for block in reversed(self._blocks):
             last.extend(line for line in reversed(block.plain_lines()) if line.strip())
-            if len(last) >= 3:
+            if len(last) >= _ERROR_LINES:
                 break
-        return any(self._p.trouble.search(line) for line in last[:3])
+        return any(self._p.trouble.search(line) for line in last[:_ERROR_LINES])
 
     def _is_prompt_line(self, text: str) -> bool:
         if self._p.prompt_prefix(text):

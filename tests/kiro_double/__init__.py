@@ -5,6 +5,7 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("kiro_double.py")
 REPLAY = Path(__file__).with_name("replay.py")
+HEADLESS = Path(__file__).with_name("headless_double.py")
 
 
 def command(*args: str) -> str:
@@ -19,3 +20,10 @@ def replay_command(*fixtures: Path) -> str:
     import shlex
 
     return shlex.join([sys.executable, str(REPLAY), *map(str, fixtures)])
+
+
+def headless_command(*args: str) -> str:
+    """A ``KIRO_HEADLESS_COMMAND`` that runs the headless double (``chat`` as the real CLI's subcommand)."""
+    import shlex
+
+    return shlex.join([sys.executable, str(HEADLESS), "chat", *args])

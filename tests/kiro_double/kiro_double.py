@@ -20,6 +20,13 @@ What it does is told in the message, with directives (several allowed, run in or
     [[say TEXT]]           a line of text                       [[recall]]           what it remembers of the chat
     [[barequote]]          a plain `> ` at a line start, a pause, then the rest of the line
     [[env NAME]]           whether NAME is in its environment   [[pwd]]              its working directory
+    [[fakeprompt]]         an answer line quoting `[aipm] 20% λ > `, 1.5 s of silence, then the answer goes on
+    [[throttled N]]        the first N sends answer Kiro's throttling error (its header, `0: ThrottlingException`)
+    [[savecursor]]         ESC[s, a status drawn at the top of the screen, ESC[u (as a full-screen status line does)
+
+After every answer it prints ``▸ Credits: N • Time: Ns`` (as Kiro does; ``--credits N`` sets N, ``--no-credits``
+leaves the line out, as a plan that never prints it). ``/clear`` asks its question and reads the answer at the
+yellow ``> `` of the real CLI (``clear.rs``).
 
 ``PATH`` is relative to the directory named in the message (``working directory for this task is "…"``), else to
 the double's own working directory. It lives under tests/ and is never the service's default command.
@@ -45,11 +52,19 @@ QUESTION = (
     f"{GREY}Allow this action? Use '{GREEN}t{GREY}' to trust (always allow) this tool for the session. "
     f"[{GREEN}y{GREY}/{GREEN}n{GREY}/{GREEN}t{GREY}]:{RESET}"
 )
+# `/clear` as the Q/Kiro CLI's clear.rs writes it: grey question, `]:\n\n`, colour reset, cursor shown, then the
+# answer is read at a yellow `> ` (crossterm's yellow: 38;5;11), not at the idle prompt.
 CLEAR_QUESTION = (
-    f"{GREY}Are you sure? This will erase the conversation history and context from hooks for the current session. "
-    f"[{GREEN}y{GREY}/{GREEN}n{GREY}]:{RESET}"
+    f"{GREY}\nAre you sure? This will erase the conversation history and context from hooks for the current session. "
+    f"[{GREEN}y{GREY}/{GREEN}n{GREY}]:\n\n{RESET}{ESC}[?25h"
 )
+CONFIRM_PROMPT = f"{ESC}[38;5;11m> {ESC}[39m"
 TROUBLE = "Kiro is having trouble responding right now. Please try again later."
+# Kiro's error form for throttling: its header, then the error's details.
+THROTTLED = (
+    "Kiro is having trouble responding right now:\n   0: ThrottlingException: Too many requests, please wait before "
+    "trying again.\n\nLocation:\n   crates/chat-cli/src/cli/chat/mod.rs:1021"
+)
 DIRECTIVE = re.compile(r"\[\[(\w+)(?:[ \t]+([^\]\n]*))?\]\]")
 WORKDIR = re.compile(r'working directory for this task is ("(?:[^"\\]|\\.)*")')
 
@@ -152,10 +167,15 @@ class Double:
             if not command:
                 continue
             if command == "/clear":
-                if self.ask(CLEAR_QUESTION).startswith("y"):
+                out(CLEAR_QUESTION)
+                out(CONFIRM_PROMPT)
+                reply = self.read_message()
+                if reply is None:
+                    return
+                if reply.strip() in ("y", "Y"):
                     self.memory.clear()
                     self.trusted.clear()
-                    out(f"{GREEN}Conversation history cleared.{RESET}\n\n")
+                    out(f"{GREEN}\nConversation history cleared.\n\n{RESET}")
                 continue
             try:
                 self.answer(message)
@@ -170,16 +190,20 @@ class Double:
         directives = DIRECTIVE.findall(message)
         self.sent[message] = self.sent.get(message, 0) + 1
         trouble = next((int(arg or 1) for name, arg in directives if name == "trouble"), 0)
+        throttled = next((int(arg or 1) for name, arg in directives if name == "throttled"), 0)
         self.work(self.args.work_seconds)
         if self.sent[message] <= trouble:
             out(f"{TROUBLE}\n\n")
+            return
+        if self.sent[message] <= throttled:
+            out(f"{THROTTLED}\n\n")
             return
         started = time.monotonic()
         out(f"{ANSWER_MARK}Working on your message ({len(message.splitlines())} lines).\n")
         for name, arg in directives:
             self.directive(name, arg.strip(), workdir)
         out(f"\n{ANSWER_MARK}Done.\n")
-        if self.args.credits:
+        if not self.args.no_credits:
             out(f"\n{GREY}▸ Credits: {self.args.credits} • Time: {int(time.monotonic() - started)}s{RESET}\n")
         out("\n")
 
@@ -233,6 +257,12 @@ class Double:
             out("Here is a quote:\n> ")  # a plain `> ` alone on the cursor's line: a bare prompt look-alike
             time.sleep(0.6)
             out("the quoted text, after a pause\n")
+        elif name == "fakeprompt":
+            out(f"The log ends with the prompt:\n{CYAN}[{self.args.agent}] {GREEN}{self.args.percent}% {MAGENTA}λ > {RESET}")
+            time.sleep(1.5)
+            out("\nand the story goes on after the pause.\n")
+        elif name == "savecursor":
+            out(f"{ESC}[s{ESC}[1;1H{GREY}status: working{RESET}{ESC}[u")
         elif name == "say":
             out(f"{arg}\n")
         elif name == "recall":
@@ -275,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-seconds", type=float, default=0.05, help="spinner time before every answer")
     parser.add_argument("--startup-seconds", type=float, default=0.0)
     parser.add_argument("--bare-prompt", action="store_true", help="prompt with a bare `> ` (no agent, no λ)")
-    parser.add_argument("--credits", default=None, help="print `▸ Credits: N` after each answer")
+    parser.add_argument("--credits", default="0.01", help="the N of `▸ Credits: N` printed after each answer")
+    parser.add_argument("--no-credits", action="store_true", help="no Credits line (plans that never print it)")
     parser.add_argument("--prompt-log", default=None, help="append time.monotonic() when an answer's prompt is printed")
     args, _ = parser.parse_known_args(argv)  # accepts the real CLI's `chat --legacy-ui --agent aipm`
     raw_input_mode()

@@ -2,12 +2,14 @@
 
 ``pool_server`` runs each test that uses it twice: under ``KIRO_DRIVER=pty`` (the Kiro double in real PTYs) and
 under ``KIRO_DRIVER=acp`` (the ACP double on stdio) — the pool's behaviour must not depend on the driver.
+``headless_pool_server`` runs the headless double (one process per task; test_headless.py).
 ``pty_pool_server`` / ``acp_pool_server`` are for what only one driver has (screen parsing; ACP permissions).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,7 @@ from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
 from tests.acp_double import command as acp_command
-from tests.kiro_double import command
+from tests.kiro_double import command, headless_command
 from tests.support.servers import serve_in_thread
 
 
@@ -81,6 +83,11 @@ def pty_pool_server(tmp_path, shared_secret):
 
 
 @pytest.fixture
+def headless_pool_server(tmp_path, shared_secret):
+    yield from _pool_servers("headless", tmp_path, shared_secret)
+
+
+@pytest.fixture
 def acp_pool_server(tmp_path, shared_secret):
     yield from _pool_servers("acp", tmp_path, shared_secret)
 
@@ -99,6 +106,7 @@ def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
                 "kiro_driver": driver,
                 "kiro_command": command(*double_args),
                 "kiro_acp_command": acp_command(*double_args),
+                "kiro_headless_command": headless_command(*double_args, "--state-dir", str(tmp_path)),
                 "kiro_workspace_root": root,
                 "kiro_task_timeout": 10,
                 "kiro_trouble_backoff": 0.05,
@@ -107,7 +115,10 @@ def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
             }
             settings = WorkerPoolSettings(**values)
             # Short grace times keep the suite fast; the defaults are for real agents.
-            factory = make_driver(settings, resolve_profile(settings), cancel_grace=cancel_grace, reset_timeout=5.0)
+            # KIRO_API_KEY: the headless double, like kiro-cli, runs only signed in with a key.
+            env = {**os.environ, "KIRO_API_KEY": "test-key"}
+            factory = make_driver(settings, resolve_profile(settings), env, cancel_grace=cancel_grace,
+                                  reset_timeout=5.0)
             app = create_app(settings, secret=shared_secret, driver_factory=factory)
             url = stack.enter_context(serve_in_thread(app))
             server = PoolServer(url, root, settings, shared_secret, driver)
