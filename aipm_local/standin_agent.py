@@ -310,7 +310,7 @@ class StandinAgent:
             for expression, ok in change.check_functions(workspace, plan):
                 lines.append(f"  {'✓' if ok else '✗'} {expression}")
         if plan.other:
-            lines.append(f"{len(plan.other)} criteria are not of the form f(args) == value: listed in {change.NOTES_NAME}.")
+            lines.append(f"{len(plan.other)} {'criterion is' if len(plan.other) == 1 else 'criteria are'} not of the form f(args) == value: listed in {change.NOTES_NAME}.")
         lines.append(f"I am {change.NOT_AN_AI}: review this change like any other before merging.")
         return "\n".join(lines)
 

@@ -171,7 +171,7 @@ class Generator:
                   callback_url, *, new_pull: bool) -> str:
         payload = {"job_id": job, "repo": repo.full_name, "branch": branch, "base_branch": base,
                    "pr_number": pr.number, "task_file": TASK_FILE, "callback_url": callback_url,
-                   "requested_by": requested_by}
+                   "requested_by": requested_by, "title": pr.title[:200]}
         try:
             started_now, answer = self.processor.submit(payload)
         except ProcessorError as exc:

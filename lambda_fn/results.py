@@ -58,10 +58,12 @@ def fenced(text: str, lang: str = "text") -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    seconds = max(0, round(seconds))
+    if seconds < 10:  # as the UI says it: "0.5 s", not "0s"
+        return f"{max(0.0, seconds):.1f} s"
+    seconds = round(seconds)
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs} s")
 
 
 def render_result(

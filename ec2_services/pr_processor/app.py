@@ -54,9 +54,14 @@ def jobs_router(verify: SignatureVerifier) -> APIRouter:
     async def list_jobs(
         limit: int = Query(50, ge=1, le=1000),
         status: JobState | None = Query(None),
+        repo: str | None = Query(None, max_length=140),
+        before: int | None = Query(None, ge=1, le=2**62),
         service: ProcessorService = Depends(_service),
     ):
-        return {"jobs": [service.to_json(job) for job in service.list(limit=limit, status=status)]}
+        """Newest first, a page of ``limit``; ``next_before`` is the cursor of the next (older) page, or null."""
+        jobs = service.list(limit=limit, status=status, repo=repo, before=before)
+        return {"jobs": [service.to_json(job) for job in jobs],
+                "next_before": jobs[-1].seq if len(jobs) == limit else None}
 
     @router.get("/jobs/{job_id}")
     async def get_job(job_id: str = Depends(_known_job_id), service: ProcessorService = Depends(_service)):

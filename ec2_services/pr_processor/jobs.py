@@ -109,6 +109,7 @@ class Job:
     credits: float | None
     output_tail: str
     cancel_requested: bool
+    title: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -186,7 +187,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 # NOT EXISTS leaves an existing table as it is). With AIPM_DISPATCH=sqs, the job queue message a job came in and the
 # receipt handle this host holds it by, until the message is deleted (see sqs_intake).
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "jobs": [("sqs_message_id", "TEXT"), ("sqs_receipt_handle", "TEXT")],
+    "jobs": [("sqs_message_id", "TEXT"), ("sqs_receipt_handle", "TEXT"),
+             ("title", "TEXT")],  # the pull request's title, for the history list
     # The HTTP status of the callback's last try (null: not tried yet, or no answer: a connection error).
     "outbox": [("last_status", "INTEGER")],
 }
@@ -285,7 +287,7 @@ class JobStore:
 
     def create(self, *, job_id: str, repo: str, branch: str, base_branch: str | None, pr_number: int | None,
                task_file: str, callback_url: str | None, requested_by: str | None,
-               message: tuple[str, str] | None = None) -> tuple[Job, bool]:
+               message: tuple[str, str] | None = None, title: str | None = None) -> tuple[Job, bool]:
         """The job with this id: ``(job, True)`` when made now, ``(existing, False)`` when it existed.
 
         ``message``: the ``(message id, receipt handle)`` of the job queue message it came in, recorded with a new job
@@ -305,10 +307,10 @@ class JobStore:
                 raise BranchBusy(row["job_id"])
             self._db.execute(
                 "INSERT INTO jobs (job_id, repo, repo_key, branch, base_branch, pr_number, task_file, callback_url,"
-                " requested_by, status, created_at, updated_at, sqs_message_id, sqs_receipt_handle)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " requested_by, status, created_at, updated_at, sqs_message_id, sqs_receipt_handle, title)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, repo, repo.lower(), branch, base_branch, pr_number, task_file, callback_url, requested_by,
-                 JobState.QUEUED.value, now, now, message_id, receipt_handle),
+                 JobState.QUEUED.value, now, now, message_id, receipt_handle, title),
             )
             self._db.execute("INSERT INTO job_states (job_id, status, ts) VALUES (?, ?, ?)",
                              (job_id, JobState.QUEUED.value, now))
@@ -321,12 +323,20 @@ class JobStore:
             row = self._db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
-    def list(self, *, limit: int = 50, status: JobState | None = None) -> list[Job]:
-        query = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+    def list(self, *, limit: int = 50, status: JobState | None = None, repo: str | None = None,
+             before: int | None = None) -> list[Job]:
+        """Newest first; ``before``: only jobs older than the one with that ``seq`` (the next page's cursor)."""
+        query = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE 1 = 1"
         args: list[Any] = []
         if status is not None:
-            query += " WHERE status = ?"
+            query += " AND status = ?"
             args.append(status.value)
+        if repo is not None:
+            query += " AND repo_key = ?"
+            args.append(repo.lower())
+        if before is not None:
+            query += " AND seq < ?"
+            args.append(before)
         query += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
         with self._lock:

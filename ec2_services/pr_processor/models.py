@@ -151,6 +151,7 @@ class ProcessPrRequest(BaseModel):
     task_file: str = "TASK.md"
     callback_url: str | None = Field(default=None, max_length=2048)
     requested_by: str | None = Field(default=None, max_length=1024)  # the rules (400) are in parse_requested_by
+    title: str | None = Field(default=None, max_length=200)  # the pull request's title, shown in the job history
 
     def validate_rules(self, allowed_origins: list[str]) -> None:
         """Every rule of SPEC.md's bad-input list that is not a type error; raises ``InvalidInput``."""

@@ -71,7 +71,7 @@ class ProcessorService:
             job, created = self.store.create(
                 job_id=request.job_id, repo=request.repo, branch=request.branch, base_branch=request.base_branch,
                 pr_number=request.pr_number, task_file=request.task_file, callback_url=request.callback_url,
-                requested_by=request.requested_by, message=message,
+                requested_by=request.requested_by, message=message, title=request.title,
             )
         except BranchBusy as exc:
             raise JobConflict(
@@ -86,8 +86,9 @@ class ProcessorService:
     def get(self, job_id: str) -> Job | None:
         return self.store.get(job_id)
 
-    def list(self, *, limit: int, status: JobState | None) -> list[Job]:
-        return self.store.list(limit=limit, status=status)
+    def list(self, *, limit: int, status: JobState | None, repo: str | None = None,
+             before: int | None = None) -> list[Job]:
+        return self.store.list(limit=limit, status=status, repo=repo, before=before)
 
     async def cancel(self, job_id: str) -> Job:
         try:
@@ -112,6 +113,8 @@ class ProcessorService:
     def to_json(self, job: Job) -> dict[str, Any]:
         return {
             "job_id": job.job_id,
+            "seq": job.seq,
+            "title": job.title,
             "repo": job.repo,
             "branch": job.branch,
             "status": job.status.value,

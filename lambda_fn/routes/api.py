@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
@@ -121,29 +121,34 @@ def generate_code(
     return JSONResponse(outcome.body(), status_code=202 if outcome.created else 200)
 
 
+JobStatus = Literal["queued", "running", "pushing", "succeeded", "failed", "no_changes", "cancelled"]
+
+
 @router.get("/jobs")
 def list_jobs(
     caller: Annotated[Caller, Depends(current_caller)],
     rt: Annotated[Runtime, Depends(runtime)],
     repo: Annotated[str | None, Query(max_length=140)] = None,
     story_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    status: Annotated[str | None, Query(max_length=20, pattern=r"^[a-z_]+$")] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=2**62, description="next_before of the previous page")] = None,
 ):
+    """The job history, newest first, a page of ``limit`` at a time (``before=next_before`` for the next page)."""
     if repo is not None:
         check_repo(repo, rt)
     if story_id is not None:
         if repo is None:
             raise HTTPException(400, "story_id needs repo: GET /api/jobs?repo=owner/name&story_id=…")
-        return {"jobs": story_jobs(rt.forge, rt.processor, repo, story_id, queued=rt.queue is not None)}
+        return {"jobs": story_jobs(rt.forge, rt.processor, repo, story_id, queued=rt.queue is not None),
+                "next_before": None}
     if rt.queue is not None:
         raise HTTPException(400, "with AIPM_DISPATCH=sqs jobs run on whichever host took them from the queue and no "
                                  "one lists them all: ask for a story's jobs with GET /api/jobs?repo=owner/name&story_id=…")
-    jobs = rt.processor.list_jobs({"limit": limit if repo is None else 200, "status": status}).get("jobs", [])
-    jobs = [j for j in jobs if naming.repo_allowed(str(j.get("repo", "")), rt.allowed_repos)]
-    if repo is not None:
-        jobs = [j for j in jobs if str(j.get("repo", "")).lower() == repo.lower()][:limit]
-    return {"jobs": jobs}
+    page = rt.processor.list_jobs({"limit": limit, "status": status, "repo": repo, "before": before})
+    jobs = [_with_pr_url(rt, j) for j in page.get("jobs", [])
+            if naming.repo_allowed(str(j.get("repo", "")), rt.allowed_repos)]
+    return {"jobs": jobs, "next_before": page.get("next_before")}
 
 
 def _visible_job(rt: Runtime, job_id: str) -> dict:

@@ -63,9 +63,11 @@ class FakeProcessor:
             return JSONResponse({"job_id": body["job_id"], "status": "queued"}, status_code=202)
 
         @app.get("/api/jobs", dependencies=signed)
-        def list_jobs(limit: int = 50, status: str | None = None):
-            jobs = [j for j in reversed(list(fake.jobs.values())) if status is None or j["status"] == status]
-            return {"jobs": jobs[:limit]}
+        def list_jobs(limit: int = 50, status: str | None = None, repo: str | None = None, before: int | None = None):
+            jobs = [{**j, "seq": n} for n, j in enumerate(fake.jobs.values(), 1)][::-1]
+            jobs = [j for j in jobs if (status is None or j["status"] == status)
+                    and (repo is None or j["repo"].lower() == repo.lower()) and (before is None or j["seq"] < before)]
+            return {"jobs": jobs[:limit], "next_before": jobs[limit - 1]["seq"] if len(jobs) > limit else None}
 
         @app.get("/api/jobs/{job_id}", dependencies=signed)
         def get_job(job_id: str):

@@ -29,7 +29,7 @@ def test_story_becomes_branch_task_pull_request_and_signed_job(api, github, proc
     [job] = processor.submissions
     assert job == {"job_id": out["job_id"], "repo": REPO, "branch": branch, "base_branch": "main", "pr_number": 1,
                    "task_file": "TASK.md", "callback_url": f"https://{FUNCTION_DOMAIN}/api/callbacks/job",
-                   "requested_by": "ui-token"}
+                   "requested_by": "ui-token", "title": "Add a greeting"}
 
 
 def test_job_end_is_reported_on_the_pull_request_once_and_edited_on_repeat(api, github, processor, shared_secret):

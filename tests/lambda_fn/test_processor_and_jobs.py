@@ -73,7 +73,7 @@ def test_story_job_is_found_by_repo_and_story_id(api, github, processor):
     jobs = resp.json()["jobs"]
     assert [j["job_id"] for j in jobs] == [second["job_id"], first["job_id"]]
     assert jobs[0]["pr_url"] == second["pr_url"] and jobs[0]["pr_state"] == "open" and jobs[1]["pr_state"] == "closed"
-    assert api.call("GET", "/api/jobs", query="repo=octo/hello-world&story_id=never").json() == {"jobs": []}
+    assert api.call("GET", "/api/jobs", query="repo=octo/hello-world&story_id=never").json()["jobs"] == []
     assert api.call("GET", "/api/jobs", query="story_id=find-me").status_code == 400
     listed = api.call("GET", "/api/jobs", query="repo=Octo/Hello-World").json()["jobs"]
     assert {j["job_id"] for j in listed} == {first["job_id"], second["job_id"]}
@@ -123,3 +123,18 @@ def test_a_jobs_transcript_is_proxied_with_its_bounds_checked_at_the_edge(api, g
         assert bad.status_code == 422, (query, bad.text)
     assert api.call("GET", "/api/jobs/j-000000000000000000000000/transcript").status_code == 404
     assert api.call("GET", "/api/jobs/-bad/transcript").status_code == 400
+
+
+def test_the_history_is_paged_and_filtered_with_its_inputs_checked(api, github, processor):
+    made = [api.generate(story_id=f"h{n}").json()["job_id"] for n in range(3)]
+    first = api.call("GET", "/api/jobs", query="limit=2")
+    assert first.status_code == 200
+    page = first.json()
+    assert [j["job_id"] for j in page["jobs"]] == made[::-1][:2] and page["next_before"]
+    rest = api.call("GET", "/api/jobs", query=f"limit=2&before={page['next_before']}").json()
+    assert [j["job_id"] for j in rest["jobs"]] == made[:1] and rest["next_before"] is None
+    assert all(j["pr_url"].endswith(f"/pull/{j['pr_number']}") for j in page["jobs"])
+    assert processor.submissions[-1]["title"]
+    assert api.call("GET", "/api/jobs", query="status=failed").json()["jobs"] == []
+    for query in ("status=bogus", "before=0", "limit=201", "repo=not%20a%20repo"):
+        assert api.call("GET", "/api/jobs", query=query).status_code in (400, 422), query

@@ -42,7 +42,7 @@ def test_generate_code_puts_the_process_pr_body_on_the_queue_with_the_job_as_gro
     assert json.loads(message["Body"]) == {
         "job_id": out["job_id"], "repo": REPO, "branch": branch, "base_branch": "main", "pr_number": out["pr_number"],
         "task_file": "TASK.md", "callback_url": f"https://{FUNCTION_DOMAIN}/api/callbacks/job",
-        "requested_by": "ui-token"}
+        "requested_by": "ui-token", "title": "Add a greeting"}
     assert message["Attributes"]["MessageGroupId"] == out["job_id"]
     assert message["Attributes"]["MessageDeduplicationId"] == out["job_id"]
     assert processor.submissions == [] and processor.calls == 0  # no PR processor is called in this mode

@@ -151,7 +151,7 @@ def test_jobs_list_is_newest_first_with_limit_and_status_filter(start_processor,
     listed = proc.client.get("/api/jobs").json()["jobs"]
     assert [j["job_id"] for j in listed] == ["j-list-2", "j-list-1", "j-list-0"]
     assert [j["job_id"] for j in proc.client.get("/api/jobs?limit=1").json()["jobs"]] == ["j-list-2"]
-    assert proc.client.get("/api/jobs?status=succeeded").json() == {"jobs": []}
+    assert proc.client.get("/api/jobs?status=succeeded").json()["jobs"] == []
     assert len(proc.client.get("/api/jobs?status=no_changes").json()["jobs"]) == 3
     assert proc.client.get("/api/jobs/j-unknown").status_code == 404
     health = proc.health()

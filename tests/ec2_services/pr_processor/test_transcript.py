@@ -3,7 +3,7 @@ the job went through and when."""
 
 from __future__ import annotations
 
-from tests.ec2_services.pr_processor.conftest import BRANCH
+from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 from tests.ec2_services.pr_processor.fake_pool import Plan
 
 
@@ -44,3 +44,31 @@ def test_the_transcript_refuses_bad_bounds_and_unknown_jobs(start_processor):
         answer = proc.client.get("/api/jobs/j-bounds/transcript", params=query)
         assert answer.status_code == 422, (query, answer.text)
     assert proc.client.get("/api/jobs/j-none/transcript").status_code == 404
+
+
+def test_the_history_is_paged_newest_first_and_filtered_by_repo_and_status(start_processor, fake_pool):
+    proc = start_processor()
+    for n in range(5):
+        assert proc.submit(f"j-h{n}", branch=f"aipm/h-{n}", title=f"Story {n}").status_code == 202
+    for n in range(5):
+        proc.wait(f"j-h{n}")
+    ids, before = [], None
+    while True:
+        params = {"limit": 2} | ({"before": before} if before else {})
+        page = proc.client.get("/api/jobs", params=params).json()
+        ids += [job["job_id"] for job in page["jobs"]]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert ids == [f"j-h{n}" for n in reversed(range(5))]
+    titled = proc.client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]
+    assert titled["title"] == "Story 4"
+    assert proc.client.get("/api/jobs", params={"repo": "nobody/else"}).json() == {"jobs": [], "next_before": None}
+    assert len(proc.client.get("/api/jobs", params={"repo": REPO.upper()}).json()["jobs"]) == 5
+    ended = titled["status"]
+    assert {j["status"] for j in proc.client.get("/api/jobs", params={"status": ended}).json()["jobs"]} == {ended}
+    assert proc.client.get("/api/jobs", params={"status": "cancelled"}).json()["jobs"] == []
+    for query in ({"status": "bogus"}, {"before": 0}, {"limit": 0}, {"title": "x" * 10}):
+        answer = proc.client.get("/api/jobs", params=query)
+        assert answer.status_code == (200 if "title" in query else 422), (query, answer.text)
+    assert proc.submit("j-long", branch="aipm/long", title="x" * 201).status_code == 422

@@ -61,7 +61,7 @@ def proc(start_processor):
 
 
 def _nothing_ran(proc, fake_pool) -> None:
-    assert proc.client.get("/api/jobs").json() == {"jobs": []}
+    assert proc.client.get("/api/jobs").json()["jobs"] == []
     assert not (proc.state_dir / "mirrors").exists()
     assert not (proc.state_dir / "workspaces").exists()
     assert fake_pool.executes == []
