@@ -1,6 +1,6 @@
-"""The Worker Pool's HTTP edge (SPEC.md, "Worker Pool API"): request and response models, validation, routes.
+"""The Worker Pool's HTTP edge (docs/contracts.md, "Worker Pool API"): request and response models, validation, routes.
 
-Owns what a caller may send (and the 400s for what SPEC.md forbids: control characters, any line that is a CLI
+Owns what a caller may send (and the 400s for what docs/contracts.md forbids: control characters, any line that is a CLI
 command, a ``cwd`` outside ``KIRO_WORKSPACE_ROOT``) and the status code of each outcome. Routes only validate and
 call the pool; ``/health`` is the one unsigned route and shows no prompt, output or secret.
 """
@@ -113,7 +113,7 @@ def check_cwd(cwd: str, root: Path) -> Path:
 
 
 def _not_taken(code: int, status: str | None, detail: str, task_id: str, retry_after: int) -> JSONResponse:
-    """A task no worker took: the error body still has worker_id, duration_s and output (SPEC.md)."""
+    """A task no worker took: the error body still has worker_id, duration_s and output (docs/contracts.md)."""
     body = {"detail": detail, "task_id": task_id, "worker_id": None, "duration_s": 0.0, "output": ""}
     if status:
         body["status"] = status
