@@ -116,6 +116,9 @@ class WorkerPoolSettings(_WorkspaceRoot):
         "subagent,use_aws,aws"
     )
     kiro_task_timeout: float = Field(1800, gt=0)
+    # `POST /run` (a repository's test command, docs/contracts.md): the argv prefix that runs it as the agent's user
+    # (the host's installer sets the same `setpriv … --` the agent commands start with; empty = as this service).
+    kiro_run_as: str = ""
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)
     kiro_trouble_retries: int = Field(3, ge=0, le=20)
