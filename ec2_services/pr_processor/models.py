@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aipm_common.bounds import PrNumber
+
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 # GitHub's own rules for owner and repository names, plus no leading '-' or '.' anywhere git could see an option.
 _OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
@@ -147,7 +149,7 @@ class ProcessPrRequest(BaseModel):
     repo: str = Field(max_length=140)
     branch: str = Field(max_length=MAX_REF_LEN + 1)
     base_branch: str | None = Field(default=None, max_length=MAX_REF_LEN + 1)
-    pr_number: int | None = Field(default=None, ge=1)
+    pr_number: PrNumber | None = None
     task_file: str = "TASK.md"
     callback_url: str | None = Field(default=None, max_length=2048)
     requested_by: str | None = Field(default=None, max_length=1024)  # the rules (400) are in parse_requested_by
