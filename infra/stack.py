@@ -91,6 +91,8 @@ class AipmStack(Stack):
             kiro_api_key_secret_arn=secrets.kiro_api_key.secret_arn if secrets.kiro_api_key else None,
             kiro_install_command=config.kiro_install_command,
             kiro_deny_tools=config.kiro_deny_tools,
+            kiro_driver=config.kiro_driver,
+            kiro_version=config.kiro_version,
             log_retention=retention,
             log_group_prefix=log_prefix,
             root_volume_gb=config.root_volume_gb,

@@ -180,3 +180,11 @@ class ProcessPrRequest(BaseModel):
 class Accepted(BaseModel):
     job_id: str
     status: str
+
+
+class RerunRequest(BaseModel):
+    """``POST /api/jobs/{id}/rerun``'s optional body: who asked for the re-run (the rules of ``requested_by``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requested_by: str | None = Field(default=None, max_length=1024)
