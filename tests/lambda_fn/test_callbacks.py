@@ -172,3 +172,13 @@ def test_a_test_run_out_of_bounds_is_422(api, github, shared_secret):
     tests = {"command": "x", "summary": "s", "passed": -1}
     assert callback(api, shared_secret, _result(out, tests=tests)).status_code == 422
     assert github.comments_on(REPO, out["pr_number"]) == []
+
+
+def test_out_of_range_numbers_in_a_callback_are_422_and_change_nothing(api, github, shared_secret):
+    out = api.generate(story_id="cb-big").json()
+    for field, value in [("pr_number", 2**63), ("pr_number", 2**31), ("attempts", 2**63), ("attempts", -1),
+                         ("duration_s", 1e308), ("duration_s", -1), ("credits", 1e300), ("credits", -5)]:
+        resp = callback(api, shared_secret, _result(out, **{field: value}))
+        assert resp.status_code == 422, (field, value, resp.text)
+        assert field in json.dumps(resp.json()["detail"])
+    assert github.comments_on(REPO, out["pr_number"]) == []
