@@ -97,7 +97,7 @@ def test_simultaneous_callbacks_in_different_containers_leave_one_result_comment
                                                                                   shared_secret):
     containers = [make_api() for _ in range(4)]  # one app each: no memory or lock shared between them
     out = containers[0].generate(story_id="dup").json()
-    github.delay("POST", r"/issues/\d+/comments$", 0.5)  # every container has looked before any comment lands
+    github.gather("POST", r"/issues/\d+/comments$", 4)  # every container has looked before any comment lands
     body = json.dumps(_result(out, output_tail="the final answer")).encode()
 
     def send(url: str) -> httpx.Response:
