@@ -28,7 +28,7 @@ class Recorder:
     def record(self, result: dict) -> dict:
         job, repo_name, branch = result["job_id"], result["repo"], result["branch"]
         with log_context(job_id=job):
-            if naming.job_id(repo_name, branch) != job:
+            if naming.job_id(repo_name, branch) != naming.run_root(job):  # the first run, or a re-run
                 raise ForgeError(f"job_id {job} is not the job of {repo_name} {branch}", status=400)
             repo = self.forge.get_repo(repo_name)
             pr = self._pull(repo.full_name, branch, result.get("pr_number"))

@@ -1,6 +1,6 @@
-"""The Worker Pool's HTTP edge (SPEC.md, "Worker Pool API"): request and response models, validation, routes.
+"""The Worker Pool's HTTP edge (docs/contracts.md, "Worker Pool API"): request and response models, validation, routes.
 
-Owns what a caller may send (and the 400s for what SPEC.md forbids: control characters, a first line that is a CLI
+Owns what a caller may send (and the 400s for what docs/contracts.md forbids: control characters, any line that is a CLI
 command, a ``cwd`` outside ``KIRO_WORKSPACE_ROOT``) and the status code of each outcome. Routes only validate and
 call the pool; ``/health`` is the one unsigned route and shows no prompt, output or secret.
 """
@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from aipm_common.bounds import MAX_SECONDS
 from aipm_common.http import install_edge
 from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import WORKER_POOL, SignatureVerifier
@@ -40,7 +41,10 @@ _FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 class ExecuteRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=65536, description="The task for the agent; `\\n` and `\\t` allowed.")
     cwd: str | None = Field(None, description="An existing absolute directory inside KIRO_WORKSPACE_ROOT.")
-    timeout_s: float | None = Field(None, gt=0, description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.")
+    timeout_s: float | None = Field(
+        None, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
+        description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.",
+    )
     task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay never runs twice.")
 
 
@@ -81,17 +85,19 @@ def _bad_request(detail: str) -> HTTPException:
 
 
 def check_prompt(prompt: str) -> None:
+    """400 unless every line is text for the agent. A '/' or '!' line after the first was shown to reach the CLI as its
+    own command ("\\n/quit"), so every line is checked, not only the first."""
     bad = _FORBIDDEN_CONTROLS.search(prompt)
     if bad:
         raise _bad_request(
             f"prompt holds the control character {bad.group()!r} at offset {bad.start()}; only \\n and \\t are allowed"
         )
-    first = prompt.split("\n", 1)[0].lstrip()
-    if first.startswith(("/", "!")):
-        raise _bad_request(
-            "the prompt's first line starts with '/' or '!', which the agent CLI runs as its own command; "
-            "rephrase it (e.g. put a word in front)"
-        )
+    for number, line in enumerate(prompt.split("\n"), start=1):
+        if line.strip().startswith(("/", "!")):
+            raise _bad_request(
+                f"line {number} of the prompt starts with {line.strip()[0]!r}, which the agent CLI runs as its own "
+                "command; rephrase it (e.g. put a word in front)"
+            )
 
 
 def check_cwd(cwd: str, root: Path) -> Path:
@@ -111,7 +117,7 @@ def check_cwd(cwd: str, root: Path) -> Path:
 
 
 def _not_taken(code: int, status: str | None, detail: str, task_id: str, retry_after: int) -> JSONResponse:
-    """A task no worker took: the error body still has worker_id, duration_s and output (SPEC.md)."""
+    """A task no worker took: the error body still has worker_id, duration_s and output (docs/contracts.md)."""
     body = {"detail": detail, "task_id": task_id, "worker_id": None, "duration_s": 0.0, "output": ""}
     if status:
         body["status"] = status

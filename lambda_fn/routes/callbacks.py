@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from aipm_common.bounds import Count, Credits, PrNumber, Seconds
 from lambda_fn import naming
 from lambda_fn.callbacks import Recorder
 
@@ -18,10 +19,10 @@ class JobResult(BaseModel):
     branch: str = Field(max_length=200)
     commit: str | None = Field(None, max_length=64)
     error: str | None = Field(None, max_length=200_000)
-    pr_number: int | None = Field(None, ge=1)
-    attempts: int | None = Field(None, ge=0)
-    duration_s: float | None = Field(None, ge=0)
-    credits: float | None = None
+    pr_number: PrNumber | None = None
+    attempts: Count | None = None
+    duration_s: Seconds | None = None
+    credits: Credits | None = None
     output_tail: str | None = Field(None, max_length=500_000)
 
 
