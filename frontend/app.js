@@ -702,7 +702,10 @@ const jobPage = {
     this.jobLive = LIVE.has(status);
     if (job.repo) this.record.repo = this.record.repo || job.repo;
     if (job.branch) this.record.branch = this.record.branch || job.branch;
-    if (job.title) this.jobTitle = job.title;
+    if (job.title) {
+      this.jobTitle = job.title;
+      setText(this.el("job-page-title"), this.record.title || job.title); // a page opened from its address
+    }
     const badge = this.el("job-page-status");
     badge.dataset.status = status;
     setText(badge, STATUS_LABEL[status] || status);

@@ -84,6 +84,12 @@ class RebaseConflict(GitError):
     permanent = True
 
 
+class TaskFileRefused(GitError):
+    """The branch's task file is missing, or is not a regular file inside the work tree and outside ``.git``."""
+
+    permanent = True
+
+
 @dataclass
 class Result:
     code: int
@@ -333,12 +339,19 @@ class GitOps:
             )
         return await self.head(wt)
 
-    def task_path(self, wt: Worktree, task_file: str) -> Path | None:
-        """The task file's absolute path if it is a file inside the worktree (symlinks resolved), else None."""
+    def task_path(self, wt: Worktree, task_file: str) -> Path:
+        """The task file's absolute path; ``TaskFileRefused`` unless it is a regular file inside the work tree and
+        outside ``.git`` once symlinks are resolved (a symlink or a directory on the branch is only seen here)."""
         root = wt.path.resolve()
         candidate = (wt.path / task_file).resolve()
-        if not candidate.is_relative_to(root) or not candidate.is_file():
-            return None
+        if not candidate.is_relative_to(root):
+            raise TaskFileRefused(f"task file {task_file!r} points outside the work tree")
+        if ".git" in (part.lower() for part in candidate.relative_to(root).parts):
+            raise TaskFileRefused(f"task file {task_file!r} points into .git/")
+        if not candidate.exists():
+            raise TaskFileRefused(f"task file {task_file!r} is not on the branch")
+        if not candidate.is_file():
+            raise TaskFileRefused(f"task file {task_file!r} is not a regular file")
         return wt.path / task_file
 
 

@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from aipm_common.logging import log_context, redact
 from ec2_services.pr_processor import metrics
 from ec2_services.pr_processor.events import JobEvents
-from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRefused, PushRejected, Worktree
+from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRefused, PushRejected, TaskFileRefused, Worktree
 from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, InvalidTransition, Job, JobState, JobStore
 from ec2_services.pr_processor.models import InvalidInput, parse_requested_by
 from ec2_services.pr_processor.pool_client import PoolAnswer, PoolClient, PoolUnreachable
@@ -307,9 +307,10 @@ class JobRunner:
             raise RetryableError(exc.message) from exc
 
     async def _agent_and_commit(self, job: Job, wt: Worktree, run: _Run) -> tuple[JobState, str | None]:
-        task_path = self.git.task_path(wt, job.task_file)
-        if task_path is None:
-            raise PermanentError(f"task file {job.task_file!r} is not on branch {job.branch} of {job.repo}")
+        try:
+            task_path = self.git.task_path(wt, job.task_file)
+        except TaskFileRefused as exc:
+            raise PermanentError(f"{exc.message} ({job.branch} of {job.repo})") from exc
         job = self._check_cancel(job.job_id)
         answer = await self._execute(job, wt, task_path)
         if answer.status_code == _CANCELLED_CODE or self.store.get(job.job_id).cancel_requested:
