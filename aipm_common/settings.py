@@ -100,10 +100,12 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_approval_reply: str | None = None
     kiro_deny_tools: str = ""
     kiro_driver: Literal["pty", "acp", "headless"] = "pty"
-    # Which coding agent the workers run: "kiro" (either driver) or "claude-code" (ACP only; the driver follows).
-    aipm_agent: Literal["kiro", "claude-code"] = "kiro"
-    # The claude-code agent's own model key: passed to that agent alone, redacted from every log.
+    # Which coding agent the workers run: "kiro" (either driver), "claude-code" or "gemini" (ACP only; the driver
+    # follows).
+    aipm_agent: Literal["kiro", "claude-code", "gemini"] = "kiro"
+    # The claude-code / gemini agent's own model key: passed to that agent alone, redacted from every log.
     anthropic_api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
     # `make run` only: "scripted" answers the agent's model calls with aipm_local.scripted_model (not an AI).
     aipm_model: Literal["scripted"] | None = None
     # Kiro's ACP command; unset with another AIPM_AGENT, that agent's own (worker_pool.profiles.AGENTS).
