@@ -188,6 +188,8 @@ def test_default_agent_command_drops_to_the_kiro_user_without_privileges(tmp_pat
     assert argv[0] == "setpriv" and "--reuid=kiro" in argv and "--nnp" in argv and "--inh-caps=-all" in argv
     assert argv[argv.index("/usr/bin/env") + 1] == "HOME=/home/kiro"
     assert argv[-4:] == ["chat", "--legacy-ui", "--agent", "aipm"] and argv[-5] == "/usr/local/bin/kiro-cli"
+    # The repository's tests (POST /run) run behind the same prefix: as kiro, without privileges.
+    assert shlex.split(pool_env["KIRO_RUN_AS"]) == argv[:-5]
     pool = parse_unit(tmp_path / "etc/systemd/system/aipm-worker-pool.service")
     assert values(pool, "Service", "AmbientCapabilities") == ["CAP_SETUID CAP_SETGID CAP_KILL"]
     assert values(pool, "Service", "NoNewPrivileges") == ["yes"]
