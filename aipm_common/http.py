@@ -147,13 +147,13 @@ def install_edge(app: FastAPI, *, max_body: int = MAX_BODY_BYTES) -> None:
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 
 
-def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10) -> None:
+def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10, tls: tuple[str, str] | None = None) -> None:
     """Run ``app`` under uvicorn with our logging (no uvicorn log config of its own).
 
     On SIGTERM/SIGINT uvicorn stops accepting, waits up to ``graceful_s`` for open requests, and only then runs the
     app's shutdown; a request still open by then gets uvicorn's plain-text 500. An app that holds long requests (the
     worker pool's ``/execute``) sets ``app.state.on_stopping``: it is called on the event loop as soon as the signal
-    arrives, so it can answer them in JSON first.
+    arrives, so it can answer them in JSON first. ``tls`` = (certificate file, key file) serves https.
     """
     import asyncio
     import contextlib
@@ -177,5 +177,6 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10) -> None
         access_log=False,
         timeout_graceful_shutdown=graceful_s,
         lifespan="on",
+        **({"ssl_certfile": tls[0], "ssl_keyfile": tls[1]} if tls else {}),
     )
     Server(config).run()

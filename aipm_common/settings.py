@@ -168,6 +168,9 @@ class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
 
     pr_processor_host: str = "127.0.0.1"
     pr_processor_port: int = Field(8082, ge=1, le=65535)
+    # Serve over TLS with this certificate and key (the host makes them at install); unset: plain http (local runs).
+    pr_processor_tls_cert: Path | None = None
+    pr_processor_tls_key: Path | None = None
     worker_pool_url: str = "http://127.0.0.1:8081"
     pr_processor_db: Path | None = None
     pr_max_attempts: int = Field(3, ge=1, le=20)
@@ -228,6 +231,10 @@ class LambdaSettings(_Dispatch):
     github_app_private_key_secret_arn: str | None = None
     github_app_installation_id: str | None = None
     pr_processor_url: str = "http://127.0.0.1:8082"
+    # An https PR processor presents a self-signed certificate: the only one accepted is the one whose SHA-256 is
+    # given here, or published in this SSM parameter by the host (lambda_fn.pinning).
+    pr_processor_cert_sha256: str | None = None
+    pr_processor_cert_parameter: str | None = None
     aipm_shared_secret_arn: str | None = None
     public_api_url: str | None = None
     aipm_auth: Literal["cognito", "token", "none"] | None = None

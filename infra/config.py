@@ -30,6 +30,7 @@ KIRO_INSTALL_COMMAND = (
     '"https://desktop-release.q.us-east-1.amazonaws.com/$KIRO_VERSION/kirocli-$(uname -m)-linux.zip" '
     '&& rm -rf /tmp/kirocli && unzip -q -o /tmp/kirocli.zip -d /tmp && bash /tmp/kirocli/install.sh --no-confirm'
 )
+_AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 MAX_HOSTS_LIMIT = 100  # a guard against a typo (40 → 400 hosts), not a service limit
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
@@ -72,6 +73,11 @@ class AipmConfig:
     allowed_groups: str = ""
     alarm_email: str | None = None
     root_volume_gb: int = 30
+    # The host's image, pinned: a redeploy after Amazon publishes a new image must not replace the host. Required
+    # by app.py (None here lets the other keys be checked without it).
+    ami_id: str | None = None
+    # dispatch=http: the separate EBS volume (retained, snapshotted daily) holding the state and the agent's sign-in.
+    data_volume_gb: int = 50
     dispatch: str = "http"
     # dispatch=sqs only: the Auto Scaling group's size, and the jobs (waiting or running) per in-service host it
     # scales to keep; None = pool_size, i.e. add a host once every host's workers are busy and jobs still wait.
@@ -135,6 +141,8 @@ class AipmConfig:
             allowed_groups=str(value("allowedGroups", cls.allowed_groups)),
             alarm_email=value("alarmEmail", None),
             root_volume_gb=_int("rootVolumeGb", value("rootVolumeGb", cls.root_volume_gb)),
+            ami_id=value("amiId", None),
+            data_volume_gb=_int("dataVolumeGb", value("dataVolumeGb", cls.data_volume_gb)),
             dispatch=str(value("dispatch", cls.dispatch)),
             min_hosts=_int("minHosts", value("minHosts", cls.min_hosts)),
             max_hosts=_int("maxHosts", value("maxHosts", cls.max_hosts)),
@@ -187,6 +195,10 @@ class AipmConfig:
             raise ConfigError(f"alarmEmail: {self.alarm_email!r} is not an e-mail address")
         if not 8 <= self.root_volume_gb <= 16384:
             raise ConfigError(f"rootVolumeGb: {self.root_volume_gb} must be between 8 and 16384")
+        if self.ami_id is not None and not _AMI.match(self.ami_id):
+            raise ConfigError(f"amiId: {self.ami_id!r} is not an image id like ami-0123456789abcdef0")
+        if not 1 <= self.data_volume_gb <= 16384:
+            raise ConfigError(f"dataVolumeGb: {self.data_volume_gb} must be between 1 and 16384")
         if "\n" in self.kiro_install_command:
             raise ConfigError("kiroInstallCommand: must be one line")
         self._validate_kiro()

@@ -17,12 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
+import jsii
+from aws_cdk import ArnFormat, Aws, CfnTag, Duration, RemovalPolicy, Size, Stack, Tags
 from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_dlm as dlm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +33,13 @@ SRC = "/opt/aipm/src"  # where cfn-init unpacks the assets; install.sh copies fr
 WORKER_POOL_PORT = 8081
 PR_PROCESSOR_PORT = 8082
 INSTANCE_LOGICAL_ID = "AipmHostInstance"
+DATA_VOLUME_LOGICAL_ID = "AipmHostDataVolume"
+# The tag the snapshot policy selects the data volume by (value: the stack's name).
+DATA_TAG = "aipm:data-volume"
+DATA_MOUNT = "/data"
+# What lives on the data volume: folder on the volume → the path the services and the agent use (bind mounts).
+DATA_BINDS = ("state:/var/lib/aipm", "kiro-config:/home/kiro/.kiro", "kiro-cli-data:/home/kiro/.local/share/kiro-cli")
+SNAPSHOTS_KEPT = 7
 GROUP_LOGICAL_ID = "AipmHostGroup"
 # dispatch=sqs: the group is named <stack name>-hosts, not by CloudFormation. Its name must reach every host's install
 # (AIPM_ASG_NAME) and scope the role's scale-in protection; a Ref to the group from its own cfn-init metadata, or from
@@ -87,6 +97,8 @@ class Host(Construct):
         log_retention: logs.RetentionDays,
         log_group_prefix: str,
         root_volume_gb: int,
+        ami_id: str,
+        data_volume_gb: int = 50,
         group: GroupSize | None = None,
         dispatch_environment: Mapping[str, str] | None = None,
     ) -> None:
@@ -166,13 +178,17 @@ class Host(Construct):
             # The group this host is in: its PR processor protects it from scale-in there while it has jobs.
             **({"AIPM_ASG_NAME": self.group_name} if self.group_name else {}),
         }
+        self.data_volume: ec2.Volume | None = None
+        self.cert_parameter: ssm.StringParameter | None = None
+        if group is None:
+            env |= self._data_volume(data_volume_gb)
+            env |= self._certificate_pin()
         # One definition of a host, whichever machine runs it: the same image, size, disk, role, group and install.
         itype = ec2.InstanceType(instance_type)
-        cpu = ec2.AmazonLinuxCpuType.ARM_64 if itype.architecture == ec2.InstanceArchitecture.ARM_64 \
-            else ec2.AmazonLinuxCpuType.X86_64
         machine = {
             "instance_type": itype,
-            "machine_image": ec2.MachineImage.latest_amazon_linux2023(cpu_type=cpu),
+            # Pinned (context amiId): a new AL2023 release must not replace the host on the next deploy (issue 17).
+            "machine_image": PinnedImage(ami_id),
             "security_group": self.security_group,
             "role": self.role,
             # No key pair and no port 22: shell access is SSM Session Manager (aws ssm start-session).
@@ -193,6 +209,71 @@ class Host(Construct):
             self._single_instance(machine, init)
         else:
             self._auto_scaling_group(machine, init, group)
+
+    def _data_volume(self, size_gb: int) -> dict[str, str]:
+        """dispatch=http: the state and the agent's sign-in on their own EBS volume, which outlives the instance.
+
+        A separate resource with RemovalPolicy.RETAIN (kept even by ``cdk destroy``) and a daily snapshot (Data
+        Lifecycle Manager, the last ``SNAPSHOTS_KEPT``). No CloudFormation attachment: a replacement instance is
+        created before the old one is deleted, so an attachment could never move; the new host takes the volume over
+        at boot (``aipm-data-volume``: stop the old instance, detach, attach, format only if empty, mount).
+        """
+        stack = Stack.of(self)
+        subnet = self.vpc.public_subnets[0]  # the instance's subnet, so the volume is in its zone
+        self.data_volume = ec2.Volume(
+            self, "DataVolume", availability_zone=subnet.availability_zone, size=Size.gibibytes(size_gb),
+            volume_type=ec2.EbsDeviceVolumeType.GP3, encrypted=True, removal_policy=RemovalPolicy.RETAIN,
+            volume_name="aipm-kiro host data (job database, workspaces, Kiro sign-in)",
+        )
+        self.data_volume.node.default_child.override_logical_id(DATA_VOLUME_LOGICAL_ID)
+        Tags.of(self.data_volume).add(DATA_TAG, stack.stack_name)
+        snapshot_role = iam.Role(
+            self, "SnapshotRole", assumed_by=iam.ServicePrincipal("dlm.amazonaws.com"),
+            description="aipm-kiro: Data Lifecycle Manager snapshots the host's data volume",
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
+                "service-role/AWSDataLifecycleManagerServiceRole")],
+        )
+        self.snapshot_role = snapshot_role
+        dlm.CfnLifecyclePolicy(
+            self, "DataSnapshots",
+            description="aipm-kiro daily snapshots of the host data volume",
+            state="ENABLED",
+            execution_role_arn=snapshot_role.role_arn,
+            policy_details=dlm.CfnLifecyclePolicy.PolicyDetailsProperty(
+                resource_types=["VOLUME"],
+                target_tags=[CfnTag(key=DATA_TAG, value=stack.stack_name)],
+                schedules=[dlm.CfnLifecyclePolicy.ScheduleProperty(
+                    name="daily",
+                    create_rule=dlm.CfnLifecyclePolicy.CreateRuleProperty(interval=24, interval_unit="HOURS",
+                                                                          times=["03:00"]),
+                    retain_rule=dlm.CfnLifecyclePolicy.RetainRuleProperty(count=SNAPSHOTS_KEPT),
+                    copy_tags=True,
+                )],
+            ),
+        )
+        volume_arn = stack.format_arn(service="ec2", resource="volume", resource_name=self.data_volume.volume_id)
+        self.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ec2:AttachVolume", "ec2:DetachVolume"], resources=[volume_arn]))
+        # The instances it attaches to, or takes the volume from (stopped first): this stack's only.
+        self.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ec2:AttachVolume", "ec2:DetachVolume", "ec2:StopInstances"],
+            resources=[stack.format_arn(service="ec2", resource="instance", resource_name="*")],
+            conditions={"StringEquals": {"aws:ResourceTag/aws:cloudformation:stack-name": stack.stack_name}}))
+        self.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ec2:DescribeVolumes", "ec2:DescribeInstances"], resources=["*"]))
+        return {"AIPM_DATA_VOLUME_ID": self.data_volume.volume_id, "AIPM_DATA_MOUNT": DATA_MOUNT,
+                "AIPM_DATA_BINDS": " ".join(DATA_BINDS)}
+
+    def _certificate_pin(self) -> dict[str, str]:
+        """dispatch=http: 8082 serves TLS with the host's own self-signed certificate; the host publishes its SHA-256
+        here at install (the Stack lets the Lambda read it: the pin it checks every connection against)."""
+        self.cert_parameter = ssm.StringParameter(
+            self, "CertFingerprint",
+            description="aipm-kiro: SHA-256 of the PR processor's TLS certificate (written by the host at install)",
+            string_value="unset: the host publishes its certificate's SHA-256 when its install runs",
+        )
+        self.cert_parameter.grant_write(self.role)
+        return {"AIPM_TLS_CERT_PARAMETER": self.cert_parameter.parameter_name}
 
     def _single_instance(self, machine: dict, init: ec2.CloudFormationInit) -> None:
         """dispatch=http: one instance the Lambda calls on its Elastic IP (stable across stop/start)."""
@@ -365,6 +446,19 @@ class Host(Construct):
             ec2.InitCommand.shell_command("systemctl daemon-reload && systemctl enable --now cfn-hup.service",
                                           key="20-enable-cfn-hup"),
         ]
+
+
+@jsii.implements(ec2.IMachineImage)
+class PinnedImage:
+    """An image named by its id (context amiId): a literal in the template, never an SSM parameter."""
+
+    def __init__(self, ami_id: str) -> None:
+        self.ami_id = ami_id
+
+    def get_image(self, scope: Construct) -> ec2.MachineImageConfig:
+        del scope
+        return ec2.MachineImageConfig(image_id=self.ami_id, os_type=ec2.OperatingSystemType.LINUX,
+                                      user_data=ec2.UserData.for_linux())
 
 
 def code_asset(scope: Construct, id_: str, path: Path) -> s3_assets.Asset:

@@ -34,7 +34,7 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         ack(host.security_group, "AwsSolutions-EC23",
             "8082 (PR processor) is open to apiCidr, 0.0.0.0/0 by default: the Lambda runs outside a VPC and has no "
             "fixed address, and every request must carry an HMAC signature for the PR processor (300 s window) or gets "
-            "401. Set -c apiCidr to narrow it. 8081 opens only to an explicit adminCidr.")
+            "401; it serves TLS with a certificate the Lambda pins (SSM fingerprint). Set -c apiCidr to narrow it. 8081 opens only to an explicit adminCidr.")
     ack(host.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
         "Session Manager replaces SSH (no key pair, no port 22); this AWS-maintained policy is the documented minimum "
         "for the SSM agent.")
@@ -55,6 +55,21 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         ack(host.instance, "AwsSolutions-EC29",
             "One host by design (the pool's sessions and the job database live on it); termination protection would "
             "block cdk destroy. Code updates are applied in place by cfn-hup, not by replacement.")
+
+    # The image id is a literal on purpose (context amiId): a parameter re-resolved per deploy replaced the host.
+    Validations.of(host).acknowledge(Acknowledgment(
+        id="CloudFormation-Validate::W9010",
+        reason="The host's image is pinned by context amiId (issue 17): a resolved-per-deploy SSM parameter or a "
+               "mapping would let a new Amazon Linux release replace the host and its data on the next deploy."))
+    if host.data_volume is not None:
+        ack(host.snapshot_role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                                "AWSDataLifecycleManagerServiceRole]",
+            "The AWS-maintained service role policy Data Lifecycle Manager documents for EBS snapshot policies.")
+        ack(host.role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*]",
+            "A new host takes the data volume over from the instance it replaces, whose id it learns at boot: "
+            "Attach/DetachVolume and StopInstances are limited to instances tagged with this stack's name.")
+        ack(host.role, "AwsSolutions-IAM5[Resource::*]",
+            "ec2:DescribeVolumes and ec2:DescribeInstances support no resource-level permissions (read-only).")
 
     # --- Secrets -----------------------------------------------------------------------------------------------------
     if secrets.github_token_created:

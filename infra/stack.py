@@ -22,6 +22,16 @@ from infra.nag import acknowledge_findings
 from infra.secrets import Secrets
 from infra.website import Website
 
+# The plain S3 website endpoint needs a public bucket policy, which account-level S3 Block Public Access (on by default
+# for accounts since April 2023) refuses: the deploy then fails on the bucket policy. Said at every synth of the mode.
+S3_WEBSITE_NOTE = (
+    "websiteMode=s3-website needs a public bucket policy: the deploy fails in an account with S3 Block Public Access "
+    "on (the default since April 2023). Turn BlockPublicPolicy and RestrictPublicBuckets off for the account first "
+    "(aws s3control put-public-access-block --account-id <id> --public-access-block-configuration "
+    "BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=false,RestrictPublicBuckets=false), or use "
+    "websiteMode=cloudfront (the default: private bucket, HTTPS, Cognito sign-in)."
+)
+
 _RETENTION = {
     1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH", 60: "TWO_MONTHS",
     90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR",
@@ -52,6 +62,8 @@ class AipmStack(Stack):
             anthropic_api_key_secret_arn=config.anthropic_api_key_secret_arn,
         )
         website = Website(self, "Website", mode=config.website_mode, log_retention=retention)
+        if config.website_mode == "s3-website":
+            Annotations.of(website).add_warning_v2("aipm:s3-website-block-public-access", S3_WEBSITE_NOTE)
         auth = Auth(self, "Auth", site_url=website.site_url, domain_prefix=config.cognito_domain_prefix) \
             if config.uses_cognito else None
 
@@ -100,12 +112,17 @@ class AipmStack(Stack):
             log_retention=retention,
             log_group_prefix=log_prefix,
             root_volume_gb=config.root_volume_gb,
+            ami_id=config.ami_id,
+            data_volume_gb=config.data_volume_gb,
             group=GroupSize(config.min_hosts, config.max_hosts) if job_queue else None,
             dispatch_environment=job_queue.host_environment() if job_queue else None,
         )
         if job_queue is None:
-            # The Lambda reaches the PR processor on the Elastic IP (stable across stop/start).
-            api.function.add_environment("PR_PROCESSOR_URL", f"http://{host.public_ip}:{PR_PROCESSOR_PORT}")
+            # The Lambda reaches the PR processor on the Elastic IP (stable across stop/start), over TLS, accepting only
+            # the certificate whose fingerprint the host published (lambda_fn.pinning).
+            api.function.add_environment("PR_PROCESSOR_URL", f"https://{host.public_ip}:{PR_PROCESSOR_PORT}")
+            api.function.add_environment("PR_PROCESSOR_CERT_PARAMETER", host.cert_parameter.parameter_name)
+            host.cert_parameter.grant_read(api.function)
         else:
             host.scale_on_queue(queue_name=job_queue.queue.queue_name, jobs_per_host=config.jobs_per_host)
             # Least privilege on the queue: the Lambda only sends, the hosts only take, keep and delete.

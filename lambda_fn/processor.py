@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lambda_fn.deadline import time_left
@@ -64,8 +65,11 @@ def _retry_after(resp: httpx.Response) -> str:
 
 class ProcessorClient:
     def __init__(self, base_url: str, secret: str | None, *, attempts: int = 3, timeout: float = 10.0,
-                 backoff: float = 0.3):
+                 backoff: float = 0.3, pin: str | Callable[[], str] | None = None):
+        """``pin``: the SHA-256 of the only certificate an https:// processor may present (or a function reading
+        it, called when the client is made: first use, and again after a mismatch). None: plain http (local)."""
         self.base_url = base_url.rstrip("/")
+        self._pin = pin
         self._secret = secret
         self._attempts = attempts
         self._timeout = timeout
@@ -77,7 +81,12 @@ class ProcessorClient:
 
         from aipm_common.signing import PR_PROCESSOR, SigningAuth
 
-        return httpx.Client(base_url=self.base_url, auth=SigningAuth(self._secret, PR_PROCESSOR),
+        verify = True
+        if self._pin is not None:
+            from lambda_fn.pinning import pinned_context
+
+            verify = pinned_context(self._pin() if callable(self._pin) else self._pin)
+        return httpx.Client(base_url=self.base_url, auth=SigningAuth(self._secret, PR_PROCESSOR), verify=verify,
                             follow_redirects=False, timeout=httpx.Timeout(self._timeout, connect=3.0))
 
     @property
@@ -90,8 +99,17 @@ class ProcessorClient:
     def _once(self, method: str, path: str, **kwargs) -> httpx.Response:
         import httpx
 
+        from lambda_fn.pinning import PinMismatch
+
         try:
             resp = self.client.request(method, path, **kwargs)
+        except (PinMismatch, httpx.ConnectError) as exc:
+            if not isinstance(exc, PinMismatch) and "pinned" not in str(exc):
+                raise _Retryable(ProcessorError(
+                    f"the PR processor at {self.base_url} could not be reached ({type(exc).__name__}); "
+                    "check PR_PROCESSOR_URL and that the service runs")) from exc
+            self._client.close()  # the next attempt reads the pin again (a rebuilt host publishes a new one)
+            raise _Retryable(ProcessorError(f"the PR processor at {self.base_url} was refused: {exc}", 502)) from exc
         except httpx.TimeoutException as exc:
             raise _Retryable(ProcessorError(f"the PR processor at {self.base_url} did not answer in time", 504)) from exc
         except httpx.HTTPError as exc:

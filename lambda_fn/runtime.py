@@ -99,6 +99,18 @@ def _github_forge(settings: LambdaSettings) -> Forge:
     )
 
 
+def _processor_pin(settings: LambdaSettings):
+    """The PR processor's certificate pin: given (PR_PROCESSOR_CERT_SHA256), read from SSM on first use
+    (PR_PROCESSOR_CERT_PARAMETER), or none for a plain-http processor (``make run``, loopback)."""
+    if settings.pr_processor_cert_sha256:
+        return settings.pr_processor_cert_sha256
+    if settings.pr_processor_cert_parameter:
+        from lambda_fn.pinning import ssm_pin
+
+        return ssm_pin(settings.pr_processor_cert_parameter)
+    return None  # http, or https with a certificate the system's CAs vouch for
+
+
 def _rate_limit(settings: LambdaSettings) -> int:
     """AIPM_RATE_LIMIT_PER_MINUTE when it is set, else the default for the sign-in mode (``ratelimit``)."""
     if settings.aipm_rate_limit_per_minute is not None:
@@ -124,7 +136,7 @@ def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Ru
         settings=settings,
         shared_secret=secret,
         forge=forge,
-        processor=ProcessorClient(settings.pr_processor_url, secret),
+        processor=ProcessorClient(settings.pr_processor_url, secret, pin=_processor_pin(settings)),
         authenticator=make_authenticator(settings.aipm_auth, ui_token,
                                          cognito=_cognito(settings) if settings.aipm_auth == "cognito" else None),
         rate_limiter=RateLimiter(_rate_limit(settings)),

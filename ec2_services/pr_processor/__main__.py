@@ -22,7 +22,10 @@ def main() -> None:
         settings.pr_processor_host, settings.pr_processor_port, settings.worker_pool_url, settings.git_base_url,
         settings.aipm_state_dir,
     )
-    serve(create_app(settings, secret), settings.pr_processor_host, settings.pr_processor_port)
+    tls = None
+    if settings.pr_processor_tls_cert and settings.pr_processor_tls_key:  # on a host: TLS with its pinned certificate
+        tls = (str(settings.pr_processor_tls_cert), str(settings.pr_processor_tls_key))
+    serve(create_app(settings, secret), settings.pr_processor_host, settings.pr_processor_port, tls=tls)
 
 
 if __name__ == "__main__":

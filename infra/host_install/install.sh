@@ -17,6 +17,9 @@
 #   AIPM_POOL_SIZE, AIPM_WORKER_POOL_HOST, AIPM_WORKER_POOL_PORT, AIPM_PR_PROCESSOR_HOST, AIPM_PR_PROCESSOR_PORT,
 #   AIPM_CALLBACK_ORIGINS, AIPM_GIT_BASE_URL, AIPM_KIRO_DENY_TOOLS, AIPM_KIRO_COMMAND, AIPM_KIRO_ACP_COMMAND,
 #   AIPM_KIRO_DRIVER (acp|headless|pty, default acp), AIPM_KIRO_VERSION (the pinned kiro-cli, see install-kiro-cli),
+#   AIPM_TLS_CERT_PARAMETER (dispatch=http: 8082 serves TLS with a key and self-signed certificate made here once;
+#   the certificate's SHA-256 is published to this SSM parameter, the Lambda's pin),
+#   AIPM_DATA_VOLUME_ID, AIPM_DATA_MOUNT, AIPM_DATA_BINDS (dispatch=http: the retained data volume, aipm-data-volume),
 #   AIPM_AGENT (kiro|claude-code: what is installed and run), AIPM_ANTHROPIC_API_KEY_SECRET_ARN (claude-code),
 #   AIPM_KIRO_INSTALL_COMMAND, AIPM_SHARED_SECRET_ARN, AIPM_GITHUB_TOKEN_SECRET_ARN, AIPM_KIRO_API_KEY_SECRET_ARN,
 #   AIPM_AWS_REGION, AIPM_LOG_GROUP_WORKER_POOL, AIPM_LOG_GROUP_PR_PROCESSOR,
@@ -98,6 +101,9 @@ JOB_QUEUE_URL="${AIPM_JOB_QUEUE_URL:-}"
 SQS_WAIT_S="${AIPM_SQS_WAIT_S:-20}"
 SQS_VISIBILITY_S="${AIPM_SQS_VISIBILITY_S:-300}"
 ASG_NAME="${AIPM_ASG_NAME:-}"
+DATA_VOLUME_ID="${AIPM_DATA_VOLUME_ID:-}"
+TLS_PARAMETER="${AIPM_TLS_CERT_PARAMETER:-}"
+TLS_DIR="$STATE/tls"
 
 for package in ec2_services aipm_common; do
   [ -d "$SOURCE/$package" ] || die "$SOURCE/$package not found (--source)"
@@ -141,6 +147,32 @@ if [ "$ON_HOST" = 1 ]; then
   usermod -a -G "$SERVICE_USER" "$AGENT_USER"
 fi
 AGENT_GROUP="$(id -gn "$AGENT_USER" 2>/dev/null || echo "$AGENT_USER")"
+
+# --- 1b. The data volume (dispatch=http): state and the agent's sign-in, before anything is written there ----------
+if [ -n "$DATA_VOLUME_ID" ]; then
+  mkdir -p "$ETC" "$BIN"
+  cp "$HERE/aipm-data-volume" "$BIN/aipm-data-volume"
+  chmod 0755 "$BIN/aipm-data-volume"
+  cat > "$ETC/data-volume.conf" <<EOF
+AIPM_DATA_VOLUME_ID=$DATA_VOLUME_ID
+AIPM_DATA_MOUNT=${AIPM_DATA_MOUNT:-/data}
+AIPM_DATA_BINDS=${AIPM_DATA_BINDS:-}
+AWS_REGION=${AIPM_AWS_REGION:-}
+EOF
+  chmod 0644 "$ETC/data-volume.conf"
+  if [ "$ON_HOST" = 1 ]; then
+    if ! mountpoint -q "${AIPM_DATA_MOUNT:-/data}"; then
+      # A host installed before the data volume existed: its services stop while their files move over.
+      systemctl stop aipm-pr-processor.service aipm-worker-pool.service 2>/dev/null || true
+    fi
+    env AIPM_DATA_VOLUME_ID="$DATA_VOLUME_ID" AIPM_DATA_MOUNT="${AIPM_DATA_MOUNT:-/data}" \
+      AIPM_DATA_BINDS="${AIPM_DATA_BINDS:-}" AWS_REGION="${AIPM_AWS_REGION:-}" "$BIN/aipm-data-volume" all \
+      || die "the data volume $DATA_VOLUME_ID could not be attached and mounted"
+    # The agent's folders on the volume are its own (the bind mounts were made by root).
+    chown "$AGENT_USER:$AGENT_USER" "/home/$AGENT_USER/.local" "/home/$AGENT_USER/.local/share"
+    chown -R "$AGENT_USER:$AGENT_USER" "/home/$AGENT_USER/.local/share/kiro-cli" "/home/$AGENT_USER/.kiro"
+  fi
+fi
 # The agent runs as its own user: the pool (user aipm, with CAP_SETUID/SETGID/KILL as ambient capabilities from its
 # unit) starts it through setpriv, which drops to the agent user with no capabilities and no_new_privs (no sudo, no
 # setuid binary can raise it again). The agent cannot read the services' /proc entries or secret files, the iptables
@@ -269,6 +301,22 @@ WORKER_POOL_URL=http://127.0.0.1:$POOL_PORT
 GIT_BASE_URL=$GIT_BASE_URL
 AIPM_CALLBACK_ORIGINS=$CALLBACK_ORIGINS
 EOF
+if [ -n "$TLS_PARAMETER" ]; then
+  # 8082 over TLS: the key and certificate are made once and kept with the state (the data volume), so a rebuilt
+  # host keeps the certificate the Lambda pinned. openssl prints the fingerprint; the Lambda reads it from SSM.
+  mkdir -p "$TLS_DIR"
+  if [ ! -s "$TLS_DIR/key.pem" ] || [ ! -s "$TLS_DIR/cert.pem" ]; then
+    log "making the PR processor's TLS key and self-signed certificate in $TLS_DIR"
+    (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=aipm-pr-processor" -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null) \
+      || die "openssl could not make the TLS certificate"
+  fi
+  openssl x509 -in "$TLS_DIR/cert.pem" -outform DER | sha256sum | cut -d' ' -f1 > "$TLS_DIR/cert.sha256"
+  cat >> "$ETC/pr-processor.env" <<EOF
+PR_PROCESSOR_TLS_CERT=$TLS_DIR/cert.pem
+PR_PROCESSOR_TLS_KEY=$TLS_DIR/key.pem
+EOF
+fi
 if [ "$DISPATCH" = sqs ]; then
   # Jobs come from the SQS queue (long poll), not over 8082; boto3 signs with the instance role in this region
   # (botocore reads AWS_DEFAULT_REGION, not AWS_REGION). AIPM_ASG_NAME empty: no scale-in protection.
@@ -324,6 +372,25 @@ RestartSec=15
 [Install]
 WantedBy=multi-user.target
 EOF
+if [ -n "$DATA_VOLUME_ID" ]; then
+  cat > "$UNITS/aipm-data.service" <<EOF
+[Unit]
+Description=aipm-kiro: attach and mount the data volume $DATA_VOLUME_ID (state, the agent's sign-in)
+Wants=network-online.target
+After=network-online.target
+Before=aipm-secrets.service aipm-worker-pool.service aipm-pr-processor.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+EnvironmentFile=$ETC/data-volume.conf
+ExecStart=$BIN/aipm-data-volume all
+
+[Install]
+WantedBy=multi-user.target
+RequiredBy=aipm-worker-pool.service aipm-pr-processor.service
+EOF
+fi
 cat > "$UNITS/aipm-imds-block.service" <<EOF
 [Unit]
 Description=aipm-kiro: block the agent user ($AGENT_USER) from the instance metadata service
@@ -433,18 +500,29 @@ if [ "$ON_HOST" = 1 ]; then
   chmod 2775 "$WORKSPACES"
   chown -R "$AGENT_USER:$AGENT_USER" "$KIRO_HOME/.kiro"
   chmod 0700 "$PREFIX/run/aipm/secrets"
+  if [ -n "$TLS_PARAMETER" ]; then
+    chown -R "$SERVICE_USER:$SERVICE_USER" "$TLS_DIR"
+    chmod 0700 "$TLS_DIR"
+    aws ssm put-parameter --name "$TLS_PARAMETER" --type String --overwrite --value "$(cat "$TLS_DIR/cert.sha256")" \
+      ${AIPM_AWS_REGION:+--region "$AIPM_AWS_REGION"} >/dev/null \
+      || die "could not publish the certificate's fingerprint to $TLS_PARAMETER"
+  fi
   "$BIN/aipm-imds-block"
   systemctl daemon-reload
+  if [ -n "$DATA_VOLUME_ID" ]; then systemctl enable aipm-data.service; fi
   systemctl enable aipm-secrets.service aipm-imds-block.service aipm-worker-pool.service aipm-pr-processor.service
   systemctl restart aipm-secrets.service
   systemctl restart aipm-worker-pool.service
   systemctl restart aipm-pr-processor.service
   /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "file:$CW_CONFIG" >&2
   # A failed start fails the install (and the deploy): wait for both /health answers.
-  for url in "http://127.0.0.1:$POOL_PORT/health" "http://127.0.0.1:$PRP_PORT/health"; do
+  PRP_SCHEME=http
+  [ -n "$TLS_PARAMETER" ] && PRP_SCHEME=https
+  for url in "http://127.0.0.1:$POOL_PORT/health" "$PRP_SCHEME://127.0.0.1:$PRP_PORT/health"; do
     ok=0
     for _ in $(seq 1 60); do
-      if curl -fsS -o /dev/null "$url"; then ok=1; break; fi
+      # -k: our own self-signed certificate, on loopback.
+      if curl -kfsS -o /dev/null "$url"; then ok=1; break; fi
       sleep 2
     done
     [ "$ok" = 1 ] || die "$url did not answer within 120 s (journalctl -u aipm-worker-pool -u aipm-pr-processor)"

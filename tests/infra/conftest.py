@@ -22,6 +22,7 @@ ADMIN_CIDR = "203.0.113.7/32"
 KIRO_KEY_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/kiro-api-key-AbCdEf"
 GITHUB_TOKEN_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:aipm/github-token"
 ALLOWED_GROUPS = "developers, release-managers"
+TEST_AMI = "ami-0123456789abcdef0"
 SQS_MIN_HOSTS, SQS_MAX_HOSTS, SQS_JOBS_PER_HOST = 2, 6, 3
 
 
@@ -59,6 +60,7 @@ def synthesize(**overrides: str) -> Synth:
     from app import build
 
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context["amiId"] = TEST_AMI  # the image is pinned (issue 17); "" in overrides tests the lookup instead
     context.update(overrides)
     context["aws:cdk:bundling-stacks"] = []
     outdir = Path(tempfile.mkdtemp(prefix="aipm-synth-"))

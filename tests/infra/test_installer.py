@@ -85,6 +85,7 @@ def root(tmp_path_factory) -> Path:
         "AIPM_AWS_REGION": "eu-west-1",
         "AIPM_LOG_GROUP_WORKER_POOL": "/aipm/Test/worker-pool",
         "AIPM_LOG_GROUP_PR_PROCESSOR": "/aipm/Test/pr-processor",
+        "AIPM_TLS_CERT_PARAMETER": "/aipm/test/cert-sha256",  # 8082 over TLS, as on a host with dispatch=http
     }
     extra_site = sysconfig.get_paths()["purelib"]
     args = ["bash", str(INSTALL), "--prefix", str(prefix), "--source", str(ROOT), "--python", sys.executable,
@@ -156,6 +157,28 @@ def _install(prefix: Path, **env: str) -> None:
         env={**clean, **env}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_processor_serves_tls_with_a_certificate_made_once(tmp_path):
+    """8082 over TLS: a key and self-signed certificate made at the first install, kept by the second (the pin stays)."""
+    import hashlib
+    import ssl
+
+    _install(tmp_path, AIPM_TLS_CERT_PARAMETER="/aipm/test/cert-sha256")
+    processor = read_env_file(tmp_path / "etc/aipm/pr-processor.env")
+    cert, key = Path(processor["PR_PROCESSOR_TLS_CERT"]), Path(processor["PR_PROCESSOR_TLS_KEY"])
+    assert cert.parent == key.parent == tmp_path / "var/lib/aipm/tls", "with the state, on the data volume"
+    assert key.stat().st_mode & 0o077 == 0, "the key is its owner's only"
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    assert (cert.parent / "cert.sha256").read_text().strip() == hashlib.sha256(der).hexdigest()
+    mtime = cert.stat().st_mtime_ns
+    _install(tmp_path, AIPM_TLS_CERT_PARAMETER="/aipm/test/cert-sha256")
+    assert cert.stat().st_mtime_ns == mtime, "a re-run keeps the certificate the Lambda pinned"
+
+
+def test_without_a_certificate_parameter_the_processor_serves_plain_http(tmp_path):
+    _install(tmp_path)
+    assert "PR_PROCESSOR_TLS_CERT" not in read_env_file(tmp_path / "etc/aipm/pr-processor.env")
 
 
 def test_http_dispatch_leaves_the_queue_out_of_the_processor_environment(root):
@@ -388,7 +411,7 @@ def wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30
         if proc.poll() is not None:
             pytest.fail(f"{url}: the service exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            response = httpx.get(url, timeout=2)
+            response = httpx.get(url, timeout=2, verify=False)  # the host's own self-signed certificate
             if response.status_code == 200:
                 return response.json()
         time.sleep(0.2)
@@ -403,7 +426,7 @@ def test_both_services_start_from_the_rendered_units_and_answer_health(root, tmp
     with run_unit(root, "worker-pool") as (pool, pool_env, pool_log):
         pool_health = wait_health(f"http://127.0.0.1:{pool_env['WORKER_POOL_PORT']}/health", pool, pool_log)
         with run_unit(root, "pr-processor") as (processor, env, processor_log):
-            health = wait_health(f"http://127.0.0.1:{env['PR_PROCESSOR_PORT']}/health", processor, processor_log)
+            health = wait_health(f"https://127.0.0.1:{env['PR_PROCESSOR_PORT']}/health", processor, processor_log)
             assert health["status"] == "ok"
             assert health["worker_pool"] == "ok", "the processor reaches the pool at the rendered WORKER_POOL_URL"
     assert pool_health["pool_size"] == 2
@@ -574,7 +597,7 @@ def test_host_path_as_cfn_init_runs_it_in_an_overlaid_root(tmp_path):
                         "systemctl restart aipm-pr-processor.service"]
     assert any(c.startswith("amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:/opt/aws/") for c in calls)
     assert [c for c in calls if c.startswith("curl")] == [
-        "curl -fsS -o /dev/null http://127.0.0.1:8081/health", "curl -fsS -o /dev/null http://127.0.0.1:8082/health"]
+        "curl -kfsS -o /dev/null http://127.0.0.1:8081/health", "curl -kfsS -o /dev/null http://127.0.0.1:8082/health"]
 
     passwd = {line.split(":")[0]: line.split(":") for line in (tmp_path / "passwd").read_text().splitlines()}
     assert passwd["aipm"][6] == "/sbin/nologin" and passwd["kiro"][5:7] == ["/home/kiro", "/bin/bash"]

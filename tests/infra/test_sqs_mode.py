@@ -7,7 +7,7 @@ import json
 
 from infra.host import GROUP_LOGICAL_ID, INSTANCE_LOGICAL_ID
 from infra.job_queue import VISIBILITY_S
-from tests.infra.conftest import ADMIN_CIDR, SQS_JOBS_PER_HOST, SQS_MAX_HOSTS, SQS_MIN_HOSTS
+from tests.infra.conftest import ADMIN_CIDR, SQS_JOBS_PER_HOST, SQS_MAX_HOSTS, SQS_MIN_HOSTS, TEST_AMI
 from tests.infra.templates import as_list, as_text, init_config, install_env, lambda_env, policy_of_role
 
 SQS_ACTIONS_OF = {
@@ -106,7 +106,7 @@ def test_launch_template_requires_imdsv2_encrypts_the_root_and_has_no_key_pair(s
     (root,) = data["BlockDeviceMappings"]
     assert root["DeviceName"] == "/dev/xvda"
     assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["VolumeType"] == "gp3"
-    assert data["InstanceType"] == "t3.medium" and "al2023" in data["ImageId"]["Ref"].lower()
+    assert data["InstanceType"] == "t3.medium" and data["ImageId"] == TEST_AMI
     assert data["IamInstanceProfile"] and data["Monitoring"] == {"Enabled": True}
     (nic,) = data["NetworkInterfaces"]
     assert nic["AssociatePublicIpAddress"] is True, "no NAT: the public address is the way out"
@@ -127,11 +127,13 @@ def test_every_host_of_the_group_gets_the_single_hosts_install(sqs_synth, defaul
     hook = as_text(group["files"]["/etc/cfn/hooks.d/aipm-reloader.conf"]["content"])
     assert f"path=Resources.{GROUP_LOGICAL_ID}.Metadata.AWS::CloudFormation::Init" in hook
     assert f"--resource {GROUP_LOGICAL_ID} " in hook
-    # The install's environment differs only by the dispatch (and the admin CIDR this variant sets).
+    # The install's environment differs only by the dispatch (and the admin CIDR this variant sets); the single host
+    # alone has the data volume and the TLS certificate (nothing calls a group's host, each keeps its own state).
     queued, direct = install_env(sqs_synth, GROUP_LOGICAL_ID), install_env(default_synth)
     changed = {k for k in queued.keys() | direct.keys() if queued.get(k) != direct.get(k)}
     assert changed == {"AIPM_DISPATCH", "AIPM_JOB_QUEUE_URL", "AIPM_SQS_WAIT_S", "AIPM_SQS_VISIBILITY_S",
-                       "AIPM_ASG_NAME", "AIPM_PR_PROCESSOR_HOST", "AIPM_WORKER_POOL_HOST"}
+                       "AIPM_ASG_NAME", "AIPM_PR_PROCESSOR_HOST", "AIPM_WORKER_POOL_HOST", "AIPM_TLS_CERT_PARAMETER",
+                       "AIPM_DATA_VOLUME_ID", "AIPM_DATA_MOUNT", "AIPM_DATA_BINDS"}
 
 
 def test_the_pr_processor_is_told_to_poll_the_queue_and_listens_on_loopback_only(sqs_synth):
