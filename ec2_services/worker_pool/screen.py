@@ -217,14 +217,19 @@ class LineAssembler:
     def decode(self, raw: str) -> list[str]:
         """Raw finished lines (``\\n``-separated) as a terminal shows them: carriage returns, erasures and
         backspaces emulated, the answer's coloured leading ``> `` dropped, escape sequences and controls removed."""
-        block = _prepare(raw)
-        if "> " in block:
-            block = self._drop_markers(block)
-        plain = _CONTROLS.sub("", _ANSI.sub("", block))
-        lines = plain.split("\n")
-        if _NEEDS_EMULATION.search(plain):
-            lines = [_emulate_line(line) if _NEEDS_EMULATION.search(line) else line for line in lines]
-        return lines
+        block = raw.replace("\r\n", "\n")
+        if "\x1b" in block:  # each step only where its sequence can be: one line is decoded per read, too
+            if "K" in block:
+                block = block.replace(_ERASE_LINE, _CLEAR)
+                for seq in _ERASE_TO_END:
+                    block = block.replace(seq, _CLEAR_END)
+            if "> " in block:
+                block = self._drop_markers(block)
+            block = _ANSI.sub("", block)
+        plain = _CONTROLS.sub("", block)
+        if not _NEEDS_EMULATION.search(plain):
+            return plain.split("\n")
+        return [_emulate_line(line) if _NEEDS_EMULATION.search(line) else line for line in plain.split("\n")]
 
     def _drop_markers(self, text: str) -> str:
         """``text`` without the answer's marker where it starts a line (after a newline, ``\\r`` or an erase).
@@ -291,10 +296,13 @@ class _Stream(pyte.Stream):
 
 
 class RecentScreen:
-    """A pyte screen of the session's recent output, fed only when asked (and never more than ``budget`` chars)."""
+    """A pyte screen of the session's recent output, fed only when asked, and after a flood only with its last
+    ``rows`` lines (never more than ``budget`` chars): pyte takes about 3 µs a character, so re-reading 8 KB to
+    decide on one prompt-like line would cost more than a megabyte of the line stream."""
 
     def __init__(self, *, columns: int = COLUMNS, rows: int = ROWS, budget: int = 8192):
         self._screen = _Screen(columns, rows)
+        self._rows = rows
         self._stream = _Stream(self._screen)
         self._budget = budget
         self._pending: list[str] = []
@@ -309,9 +317,16 @@ class RecentScreen:
 
     def _compact(self) -> None:
         joined = "".join(self._pending)[-self._budget :]
-        newline = joined.find("\n")
-        # Start on a line boundary: what came before that is off the recent screen anyway.
-        joined = joined[newline + 1 :] if 0 <= newline < len(joined) - 1 else joined
+        # Start on a line boundary, at most a screen's height up: what came before that is off the screen anyway.
+        start = len(joined) - 1
+        for _ in range(self._rows):
+            start = joined.rfind("\n", 0, start)
+            if start < 0:
+                break
+        if start < 0:
+            newline = joined.find("\n")
+            start = newline if 0 <= newline < len(joined) - 1 else -1
+        joined = joined[start + 1 :]
         self._pending = [joined]
         self._pending_len = len(joined)
         self._restart = True

@@ -68,6 +68,9 @@ class Transcript:
         # Blocks not read yet, in order, after ``_blocks``.
         self._pending: deque[Block] = deque()
         self._pending_chars = 0
+        # The newest blocks pushed out unread that named a tool / the credits (looked into when next read).
+        self._unread_tool: Block | None = None
+        self._unread_credits: Block | None = None
         self._dropped = 0
         # The echo of the typed prompt: lines are held until one ends like the prompt's last line (then dropped
         # with it), or until more lines came than the echo can take (then they were answer after all).
@@ -109,6 +112,7 @@ class Transcript:
         self._chars = 0
         self._pending.clear()
         self._pending_chars = 0
+        self._unread_tool = self._unread_credits = None
         self._dropped = 0
         self._last_tool = None
         nonblank = [line.rstrip() for line in typed.split("\n") if line.strip()]
@@ -150,28 +154,41 @@ class Transcript:
 
     def _settle(self) -> None:
         """Read the waiting blocks, in order."""
+        self._resolve_unread()
         while self._pending:
             block = self._pending.popleft()
             self._pending_chars -= len(block.text) + 1
             self._read(block)
 
     def _pass_unread(self, block: Block) -> None:
-        """A waiting block the memory bound pushes out: its lines are dropped unread; what outlives it is kept."""
+        """A waiting block the memory bound pushes out: its lines are dropped unread. The last tool and credits it
+        names still count: the newest such block is remembered and looked into once, before the next read."""
         self._pending_chars -= len(block.text) + 1
         self._dropped += block.count + len(self._held)
         self._held.clear()
         self._echo_end = self._reply_echo = None
         self._skip_blank = False
         p = self._p
-        tool = self._last_hint(block, p.tool_hint, p.tool_name)
-        if tool:
-            self._last_tool = tool
-        credits = self._last_hint(block, p.credits_hint, lambda line: (m := p.credits.search(line)) and m.group(1))
-        if credits:
-            self._credits = float(credits)
+        if p.tool_hint and p.tool_hint in block.text:
+            self._unread_tool = block
+        if p.credits_hint and p.credits_hint in block.text:
+            self._unread_credits = block
         self._ended_on_credits = False
         last = last_nonblank_line(block)
         self._answer_starts = bool(last and _TOOL_DONE.match(last))
+
+    def _resolve_unread(self) -> None:
+        p = self._p
+        if self._unread_tool is not None:
+            # Only the newest such block is looked into: if its hint words name no tool, an older one is not sought.
+            self._last_tool = self._last_hint(self._unread_tool, p.tool_hint, p.tool_name) or self._last_tool
+            self._unread_tool = None
+        if self._unread_credits is not None:
+            found = self._last_hint(self._unread_credits, p.credits_hint,
+                                    lambda line: (m := p.credits.search(line)) and m.group(1))
+            if found:
+                self._credits = float(found)
+            self._unread_credits = None
 
     @staticmethod
     def _last_hint(block: Block, hint: str, read: Callable[[str], str | None]) -> str | None:
@@ -181,7 +198,7 @@ class Transcript:
         while hint and (at := text.rfind(hint, 0, end)) >= 0:
             start = text.rfind("\n", 0, at) + 1
             stop = text.find("\n", at)
-            found = read(block.plain_line(text[start : stop if stop >= 0 else len(text)]))
+            found = read(strip_ansi(text[start : stop if stop >= 0 else len(text)]))  # the words, not the redraws
             if found:
                 return found
             end = start
