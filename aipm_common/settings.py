@@ -1,6 +1,6 @@
-"""Settings for every part, read from the environment with pydantic-settings (SPEC.md's variables).
+"""Settings for every part, read from the environment with pydantic-settings (docs/contracts.md's variables).
 
-The one place that reads ``os.environ``: one class per service, defaults exactly as SPEC.md gives them.
+The one place that reads ``os.environ``: one class per service, defaults exactly as docs/contracts.md gives them.
 A bad value fails at start with a message that names the variable (``SettingsError``).
 """
 
@@ -87,7 +87,7 @@ class _WorkspaceRoot(_Base):
 
 
 class WorkerPoolSettings(_WorkspaceRoot):
-    """``python -m ec2_services.worker_pool`` (SPEC.md, "Worker Pool API")."""
+    """``python -m ec2_services.worker_pool`` (docs/contracts.md, "Worker Pool API")."""
 
     worker_pool_host: str = "127.0.0.1"
     worker_pool_port: int = Field(8081, ge=1, le=65535)
@@ -100,10 +100,12 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_approval_reply: str | None = None
     kiro_deny_tools: str = ""
     kiro_driver: Literal["pty", "acp", "headless"] = "pty"
-    # Which coding agent the workers run: "kiro" (either driver) or "claude-code" (ACP only; the driver follows).
-    aipm_agent: Literal["kiro", "claude-code"] = "kiro"
-    # The claude-code agent's own model key: passed to that agent alone, redacted from every log.
+    # Which coding agent the workers run: "kiro" (either driver), "claude-code" or "gemini" (ACP only; the driver
+    # follows).
+    aipm_agent: Literal["kiro", "claude-code", "gemini"] = "kiro"
+    # The claude-code / gemini agent's own model key: passed to that agent alone, redacted from every log.
     anthropic_api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
     # `make run` only: "scripted" answers the agent's model calls with aipm_local.scripted_model (not an AI).
     aipm_model: Literal["scripted"] | None = None
     # Kiro's ACP command; unset with another AIPM_AGENT, that agent's own (worker_pool.profiles.AGENTS).
@@ -116,12 +118,15 @@ class WorkerPoolSettings(_WorkspaceRoot):
         "subagent,use_aws,aws"
     )
     kiro_task_timeout: float = Field(1800, gt=0)
+    # `POST /run` (a repository's test command, docs/contracts.md): the argv prefix that runs it as the agent's user
+    # (the host's installer sets the same `setpriv … --` the agent commands start with; empty = as this service).
+    kiro_run_as: str = ""
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)
     kiro_trouble_retries: int = Field(3, ge=0, le=20)
     # Backoff before re-sending a prompt after "having trouble responding" (doubles each time).
     kiro_trouble_backoff: float = Field(5.0, ge=0)
-    # How long a finished task's result is kept for a replayed task_id (SPEC: 600 s).
+    # How long a finished task's result is kept for a replayed task_id (docs/contracts.md: 600 s).
     kiro_result_ttl: float = Field(600, gt=0)
 
     @field_validator("kiro_prompt_pattern", "kiro_approval_pattern")
@@ -159,13 +164,18 @@ class WorkerPoolSettings(_WorkspaceRoot):
 
 
 class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
-    """``python -m ec2_services.pr_processor`` (SPEC.md, "PR Processor API")."""
+    """``python -m ec2_services.pr_processor`` (docs/contracts.md, "PR Processor API")."""
 
     pr_processor_host: str = "127.0.0.1"
     pr_processor_port: int = Field(8082, ge=1, le=65535)
     worker_pool_url: str = "http://127.0.0.1:8081"
     pr_processor_db: Path | None = None
     pr_max_attempts: int = Field(3, ge=1, le=20)
+    # After the agent: the repository's tests, run by the worker pool as the agent (`POST /run`). A repository's own
+    # `.aipm.toml` ([tests] command, timeout_s) wins; AIPM_TEST_COMMAND is the default for repositories without one
+    # (empty: no tests are run). A failing run is reported in the result, it does not fail the job.
+    aipm_test_command: str = ""
+    aipm_test_timeout: float = Field(600, gt=0, le=3600)
     # Base delay of the exponential backoff between attempts, and the callback outbox's.
     pr_retry_base_delay: float = Field(5.0, ge=0)
     pr_callback_max_age: float = Field(24 * 3600, gt=0)
@@ -209,7 +219,7 @@ class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
 
 
 class LambdaSettings(_Dispatch):
-    """The Lambda API (``lambda_fn``), also run locally as ``python -m lambda_fn`` (SPEC.md, "Lambda API")."""
+    """The Lambda API (``lambda_fn``), also run locally as ``python -m lambda_fn`` (docs/contracts.md, "Lambda API")."""
 
     github_api_url: str = "https://api.github.com"
     github_token: SecretStr | None = None

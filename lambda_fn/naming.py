@@ -1,4 +1,4 @@
-"""Names SPEC.md fixes: slugs, branch names, job ids, and the repository-name rules.
+"""Names docs/contracts.md fixes: slugs, branch names, job ids, and the repository-name rules.
 
 Pure functions, no I/O: the same inputs give the same names in every Lambda container, which is what makes
 a retry land on the same branch and job.
@@ -56,11 +56,24 @@ def job_id(repo: str, branch: str) -> str:
     return "j-" + hashlib.sha256(f"{repo.lower()}:{branch}".encode()).hexdigest()[:24]
 
 
+_RERUN_SUFFIX = re.compile(r"-r\d{1,12}$")
+
+
+def run_root(job: str) -> str:
+    """The branch's first job id from the id of any of its runs: a re-run is ``<first job id>-r<n>``."""
+    return _RERUN_SUFFIX.sub("", job)
+
+
+def rerun_job_id(repo: str, branch: str, n: int) -> str:
+    """The id of the ``n``-th run (n ≥ 2) of the branch's job."""
+    return f"{job_id(repo, branch)}-r{n}"
+
+
 _BRANCH_CHARS = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 
 
 def valid_branch(name: str) -> bool:
-    """The rules of ``git check-ref-format --branch`` for the characters SPEC.md allows (no git on Lambda)."""
+    """The rules of ``git check-ref-format --branch`` for the characters docs/contracts.md allows (no git on Lambda)."""
     if not _BRANCH_CHARS.match(name) or name.startswith(("-", "/")) or name.endswith(("/", ".")):
         return False
     if ".." in name or "//" in name or name == "@":

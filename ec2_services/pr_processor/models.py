@@ -1,4 +1,4 @@
-"""The edge of the PR processor: the request body of ``POST /api/process-pr`` and every rule SPEC.md puts on it.
+"""The edge of the PR processor: the request body of ``POST /api/process-pr`` and every rule docs/contracts.md puts on it.
 
 This is the one place where names that later reach git are checked (repo, branch, base branch, task file) and where a
 callback URL is held against ``AIPM_CALLBACK_ORIGINS``. It runs nothing: the ref-name rules are those of
@@ -11,6 +11,8 @@ import re
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from aipm_common.bounds import PrNumber
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 # GitHub's own rules for owner and repository names, plus no leading '-' or '.' anywhere git could see an option.
@@ -29,11 +31,11 @@ _REQUESTER_RE = re.compile(r"^(?P<name>[^<>]{1,100}?) <(?P<email>[^<>\s]{3,254})
 
 
 class InvalidInput(ValueError):
-    """A rule of SPEC.md broken by the request: answered with 400 and this message as ``detail``."""
+    """A rule of docs/contracts.md broken by the request: answered with 400 and this message as ``detail``."""
 
 
 def ref_name_problem(name: str) -> str | None:
-    """Why ``git check-ref-format --branch`` (or SPEC's character set) refuses ``name``; None when it is fine."""
+    """Why ``git check-ref-format --branch`` (or the contract's character set) refuses ``name``; None when it is fine."""
     if not name:
         return "is empty"
     if len(name) > MAX_REF_LEN:
@@ -77,12 +79,19 @@ def check_branch(branch: str, field: str = "branch", *, aipm_only: bool = True) 
 
 
 def check_task_file(path: str) -> str:
+    """A relative path to a file of the work tree, never into ``.git`` (the work tree's ``.git`` is a pointer file the
+    agent would be told to "implement"). Whether it is a regular file is known only after checkout (``git_ops``)."""
     if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         raise InvalidInput(f"task_file must be a path relative to the repository, got {path!r}")
-    if any(part == ".." for part in re.split(r"[/\\]", path)):
+    parts = re.split(r"[/\\]", path)
+    if any(part == ".." for part in parts):
         raise InvalidInput(f"task_file must not contain '..', got {path!r}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or len(path) > 1024:
         raise InvalidInput("task_file holds control characters or is over 1024 characters")
+    if any(part.lower() == ".git" for part in parts):
+        raise InvalidInput(f"task_file must name a file outside .git/, got {path!r}")
+    if parts[-1] in ("", "."):
+        raise InvalidInput(f"task_file must name a file, not a directory, got {path!r}")
     return path
 
 
@@ -139,7 +148,7 @@ def check_callback_url(url: str, allowed_origins: list[str]) -> str:
 
 
 class ProcessPrRequest(BaseModel):
-    """``POST /api/process-pr``. Field types are checked by pydantic (422); SPEC's rules by ``validate`` (400)."""
+    """``POST /api/process-pr``. Field types are checked by pydantic (422); the contract's rules by ``validate`` (400)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -147,14 +156,14 @@ class ProcessPrRequest(BaseModel):
     repo: str = Field(max_length=140)
     branch: str = Field(max_length=MAX_REF_LEN + 1)
     base_branch: str | None = Field(default=None, max_length=MAX_REF_LEN + 1)
-    pr_number: int | None = Field(default=None, ge=1)
+    pr_number: PrNumber | None = None
     task_file: str = "TASK.md"
     callback_url: str | None = Field(default=None, max_length=2048)
     requested_by: str | None = Field(default=None, max_length=1024)  # the rules (400) are in parse_requested_by
     title: str | None = Field(default=None, max_length=200)  # the pull request's title, shown in the job history
 
     def validate_rules(self, allowed_origins: list[str]) -> None:
-        """Every rule of SPEC.md's bad-input list that is not a type error; raises ``InvalidInput``."""
+        """Every rule of docs/contracts.md's bad-input list that is not a type error; raises ``InvalidInput``."""
         if not JOB_ID_RE.match(self.job_id):
             raise InvalidInput(f"job_id must match {JOB_ID_RE.pattern}")
         check_repo(self.repo)
@@ -171,3 +180,11 @@ class ProcessPrRequest(BaseModel):
 class Accepted(BaseModel):
     job_id: str
     status: str
+
+
+class RerunRequest(BaseModel):
+    """``POST /api/jobs/{id}/rerun``'s optional body: who asked for the re-run (the rules of ``requested_by``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requested_by: str | None = Field(default=None, max_length=1024)
