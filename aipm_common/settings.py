@@ -118,6 +118,9 @@ class WorkerPoolSettings(_WorkspaceRoot):
         "subagent,use_aws,aws"
     )
     kiro_task_timeout: float = Field(1800, gt=0)
+    # `POST /run` (a repository's test command, docs/contracts.md): the argv prefix that runs it as the agent's user
+    # (the host's installer sets the same `setpriv … --` the agent commands start with; empty = as this service).
+    kiro_run_as: str = ""
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)
     kiro_trouble_retries: int = Field(3, ge=0, le=20)
@@ -168,6 +171,11 @@ class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
     worker_pool_url: str = "http://127.0.0.1:8081"
     pr_processor_db: Path | None = None
     pr_max_attempts: int = Field(3, ge=1, le=20)
+    # After the agent: the repository's tests, run by the worker pool as the agent (`POST /run`). A repository's own
+    # `.aipm.toml` ([tests] command, timeout_s) wins; AIPM_TEST_COMMAND is the default for repositories without one
+    # (empty: no tests are run). A failing run is reported in the result, it does not fail the job.
+    aipm_test_command: str = ""
+    aipm_test_timeout: float = Field(600, gt=0, le=3600)
     # Base delay of the exponential backoff between attempts, and the callback outbox's.
     pr_retry_base_delay: float = Field(5.0, ge=0)
     pr_callback_max_age: float = Field(24 * 3600, gt=0)

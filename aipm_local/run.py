@@ -242,6 +242,8 @@ def stack_env(config: StackConfig, secret: str, kiro_command: str | None) -> dic
         "GIT_BASE_URL": config.forge_dir.as_uri(),
         "AIPM_AUTH": "none",
         "AIPM_UI_DIR": str(FRONTEND_DIR),
+        # `python` for the repositories' test commands (.aipm.toml) is this venv's, which has pytest.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
     }
     if kiro_command:
         env["KIRO_COMMAND"] = kiro_command
