@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
 
+from aipm_common.contracts import JobResult
 from lambda_fn import naming
 from lambda_fn.callbacks import Recorder
-
-
-class JobResult(BaseModel):
-    job_id: str = Field(pattern=naming.JOB_ID_RE.pattern)
-    status: Literal["succeeded", "failed", "no_changes", "cancelled"]
-    repo: str = Field(max_length=140)
-    branch: str = Field(max_length=200)
-    commit: str | None = Field(None, max_length=64)
-    error: str | None = Field(None, max_length=200_000)
-    pr_number: int | None = Field(None, ge=1)
-    attempts: int | None = Field(None, ge=0)
-    duration_s: float | None = Field(None, ge=0)
-    credits: float | None = None
-    output_tail: str | None = Field(None, max_length=500_000)
 
 
 class _Verify:
