@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aipm_common.bounds import MAX_SECONDS, Count, Credits, PrNumber, Seconds
+
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$"
 # A pool task id: the PR processor sends "{job_id}.{attempt}", which the job id's 120 characters leave room for.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -27,7 +29,10 @@ class ExecuteRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=65536, description="The task for the agent; `\\n` and `\\t` allowed.")
     cwd: str | None = Field(None, description="An existing absolute directory inside KIRO_WORKSPACE_ROOT.")
-    timeout_s: float | None = Field(None, gt=0, description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.")
+    timeout_s: float | None = Field(
+        None, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
+        description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.",
+    )
     task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay never runs twice.")
 
 
@@ -59,7 +64,7 @@ class ProcessPrRequest(BaseModel):
     repo: str = Field(max_length=140)
     branch: str = Field(max_length=MAX_REF_LEN + 1)
     base_branch: str | None = Field(default=None, max_length=MAX_REF_LEN + 1)
-    pr_number: int | None = Field(default=None, ge=1)
+    pr_number: PrNumber | None = None
     task_file: str = "TASK.md"
     callback_url: str | None = Field(default=None, max_length=2048)
     requested_by: str | None = Field(default=None, max_length=1024)
@@ -83,12 +88,12 @@ class JobResult(BaseModel):
     status: FinalStatus
     commit: str | None = Field(None, max_length=64)
     error: str | None = Field(None, max_length=200_000)
-    pr_number: int | None = Field(None, ge=1)
+    pr_number: PrNumber | None = None
     repo: str = Field(max_length=140)
     branch: str = Field(max_length=200)
-    attempts: int | None = Field(None, ge=0)
-    duration_s: float | None = Field(None, ge=0)
-    credits: float | None = None
+    attempts: Count | None = None
+    duration_s: Seconds | None = None
+    credits: Credits | None = None
     output_tail: str | None = Field(None, max_length=500_000)
 
 

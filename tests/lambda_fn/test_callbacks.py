@@ -144,3 +144,13 @@ def test_duplicate_result_comments_are_folded_on_the_local_forge_too(local_api, 
     forge.delete_comment("local/example", kept.id)
     forge.delete_comment("local/example", kept.id)  # already gone: not an error
     assert forge.list_comments("local/example", out["pr_number"]) == []
+
+
+def test_out_of_range_numbers_in_a_callback_are_422_and_change_nothing(api, github, shared_secret):
+    out = api.generate(story_id="cb-big").json()
+    for field, value in [("pr_number", 2**63), ("pr_number", 2**31), ("attempts", 2**63), ("attempts", -1),
+                         ("duration_s", 1e308), ("duration_s", -1), ("credits", 1e300), ("credits", -5)]:
+        resp = callback(api, shared_secret, _result(out, **{field: value}))
+        assert resp.status_code == 422, (field, value, resp.text)
+        assert field in json.dumps(resp.json()["detail"])
+    assert github.comments_on(REPO, out["pr_number"]) == []
