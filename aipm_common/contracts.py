@@ -81,6 +81,22 @@ class ProcessPrAccepted(BaseModel):
 # --- Lambda: POST /api/callbacks/job ------------------------------------------------------------------------------
 
 
+class TestRun(BaseModel):
+    """The repository's tests on the agent's commit, as the job keeps them (run through the pool's ``/run``)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    command: str = Field(max_length=2000)
+    source: str | None = Field(None, max_length=40)
+    summary: str = Field(max_length=200)
+    passed: int | None = Field(None, ge=0, le=10_000_000)
+    failed: int | None = Field(None, ge=0, le=10_000_000)
+    exit_code: int | None = Field(None, ge=-255, le=255)
+    timed_out: bool = False
+    duration_s: float | None = Field(None, ge=0)
+    output_tail: str = Field("", max_length=100_000)
+
+
 class JobResult(BaseModel):
     """The callback the PR processor sends to the Lambda when a job ends."""
 
@@ -95,6 +111,12 @@ class JobResult(BaseModel):
     duration_s: Seconds | None = None
     credits: Credits | None = None
     output_tail: str | None = Field(None, max_length=500_000)
+    tests: TestRun | None = None  # sent only when the repository's tests ran (``dump_job_result``)
 
 
-CONTRACT_MODELS: tuple[type[BaseModel], ...] = (ExecuteRequest, TaskResult, ProcessPrRequest, ProcessPrAccepted, JobResult)
+def dump_job_result(result: JobResult) -> dict:
+    """The callback's JSON object: ``tests`` is left out, not null, when no tests ran."""
+    return result.model_dump(exclude={"tests"} if result.tests is None else None)
+
+
+CONTRACT_MODELS: tuple[type[BaseModel], ...] = (ExecuteRequest, TaskResult, ProcessPrRequest, ProcessPrAccepted, TestRun, JobResult)

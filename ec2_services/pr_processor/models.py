@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from aipm_common.contracts import JOB_ID_PATTERN, MAX_REF_LEN
 from aipm_common.contracts import ProcessPrRequest as ProcessPrBody
 
@@ -77,12 +79,19 @@ def check_branch(branch: str, field: str = "branch", *, aipm_only: bool = True) 
 
 
 def check_task_file(path: str) -> str:
+    """A relative path to a file of the work tree, never into ``.git`` (the work tree's ``.git`` is a pointer file the
+    agent would be told to "implement"). Whether it is a regular file is known only after checkout (``git_ops``)."""
     if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         raise InvalidInput(f"task_file must be a path relative to the repository, got {path!r}")
-    if any(part == ".." for part in re.split(r"[/\\]", path)):
+    parts = re.split(r"[/\\]", path)
+    if any(part == ".." for part in parts):
         raise InvalidInput(f"task_file must not contain '..', got {path!r}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or len(path) > 1024:
         raise InvalidInput("task_file holds control characters or is over 1024 characters")
+    if any(part.lower() == ".git" for part in parts):
+        raise InvalidInput(f"task_file must name a file outside .git/, got {path!r}")
+    if parts[-1] in ("", "."):
+        raise InvalidInput(f"task_file must name a file, not a directory, got {path!r}")
     return path
 
 
@@ -156,3 +165,10 @@ class ProcessPrRequest(ProcessPrBody):
         if self.requested_by is not None:
             parse_requested_by(self.requested_by)
 
+
+class RerunRequest(BaseModel):
+    """``POST /api/jobs/{id}/rerun``'s optional body: who asked for the re-run (the rules of ``requested_by``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requested_by: str | None = Field(default=None, max_length=1024)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aipm_common.contracts import CONTRACT_MODELS, ExecuteRequest, JobResult, ProcessPrRequest
+from aipm_common.contracts import CONTRACT_MODELS, ExecuteRequest, JobResult, ProcessPrRequest, dump_job_result
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contracts.md"
 
@@ -36,6 +36,10 @@ def test_the_senders_bodies_keep_the_wire_order():
     job = ProcessPrRequest(job_id="j-1", repo="o/n", branch="aipm/x").model_dump()
     assert list(job) == ["job_id", "repo", "branch", "base_branch", "pr_number", "task_file", "callback_url",
                          "requested_by", "title"]
-    result = JobResult(job_id="j-1", status="failed", repo="o/n", branch="aipm/x").model_dump()
+    result = dump_job_result(JobResult(job_id="j-1", status="failed", repo="o/n", branch="aipm/x"))
     assert list(result) == ["job_id", "status", "commit", "error", "pr_number", "repo", "branch", "attempts",
-                            "duration_s", "credits", "output_tail"]
+                            "duration_s", "credits", "output_tail"]  # no "tests" key when none ran
+    tests = {"command": "pytest", "source": "AIPM_TEST_COMMAND", "summary": "3 passed", "passed": 3, "failed": 0,
+             "exit_code": 0, "timed_out": False, "duration_s": 1.5, "output_tail": ""}
+    ran = dump_job_result(JobResult(job_id="j-1", status="succeeded", repo="o/n", branch="aipm/x", tests=tests))
+    assert ran["tests"] == tests and list(ran["tests"]) == list(tests)

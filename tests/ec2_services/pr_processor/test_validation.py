@@ -45,6 +45,9 @@ BAD_BODIES = [
     ("task_file with ..", {"task_file": "../../etc/passwd"}),
     ("task_file inner ..", {"task_file": "docs/../../x"}),
     ("task_file with NUL", {"task_file": "TASK\u0000.md"}),
+    *[(f"task_file {name!r} into .git or a directory", {"task_file": name})
+      for name in (".git", ".git/x", ".git/config", "dir/../.git", "sub/.git/HEAD", ".GIT", "./.git", "docs/", ".",
+                   "docs/.")],
     ("job_id with ;", {"job_id": "j;id"}),
     ("job_id leading dash", {"job_id": "-j"}),
     ("job_id too long", {"job_id": "j" * 121}),
