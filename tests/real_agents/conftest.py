@@ -76,6 +76,7 @@ def claude_pool(claude_code_acp, tmp_path, shared_secret, model) -> Iterator[Cal
                 "kiro_acp_command": str(claude_code_acp),
                 "kiro_pool_size": size,
                 "kiro_workspace_root": root,
+                "aipm_state_dir": tmp_path / "pool-state",
                 "kiro_task_timeout": 120,
                 **overrides,
             })
