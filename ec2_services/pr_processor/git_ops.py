@@ -314,6 +314,19 @@ class GitOps:
             await asyncio.to_thread(shutil.rmtree, path, True)
         await self._mirror(repo, "worktree", "prune", check=False)
 
+    async def show_file(self, repo: str, sha: str, path: str, limit: int = 65536) -> str | None:
+        """A file's text at ``sha`` in the mirror (None when it is not there, or is larger than ``limit``)."""
+        spec = f"{sha}:{path}"
+        size = await self._mirror(repo, "cat-file", "-s", spec, check=False)
+        if size.code != 0 or not size.out.strip().isdigit() or int(size.out) > limit:
+            return None
+        shown = await self._mirror(repo, "cat-file", "blob", spec, check=False)
+        return shown.out if shown.code == 0 else None
+
+    async def clean(self, wt: Worktree) -> None:
+        """Remove every untracked and ignored file (what a test run left), keeping what is committed."""
+        await self._in(wt, "clean", "-ffdxq", check=False)
+
     async def head(self, wt: Worktree) -> str:
         return (await self._in(wt, "rev-parse", "--verify", "HEAD^{commit}")).out.strip()
 

@@ -110,6 +110,7 @@ class Job:
     output_tail: str
     cancel_requested: bool
     title: str | None = None
+    tests: str | None = None  # the test run's result as JSON (ec2_services.pr_processor.repo_tests)
     rerun_of: str | None = None  # the job this one runs again, on the same branch and pull request
 
     @property
@@ -118,6 +119,10 @@ class Job:
             return None
         end = self.ended_at if self.ended_at is not None else time.time()
         return round(end - self.started_at, 3)
+
+    @property
+    def tests_result(self) -> dict[str, Any] | None:
+        return json.loads(self.tests) if self.tests else None
 
     @property
     def task_id(self) -> str:
@@ -190,6 +195,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "jobs": [("sqs_message_id", "TEXT"), ("sqs_receipt_handle", "TEXT"),
              ("title", "TEXT"),  # the pull request's title, for the history list
+             ("tests", "TEXT"),  # the repository's test run after the agent (JSON)
              ("rerun_of", "TEXT")],  # POST /api/jobs/{id}/rerun: the job run again
     # The HTTP status of the callback's last try (null: not tried yet, or no answer: a connection error).
     "outbox": [("last_status", "INTEGER")],
@@ -523,8 +529,8 @@ class JobStore:
 
 
 def callback_payload(job: Job) -> dict[str, Any]:
-    """docs/contracts.md's callback body."""
-    return {
+    """docs/contracts.md's callback body; ``tests`` only when the repository's tests were run."""
+    payload = {
         "job_id": job.job_id,
         "status": job.status.value,
         "commit": job.commit_sha,
@@ -537,6 +543,9 @@ def callback_payload(job: Job) -> dict[str, Any]:
         "credits": job.credits,
         "output_tail": job.output_tail[-OUTPUT_TAIL_CHARS:],
     }
+    if job.tests:
+        payload["tests"] = job.tests_result
+    return payload
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -46,7 +46,8 @@ class ProcessorService:
         self.pool = PoolClient(settings.worker_pool_url, secret)
         self.runner = JobRunner(self.store, self.events, self.git, self.pool, max_attempts=settings.pr_max_attempts,
                                 retry_base_delay=settings.pr_retry_base_delay,
-                                pool_busy_wait=settings.pr_pool_busy_wait, pool_down_wait=settings.pr_pool_down_wait)
+                                pool_busy_wait=settings.pr_pool_busy_wait, pool_down_wait=settings.pr_pool_down_wait,
+                                test_command=settings.aipm_test_command, test_timeout=settings.aipm_test_timeout)
         self.scheduler = Scheduler(self.store, self.runner, self.pool, self.events)
         self.callbacks = CallbackSender(self.store, secret, base_delay=settings.pr_retry_base_delay,
                                         max_age=settings.pr_callback_max_age)
@@ -168,6 +169,7 @@ class ProcessorService:
             "queue_position": self.store.queue_position(job),
             "credits": job.credits,
             "duration_s": job.duration_s,
+            "tests": job.tests_result,
             "callback": self.store.callback_status(job.job_id),
         }
 

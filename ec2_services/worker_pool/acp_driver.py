@@ -25,11 +25,13 @@ Kiro, as its wire captures show it (``tests/fixtures/kiro-acp/README.md``):
     tool name (deny-list)   V3: the request's ``_meta.kiro.toolId``; V2: ``_meta.kiro.toolName`` of the tool_call
                             with the same toolCallId, or the title of its ``_kiro.dev/session/update`` tool_call_chunk.
                             Any agent's ``_meta.<vendor>.toolName``/``toolId`` is read the same way (Claude Code's
-                            ``_meta.claudeCode.toolName``). The ACP ``kind`` is matched too (and shown when there is
+                            ``_meta.claudeCode.toolName``); an agent whose profile says so names it in the toolCallId
+                            (Gemini CLI: ``write_file__…``, ``call_id_name``). The ACP ``kind`` is matched too (and shown when there is
                             no name), but never stands in for a name: under a deny-list a nameless tool is rejected
                             (fail closed), as the PTY driver answers ``n`` to an unnamed tool.
     credits                 V2: the sum of ``_kiro.dev/metadata`` ``meteringUsage[].value``; V3: the
                             ``turn_completion`` ``promptTurnSummaries[].usage``
+    tokens (other agents)   the prompt response's ACP ``usage``, or Gemini CLI's ``_meta.quota.token_count``
     throttling              ``ThrottlingException`` / ``TooManyRequestsException`` / "is having trouble responding"
                             in the prompt's error, or a ``retry_warning`` / ``rate_limit`` frame in the failed
                             attempt: waited out and sent again (``KIRO_TROUBLE_RETRIES``); any other error fails the
@@ -233,6 +235,7 @@ class _Turn:
         self.denials = 0
         self.retries = 0
         self.credits: float | None = None
+        self.tokens: dict[str, int] | None = None
         # Frames count for this turn from its session/prompt until that prompt's response (``open``).
         self.open = False
         self.outcome: asyncio.Future | None = None  # set by a V3 turn_end(error) that no response follows
@@ -263,8 +266,10 @@ class AcpDriver(AgentDriver):
         env: Mapping[str, str],
         deny_tools: tuple[str, ...] = (),
         limits: AcpLimits | None = None,
+        call_id_name: re.Pattern | None = None,
     ):
         self.worker_id = worker_id
+        self.call_id_name = call_id_name  # the agent names its tool in the toolCallId: group 1 of this
         self.argv = shlex.split(command)
         self.deny_tools = tuple(deny_tools)
         self._cwd = cwd
@@ -422,6 +427,7 @@ class AcpDriver(AgentDriver):
                 self._agent = result
             if turn is not None and turn.open:
                 turn.open = False
+                _add_tokens(turn, result)
             return
         if "id" in message and method != "session/request_permission":
             why = f"{method}: {refusal_reason(method)}"
@@ -467,7 +473,7 @@ class AcpDriver(AgentDriver):
         elif kind == "tool_call":
             call_id = str(update.get("toolCallId"))
             tool = turn.tools.setdefault(call_id, _Tool())
-            tool.name = tool_name(update.get("_meta")) or tool.name
+            tool.name = tool_name(update.get("_meta")) or tool.name or self._named_in_id(call_id)
             tool.kind, tool.title = update.get("kind") or tool.kind, update.get("title") or tool.title
             title = tool.title or tool.name or "tool"
             name = tool.name
@@ -517,7 +523,8 @@ class AcpDriver(AgentDriver):
         known = turn.tools.get(tool_call.tool_call_id, _Tool())
         # Who the tool is: V3 names it on the request (`_meta.kiro.toolId`), V2 on its tool_call update
         # (`_meta.kiro.toolName`) or its tool_call_chunk; another agent under its own `_meta` key. Else its ACP kind.
-        name = tool_name(known.permission_meta) or tool_name(tool_call.field_meta) or known.name
+        name = (tool_name(known.permission_meta) or tool_name(tool_call.field_meta) or known.name
+                or self._named_in_id(tool_call.tool_call_id))
         kind = tool_call.kind or known.kind
         shown = name or kind or tool_call.title or known.title or "(name not shown)"
         listed = {n for n in (name, kind) if n} & set(self.deny_tools)
@@ -540,6 +547,10 @@ class AcpDriver(AgentDriver):
         if choice is None:
             return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
         return RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=choice.option_id))
+
+    def _named_in_id(self, call_id: str | None) -> str | None:
+        match = self.call_id_name.match(call_id or "") if self.call_id_name is not None else None
+        return match.group(1) if match else None
 
     # ---- a turn ----------------------------------------------------------------------------------------------
 
@@ -714,6 +725,7 @@ class AcpDriver(AgentDriver):
             approvals=turn.approvals,
             denials=turn.denials,
             credits=turn.credits,
+            tokens=turn.tokens,
             trouble_retries=turn.retries,
         )
 
@@ -764,6 +776,20 @@ def tool_name(meta: Any) -> str | None:
             if isinstance(value, str) and value:
                 return value
     return None
+
+
+def _add_tokens(turn: _Turn, result: Any) -> None:
+    """The model tokens a prompt's response reports: ACP's ``usage`` {inputTokens, outputTokens}, or Gemini CLI's
+    ``_meta.quota.token_count`` {input_tokens, output_tokens}; summed over a turn's attempts."""
+    if not isinstance(result, dict):
+        return
+    usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    quota = _vendor(_vendor(result.get("_meta"), "quota"), "token_count")
+    counts = {"input": usage.get("inputTokens", quota.get("input_tokens")),
+              "output": usage.get("outputTokens", quota.get("output_tokens"))}
+    counts = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if counts:
+        turn.tokens = {k: (turn.tokens or {}).get(k, 0) + counts.get(k, 0) for k in ("input", "output")}
 
 
 def _pending(future: asyncio.Future | None) -> bool:

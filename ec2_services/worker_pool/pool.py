@@ -115,6 +115,7 @@ class Task:
             denials=result.denials,
             duration_s=self.elapsed(),
             credits=result.credits,
+            tokens=result.tokens,
             trouble_retries=result.trouble_retries,
             **extra,
         )
@@ -198,6 +199,7 @@ def make_driver(
                 env=base_env,
                 deny_tools=tuple(settings.deny_tools),
                 limits=acp_limits,
+                call_id_name=agent.call_id_name,
             )
 
         return acp_factory

@@ -12,6 +12,20 @@ from lambda_fn import naming
 from lambda_fn.callbacks import Recorder
 
 
+class TestRun(BaseModel):
+    """The repository's tests on the agent's commit (run by the worker pool as the agent)."""
+
+    command: str = Field(max_length=2000)
+    source: str | None = Field(None, max_length=40)
+    summary: str = Field(max_length=200)
+    passed: int | None = Field(None, ge=0, le=10_000_000)
+    failed: int | None = Field(None, ge=0, le=10_000_000)
+    exit_code: int | None = Field(None, ge=-255, le=255)
+    timed_out: bool = False
+    duration_s: float | None = Field(None, ge=0)
+    output_tail: str = Field("", max_length=100_000)
+
+
 class JobResult(BaseModel):
     job_id: str = Field(pattern=naming.JOB_ID_RE.pattern)
     status: Literal["succeeded", "failed", "no_changes", "cancelled"]
@@ -24,6 +38,7 @@ class JobResult(BaseModel):
     duration_s: Seconds | None = None
     credits: Credits | None = None
     output_tail: str | None = Field(None, max_length=500_000)
+    tests: TestRun | None = None
 
 
 class _Verify:
