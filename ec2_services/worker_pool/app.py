@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from aipm_common.bounds import MAX_SECONDS
+from aipm_common.contracts import TASK_ID_PATTERN, ExecuteRequest, TaskResult
 from aipm_common.http import install_edge
 from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import WORKER_POOL, SignatureVerifier
@@ -36,18 +36,7 @@ from ec2_services.worker_pool.profiles import acp_command, resolve_profile
 
 log = logging.getLogger(__name__)
 
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-class ExecuteRequest(BaseModel):
-    prompt: str = Field(min_length=1, max_length=65536, description="The task for the agent; `\\n` and `\\t` allowed.")
-    cwd: str | None = Field(None, description="An existing absolute directory inside KIRO_WORKSPACE_ROOT.")
-    timeout_s: float | None = Field(
-        None, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
-        description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.",
-    )
-    task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay never runs twice.")
 
 
 class RunRequest(BaseModel):
@@ -66,23 +55,6 @@ class RunResult(BaseModel):
     output: str
     duration_s: float
     timed_out: bool
-
-
-class TaskResult(BaseModel):
-    status: str
-    task_id: str
-    worker_id: int | None
-    output: str
-    approvals: int
-    denials: int
-    duration_s: float
-    credits: float | None
-    tokens: dict[str, int] | None = Field(
-        None, description="Model tokens the agent reported for the task ({input, output}): Gemini CLI does; "
-        "claude-code-acp and Kiro do not (Kiro reports credits).")
-    trouble_retries: int = 0
-    detail: str | None = None
-    stalled: bool | None = None
 
 
 class WorkerHealth(BaseModel):
