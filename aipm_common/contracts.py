@@ -96,7 +96,7 @@ class TestRun(BaseModel):
     failed: int | None = Field(None, ge=0, le=10_000_000)
     exit_code: int | None = Field(None, ge=-255, le=255)
     timed_out: bool = False
-    duration_s: float | None = Field(None, ge=0)
+    duration_s: Seconds | None = None
     output_tail: str = Field("", max_length=100_000)
 
 
