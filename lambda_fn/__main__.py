@@ -11,7 +11,8 @@ import sys
 
 from aipm_common.http import serve
 from aipm_common.logging import setup_logging
-from aipm_common.settings import LambdaSettings, SettingsError, load_settings
+from aipm_common.settings import SettingsError, load_settings
+from lambda_fn.settings import LambdaSettings
 
 
 def main() -> int:

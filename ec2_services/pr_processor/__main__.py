@@ -7,7 +7,8 @@ import sys
 
 from aipm_common.http import serve
 from aipm_common.logging import setup_logging
-from aipm_common.settings import PrProcessorSettings, load_settings, require_secret
+from aipm_common.settings import load_settings, require_secret
+from ec2_services.pr_processor.settings import PrProcessorSettings
 
 log = logging.getLogger("ec2_services.pr_processor")
 

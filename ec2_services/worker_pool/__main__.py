@@ -6,8 +6,9 @@ import logging
 
 from aipm_common.http import serve
 from aipm_common.logging import setup_logging
-from aipm_common.settings import SettingsError, WorkerPoolSettings, load_settings, require_secret
+from aipm_common.settings import SettingsError, load_settings, require_secret
 from ec2_services.worker_pool.app import create_app
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 log = logging.getLogger("ec2_services.worker_pool")
 
