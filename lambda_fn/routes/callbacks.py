@@ -18,11 +18,11 @@ class TestRun(BaseModel):
     command: str = Field(max_length=2000)
     source: str | None = Field(None, max_length=40)
     summary: str = Field(max_length=200)
-    passed: int | None = Field(None, ge=0, le=10_000_000)
-    failed: int | None = Field(None, ge=0, le=10_000_000)
+    passed: Count | None = None
+    failed: Count | None = None
     exit_code: int | None = Field(None, ge=-255, le=255)
     timed_out: bool = False
-    duration_s: float | None = Field(None, ge=0)
+    duration_s: Seconds | None = None
     output_tail: str = Field("", max_length=100_000)
 
 
