@@ -18,6 +18,9 @@ WEBSITE_MODES = ("cloudfront", "s3-website")
 # that an Auto Scaling group of hosts polls (sqs).
 DISPATCH_MODES = ("http", "sqs")
 KIRO_DRIVERS = ("acp", "headless", "pty")
+# The coding agent the host installs and its workers run (AIPM_AGENT): Kiro, or the open-source claude-code-acp
+# (ACP only, pinned in agents/package-lock.json, with its ANTHROPIC_API_KEY from Secrets Manager).
+AGENTS = ("kiro", "claude-code")
 # The newest kiro-cli the ACP wire captures in tests/fixtures/kiro-acp cover (kas-content-chunk-2.19.1.jsonl).
 KIRO_VERSION = "2.19.1"
 # Kiro's own release bucket, one folder per version (`latest` is the folder https://cli.kiro.dev/install takes).
@@ -61,6 +64,9 @@ class AipmConfig:
     # How the worker pool drives kiro-cli (KIRO_DRIVER), and the kiro-cli version the host installs and keeps.
     kiro_driver: str = "acp"
     kiro_version: str = KIRO_VERSION
+    agent: str = "kiro"
+    # agent=claude-code: an existing secret holding ANTHROPIC_API_KEY; None = the stack creates one to fill.
+    anthropic_api_key_secret_arn: str | None = None
     cognito_domain_prefix: str | None = None
     # Cognito groups whose members may use the UI (comma-separated; empty = every user of the pool): AIPM_ALLOWED_GROUPS.
     allowed_groups: str = ""
@@ -123,6 +129,8 @@ class AipmConfig:
             kiro_deny_tools=str(get("kiroDenyTools") if get("kiroDenyTools") is not None else cls.kiro_deny_tools),
             kiro_driver=str(value("kiroDriver", cls.kiro_driver)).lower(),
             kiro_version=str(value("kiroVersion", cls.kiro_version)),
+            agent=str(value("agent", cls.agent)).lower(),
+            anthropic_api_key_secret_arn=value("anthropicApiKeySecretArn", None),
             cognito_domain_prefix=value("cognitoDomainPrefix", None),
             allowed_groups=str(value("allowedGroups", cls.allowed_groups)),
             alarm_email=value("alarmEmail", None),
@@ -160,7 +168,8 @@ class AipmConfig:
         if self.website_mode not in WEBSITE_MODES:
             raise ConfigError(f"websiteMode: {self.website_mode!r} must be one of {', '.join(WEBSITE_MODES)}")
         for key, arn in (("githubTokenSecretArn", self.github_token_secret_arn),
-                         ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn)):
+                         ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn),
+                         ("anthropicApiKeySecretArn", self.anthropic_api_key_secret_arn)):
             if arn is not None and not _SECRET_ARN.match(arn):
                 raise ConfigError(f"{key}: {arn!r} is not a Secrets Manager secret ARN")
         if self.cognito_domain_prefix is not None and (
@@ -184,6 +193,12 @@ class AipmConfig:
         self._validate_dispatch()
 
     def _validate_kiro(self) -> None:
+        if self.agent not in AGENTS:
+            raise ConfigError(f"agent: {self.agent!r} must be one of {', '.join(AGENTS)}")
+        if self.agent != "kiro" and self.kiro_driver != "acp":
+            raise ConfigError(f"kiroDriver: agent={self.agent} speaks ACP only; leave kiroDriver at acp")
+        if self.agent != "claude-code" and self.anthropic_api_key_secret_arn:
+            raise ConfigError("anthropicApiKeySecretArn: only agent=claude-code uses it")
         if self.kiro_driver not in KIRO_DRIVERS:
             raise ConfigError(f"kiroDriver: {self.kiro_driver!r} must be one of {', '.join(KIRO_DRIVERS)}")
         if not _VERSION.match(self.kiro_version):

@@ -82,6 +82,8 @@ class Host(Construct):
         kiro_deny_tools: str,
         kiro_driver: str,
         kiro_version: str,
+        agent: str,
+        anthropic_api_key_secret_arn: str | None,
         log_retention: logs.RetentionDays,
         log_group_prefix: str,
         root_volume_gb: int,
@@ -152,6 +154,8 @@ class Host(Construct):
             "AIPM_KIRO_INSTALL_COMMAND": kiro_install_command,
             "AIPM_KIRO_DRIVER": kiro_driver,
             "AIPM_KIRO_VERSION": kiro_version,
+            "AIPM_AGENT": agent,
+            "AIPM_ANTHROPIC_API_KEY_SECRET_ARN": anthropic_api_key_secret_arn or "",
             "AIPM_SHARED_SECRET_ARN": shared_secret_arn,
             "AIPM_GITHUB_TOKEN_SECRET_ARN": github_token_secret_arn,
             "AIPM_KIRO_API_KEY_SECRET_ARN": kiro_api_key_secret_arn or "",
@@ -319,6 +323,9 @@ class Host(Construct):
             ec2.InitSource.from_existing_asset(f"{SRC}/infra/host_install",
                                                code_asset(self, "InstallAsset", ROOT / "infra" / "host_install")),
             ec2.InitFile.from_asset(f"{SRC}/requirements/host.txt", str(ROOT / "requirements" / "host.txt")),
+            # The open-source agents' pinned npm packages (agent=claude-code installs from the lock file).
+            ec2.InitFile.from_asset(f"{SRC}/agents/package.json", str(ROOT / "agents" / "package.json")),
+            ec2.InitFile.from_asset(f"{SRC}/agents/package-lock.json", str(ROOT / "agents" / "package-lock.json")),
             ec2.InitCommand.shell_command(install, key="10-install-aipm", env=env),
             *self._cfn_hup(resource_logical_id),
         )

@@ -81,6 +81,22 @@ def test_the_host_runs_kiro_over_acp_pinned_to_the_newest_captured_version():
     assert (config(kiroDriver="PTY").kiro_driver, config(kiroVersion="2.18.1").kiro_version) == ("pty", "2.18.1")
 
 
+@pytest.mark.parametrize(("values", "message"), [
+    ({"agent": "gpt"}, "agent: 'gpt' must be one of kiro, claude-code"),
+    ({"agent": "claude-code", "kiroDriver": "headless"}, "kiroDriver: agent=claude-code speaks ACP only"),
+    ({"anthropicApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
+     "anthropicApiKeySecretArn: only agent=claude-code uses it"),
+    ({"agent": "claude-code", "anthropicApiKeySecretArn": "key"}, "anthropicApiKeySecretArn: 'key' is not"),
+])
+def test_bad_agent_values_name_their_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config(**values)
+
+
+def test_the_agent_defaults_to_kiro():
+    assert (config().agent, config(agent="Claude-Code").agent) == ("kiro", "claude-code")
+
+
 def test_the_pty_driver_cannot_be_pinned_to_kiro_3():
     with pytest.raises(ConfigError, match="kiroDriver: pty cannot read kiro-cli 3.0.2"):
         config(kiroDriver="pty", kiroVersion="3.0.2")

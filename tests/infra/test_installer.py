@@ -32,7 +32,9 @@ from tests.support.servers import die_with_parent, free_port
 INSTALL = ROOT / "infra" / "host_install" / "install.sh"
 SHARED_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-shared-AbCdEf"
 TOKEN_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-github-AbCdEf"
-SECRET_VALUES = {SHARED_ARN: "test-shared-secret-0123456789abcdef", TOKEN_ARN: "ghp_" + "x" * 36}
+ANTHROPIC_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-anthropic-AbCdEf"
+SECRET_VALUES = {SHARED_ARN: "test-shared-secret-0123456789abcdef", TOKEN_ARN: "ghp_" + "x" * 36,
+                 ANTHROPIC_ARN: "sk-ant-api03-" + "y" * 40}
 CALLBACK_ORIGIN = "https://abc123.lambda-url.eu-west-1.on.aws"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/AipmKiro-JobQueueJobs-abc.fifo"
 
@@ -102,6 +104,9 @@ def unit(root: Path, name: str) -> dict:
     (["--source", str(ROOT)], {"AIPM_POOL_SIZE": "two"}, "AIPM_POOL_SIZE must be a number"),
     (["--source", str(ROOT), "--bogus"], {}, "unknown argument: --bogus"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "kafka"}, "AIPM_DISPATCH must be http or sqs, got 'kafka'"),
+    (["--source", str(ROOT)], {"AIPM_AGENT": "gpt"}, "AIPM_AGENT must be kiro or claude-code, got 'gpt'"),
+    (["--source", str(ROOT)], {"AIPM_AGENT": "claude-code", "AIPM_KIRO_DRIVER": "pty"},
+     "AIPM_AGENT=claude-code speaks ACP only"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs"}, "AIPM_DISPATCH=sqs needs AIPM_JOB_QUEUE_URL"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs", "AIPM_JOB_QUEUE_URL": QUEUE_URL, "AIPM_SQS_WAIT_S": "x"},
      "AIPM_SQS_WAIT_S and AIPM_SQS_VISIBILITY_S must be numbers"),
@@ -324,6 +329,27 @@ def test_secret_fetcher_writes_root_only_environment_files(root, tmp_path):
     assert processor == {"AIPM_SHARED_SECRET": SECRET_VALUES[SHARED_ARN], "GITHUB_TOKEN": SECRET_VALUES[TOKEN_ARN]}
     assert (secrets / "pr-processor.env").stat().st_mode & 0o777 == 0o600
     assert SECRET_VALUES[TOKEN_ARN] not in result.stderr + result.stdout
+
+
+def test_claude_code_agent_is_installed_from_the_lock_file_and_run_over_acp(tmp_path):
+    """agent=claude-code: the pinned npm package instead of kiro-cli, ACP as the kiro user, its key from its secret."""
+    _install(tmp_path, AIPM_AGENT="claude-code", AIPM_SHARED_SECRET_ARN=SHARED_ARN,
+             AIPM_GITHUB_TOKEN_SECRET_ARN=TOKEN_ARN, AIPM_ANTHROPIC_API_KEY_SECRET_ARN=ANTHROPIC_ARN)
+    pool_env = read_env_file(tmp_path / "etc/aipm/worker-pool.env")
+    assert (pool_env["AIPM_AGENT"], pool_env["KIRO_DRIVER"]) == ("claude-code", "acp")
+    argv = shlex.split(pool_env["KIRO_ACP_COMMAND"])
+    assert argv[0] == "setpriv" and "--reuid=kiro" in argv
+    assert argv[-1] == f"{tmp_path}/opt/aipm/agents/node_modules/.bin/claude-code-acp"
+    assert (tmp_path / "opt/aipm/agents/package-lock.json").read_text() == \
+        (ROOT / "agents/package-lock.json").read_text(), "npm ci installs exactly the tested versions"
+    result = _fetch_secrets(tmp_path, _fake_aws(tmp_path))
+    assert result.returncode == 0, result.stderr
+    secrets = tmp_path / "run/aipm/secrets"
+    assert read_env_file(secrets / "worker-pool.env")["ANTHROPIC_API_KEY"] == SECRET_VALUES[ANTHROPIC_ARN]
+    assert "ANTHROPIC_API_KEY" not in read_env_file(secrets / "pr-processor.env"), "the agent's key, not the processor's"
+    assert SECRET_VALUES[ANTHROPIC_ARN] not in result.stdout + result.stderr, "never logged"
+    for env_file in (tmp_path / "etc/aipm").iterdir():
+        assert SECRET_VALUES[ANTHROPIC_ARN] not in env_file.read_text()
 
 
 def test_secret_fetcher_fails_naming_the_secret_it_could_not_read(root, tmp_path):
