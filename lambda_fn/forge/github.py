@@ -394,6 +394,16 @@ class GitHubForge:
         if resp.status_code != 404:
             _expect(resp, 204, what)
 
+    def permission(self, repo: str, login: str) -> str:
+        what = f"read {login}'s permission on {repo}"
+        resp = self._request("GET", f"/repos/{repo}/collaborators/{_q(login)}/permission", what=what)
+        if resp.status_code == 404:
+            return "none"
+        _expect(resp, 200, what)
+        data = _json(resp, dict, what=what)
+        role = data.get("role_name") or data.get("permission") or "none"
+        return role if isinstance(role, str) else "none"
+
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
         what = f"label #{number} in {repo}"
         resp = self._request("POST", f"/repos/{repo}/issues/{number}/labels", what=what, json={"labels": labels})
