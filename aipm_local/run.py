@@ -7,6 +7,9 @@ is on PATH and signed in, else the scripted stand-in, saying why; ``KIRO_COMMAND
 provider's API or, with ``AIPM_MODEL=scripted``, the scripted model served from this process), and the three services
 as children — worker pool, PR processor, then the API serving the UI — each in its own process group on 127.0.0.1.
 
+Once the services answer, ``<state>/run.json`` records the runner's PID and each service's port and PID for ``make
+status`` (``run_record``); it is removed when the runner stops.
+
 Ctrl+C or SIGTERM stops all three and every agent session within 15 s (``supervisor.Stack`` does the process side);
 a child that dies on its own is named and the rest are stopped. It must not run the services through a shell, nor
 leave a process behind.
@@ -26,16 +29,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from aipm_common.settings import (
-    LambdaSettings,
-    PrProcessorSettings,
-    SettingsError,
-    WorkerPoolSettings,
-    load_settings,
-)
+from aipm_common.settings import SettingsError, load_settings
+from aipm_local import run_record
 from aipm_local.scripted_model import scripted_model
 from aipm_local.supervisor import Stack, become_subreaper
+from ec2_services.pr_processor.settings import PrProcessorSettings
 from ec2_services.worker_pool.profiles import AGENTS
+from ec2_services.worker_pool.settings import WorkerPoolSettings
+from lambda_fn.settings import LambdaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTEND_DIR = ROOT / "frontend"
@@ -302,6 +303,9 @@ def _run(running: contextlib.ExitStack) -> int:
     status = 0
     try:
         if stack.start():
+            run_record.write(config.state_dir, run_record.RunRecord(
+                runner_pid=os.getpid(), started_at=run_record.now(), api_url=config.api_url,
+                services=[run_record.Service(c.name, c.port, c.proc.pid if c.proc else None) for c in stack.children]))
             stack.say(f"\naipm: ready — open {config.api_url}/\n"
                       f"aipm: Ctrl+C stops all three; `make status` shows their health and the queue.\n")
             status = stack.watch()
@@ -309,6 +313,7 @@ def _run(running: contextlib.ExitStack) -> int:
             status = 0 if stack.stop_requested.is_set() else 1
     finally:
         stack.stop()
+        run_record.remove(config.state_dir, os.getpid())
     return status
 
 

@@ -6,6 +6,7 @@ Every route but /health is signed for ``pr-processor``. Errors leave as JSON ``{
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -15,14 +16,17 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from aipm_common.contracts import ProcessPrAccepted
 from aipm_common.http import install_edge
-from aipm_common.settings import PrProcessorSettings
 from aipm_common.signing import PR_PROCESSOR, SignatureVerifier
 from ec2_services.pr_processor.jobs import JobState
-from ec2_services.pr_processor.models import JOB_ID_RE, Accepted, InvalidInput, ProcessPrRequest, RerunRequest
+from ec2_services.pr_processor.models import JOB_ID_RE, InvalidInput, ProcessPrRequest, RerunRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
+from ec2_services.pr_processor.settings import PrProcessorSettings
 
 log = logging.getLogger("ec2_services.pr_processor")
+
+MAX_PAGE = 200  # jobs per page of GET /api/jobs, whatever limit asks
 
 
 def _service(request: Request) -> ProcessorService:
@@ -38,7 +42,7 @@ def _known_job_id(job_id: str) -> str:
 def jobs_router(verify: SignatureVerifier) -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(verify)])
 
-    @router.post("/process-pr", status_code=202, response_model=Accepted, responses={200: {}, 400: {}, 409: {}})
+    @router.post("/process-pr", status_code=202, response_model=ProcessPrAccepted, responses={200: {}, 400: {}, 409: {}})
     async def process_pr(body: ProcessPrRequest, service: ProcessorService = Depends(_service)):
         try:
             job, created = service.submit(body)
@@ -47,7 +51,7 @@ def jobs_router(verify: SignatureVerifier) -> APIRouter:
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from exc
         if created:
-            return Accepted(job_id=job.job_id, status=job.status.value)
+            return ProcessPrAccepted(job_id=job.job_id, status=job.status.value)
         return JSONResponse(service.to_json(job), status_code=200)
 
     @router.get("/jobs")
@@ -58,10 +62,17 @@ def jobs_router(verify: SignatureVerifier) -> APIRouter:
         before: int | None = Query(None, ge=1, le=2**62),
         service: ProcessorService = Depends(_service),
     ):
-        """Newest first, a page of ``limit``; ``next_before`` is the cursor of the next (older) page, or null."""
-        jobs = service.list(limit=limit, status=status, repo=repo, before=before)
-        return {"jobs": [service.to_json(job) for job in jobs],
-                "next_before": jobs[-1].seq if len(jobs) == limit else None}
+        """Newest first, a page of ``limit`` (at most ``MAX_PAGE``: a larger limit gets that many, and
+        ``next_before``); ``next_before`` is the cursor of the next (older) page, or null. Read in a thread: a page
+        of the database must not hold up the event loop (the agent's stream, other requests)."""
+        limit = min(limit, MAX_PAGE)
+
+        def page() -> dict:
+            jobs = service.list(limit=limit, status=status, repo=repo, before=before)
+            return {"jobs": [service.to_json(job) for job in jobs],
+                    "next_before": jobs[-1].seq if len(jobs) == limit else None}
+
+        return await asyncio.to_thread(page)
 
     @router.get("/jobs/{job_id}")
     async def get_job(job_id: str = Depends(_known_job_id), service: ProcessorService = Depends(_service)):

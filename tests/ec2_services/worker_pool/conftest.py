@@ -9,6 +9,7 @@ under ``KIRO_DRIVER=acp`` (the ACP double on stdio) — the pool's behaviour mus
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -19,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import WORKER_POOL, SigningAuth
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.acp_double import command as acp_command
 from tests.kiro_double import command, headless_command
 from tests.support.servers import serve_in_thread
@@ -93,6 +94,7 @@ def acp_pool_server(tmp_path, shared_secret):
 
 
 def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
+    started = itertools.count(1)
     with contextlib.ExitStack() as stack:
 
         def start(
@@ -108,6 +110,8 @@ def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
                 "kiro_acp_command": acp_command(*double_args),
                 "kiro_headless_command": headless_command(*double_args, "--state-dir", str(tmp_path)),
                 "kiro_workspace_root": root,
+                # Each pool of a test its own task ledger, as if on its own host (test_replay.py restarts one).
+                "aipm_state_dir": tmp_path / f"pool-state-{next(started)}",
                 "kiro_task_timeout": 10,
                 "kiro_trouble_backoff": 0.05,
                 "kiro_stall_timeout": 30,

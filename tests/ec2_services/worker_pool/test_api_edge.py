@@ -8,7 +8,6 @@ import time
 import httpx
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import (
     PR_PROCESSOR,
     SIGNATURE_HEADER,
@@ -19,6 +18,7 @@ from aipm_common.signing import (
     signature,
 )
 from ec2_services.worker_pool.app import create_app
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.conftest import SECRET
 from tests.ec2_services.worker_pool.conftest import PoolServer
 from tests.kiro_double import command
@@ -31,7 +31,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("edge") / "workspaces"
     root.mkdir()
     settings = WorkerPoolSettings(
-        aipm_shared_secret=SECRET, kiro_pool_size=1, kiro_command=command(), kiro_workspace_root=root
+        aipm_shared_secret=SECRET, kiro_pool_size=1, kiro_command=command(), kiro_workspace_root=root,
+        aipm_state_dir=root.parent / "state",
     )
     with serve_in_thread(create_app(settings, secret=SECRET)) as url:
         pool = PoolServer(url, root, settings, SECRET)
