@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,7 +18,7 @@ from fastapi import FastAPI
 
 from lambda_fn.pinning import normalize
 from lambda_fn.processor import ProcessorClient, ProcessorError
-from tests.support.servers import free_port
+from tests.support.servers import serve_in_thread
 
 SECRET = "tls-test-shared-secret-0123456789"
 
@@ -52,21 +49,8 @@ def tls_processor(cert: Path, key: Path) -> Iterator[tuple[str, list[str]]]:
         seen.append(job_id)
         return {"id": job_id, "state": "done"}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           ssl_certfile=str(cert), ssl_keyfile=str(key)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the TLS test server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"https://127.0.0.1:{port}", seen
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_in_thread(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        yield url, seen
 
 
 @pytest.fixture(scope="module")

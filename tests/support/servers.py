@@ -40,10 +40,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, port: int | None = None) -> Iterator[str]:
-    """Run ``app`` on 127.0.0.1 in a background thread; yields its base URL."""
+def serve_in_thread(app, port: int | None = None, **options) -> Iterator[str]:
+    """Run ``app`` on 127.0.0.1 in a background thread; yields its base URL. ``options`` go to uvicorn.Config
+    (``ssl_certfile`` / ``ssl_keyfile``: https)."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
+                            **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -53,7 +55,7 @@ def serve_in_thread(app, port: int | None = None) -> Iterator[str]:
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
