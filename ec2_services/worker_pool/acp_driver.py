@@ -123,7 +123,6 @@ class AcpLimits:
     trouble_backoff: float = 5.0
     start_timeout: float = 120  # spawn → initialize answered
     cancel_grace: float = 5.0  # session/cancel → the prompt's response, else the agent is killed
-    reset_timeout: float = 20.0  # unused (a new session per task needs no reset); kept for make_driver's options
     output_limit: int = 1_000_000  # characters of answer kept (the last ones)
 
 
