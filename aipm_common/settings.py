@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_DIR = Path("~/.local/state/aipm")
@@ -41,6 +41,10 @@ class ServiceSettings(BaseSettings):
     aipm_insecure_dev: bool = False
     aipm_state_dir: Path = DEFAULT_STATE_DIR
     aipm_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Under uvicorn: seconds a connection may take to send a whole request line and headers (from connecting, or
+    # from its previous answer) before it is closed, and the connections served at once before new requests get 503.
+    aipm_header_timeout: float = Field(10, gt=0, le=300)
+    aipm_max_connections: int = Field(1000, ge=1, le=100_000)
 
     @field_validator("aipm_state_dir", mode="after")
     @classmethod

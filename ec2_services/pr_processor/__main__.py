@@ -31,7 +31,8 @@ def main() -> None:
         settings.pr_processor_host, settings.pr_processor_port, settings.worker_pool_url, settings.git_base_url,
         settings.aipm_state_dir,
     )
-    serve(create_app(settings, secret), settings.pr_processor_host, settings.pr_processor_port)
+    serve(create_app(settings, secret), settings.pr_processor_host, settings.pr_processor_port,
+          header_timeout=settings.aipm_header_timeout, max_connections=settings.aipm_max_connections)
 
 
 if __name__ == "__main__":

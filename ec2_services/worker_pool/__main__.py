@@ -21,7 +21,8 @@ def main() -> None:
         app = create_app(settings, secret=secret)
     except ValueError as exc:
         raise SettingsError(f"worker-pool: {exc}") from None
-    serve(app, settings.worker_pool_host, settings.worker_pool_port)
+    serve(app, settings.worker_pool_host, settings.worker_pool_port,
+          header_timeout=settings.aipm_header_timeout, max_connections=settings.aipm_max_connections)
 
 
 if __name__ == "__main__":
