@@ -1,6 +1,6 @@
 """The HTTP edge shared by the three APIs: body-size limit (413), JSON errors, and the uvicorn runner.
 
-Every error leaves as JSON ``{"detail": ...}`` (SPEC.md, "Errors"). Nothing here knows a route; a signed route is
+Every error leaves as JSON ``{"detail": ...}`` (docs/contracts.md, "Errors"). Nothing here knows a route; a signed route is
 known by its dependency (``verifies_signature``): FastAPI reads and validates a body before it runs a route's
 dependencies, so a body that does not fit on a signed route is answered only after the signature is checked — an
 unsigned or forged request gets 401 whatever its body, never a 422 that tells it about the schema.

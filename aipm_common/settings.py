@@ -1,6 +1,6 @@
-"""Settings for every part, read from the environment with pydantic-settings (SPEC.md's variables).
+"""Settings for every part, read from the environment with pydantic-settings (docs/contracts.md's variables).
 
-The one place that reads ``os.environ``: one class per service, defaults exactly as SPEC.md gives them.
+The one place that reads ``os.environ``: one class per service, defaults exactly as docs/contracts.md gives them.
 A bad value fails at start with a message that names the variable (``SettingsError``).
 """
 
@@ -87,7 +87,7 @@ class _WorkspaceRoot(_Base):
 
 
 class WorkerPoolSettings(_WorkspaceRoot):
-    """``python -m ec2_services.worker_pool`` (SPEC.md, "Worker Pool API")."""
+    """``python -m ec2_services.worker_pool`` (docs/contracts.md, "Worker Pool API")."""
 
     worker_pool_host: str = "127.0.0.1"
     worker_pool_port: int = Field(8081, ge=1, le=65535)
@@ -121,7 +121,7 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_trouble_retries: int = Field(3, ge=0, le=20)
     # Backoff before re-sending a prompt after "having trouble responding" (doubles each time).
     kiro_trouble_backoff: float = Field(5.0, ge=0)
-    # How long a finished task's result is kept for a replayed task_id (SPEC: 600 s).
+    # How long a finished task's result is kept for a replayed task_id (docs/contracts.md: 600 s).
     kiro_result_ttl: float = Field(600, gt=0)
 
     @field_validator("kiro_prompt_pattern", "kiro_approval_pattern")
@@ -159,7 +159,7 @@ class WorkerPoolSettings(_WorkspaceRoot):
 
 
 class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
-    """``python -m ec2_services.pr_processor`` (SPEC.md, "PR Processor API")."""
+    """``python -m ec2_services.pr_processor`` (docs/contracts.md, "PR Processor API")."""
 
     pr_processor_host: str = "127.0.0.1"
     pr_processor_port: int = Field(8082, ge=1, le=65535)
@@ -209,7 +209,7 @@ class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
 
 
 class LambdaSettings(_Dispatch):
-    """The Lambda API (``lambda_fn``), also run locally as ``python -m lambda_fn`` (SPEC.md, "Lambda API")."""
+    """The Lambda API (``lambda_fn``), also run locally as ``python -m lambda_fn`` (docs/contracts.md, "Lambda API")."""
 
     github_api_url: str = "https://api.github.com"
     github_token: SecretStr | None = None

@@ -1,4 +1,4 @@
-"""Request signing between the parts (SPEC.md, "Authentication between the parts").
+"""Request signing between the parts (docs/contracts.md, "Authentication between the parts").
 
 Owns the one signing scheme: a key per receiver derived from the shared secret, and an HMAC over
 timestamp, method, target and raw body. Gives an httpx ``Auth`` for callers and a FastAPI dependency

@@ -193,7 +193,7 @@ def prepare_forge(forge_dir: Path) -> Path:
 
 
 def stack_env(config: StackConfig, secret: str, kiro_command: str | None) -> dict[str, str]:
-    """Every variable SPEC.md's "Local run" fixes, for all three (each service reads only its own)."""
+    """Every variable docs/contracts.md's "Local run" fixes, for all three (each service reads only its own)."""
     api_url = config.api_url
     env = {
         "AIPM_SHARED_SECRET": secret,

@@ -184,10 +184,12 @@ class Terminal:
 class StandinAgent:
     """The chat loop: prompt → read a message → answer (maybe writing files, each approved) → prompt."""
 
-    def __init__(self, term: Terminal, *, think_s: float, delay_s: float, credits: bool, record: Path | None):
+    def __init__(self, term: Terminal, *, think_s: float, delay_s: float, credits: bool, record: Path | None,
+                 hold_while: Path | None = None):
         self.term = term
         self.think_s = think_s
         self.delay_s = delay_s
+        self.hold_while = hold_while
         self.credits = credits
         self.record = record
         self.context_pct = 0
@@ -268,6 +270,10 @@ class StandinAgent:
         if self.delay_s > 0:
             self.term.write(f"Working slowly on purpose (--delay {self.delay_s:g} s)...\n")
             self.term.pause(self.delay_s)
+        if self.hold_while is not None and self.hold_while.exists():
+            self.term.write(f"Holding while {self.hold_while.name} exists...\n")
+            while self.hold_while.exists():
+                self.term.pause(0.05)
         task_file, workspace = find_task(message)
         if task_file is None:
             self.answer(
@@ -333,10 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--think", type=float, default=0.3, help="seconds the spinner turns before each answer")
     parser.add_argument("--no-credits", dest="credits", action="store_false", help="omit the ▸ Credits line")
     parser.add_argument("--record", type=Path, help="append a JSON line with the time each message arrives")
+    parser.add_argument("--hold-while", type=Path, help="before working, wait as long as this file exists (tests)")
     parser.add_argument("--tag", default="", help="ignored; lets a supervisor find its own agent processes")
     args = parser.parse_args(argv)
     with Terminal() as term:
-        agent = StandinAgent(term, think_s=args.think, delay_s=args.delay, credits=args.credits, record=args.record)
+        agent = StandinAgent(term, think_s=args.think, delay_s=args.delay, credits=args.credits, record=args.record,
+                             hold_while=args.hold_while)
         try:
             return agent.run()
         except (EndOfInput, BrokenPipeError):

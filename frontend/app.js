@@ -2,7 +2,8 @@
 //
 // Owns: reading config.json (apiUrl, authMode, cognito), the auth seam (none | token | cognito: the hosted UI's
 // authorization-code flow with PKCE, tokens in memory only), calls to the Lambda API, polling live jobs every second,
-// remembering submitted jobs in localStorage, and the job page (#/jobs/{id}: transcript, timeline, links). Every value from the API is put on the page as text
+// the job history read from GET /api/jobs (paged, filtered by repo and status; localStorage only where the API cannot
+// list jobs, as with sqs dispatch), and the job page (#/jobs/{id}: transcript, timeline, links). Every value from the API is put on the page as text
 // (textContent), never as HTML.
 "use strict";
 
@@ -21,6 +22,7 @@ const STORE_KEY = "aipm.jobs.v1";
 const POLL_MS = 1000;
 const MAX_POLL_MS = 8000;
 const LOG_LINES = 8;
+const HISTORY_PAGE = 20;
 
 class ApiError extends Error {
   constructor(status, detail) {
@@ -314,6 +316,13 @@ const api = {
   cancel(jobId) {
     return this.call("POST", `/api/jobs/${encodeURIComponent(jobId)}/cancel`);
   },
+  history({ repo, status, before }) {
+    const query = new URLSearchParams({ limit: String(HISTORY_PAGE) });
+    if (repo) query.set("repo", repo);
+    if (status) query.set("status", status);
+    if (before) query.set("before", String(before));
+    return this.call("GET", `/api/jobs?${query}`);
+  },
   transcript(jobId, after) {
     return this.call("GET", `/api/jobs/${encodeURIComponent(jobId)}/transcript?after=${after}&limit=500`);
   },
@@ -404,7 +413,7 @@ class JobView {
     this.el.log.hidden = !lines;
     this.renderLinks(job);
     this.el.cancel.hidden = !this.live || status === "dispatched"; // sqs mode: no API call reaches the host
-    this.el.forget.hidden = this.live;
+    this.el.forget.hidden = this.live || jobs.fromServer; // the server's history would bring it back
   }
 
   renderLinks(job) {
@@ -836,16 +845,29 @@ function route() {
 }
 
 // --- the jobs list ---------------------------------------------------------------------------------------------
+// The server's history (GET /api/jobs) when the API can list jobs: any browser sees every job and a reload loses
+// nothing. Where it cannot (sqs dispatch: no host knows every job) the list is what this browser submitted.
 const jobs = {
   views: new Map(),
   list: null,
+  fromServer: false,
+  filter: { repo: "", status: "" },
+  nextBefore: null,
+  loading: 0,
 
   init() {
     this.list = document.getElementById("jobs");
     for (const record of store.load()) this.add(record, { persist: false });
+    document.getElementById("history-filter").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const form = event.currentTarget;
+      this.filter = { repo: form.elements.repo.value.trim(), status: form.elements.status.value };
+      this.loadHistory({ reset: true });
+    });
+    document.getElementById("history-more").addEventListener("click", () => this.loadHistory({ reset: false }));
   },
 
-  add(record, { persist = true } = {}) {
+  add(record, { persist = true, older = false } = {}) {
     let view = this.views.get(record.job_id);
     if (view) {
       Object.assign(view.record, record);
@@ -853,11 +875,58 @@ const jobs = {
     } else {
       view = new JobView(record, (v) => this.forget(v));
       this.views.set(record.job_id, view);
-      this.list.prepend(view.node);
+      if (older) this.list.append(view.node);
+      else this.list.prepend(view.node);
     }
     this.updateEmpty();
     if (persist) this.persist();
     return view;
+  },
+
+  clear() {
+    for (const view of this.views.values()) {
+      view.stop();
+      view.node.remove();
+    }
+    this.views.clear();
+  },
+
+  // One page of the history, newest first; reset: from the newest job with the current filter.
+  async loadHistory({ reset }) {
+    const loading = ++this.loading;
+    const more = document.getElementById("history-more");
+    const note = document.getElementById("history-note");
+    more.disabled = true;
+    try {
+      const { data } = await api.history({ ...this.filter, before: reset ? null : this.nextBefore });
+      if (loading !== this.loading) return;
+      if (reset || !this.fromServer) this.clear();
+      this.fromServer = true;
+      for (const job of (data && data.jobs) || []) {
+        const view = this.add(recordOf(job), { persist: false, older: true });
+        view.update(job);
+        if (view.live) {
+          view.stopped = false;
+          view.poll();
+        }
+      }
+      this.nextBefore = (data && data.next_before) || null;
+      more.hidden = !this.nextBefore;
+      const filtered = [this.filter.repo, STATUS_LABEL[this.filter.status]].filter(Boolean).join(", ");
+      setText(note, filtered ? `Jobs of ${filtered}.` : "");
+      this.updateEmpty();
+      this.persist();
+    } catch (err) {
+      if (loading !== this.loading) return;
+      if (err.status === 401) needSignIn(err.message);
+      more.hidden = true;
+      // sqs dispatch answers 400: the list stays what this browser submitted.
+      setText(note, err.status === 400 && !this.filter.repo && !this.filter.status
+        ? "This API cannot list every job (its jobs run from a queue): these are the jobs this browser submitted."
+        : `Could not load the job history: ${err.message}`);
+    } finally {
+      if (loading === this.loading) more.disabled = false;
+    }
   },
 
   forget(view) {
@@ -881,9 +950,26 @@ const jobs = {
   },
 
   updateEmpty() {
-    document.getElementById("jobs-empty").hidden = this.views.size > 0;
+    const empty = document.getElementById("jobs-empty");
+    empty.hidden = this.views.size > 0;
+    setText(empty, this.filter.repo || this.filter.status ? "No job matches this filter."
+      : "No jobs yet. Submit a story to start one.");
   },
 };
+
+// A job of the server's list as the jobs list remembers it.
+function recordOf(job) {
+  return {
+    job_id: job.job_id,
+    repo: job.repo,
+    title: job.title || job.job_id,
+    branch: job.branch,
+    pr_number: job.pr_number,
+    pr_url: job.pr_url,
+    submitted_at: job.created_at,
+    status: job.status,
+  };
+}
 
 // --- the form --------------------------------------------------------------------------------------------------
 function readStory(form) {
@@ -1067,6 +1153,7 @@ async function main() {
     if (auth.token) {
       document.getElementById("sign-in").hidden = true;
       jobs.refreshAll();
+      jobs.loadHistory({ reset: true });
       if (jobPage.id) jobPage.open(jobPage.id);
     }
   });
@@ -1085,7 +1172,10 @@ async function main() {
   window.addEventListener("hashchange", route);
   route();
   document.body.dataset.ready = "true";
-  if (auth.ready()) jobs.refreshAll();
+  if (auth.ready()) {
+    jobs.refreshAll();
+    jobs.loadHistory({ reset: true });
+  }
 }
 
 main();

@@ -1,6 +1,6 @@
 """The Lambda API (deploys ``lambda_fn/``): the function, its Function URL, its role and its log group.
 
-Owns the runtime shape (Python 3.12 on arm64, the handler, memory, timeout) and the environment of SPEC.md
+Owns the runtime shape (Python 3.12 on arm64, the handler, memory, timeout) and the environment of docs/contracts.md
 ("Lambda API"). It grants nothing to itself: the Stack grants the secret reads, so every relation is seen there.
 CORS is not configured on the Function URL: the app's middleware answers it from ``ALLOWED_ORIGINS`` (one place).
 """

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AipmConfig:
-    """Everything ``cdk synth -c key=value`` can change, with the defaults of SPEC.md ("Infrastructure")."""
+    """Everything ``cdk synth -c key=value`` can change, with the defaults of docs/contracts.md ("Infrastructure")."""
 
     stack_name: str = "AipmKiro"
     instance_type: str = "t3.medium"

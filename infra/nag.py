@@ -25,7 +25,7 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
     del monitoring  # nothing to acknowledge: the topic enforces TLS and alarms have actions
     # --- API ---------------------------------------------------------------------------------------------------------
     ack(api.function, "AwsSolutions-L1",
-        "SPEC.md fixes Python 3.12 and the bundle is built for cp312/manylinux2014_aarch64; a runtime bump is a "
+        "docs/contracts.md fixes Python 3.12 and the bundle is built for cp312/manylinux2014_aarch64; a runtime bump is a "
         "deliberate change of both.")
 
     # --- Host --------------------------------------------------------------------------------------------------------

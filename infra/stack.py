@@ -35,7 +35,7 @@ def retention_days(days: int) -> logs.RetentionDays:
 
 
 class AipmStack(Stack):
-    """The whole system of SPEC.md ("Infrastructure") in one stack."""
+    """The whole system of docs/contracts.md ("Infrastructure") in one stack."""
 
     def __init__(self, scope: Construct, id_: str, *, config: AipmConfig, **kwargs) -> None:
         super().__init__(scope, id_, description="aipm-kiro: Generate Code & PR (Lambda API, EC2 Kiro host, web UI)",
@@ -72,7 +72,7 @@ class AipmStack(Stack):
             }
         else:
             env |= {"AIPM_AUTH": "token", "AIPM_UI_TOKEN_SECRET_ARN": secrets.ui_token.secret_arn}
-        # dispatch=sqs: the Lambda sends each job to the queue, and a group of hosts polls it (SPEC.md, issue 11).
+        # dispatch=sqs: the Lambda sends each job to the queue, and a group of hosts polls it (docs/contracts.md, issue 11).
         job_queue = JobQueue(self, "JobQueue") if config.uses_queue else None
         if job_queue:
             env |= {"AIPM_DISPATCH": "sqs", "AIPM_JOB_QUEUE_URL": job_queue.queue.queue_url}

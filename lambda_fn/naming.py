@@ -1,4 +1,4 @@
-"""Names SPEC.md fixes: slugs, branch names, job ids, and the repository-name rules.
+"""Names docs/contracts.md fixes: slugs, branch names, job ids, and the repository-name rules.
 
 Pure functions, no I/O: the same inputs give the same names in every Lambda container, which is what makes
 a retry land on the same branch and job.
@@ -60,7 +60,7 @@ _BRANCH_CHARS = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 
 
 def valid_branch(name: str) -> bool:
-    """The rules of ``git check-ref-format --branch`` for the characters SPEC.md allows (no git on Lambda)."""
+    """The rules of ``git check-ref-format --branch`` for the characters docs/contracts.md allows (no git on Lambda)."""
     if not _BRANCH_CHARS.match(name) or name.startswith(("-", "/")) or name.endswith(("/", ".")):
         return False
     if ".." in name or "//" in name or name == "@":

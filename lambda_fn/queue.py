@@ -73,7 +73,7 @@ def status_from_labels(pr: PullRequest) -> str:
 
 
 def job_from_pull(job_id: str, repo: str, branch: str, pr: PullRequest) -> dict:
-    """A job as ``GET /api/jobs/{id}`` answers it in sqs mode: SPEC's job fields that the pull request can tell."""
+    """A job as ``GET /api/jobs/{id}`` answers it in sqs mode: the contract's job fields that the pull request can tell."""
     status = status_from_labels(pr)
     return {
         "job_id": job_id, "repo": repo, "branch": branch, "status": status, "attempts": None, "commit": None,

@@ -1,4 +1,4 @@
-"""The PR processor (SPEC.md, "PR Processor API"): durable jobs that turn a task file into a pushed commit.
+"""The PR processor (docs/contracts.md, "PR Processor API"): durable jobs that turn a task file into a pushed commit.
 
 Modules: ``models`` (the edge: request validation), ``jobs`` (SQLite store and the job state machine),
 ``git_ops`` (every git call), ``pool_client`` (the signed worker-pool client), ``runner`` (one job's attempts),

@@ -1,4 +1,4 @@
-"""The PR processor's HTTP API (SPEC.md, "PR Processor API"): thin routes over ``ProcessorService``, and with
+"""The PR processor's HTTP API (docs/contracts.md, "PR Processor API"): thin routes over ``ProcessorService``, and with
 ``AIPM_DISPATCH=sqs`` the job queue's intake (``sqs_intake``) started and stopped beside them.
 
 Every route but /health is signed for ``pr-processor``. Errors leave as JSON ``{"detail": ...}`` through the shared edge.
@@ -163,7 +163,7 @@ def create_app(settings: PrProcessorSettings, secret: str | None) -> FastAPI:
         service: ProcessorService = request.app.state.service
         await service.refresh_pool()
         body = service.health()
-        if request.app.state.intake is not None:  # not in SPEC's list: the job queue this host takes jobs from
+        if request.app.state.intake is not None:  # sqs mode only: the job queue this host takes jobs from
             body["job_queue"] = request.app.state.intake.health()
         return body
 

@@ -43,7 +43,7 @@ _CONFIG = (
 )
 
 ASKPASS_SCRIPT = """#!/bin/sh
-# AIPM git askpass: answers git's credential prompts for one origin only (SPEC.md: the token goes to that host alone).
+# AIPM git askpass: answers git's credential prompts for one origin only (docs/contracts.md: the token goes to that host alone).
 case "$1" in
   "Username for '$AIPM_ASKPASS_ORIGIN'"*) printf '%s\\n' x-access-token ;;
   "Password for '$AIPM_ASKPASS_USER_ORIGIN'"*) printf '%s\\n' "$AIPM_ASKPASS_TOKEN" ;;

@@ -479,7 +479,7 @@ class JobStore:
         )
 
     def callback_status(self, job_id: str) -> dict[str, Any]:
-        """SPEC's ``{"state", "attempts"}``, plus the last try's HTTP status and error (why it is still pending)."""
+        """The contract's ``{"state", "attempts"}``, plus the last try's HTTP status and error (why it is still pending)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT state, attempts, last_status, last_error FROM outbox WHERE job_id = ?", (job_id,)
@@ -512,7 +512,7 @@ class JobStore:
 
 
 def callback_payload(job: Job) -> dict[str, Any]:
-    """SPEC.md's callback body."""
+    """docs/contracts.md's callback body."""
     return {
         "job_id": job.job_id,
         "status": job.status.value,

@@ -1,4 +1,4 @@
-"""The edge of the PR processor: the request body of ``POST /api/process-pr`` and every rule SPEC.md puts on it.
+"""The edge of the PR processor: the request body of ``POST /api/process-pr`` and every rule docs/contracts.md puts on it.
 
 This is the one place where names that later reach git are checked (repo, branch, base branch, task file) and where a
 callback URL is held against ``AIPM_CALLBACK_ORIGINS``. It runs nothing: the ref-name rules are those of
@@ -29,11 +29,11 @@ _REQUESTER_RE = re.compile(r"^(?P<name>[^<>]{1,100}?) <(?P<email>[^<>\s]{3,254})
 
 
 class InvalidInput(ValueError):
-    """A rule of SPEC.md broken by the request: answered with 400 and this message as ``detail``."""
+    """A rule of docs/contracts.md broken by the request: answered with 400 and this message as ``detail``."""
 
 
 def ref_name_problem(name: str) -> str | None:
-    """Why ``git check-ref-format --branch`` (or SPEC's character set) refuses ``name``; None when it is fine."""
+    """Why ``git check-ref-format --branch`` (or the contract's character set) refuses ``name``; None when it is fine."""
     if not name:
         return "is empty"
     if len(name) > MAX_REF_LEN:
@@ -139,7 +139,7 @@ def check_callback_url(url: str, allowed_origins: list[str]) -> str:
 
 
 class ProcessPrRequest(BaseModel):
-    """``POST /api/process-pr``. Field types are checked by pydantic (422); SPEC's rules by ``validate`` (400)."""
+    """``POST /api/process-pr``. Field types are checked by pydantic (422); the contract's rules by ``validate`` (400)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -154,7 +154,7 @@ class ProcessPrRequest(BaseModel):
     title: str | None = Field(default=None, max_length=200)  # the pull request's title, shown in the job history
 
     def validate_rules(self, allowed_origins: list[str]) -> None:
-        """Every rule of SPEC.md's bad-input list that is not a type error; raises ``InvalidInput``."""
+        """Every rule of docs/contracts.md's bad-input list that is not a type error; raises ``InvalidInput``."""
         if not JOB_ID_RE.match(self.job_id):
             raise InvalidInput(f"job_id must match {JOB_ID_RE.pattern}")
         check_repo(self.repo)

@@ -1,4 +1,4 @@
-"""The signed client of the worker pool (SPEC.md, "Worker Pool API"), as the PR processor uses it.
+"""The signed client of the worker pool (docs/contracts.md, "Worker Pool API"), as the PR processor uses it.
 
 Owns the HTTP details: signing for ``worker-pool``, timeouts, and turning transport failures into ``PoolUnreachable``.
 It decides nothing about retries or job states; the runner does.

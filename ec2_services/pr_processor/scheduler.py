@@ -20,7 +20,7 @@ from ec2_services.pr_processor.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
-FALLBACK_CAPACITY = 2  # SPEC's default KIRO_POOL_SIZE
+FALLBACK_CAPACITY = 2  # the default KIRO_POOL_SIZE (docs/contracts.md)
 CAPACITY_REFRESH_S = 30.0
 CANCEL_WAIT_S = 10.0
 

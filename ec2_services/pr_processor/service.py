@@ -1,6 +1,6 @@
 """The PR processor as the routes see it: submit, read, list, cancel, stream; and the parts it is built from.
 
-Owns wiring (store, git, pool client, runner, scheduler, callback outbox) and the job's JSON shape (SPEC.md).
+Owns wiring (store, git, pool client, runner, scheduler, callback outbox) and the job's JSON shape (docs/contracts.md).
 Routes call only this; it holds no HTTP detail beyond the errors it raises.
 """
 
@@ -100,7 +100,7 @@ class ProcessorService:
         counts = self.store.counts()
         store_error = self.store.write_error
         return {
-            # Not in SPEC's list: "degraded" while the job database refuses writes (jobs cannot be accepted).
+            # "degraded" while the job database refuses writes (jobs cannot be accepted).
             "status": "degraded" if store_error else "ok",
             "jobs": {"queued": counts.get("queued", 0), "running": counts.get("running", 0) + counts.get("pushing", 0)},
             "worker_pool": "ok" if self.scheduler.pool_reachable else "unreachable",

@@ -1,4 +1,4 @@
-"""The Worker Pool service (SPEC.md, "Worker Pool API"): persistent agent CLI sessions behind a signed HTTP API.
+"""The Worker Pool service (docs/contracts.md, "Worker Pool API"): persistent agent CLI sessions behind a signed HTTP API.
 
 Modules: ``profiles`` (agent CLI profiles), ``screen`` (terminal decoding and screen classification),
 ``transcript`` (one turn's answer), ``driver`` (the interface every session driver implements), ``session`` (the

@@ -1,6 +1,6 @@
-"""The Worker Pool's HTTP edge (SPEC.md, "Worker Pool API"): request and response models, validation, routes.
+"""The Worker Pool's HTTP edge (docs/contracts.md, "Worker Pool API"): request and response models, validation, routes.
 
-Owns what a caller may send (and the 400s for what SPEC.md forbids: control characters, a first line that is a CLI
+Owns what a caller may send (and the 400s for what docs/contracts.md forbids: control characters, any line that is a CLI
 command, a ``cwd`` outside ``KIRO_WORKSPACE_ROOT``) and the status code of each outcome. Routes only validate and
 call the pool; ``/health`` is the one unsigned route and shows no prompt, output or secret.
 """
@@ -81,17 +81,19 @@ def _bad_request(detail: str) -> HTTPException:
 
 
 def check_prompt(prompt: str) -> None:
+    """400 unless every line is text for the agent. A '/' or '!' line after the first was shown to reach the CLI as its
+    own command ("\\n/quit"), so every line is checked, not only the first."""
     bad = _FORBIDDEN_CONTROLS.search(prompt)
     if bad:
         raise _bad_request(
             f"prompt holds the control character {bad.group()!r} at offset {bad.start()}; only \\n and \\t are allowed"
         )
-    first = prompt.split("\n", 1)[0].lstrip()
-    if first.startswith(("/", "!")):
-        raise _bad_request(
-            "the prompt's first line starts with '/' or '!', which the agent CLI runs as its own command; "
-            "rephrase it (e.g. put a word in front)"
-        )
+    for number, line in enumerate(prompt.split("\n"), start=1):
+        if line.strip().startswith(("/", "!")):
+            raise _bad_request(
+                f"line {number} of the prompt starts with {line.strip()[0]!r}, which the agent CLI runs as its own "
+                "command; rephrase it (e.g. put a word in front)"
+            )
 
 
 def check_cwd(cwd: str, root: Path) -> Path:
@@ -111,7 +113,7 @@ def check_cwd(cwd: str, root: Path) -> Path:
 
 
 def _not_taken(code: int, status: str | None, detail: str, task_id: str, retry_after: int) -> JSONResponse:
-    """A task no worker took: the error body still has worker_id, duration_s and output (SPEC.md)."""
+    """A task no worker took: the error body still has worker_id, duration_s and output (docs/contracts.md)."""
     body = {"detail": detail, "task_id": task_id, "worker_id": None, "duration_s": 0.0, "output": ""}
     if status:
         body["status"] = status

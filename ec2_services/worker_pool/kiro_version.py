@@ -1,4 +1,4 @@
-"""Which kiro-cli a command runs, and whether the PTY driver can read that version's chat (SPEC.md, "Kiro facts").
+"""Which kiro-cli a command runs, and whether the PTY driver can read that version's chat (docs/contracts.md, "Kiro facts").
 
 kiro-cli 1.x has one chat interface, the classic line-by-line one the PTY driver reads. 2.x added a full-screen
 TUI and keeps the classic one behind ``--legacy-ui``. 3.0 retired the classic interface (a launch that asks for it

@@ -134,7 +134,7 @@ class Task:
             "worker_id": self.worker_id,
             "queue_position": position,
             "duration_s": self.elapsed(),
-            # Not in SPEC's list, added for progress: the agent's latest answer lines while it works.
+            # For progress: the agent's latest answer lines while it works.
             "output_tail": "\n".join(self.driver.output_tail(PROGRESS_LINES)) if self.driver else "",
         }
 

@@ -1,4 +1,4 @@
-"""Agent profiles, as data: what a chat CLI prints and expects (SPEC.md, "Kiro facts"), and which coding agent
+"""Agent profiles, as data: what a chat CLI prints and expects (docs/contracts.md, "Kiro facts"), and which coding agent
 the workers run (``AIPM_AGENT``).
 
 Owns the defaults for each supported CLI ("kiro" = ``kiro-cli chat``, "q" = the Amazon Q CLI's ``q chat``, which

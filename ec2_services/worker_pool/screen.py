@@ -357,7 +357,7 @@ class Patterns:
 
 
 def classify_screen(lines: list[str], patterns: Patterns) -> Reading:
-    """What the agent is doing, read from its ANSI-free screen lines (SPEC.md, ``KIRO_PROMPT_PATTERN``).
+    """What the agent is doing, read from its ANSI-free screen lines (docs/contracts.md, ``KIRO_PROMPT_PATTERN``).
 
     The last non-blank line decides: an idle prompt means the agent waits for input, unless a question stands above
     it with only blank lines between (or before it on the same line) — then it waits for that answer. A prompt line

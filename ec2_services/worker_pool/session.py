@@ -1,4 +1,4 @@
-"""The PTY driver: one agent CLI in a pseudo-terminal, driven like a person at the keyboard (SPEC.md, "Kiro facts").
+"""The PTY driver: one agent CLI in a pseudo-terminal, driven like a person at the keyboard (docs/contracts.md, "Kiro facts").
 
 Owns one process: spawned with ptyprocess in a fixed 200×50 terminal (``TERM=xterm-256color``) in its own process
 group, read continuously on the event loop (``add_reader``; no thread, no polling), written without ever blocking.
@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 
 CTRL_C = "\x03"
 _READS_PER_WAKEUP = 16
-# Variables that must never reach the agent (SPEC.md: none of the services' secrets in its environment).
+# Variables that must never reach the agent (docs/contracts.md: none of the services' secrets in its environment).
 _SECRET_VARS = {
     "AIPM_SHARED_SECRET",
     "AIPM_SHARED_SECRET_ARN",
@@ -190,10 +190,10 @@ class PtySession(AgentDriver):
         self._data_seq = 0
         self._last_output = 0.0
         # The last non-blank finished line: a prompt followed by a newline leaves the cursor's line blank, and the
-        # prompt must still be read from the last non-blank line (SPEC.md, KIRO_PROMPT_PATTERN).
+        # prompt must still be read from the last non-blank line (docs/contracts.md, KIRO_PROMPT_PATTERN).
         self._last_line = ""
         # This process has shown a prompt with more than a bare `>` (`[aipm] 20% λ > `): from then on a bare `> `
-        # is the answer's, never the idle prompt (SPEC.md: the `[aipm]` prompt tells them apart).
+        # is the answer's, never the idle prompt (docs/contracts.md: the `[aipm]` prompt tells them apart).
         self._tagged_prompt = False
         self._cancel_requested = False
         self._log_context: contextvars.Context | None = None

@@ -1,4 +1,4 @@
-"""One turn's answer, collected from the plain line stream (SPEC.md, ``output`` of ``POST /execute``).
+"""One turn's answer, collected from the plain line stream (docs/contracts.md, ``output`` of ``POST /execute``).
 
 Owns what the answer keeps and what it leaves out: the echoed prompt, approval questions and the replies typed to
 them, intermediate prompts, spinner frames, the answer's own ``> `` and the ``▸ Credits`` line (parsed into

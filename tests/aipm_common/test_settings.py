@@ -1,4 +1,4 @@
-"""Settings: SPEC.md's defaults, and bad values failing at start with the variable's name."""
+"""Settings: docs/contracts.md's defaults, and bad values failing at start with the variable's name."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from aipm_local.standin_change import parse_criterion, plan_change
 pytestmark = pytest.mark.timeout(60)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# SPEC.md's default KIRO_PROMPT_PATTERN and KIRO_APPROVAL_PATTERN, on ANSI-free text.
+# docs/contracts.md's default KIRO_PROMPT_PATTERN and KIRO_APPROVAL_PATTERN, on ANSI-free text.
 PROMPT = re.compile(r"(?:\[[\w.-]+\]\s*)?(?:\d+%\s*)?(?:λ\s*)?!?>\s*$")
 APPROVAL = re.compile(r"Allow this action\?.*\[y/n/t\]:")
 

@@ -1,4 +1,4 @@
-"""Context values are read once and checked: defaults as SPEC.md gives them, bad values named with their key."""
+"""Context values are read once and checked: defaults as docs/contracts.md gives them, bad values named with their key."""
 
 from __future__ import annotations
 

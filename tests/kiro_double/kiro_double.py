@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A test double of the Kiro CLI's chat (``kiro-cli chat --legacy-ui``): its terminal protocol, scripted, no AI.
 
-It speaks what SPEC.md's "Kiro facts" list, as the real CLI prints it in a terminal: a greeting; the coloured
+It speaks what docs/contracts.md's "Kiro facts" list, as the real CLI prints it in a terminal: a greeting; the coloured
 ``[aipm] 20% λ > `` prompt; the typed message echoed (``\\n``/Ctrl+J a new line inside it, ``\\r`` submits); a
 braille spinner redrawn on ``\\r`` and cleared with ``ESC[2K``; the answer starting with a coloured ``> ``; tool
 requests as ``… (using tool: NAME)`` and a question with colour codes inside its text, followed by the idle prompt

@@ -1,6 +1,6 @@
 """A PR processor stand-in for the API's tests: checks the signature (for ``pr-processor``) and records jobs.
 
-Speaks the SPEC's PR Processor API where the Lambda depends on it: 202 for a new job, 200 with the current state
+Speaks the PR Processor API of docs/contracts.md where the Lambda depends on it: 202 for a new job, 200 with the current state
 for the same ``job_id`` again, 409 for another job on a live branch; ``GET /api/jobs[/{id}]``, cancel (409 once
 ended). ``fail_with`` makes every call answer that status (with ``fail_headers``), to test the API's retries and errors.
 """

@@ -1,4 +1,4 @@
-"""The names SPEC.md fixes (slug, branch, job id) and what TASK.md says."""
+"""The names docs/contracts.md fixes (slug, branch, job id) and what TASK.md says."""
 
 from __future__ import annotations
 

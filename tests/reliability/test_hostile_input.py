@@ -52,7 +52,7 @@ SIGNED = [  # (service, receiver, method, target, body)
 
 
 def must_refuse(field_name: str, value: str) -> bool:
-    """SPEC.md's rules for each field, with git itself as the oracle for branch names."""
+    """docs/contracts.md's rules for each field, with git itself as the oracle for branch names."""
     if field_name == "task_file":
         return must_refuse_task_file(value)
     if len(value) > 4096:
@@ -69,7 +69,7 @@ def must_refuse(field_name: str, value: str) -> bool:
 
 
 def must_refuse_task_file(value: str) -> bool:
-    """SPEC.md: a task_file that is absolute or has `..` is refused; so is anything a file name cannot be."""
+    """docs/contracts.md: a task_file that is absolute or has `..` is refused; so is anything a file name cannot be."""
     return value.startswith("/") or ".." in value.split("/") or any(c < " " for c in value) or len(value) > 4096
 
 
@@ -267,7 +267,7 @@ def test_injection_strings_are_refused_before_git_runs(stack):
     assert processor.get("/api/jobs").json()["jobs"] == []
     assert api.get("/api/forge/local/example/pulls").json()["pulls"] == []
     assert tree(stack.state_dir / "mirrors", stack.workspace_root, stack.forge_dir) == before
-    # A task_file SPEC.md does not forbid outright (`a;rm -rf /`, `$(…)`, `-rf`…) is a file name and nothing more:
+    # A task_file docs/contracts.md does not forbid outright (`a;rm -rf /`, `$(…)`, `-rf`…) is a file name and nothing more:
     # refused, or the job fails permanently (no such file) at once, without running anything.
     accepted = []
     for n, value in enumerate(v for v in HOSTILE if not must_refuse_task_file(v)):

@@ -22,16 +22,13 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = browser_marks(120)
 
-# Records every status a job shows, and the latest lines shown while it runs, as the page changes.
+# Records every status a job shows, as the page changes.
 STATUS_RECORDER = """
 window.__jobStates = {};
-window.__runningLog = "";
 new MutationObserver(() => {
   for (const li of document.querySelectorAll("li.job")) {
     const seen = (window.__jobStates[li.dataset.jobId] ||= []);
     if (seen[seen.length - 1] !== li.dataset.status) seen.push(li.dataset.status);
-    const log = li.querySelector(".job-log");
-    if (li.dataset.status === "running" && log && !log.hidden) window.__runningLog = log.textContent;
   }
 }).observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
 """
@@ -51,9 +48,15 @@ def website(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, website):
+def hold(tmp_path_factory):
+    """A file the stand-in waits on before it works: a test holds a job running, sees it, then lets it go."""
+    return tmp_path_factory.mktemp("hold") / "hold"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, website, hold):
     # The agent takes a few seconds per task, so the page's 1 s polling sees it run; the website's origin is allowed.
-    with running_stack(tmp_path_factory.mktemp("ui") / "state", agent_args=("--delay", "2.5"),
+    with running_stack(tmp_path_factory.mktemp("ui") / "state", agent_args=("--delay", "2.5", "--hold-while", str(hold)),
                        ALLOWED_ORIGINS=website[0]) as running:
         yield running
 
@@ -72,7 +75,7 @@ def fill_story(page, *, repo: str | None = None, title: str, description: str = 
     page.get_by_label("Acceptance criteria").fill(criteria)
 
 
-def test_generate_code_goes_to_succeeded_and_links_the_pull_request(page, stack, browser_context):
+def test_generate_code_goes_to_succeeded_and_links_the_pull_request(page, stack, browser_context, hold):
     from playwright.sync_api import expect
 
     open_ui(page, stack)
@@ -80,16 +83,21 @@ def test_generate_code_goes_to_succeeded_and_links_the_pull_request(page, stack,
     expect(page.get_by_label("Repository")).to_have_value("local/example")
     fill_story(page, title="Multiply in the browser", description="A multiply() helper.",
                criteria="multiply(4, 5) == 20\nThe README mentions multiply")
+    hold.touch()  # the agent waits until the page has been seen showing the running job
     page.get_by_role("button", name="Generate Code & PR").click()
 
     job = page.locator("li.job").first
-    expect(job).to_have_attribute("data-status", "running", timeout=30_000)
+    try:
+        expect(job).to_have_attribute("data-status", "running", timeout=30_000)
+        # While it runs, the job's latest log lines (log_tail) are on the page.
+        expect(job.locator(".job-log")).to_contain_text("agent working", timeout=30_000)
+        assert job.get_attribute("data-status") == "running"
+    finally:
+        hold.unlink(missing_ok=True)
     expect(job).to_have_attribute("data-status", "succeeded", timeout=60_000)
     job_id = job.get_attribute("data-job-id")
     states = page.evaluate("window.__jobStates")[job_id]
     assert states[0] == "queued" and states[-1] == "succeeded" and "running" in states, states
-    # While it ran, the job's latest log lines (log_tail) were on the page.
-    assert "agent working" in page.evaluate("window.__runningLog")
 
     api_job = httpx.get(f"{stack.api_url}/api/jobs/{job_id}", timeout=10).json()
     expect(job.locator(".job-status")).to_have_text("Succeeded")

@@ -1,4 +1,4 @@
-"""A small worker pool for the PR processor's tests: SPEC's endpoints, signed, with behaviour each test scripts.
+"""A small worker pool for the PR processor's tests: the endpoints of docs/contracts.md, signed, with behaviour each test scripts.
 
 It is a real FastAPI app on loopback. Each job's attempts follow a list of ``Plan``s (the last one repeats): write files
 into the task's cwd, commit there as the agent would, run a callable, sleep, hang until cancelled, answer an error code.

@@ -92,9 +92,30 @@ def test_cli_commands_and_control_characters_are_400(server, prompt):
     assert r.json()["detail"]
 
 
-def test_newlines_and_tabs_are_allowed_and_a_later_slash_line_is_fine(server):
+@pytest.mark.parametrize(
+    ("prompt", "reason"),
+    [
+        ("\n/quit", "line 2"),
+        (" \n/quit", "line 2"),
+        ("\n\n/clear", "line 3"),
+        ("do the task\n  !rm -rf /", "line 2"),
+        ("do the task\n\t/quit", "line 2"),
+        ("ok\x1b[2J", "control character '\\x1b'"),
+        ("ok\r/quit", "control character '\\r'"),
+    ],
+)
+def test_a_command_on_any_line_or_a_control_character_is_400_with_the_reason(server, prompt, reason):
     with server.client() as client:
-        r = client.post("/execute", json=body(prompt="line\twith tab\n/not a command here [[say ok]]", task_id="t-ok"))
+        r = client.post("/execute", json=body(prompt=prompt, task_id="t-bad-line"))
+    assert r.status_code == 400
+    assert reason in r.json()["detail"]
+    with server.client() as client:
+        assert client.get("/tasks/t-bad-line").status_code == 404
+
+
+def test_newlines_tabs_and_a_slash_inside_a_line_are_allowed(server):
+    with server.client() as client:
+        r = client.post("/execute", json=body(prompt="line\twith tab\nsee docs/x and a/b [[say ok]]", task_id="t-ok"))
     assert r.status_code == 200
 
 

@@ -1,4 +1,4 @@
-"""Agent CLI profiles: the SPEC defaults, the Q CLI profile, and the KIRO_* variables overriding any field."""
+"""Agent CLI profiles: the documented defaults, the Q CLI profile, and the KIRO_* variables overriding any field."""
 
 from __future__ import annotations
 

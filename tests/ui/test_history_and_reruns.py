@@ -1,0 +1,108 @@
+"""The job history, re-runs and story identity in headless Chromium against the real local stack.
+
+Each test opens fresh browser contexts (no cookies, no localStorage): what a second browser sees comes from the API.
+Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from tests.e2e.local_stack import running_stack
+from tests.support.servers import ROOT
+from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, browser_marks
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = browser_marks(180)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("history") / "state", agent_args=("--delay", "0.5")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def fresh_page(browser):
+    """A page in a browser context of its own: nothing remembered from any other test or context."""
+    contexts = []
+
+    def make():
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def open_ui(page, stack) -> None:
+    page.goto(stack.api_url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+
+
+def submit(page, title: str, criteria: str = "") -> str:
+    page.get_by_label("Title").fill(title)
+    page.get_by_label("Acceptance criteria").fill(criteria)
+    page.get_by_role("button", name="Generate Code & PR").click()
+    card = page.locator("li.job", has_text=title).first
+    from playwright.sync_api import expect
+
+    expect(card).to_have_attribute("data-job-id", re.compile(r".+"))
+    return card.get_attribute("data-job-id")
+
+
+def test_a_fresh_browser_sees_the_history_and_a_reload_loses_nothing(fresh_page, stack):
+    from playwright.sync_api import expect
+
+    first = fresh_page()
+    open_ui(first, stack)
+    job_id = submit(first, "History from the server", "history() == 1")
+    expect(first.locator(f"li.job[data-job-id='{job_id}']")).to_have_attribute("data-status", "succeeded",
+                                                                                timeout=60_000)
+    other = httpx.post(f"{stack.api_url}/api/generate-code", timeout=30, json={
+        "repo": "local/example", "title": "Sent by a script", "acceptance_criteria": []}).json()
+    stack.wait_job(other["job_id"])
+
+    second = fresh_page()  # another browser: its localStorage has never seen either job
+    open_ui(second, stack)
+    card = second.locator(f"li.job[data-job-id='{job_id}']")
+    expect(card).to_have_attribute("data-status", "succeeded")
+    expect(card.locator(".job-title")).to_have_text("History from the server")
+    expect(card.locator(".pr-link")).to_have_text(re.compile(r"Pull request #\d+"))
+    expect(second.locator(f"li.job[data-job-id='{other['job_id']}'] .job-title")).to_have_text("Sent by a script")
+
+    second.reload()
+    second.wait_for_selector("body[data-ready=true]")
+    expect(second.locator(f"li.job[data-job-id='{job_id}']")).to_have_attribute("data-status", "succeeded")
+    expect(second.locator(f"li.job[data-job-id='{other['job_id']}']")).to_be_visible()
+
+    # Filtered on the server: a status no job has shows none; a repository with jobs shows them.
+    second.get_by_label("Filter by status").select_option("cancelled")
+    second.get_by_role("button", name="Show").click()
+    expect(second.locator("#jobs-empty")).to_have_text("No job matches this filter.")
+    expect(second.locator("li.job")).to_have_count(0)
+    second.get_by_label("Filter by status").select_option("succeeded")
+    second.get_by_label("Filter by owner/name").fill("LOCAL/example")
+    second.get_by_role("button", name="Show").click()
+    expect(second.locator(f"li.job[data-job-id='{job_id}']")).to_be_visible()
+    expect(second.locator("#history-note")).to_have_text("Jobs of LOCAL/example, Succeeded.")
+    ARTIFACTS.mkdir(exist_ok=True)
+    second.screenshot(path=str(ARTIFACTS / "ui-history.png"), full_page=True)
