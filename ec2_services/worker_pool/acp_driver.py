@@ -102,6 +102,7 @@ from ec2_services.worker_pool.driver import (
     TurnResult,
     TurnTimeout,
 )
+from ec2_services.worker_pool.kiro_version import named_engine
 from ec2_services.worker_pool.session import (
     agent_environment,
     die_with_parent,
@@ -114,7 +115,6 @@ log = logging.getLogger(__name__)
 # Throttling in Kiro's own words: its service's exception names, and its "having trouble responding" error. (Its
 # `rate_limit` / `retry_warning` frames mark a turn as throttled too.) Anything else is an error, not retried.
 _THROTTLING = re.compile(r"ThrottlingException|TooManyRequestsException|is having trouble responding")
-_ENGINE_FLAG = re.compile(r"^--agent-engine(?:=(\S+))?$")
 _STDERR_KEPT = 40
 _STREAM_LIMIT = 64 * 1024 * 1024  # one JSON-RPC line (a big tool output) may be large
 
@@ -828,13 +828,7 @@ def _identify(init: dict, argv: list[str]) -> tuple[str | None, str | None]:
     the answer's shape (V3 alone sends ``_meta.kiro`` and sign-in methods), else from ``--agent-engine`` / ``--v3``."""
     info = init.get("agentInfo") if isinstance(init.get("agentInfo"), dict) else {}
     version = info.get("version") if isinstance(info.get("version"), str) else None
-    named = None
-    for i, word in enumerate(argv):
-        match = _ENGINE_FLAG.match(word)
-        if match:
-            named = match.group(1) or (argv[i + 1] if i + 1 < len(argv) else None)
-        elif word == "--v3":
-            named = "v3"
+    named = named_engine(argv)
     capabilities = init.get("agentCapabilities") if isinstance(init.get("agentCapabilities"), dict) else {}
     if _vendor(capabilities.get("_meta"), "kiro") or init.get("authMethods"):
         return version, "v3"
