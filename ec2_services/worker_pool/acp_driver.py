@@ -347,6 +347,8 @@ class AcpDriver(AgentDriver):
         if not initialize.done():
             initialize.cancel()
             await self.stop()
+            with contextlib.suppress(TimeoutError):  # its last stderr lines say why: read them to the end
+                await asyncio.wait_for(asyncio.shield(self._watchers[1]), 2.0)
             if self.exit_status is not None:
                 raise StartError(f"the agent exited with status {self.exit_status} before answering initialize"
                                  f"{self._stderr_hint()}")
@@ -356,13 +358,43 @@ class AcpDriver(AgentDriver):
             answer = initialize.result()
         except Exception as exc:  # a JSON-RPC error, or the connection closed as it exited
             await self.stop()
-            raise StartError(f"initialize failed: {exc}{self._stderr_hint()}") from None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._watchers[1]), 2.0)
+            if isinstance(exc, acp.RequestError):
+                raise StartError(f"initialize failed: {_error_text(exc)}{self._stderr_hint()}") from None
+            raise StartError(f"the agent exited with status {self.exit_status} before answering initialize"
+                             f"{self._stderr_hint()}") from None
         self.agent_version, self.agent_engine = _identify(self._agent or {}, self.argv)
         info = answer.agent_info
         log.info("worker %d: ACP agent %s %s (engine %s, protocol %d) ready", self.worker_id,
                  info.name if info else "?", self.agent_version or "", self.agent_engine or "?",
                  answer.protocol_version)
         self.state = DriverState.IDLE
+
+    async def check_session(self) -> None:
+        """session/new in the workspace root, as a task's would be opened (``make run``'s preflight: an agent can
+        answer initialize and still fail here, e.g. kiro-cli naming an agent config that does not exist)."""
+        if self._conn is None or self.state is not DriverState.IDLE:
+            raise StartError(f"the agent is {self.state.value}, not idle{self._stderr_hint()}")
+        request = asyncio.ensure_future(self._conn.new_session(cwd=str(self._cwd), mcp_servers=[]))
+        exited = asyncio.ensure_future(self._exited.wait())
+        try:
+            await asyncio.wait({request, exited}, timeout=self.limits.start_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if not request.done():
+            request.cancel()
+            raise StartError(f"no answer to session/new within {self.limits.start_timeout:.0f} s"
+                             f"{self._stderr_hint()}")
+        try:
+            request.result()
+        except acp.RequestError as exc:
+            raise StartError(f"the agent could not open a session: {_error_text(exc)}{self._stderr_hint()}") from None
+        except Exception as exc:  # the connection closed: it exited
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._watchers[1]), 2.0)
+            raise StartError(f"the agent exited while opening a session ({exc}){self._stderr_hint()}") from None
 
     def _stderr_hint(self) -> str:
         return f"; its stderr ends: {' | '.join(list(self._stderr)[-3:])}" if self._stderr else ""

@@ -249,7 +249,13 @@ class PtySession(AgentDriver):
                 f"pattern right? last screen line: {self._last_screen_line()!r})"
             ) from None
         if event is _Event.EXITED:
-            raise StartError(f"the agent exited with status {self.exit_status} before its first prompt")
+            for _ in range(20):  # the terminal may close a moment before the status can be collected
+                if self.exit_status is not None:
+                    break
+                await asyncio.sleep(0.05)
+            said = self._last_screen_line()  # where the agent wrote why (a terminal is its stderr too)
+            raise StartError(f"the agent exited with status {self.exit_status} before its first prompt"
+                             + (f"; its last line: {said}" if said else ""))
         if event is _Event.UNREADABLE:
             await self.stop()
             raise UnsupportedAgent(

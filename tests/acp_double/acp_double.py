@@ -32,7 +32,8 @@ What it does is told in the message, with the PTY double's directives (several a
 
 The answer starts ``Working on your message (N lines).`` and ends ``Done.``, as the PTY double's. Options as the
 PTY double's: ``--work-seconds`` (before each answer), ``--startup-seconds`` (before reading stdin),
-``--prompt-log`` (appends ``time.monotonic()`` just before a prompt's response is written). It lives under tests/.
+``--prompt-log`` (appends ``time.monotonic()`` just before a prompt's response is written), ``--session-error TEXT``
+(every ``session/new`` fails with TEXT as the error's data, as kiro-cli does for an agent config it cannot load). It lives under tests/.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class DoubleAgent:
         )
 
     async def new_session(self, cwd: str, mcp_servers=None, **kwargs) -> NewSessionResponse:
+        if self.args.session_error:
+            raise acp.RequestError(-32603, "Internal error", self.args.session_error)
         session_id = f"s{len(self.sessions) + 1}"
         self.sessions[session_id] = _Session(Path(cwd))
         return NewSessionResponse(session_id=session_id)
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-seconds", type=float, default=0.05, help="time before every answer")
     parser.add_argument("--startup-seconds", type=float, default=0.0)
     parser.add_argument("--prompt-log", default=None, help="append time.monotonic() before each prompt's response")
+    parser.add_argument("--session-error", default=None, help="answer every session/new with this error data")
     args, _ = parser.parse_known_args(argv)  # accepts the real CLI's `acp --agent aipm` and the PTY double's options
     if args.startup_seconds:
         time.sleep(args.startup_seconds)

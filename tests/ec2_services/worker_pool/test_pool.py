@@ -20,7 +20,7 @@ def test_two_workers_run_two_tasks_at_the_same_time(pool_server):
 
 def test_queue_overflow_is_429_with_retry_after(pool_server):
     server = pool_server(kiro_queue_limit=1)
-    running = server.in_background("[[sleep 1.5]]", "t-q-run")
+    running = server.in_background("[[sleep 30]]", "t-q-run")  # cancelled below: nothing depends on its time
     server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-q-run")
     waiting = server.in_background("[[say second]]", "t-q-wait")
     server.wait_health(lambda h: h["queue_depth"] == 1)
@@ -29,8 +29,10 @@ def test_queue_overflow_is_429_with_retry_after(pool_server):
     assert int(r.headers["Retry-After"]) >= 1
     assert "KIRO_QUEUE_LIMIT" in r.json()["detail"]
     assert r.json()["worker_id"] is None and r.json()["output"] == ""
-    assert running.result(timeout=10).status_code == 200
-    assert waiting.result(timeout=10).status_code == 200
+    with server.client() as client:
+        assert client.post("/tasks/t-q-run/cancel").status_code == 200
+    assert running.result(timeout=30).status_code == 499
+    assert waiting.result(timeout=30).status_code == 200
     # A refused task_id was not registered: sent again later, it runs.
     assert server.execute("[[say third]]", "t-q-over").status_code == 200
 
