@@ -100,10 +100,12 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_approval_reply: str | None = None
     kiro_deny_tools: str = ""
     kiro_driver: Literal["pty", "acp", "headless"] = "pty"
-    # Which coding agent the workers run: "kiro" (either driver) or "claude-code" (ACP only; the driver follows).
-    aipm_agent: Literal["kiro", "claude-code"] = "kiro"
-    # The claude-code agent's own model key: passed to that agent alone, redacted from every log.
+    # Which coding agent the workers run: "kiro" (either driver), "claude-code" or "gemini" (ACP only; the driver
+    # follows).
+    aipm_agent: Literal["kiro", "claude-code", "gemini"] = "kiro"
+    # The claude-code / gemini agent's own model key: passed to that agent alone, redacted from every log.
     anthropic_api_key: SecretStr | None = None
+    gemini_api_key: SecretStr | None = None
     # `make run` only: "scripted" answers the agent's model calls with aipm_local.scripted_model (not an AI).
     aipm_model: Literal["scripted"] | None = None
     # Kiro's ACP command; unset with another AIPM_AGENT, that agent's own (worker_pool.profiles.AGENTS).
@@ -116,6 +118,9 @@ class WorkerPoolSettings(_WorkspaceRoot):
         "subagent,use_aws,aws"
     )
     kiro_task_timeout: float = Field(1800, gt=0)
+    # `POST /run` (a repository's test command, docs/contracts.md): the argv prefix that runs it as the agent's user
+    # (the host's installer sets the same `setpriv … --` the agent commands start with; empty = as this service).
+    kiro_run_as: str = ""
     kiro_queue_limit: int = Field(64, ge=0)
     kiro_stall_timeout: float = Field(600, gt=0)
     kiro_trouble_retries: int = Field(3, ge=0, le=20)
@@ -166,6 +171,11 @@ class PrProcessorSettings(_WorkspaceRoot, _Dispatch):
     worker_pool_url: str = "http://127.0.0.1:8081"
     pr_processor_db: Path | None = None
     pr_max_attempts: int = Field(3, ge=1, le=20)
+    # After the agent: the repository's tests, run by the worker pool as the agent (`POST /run`). A repository's own
+    # `.aipm.toml` ([tests] command, timeout_s) wins; AIPM_TEST_COMMAND is the default for repositories without one
+    # (empty: no tests are run). A failing run is reported in the result, it does not fail the job.
+    aipm_test_command: str = ""
+    aipm_test_timeout: float = Field(600, gt=0, le=3600)
     # Base delay of the exponential backoff between attempts, and the callback outbox's.
     pr_retry_base_delay: float = Field(5.0, ge=0)
     pr_callback_max_age: float = Field(24 * 3600, gt=0)

@@ -3,8 +3,8 @@
 Owns the local stack's life: state under ``AIPM_STATE_DIR`` (default ``.aipm/`` in the checkout), the shared secret
 (``.aipm/secret``, mode 600, reused), the local forge with ``local/example``, the choice of agent (``kiro-cli`` when it
 is on PATH and signed in, else the scripted stand-in, saying why; ``KIRO_COMMAND`` overrides; with
-``AIPM_AGENT=claude-code`` the real claude-code-acp from ``agents/``, against the Anthropic API or, with
-``AIPM_MODEL=scripted``, the scripted model served from this process), and the three services
+``AIPM_AGENT=claude-code`` / ``gemini`` the real claude-code-acp / Gemini CLI from ``agents/``, against its
+provider's API or, with ``AIPM_MODEL=scripted``, the scripted model served from this process), and the three services
 as children — worker pool, PR processor, then the API serving the UI — each in its own process group on 127.0.0.1.
 
 Before the services start, one agent session is started and stopped as a worker would
@@ -44,11 +44,14 @@ from aipm_common.settings import (
 )
 from aipm_local.scripted_model import scripted_model
 from aipm_local.supervisor import Stack, become_subreaper
+from ec2_services.worker_pool.profiles import AGENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTEND_DIR = ROOT / "frontend"
 STANDIN_SCRIPT = ROOT / "aipm_local" / "standin_agent.py"
-CLAUDE_CODE_ACP = ROOT / "agents" / "node_modules" / ".bin" / "claude-code-acp"
+AGENTS_BIN = ROOT / "agents" / "node_modules" / ".bin"
+# Gemini CLI's system settings for local runs: no usage statistics sent to Google.
+GEMINI_SETTINGS = ROOT / "agents" / "gemini-settings.json"
 SECRET_FILE = "secret"
 # How long "ready" waits for a worker's agent: the ACP driver gives initialize 120 s (MCP servers can be slow).
 AGENT_START_TIMEOUT_S = 150
@@ -56,6 +59,28 @@ AGENT_START_TIMEOUT_S = 150
 
 class StackError(Exception):
     """Something that stops ``make run`` before the stack is up, said so a person knows what to do."""
+
+
+@dataclass(frozen=True)
+class LocalAgent:
+    """How ``make run`` starts a real ACP agent from ``agents/``: its bin, the variables naming its provider's URL
+    and key, and what it needs against the scripted model."""
+
+    bin: str
+    base_url_var: str
+    key_var: str
+    api: str
+    scripted_env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+LOCAL_AGENTS = {
+    "claude-code": LocalAgent("claude-code-acp", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "the Anthropic API"),
+    # A fixed model: with its default ("auto") every turn first asks a second model to route it.
+    "gemini": LocalAgent("gemini", "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY", "the Gemini API",
+                         scripted_env=(("GEMINI_MODEL", "gemini-2.5-flash"),),
+                         env=(("GEMINI_CLI_SYSTEM_SETTINGS_PATH", str(GEMINI_SETTINGS)),)),
+}
 
 
 @dataclass
@@ -69,7 +94,7 @@ class StackConfig:
     agent: str = "kiro"
     model: str | None = None
     acp_command: str | None = None  # KIRO_ACP_COMMAND when set
-    has_anthropic_key: bool = False
+    has_agent_key: bool = False  # the ACP agent's own model key (ANTHROPIC_API_KEY, GEMINI_API_KEY) is set
 
     @property
     def api_url(self) -> str:
@@ -94,7 +119,8 @@ def read_config() -> StackConfig:
         agent=pool.aipm_agent,
         model=pool.aipm_model,
         acp_command=pool.kiro_acp_command if "kiro_acp_command" in pool.model_fields_set else None,
-        has_anthropic_key=pool.anthropic_api_key is not None,
+        has_agent_key={"claude-code": pool.anthropic_api_key, "gemini": pool.gemini_api_key}.get(pool.aipm_agent)
+        is not None,
     )
 
 
@@ -156,25 +182,27 @@ def choose_agent(override: str | None) -> tuple[str | None, str]:
 
 
 def choose_acp_agent(config: StackConfig, model_url: str | None) -> tuple[dict[str, str], str]:
-    """For ``AIPM_AGENT=claude-code``: the variables the pool needs (its command, the scripted model's URL when
-    ``model_url`` is given) and a sentence saying what runs."""
+    """For ``AIPM_AGENT=claude-code`` / ``gemini``: the variables the pool needs (its command, the scripted model's URL
+    when ``model_url`` is given) and a sentence saying what runs."""
+    local = LOCAL_AGENTS[config.agent]
     command = config.acp_command
     if command is None:
-        if not CLAUDE_CODE_ACP.exists():
-            raise StackError(f"AIPM_AGENT={config.agent}: {CLAUDE_CODE_ACP.relative_to(ROOT)} is missing; run "
+        binary = AGENTS_BIN / local.bin
+        if not binary.exists():
+            raise StackError(f"AIPM_AGENT={config.agent}: {binary.relative_to(ROOT)} is missing; run "
                              "`make agents` (npm ci in agents/), or set KIRO_ACP_COMMAND")
-        command = shlex.quote(str(CLAUDE_CODE_ACP))
-    env = {"KIRO_ACP_COMMAND": command}
+        command = shlex.join([str(binary), *shlex.split(AGENTS[config.agent].acp_command)[1:]])
+    env = {"KIRO_ACP_COMMAND": command, **dict(local.env)}
     if model_url:
         # A key-shaped placeholder: the agent wants one; the scripted model ignores it.
-        env.update(ANTHROPIC_BASE_URL=model_url, ANTHROPIC_API_KEY="scripted-model-no-key")
-        return env, (f"agent: the real claude-code-acp ({command}) with the SCRIPTED model at {model_url}, NOT an "
-                     "AI: it reads TASK.md, writes a function and its test for each `f(args) == value` criterion "
+        env.update({local.base_url_var: model_url, local.key_var: "scripted-model-no-key", **dict(local.scripted_env)})
+        return env, (f"agent: the real {config.agent} agent ({command}) with the SCRIPTED model at {model_url}, NOT "
+                     "an AI: it reads TASK.md, writes a function and its test for each `f(args) == value` criterion "
                      "and runs them, all through the agent's own tools")
-    if not config.has_anthropic_key:
-        raise StackError(f"AIPM_AGENT={config.agent} talks to the Anthropic API: set ANTHROPIC_API_KEY, or "
+    if not config.has_agent_key:
+        raise StackError(f"AIPM_AGENT={config.agent} talks to {local.api}: set {local.key_var}, or "
                          "AIPM_MODEL=scripted to watch it work against the scripted model (no account)")
-    return env, f"agent: claude-code-acp ({command}) with the Anthropic API (ANTHROPIC_API_KEY; billed per token)"
+    return env, f"agent: {config.agent} ({command}) with {local.api} ({local.key_var}; billed per token)"
 
 
 def check_port_free(port: int, service: str, variable: str) -> None:
@@ -225,6 +253,8 @@ def stack_env(config: StackConfig, secret: str, kiro_command: str | None) -> dic
         "GIT_BASE_URL": config.forge_dir.as_uri(),
         "AIPM_AUTH": "none",
         "AIPM_UI_DIR": str(FRONTEND_DIR),
+        # `python` for the repositories' test commands (.aipm.toml) is this venv's, which has pytest.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
     }
     if kiro_command:
         env["KIRO_COMMAND"] = kiro_command

@@ -306,12 +306,7 @@ const api = {
     return this.call("POST", "/api/generate-code", story, { "Idempotency-Key": idempotencyKey });
   },
   job(record) {
-    // repo and branch let an API in sqs dispatch mode read the job from its pull request (http mode ignores them).
-    const query = new URLSearchParams();
-    if (record.repo) query.set("repo", record.repo);
-    if (record.branch) query.set("branch", record.branch);
-    const suffix = query.toString() ? `?${query}` : "";
-    return this.call("GET", `/api/jobs/${encodeURIComponent(record.job_id)}${suffix}`);
+    return this.call("GET", `/api/jobs/${encodeURIComponent(record.job_id)}${jobQuery(record)}`);
   },
   cancel(jobId) {
     return this.call("POST", `/api/jobs/${encodeURIComponent(jobId)}/cancel`);
@@ -323,10 +318,21 @@ const api = {
     if (before) query.set("before", String(before));
     return this.call("GET", `/api/jobs?${query}`);
   },
+  rerun(record) {
+    return this.call("POST", `/api/jobs/${encodeURIComponent(record.job_id)}/rerun${jobQuery(record)}`);
+  },
   transcript(jobId, after) {
     return this.call("GET", `/api/jobs/${encodeURIComponent(jobId)}/transcript?after=${after}&limit=500`);
   },
 };
+
+// repo and branch let an API in sqs dispatch mode read the job from its pull request (http mode ignores them).
+function jobQuery(record) {
+  const query = new URLSearchParams();
+  if (record.repo) query.set("repo", record.repo);
+  if (record.branch) query.set("branch", record.branch);
+  return query.toString() ? `?${query}` : "";
+}
 
 function describeError(response, data, text) {
   let detail = data && data.detail;
@@ -613,6 +619,7 @@ const jobPage = {
     });
     this.el("job-download").addEventListener("click", () => this.download());
     this.el("job-cancel").addEventListener("click", () => this.cancel());
+    this.el("job-rerun").addEventListener("click", () => this.rerun());
   },
 
   open(jobId) {
@@ -631,6 +638,9 @@ const jobPage = {
     this.el("job-timeline").replaceChildren();
     this.el("job-page-links").replaceChildren();
     this.linksKey = null;
+    this.runsKey = null;
+    this.el("job-runs").hidden = true;
+    this.el("job-rerun").hidden = true;
     setText(this.el("job-page-title"), this.record.title || `Job ${jobId}`);
     setText(this.el("job-page-meta"), "");
     setText(this.el("job-page-detail"), "Loading…");
@@ -692,6 +702,10 @@ const jobPage = {
     this.jobLive = LIVE.has(status);
     if (job.repo) this.record.repo = this.record.repo || job.repo;
     if (job.branch) this.record.branch = this.record.branch || job.branch;
+    if (job.title) {
+      this.jobTitle = job.title;
+      setText(this.el("job-page-title"), this.record.title || job.title); // a page opened from its address
+    }
     const badge = this.el("job-page-status");
     badge.dataset.status = status;
     setText(badge, STATUS_LABEL[status] || status);
@@ -705,6 +719,62 @@ const jobPage = {
     this.renderTimeline(job.timeline || []);
     this.renderLinks(job);
     this.el("job-cancel").hidden = !this.jobLive || status === "dispatched";
+    this.el("job-rerun").hidden = this.jobLive || !STATUS_LABEL[status];
+    this.renderRuns(job.runs || []);
+  },
+
+  // Every run of the job's branch (the first job and each re-run), oldest first, each a link to its page.
+  renderRuns(runs) {
+    const box = this.el("job-runs");
+    const key = JSON.stringify(runs.map((r) => [r.job_id, r.status]));
+    if (key === this.runsKey) return;
+    this.runsKey = key;
+    box.replaceChildren();
+    box.hidden = runs.length < 2;
+    if (box.hidden) return;
+    box.append(document.createTextNode("Runs on this branch: "));
+    runs.forEach((run, i) => {
+      if (i) box.append(document.createTextNode(" · "));
+      const text = `${i + 1}. ${STATUS_LABEL[run.status] || run.status}`;
+      if (run.job_id === this.id) {
+        const current = document.createElement("strong");
+        current.textContent = `${text} (this one)`;
+        box.append(current);
+      } else {
+        const a = document.createElement("a");
+        a.href = `#/jobs/${encodeURIComponent(run.job_id)}`;
+        a.className = "run-link";
+        a.dataset.jobId = run.job_id;
+        a.textContent = text;
+        box.append(a);
+      }
+    });
+  },
+
+  async rerun() {
+    const button = this.el("job-rerun");
+    button.disabled = true;
+    try {
+      const { data } = await api.rerun(this.record);
+      const view = jobs.add({
+        job_id: data.job_id,
+        repo: data.repo || this.record.repo,
+        title: this.record.title || this.jobTitle,
+        branch: data.branch || this.record.branch,
+        pr_number: data.pr_number,
+        pr_url: data.pr_url,
+        submitted_at: new Date().toISOString(),
+        status: data.status || "queued",
+      });
+      view.stopped = false;
+      view.refresh();
+      window.location.hash = `#/jobs/${encodeURIComponent(data.job_id)}`;
+    } catch (err) {
+      if (err.status === 401) needSignIn(err.message);
+      this.showError(`Re-run failed: ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
   },
 
   renderTimeline(timeline) {

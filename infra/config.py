@@ -17,6 +17,20 @@ WEBSITE_MODES = ("cloudfront", "s3-website")
 # How the Lambda hands a job to the hosts: straight to the one host's PR processor (http), or through an SQS queue
 # that an Auto Scaling group of hosts polls (sqs).
 DISPATCH_MODES = ("http", "sqs")
+KIRO_DRIVERS = ("acp", "headless", "pty")
+# The coding agent the host installs and its workers run (AIPM_AGENT): Kiro, or the open-source claude-code-acp
+# (ACP only, pinned in agents/package-lock.json, with its ANTHROPIC_API_KEY from Secrets Manager).
+AGENTS = ("kiro", "claude-code")
+# The newest kiro-cli the ACP wire captures in tests/fixtures/kiro-acp cover (kas-content-chunk-2.19.1.jsonl).
+KIRO_VERSION = "2.19.1"
+# Kiro's own release bucket, one folder per version (`latest` is the folder https://cli.kiro.dev/install takes).
+# install-kiro-cli runs it as the agent user with KIRO_VERSION set; Kiro's install.sh puts kiro-cli in ~/.local/bin.
+KIRO_INSTALL_COMMAND = (
+    'curl --proto =https --tlsv1.2 -fsSL -o /tmp/kirocli.zip '
+    '"https://desktop-release.q.us-east-1.amazonaws.com/$KIRO_VERSION/kirocli-$(uname -m)-linux.zip" '
+    '&& rm -rf /tmp/kirocli && unzip -q -o /tmp/kirocli.zip -d /tmp && bash /tmp/kirocli/install.sh --no-confirm'
+)
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 MAX_HOSTS_LIMIT = 100  # a guard against a typo (40 → 400 hosts), not a service limit
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
 _REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+|\*)$")
@@ -45,8 +59,14 @@ class AipmConfig:
     website_mode: str = "cloudfront"
     github_token_secret_arn: str | None = None
     kiro_api_key_secret_arn: str | None = None
-    kiro_install_command: str = "curl -fsSL https://cli.kiro.dev/install | bash"
+    kiro_install_command: str = KIRO_INSTALL_COMMAND
     kiro_deny_tools: str = "use_aws,aws"
+    # How the worker pool drives kiro-cli (KIRO_DRIVER), and the kiro-cli version the host installs and keeps.
+    kiro_driver: str = "acp"
+    kiro_version: str = KIRO_VERSION
+    agent: str = "kiro"
+    # agent=claude-code: an existing secret holding ANTHROPIC_API_KEY; None = the stack creates one to fill.
+    anthropic_api_key_secret_arn: str | None = None
     cognito_domain_prefix: str | None = None
     # Cognito groups whose members may use the UI (comma-separated; empty = every user of the pool): AIPM_ALLOWED_GROUPS.
     allowed_groups: str = ""
@@ -107,6 +127,10 @@ class AipmConfig:
             kiro_install_command=str(get("kiroInstallCommand") if get("kiroInstallCommand") is not None
                                      else cls.kiro_install_command).strip(),
             kiro_deny_tools=str(get("kiroDenyTools") if get("kiroDenyTools") is not None else cls.kiro_deny_tools),
+            kiro_driver=str(value("kiroDriver", cls.kiro_driver)).lower(),
+            kiro_version=str(value("kiroVersion", cls.kiro_version)),
+            agent=str(value("agent", cls.agent)).lower(),
+            anthropic_api_key_secret_arn=value("anthropicApiKeySecretArn", None),
             cognito_domain_prefix=value("cognitoDomainPrefix", None),
             allowed_groups=str(value("allowedGroups", cls.allowed_groups)),
             alarm_email=value("alarmEmail", None),
@@ -144,7 +168,8 @@ class AipmConfig:
         if self.website_mode not in WEBSITE_MODES:
             raise ConfigError(f"websiteMode: {self.website_mode!r} must be one of {', '.join(WEBSITE_MODES)}")
         for key, arn in (("githubTokenSecretArn", self.github_token_secret_arn),
-                         ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn)):
+                         ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn),
+                         ("anthropicApiKeySecretArn", self.anthropic_api_key_secret_arn)):
             if arn is not None and not _SECRET_ARN.match(arn):
                 raise ConfigError(f"{key}: {arn!r} is not a Secrets Manager secret ARN")
         if self.cognito_domain_prefix is not None and (
@@ -164,7 +189,24 @@ class AipmConfig:
             raise ConfigError(f"rootVolumeGb: {self.root_volume_gb} must be between 8 and 16384")
         if "\n" in self.kiro_install_command:
             raise ConfigError("kiroInstallCommand: must be one line")
+        self._validate_kiro()
         self._validate_dispatch()
+
+    def _validate_kiro(self) -> None:
+        if self.agent not in AGENTS:
+            raise ConfigError(f"agent: {self.agent!r} must be one of {', '.join(AGENTS)}")
+        if self.agent != "kiro" and self.kiro_driver != "acp":
+            raise ConfigError(f"kiroDriver: agent={self.agent} speaks ACP only; leave kiroDriver at acp")
+        if self.agent != "claude-code" and self.anthropic_api_key_secret_arn:
+            raise ConfigError("anthropicApiKeySecretArn: only agent=claude-code uses it")
+        if self.kiro_driver not in KIRO_DRIVERS:
+            raise ConfigError(f"kiroDriver: {self.kiro_driver!r} must be one of {', '.join(KIRO_DRIVERS)}")
+        if not _VERSION.match(self.kiro_version):
+            raise ConfigError(f"kiroVersion: {self.kiro_version!r} is not a kiro-cli version like {KIRO_VERSION}")
+        if self.kiro_driver == "pty" and int(self.kiro_version.split(".")[0]) >= 3:
+            # kiro-cli 3.0 retired the classic chat the PTY driver reads: its workers would restart forever.
+            raise ConfigError(f"kiroDriver: pty cannot read kiro-cli {self.kiro_version} (3.x has no classic chat); "
+                              f"use kiroDriver=acp or headless, or kiroVersion={KIRO_VERSION}")
 
     def _validate_dispatch(self) -> None:
         if self.dispatch not in DISPATCH_MODES:

@@ -48,6 +48,8 @@ class AipmStack(Stack):
             github_token_secret_arn=config.github_token_secret_arn,
             kiro_api_key_secret_arn=config.kiro_api_key_secret_arn,
             with_ui_token=not config.uses_cognito,
+            with_anthropic_api_key=config.agent == "claude-code",
+            anthropic_api_key_secret_arn=config.anthropic_api_key_secret_arn,
         )
         website = Website(self, "Website", mode=config.website_mode, log_retention=retention)
         auth = Auth(self, "Auth", site_url=website.site_url, domain_prefix=config.cognito_domain_prefix) \
@@ -91,6 +93,10 @@ class AipmStack(Stack):
             kiro_api_key_secret_arn=secrets.kiro_api_key.secret_arn if secrets.kiro_api_key else None,
             kiro_install_command=config.kiro_install_command,
             kiro_deny_tools=config.kiro_deny_tools,
+            kiro_driver=config.kiro_driver,
+            kiro_version=config.kiro_version,
+            agent=config.agent,
+            anthropic_api_key_secret_arn=secrets.anthropic_api_key.secret_arn if secrets.anthropic_api_key else None,
             log_retention=retention,
             log_group_prefix=log_prefix,
             root_volume_gb=config.root_volume_gb,
@@ -108,7 +114,7 @@ class AipmStack(Stack):
             # A host protects itself from scale-in while it has jobs: in its own group only.
             host.role.add_to_principal_policy(iam.PolicyStatement(actions=list(SCALE_IN_ACTIONS),
                                                                   resources=[host.group_arn]))
-            if not secrets.kiro_api_key:
+            if not secrets.kiro_api_key and config.agent == "kiro":
                 Annotations.of(host).add_warning_v2(
                     "aipm:kiro-sign-in",
                     "dispatch=sqs without kiroApiKeySecretArn: every host the group launches must be signed in to "
@@ -124,6 +130,8 @@ class AipmStack(Stack):
         secrets.shared_secret.grant_read(host.role)
         if secrets.kiro_api_key:
             secrets.kiro_api_key.grant_read(host.role)
+        if secrets.anthropic_api_key:
+            secrets.anthropic_api_key.grant_read(host.role)
         for group in (host.pool_log_group, host.processor_log_group):
             group.grant_write(host.role)
             group.grant(host.role, "logs:DescribeLogStreams")
@@ -189,6 +197,11 @@ class AipmStack(Stack):
             CfnOutput(self, "KiroApiKeySecretArn", value=secrets.kiro_api_key.secret_arn,
                       description="Fill it: aws secretsmanager put-secret-value --secret-id <this ARN> "
                                   "--secret-string <Kiro API key>")
+        if secrets.anthropic_api_key:
+            CfnOutput(self, "AnthropicApiKeySecretArn", value=secrets.anthropic_api_key.secret_arn,
+                      description="agent=claude-code: aws secretsmanager put-secret-value --secret-id <this ARN> "
+                                  "--secret-string <Anthropic API key>; then on the host: sudo systemctl restart "
+                                  "aipm-secrets")
         if secrets.ui_token:
             CfnOutput(
                 self, "UiTokenCommand",

@@ -28,7 +28,7 @@ class Recorder:
     def record(self, result: dict) -> dict:
         job, repo_name, branch = result["job_id"], result["repo"], result["branch"]
         with log_context(job_id=job):
-            if naming.job_id(repo_name, branch) != job:
+            if naming.job_id(repo_name, branch) != naming.run_root(job):  # the first run, or a re-run
                 raise ForgeError(f"job_id {job} is not the job of {repo_name} {branch}", status=400)
             repo = self.forge.get_repo(repo_name)
             pr = self._pull(repo.full_name, branch, result.get("pr_number"))
@@ -38,7 +38,7 @@ class Recorder:
                 job_id=job, status=result["status"], commit=commit,
                 commit_url=self.forge.commit_url(repo, commit) if commit else None,
                 duration_s=result.get("duration_s"), credits=result.get("credits"), attempts=result.get("attempts"),
-                error=result.get("error"), output_tail=result.get("output_tail"),
+                error=result.get("error"), output_tail=result.get("output_tail"), tests=result.get("tests"),
             )
             comment, action = write_marked(self.forge, repo.full_name, pr.number, job_marker(job), body)
             label = STATUS_LABELS[result["status"]]

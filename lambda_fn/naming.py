@@ -56,6 +56,19 @@ def job_id(repo: str, branch: str) -> str:
     return "j-" + hashlib.sha256(f"{repo.lower()}:{branch}".encode()).hexdigest()[:24]
 
 
+_RERUN_SUFFIX = re.compile(r"-r\d{1,12}$")
+
+
+def run_root(job: str) -> str:
+    """The branch's first job id from the id of any of its runs: a re-run is ``<first job id>-r<n>``."""
+    return _RERUN_SUFFIX.sub("", job)
+
+
+def rerun_job_id(repo: str, branch: str, n: int) -> str:
+    """The id of the ``n``-th run (n ≥ 2) of the branch's job."""
+    return f"{job_id(repo, branch)}-r{n}"
+
+
 _BRANCH_CHARS = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 
 

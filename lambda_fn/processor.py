@@ -158,6 +158,13 @@ class ProcessorClient:
             raise self._refused(resp, f"read job {job_id}'s transcript")
         return resp.json()
 
+    def rerun(self, job_id: str, *, requested_by: str | None) -> dict:
+        """``POST /api/jobs/{id}/rerun`` → the new job (202); 404 and 409 keep their status and say why."""
+        resp = self._call("POST", f"/api/jobs/{job_id}/rerun", json={"requested_by": requested_by})
+        if resp.status_code not in (200, 202):
+            raise self._refused(resp, f"re-run job {job_id}")
+        return resp.json()
+
     def cancel(self, job_id: str) -> dict:
         resp = self._call("POST", f"/api/jobs/{job_id}/cancel")
         if resp.status_code not in (200, 202):

@@ -27,6 +27,7 @@ _HEADLINES = {
     "cancelled": "⏹️ The job was cancelled",
 }
 TAIL_CHARS = 4000
+TESTS_TAIL_CHARS = 2000
 _ZWSP = "\u200b"
 
 
@@ -77,6 +78,7 @@ def render_result(
     attempts: int | None,
     error: str | None,
     output_tail: str | None,
+    tests: dict | None = None,
 ) -> str:
     """The result comment; ``commit`` must already be a validated hex sha."""
     rows = [
@@ -87,6 +89,8 @@ def render_result(
         ("Credits", f"{credits:g}" if credits is not None else "—"),
         ("Attempts", str(attempts) if attempts is not None else "—"),
     ]
+    if tests:
+        rows.append(("Tests", _tests_cell(tests)))
     parts = [
         job_marker(job_id),
         f"### {_HEADLINES.get(status, status)}",
@@ -97,10 +101,26 @@ def render_result(
     ]
     if error:
         parts += ["", "**Error**", "", fenced(neutralise(error[-TAIL_CHARS:]))]
+    if tests and _tests_failed(tests) and tests.get("output_tail"):
+        tail = tests["output_tail"][-TESTS_TAIL_CHARS:]
+        parts += ["", f"**The tests' output** (last {len(tail)} characters)", "", fenced(neutralise(tail))]
     if output_tail:
         tail = output_tail[-TAIL_CHARS:]
         parts += ["", f"**The agent's answer** (last {len(tail)} characters)", "", fenced(neutralise(tail))]
     return "\n".join(parts) + "\n"
+
+
+def _tests_failed(tests: dict) -> bool:
+    return bool(tests.get("failed")) or bool(tests.get("timed_out")) or tests.get("exit_code") not in (0, None)
+
+
+def _tests_cell(tests: dict) -> str:
+    """``✅ 12 passed / 0 failed`` with the command, in a table cell (no pipe or newline from the data)."""
+    summary = str(tests.get("summary") or "")
+    mark = "⚠️" if summary.startswith("not run") else ("❌" if _tests_failed(tests) else "✅")
+    command = re.sub(r"[`|\r\n]", " ", str(tests.get("command") or ""))[:120]
+    text = neutralise(re.sub(r"[|\r\n]", " ", summary))
+    return f"{mark} {text}" + (f" (`{command}`)" if command else "")
 
 
 def render_not_started(*, job_id: str, reason: str) -> str:

@@ -19,7 +19,7 @@ from aipm_common.http import install_edge
 from aipm_common.settings import PrProcessorSettings
 from aipm_common.signing import PR_PROCESSOR, SignatureVerifier
 from ec2_services.pr_processor.jobs import JobState
-from ec2_services.pr_processor.models import JOB_ID_RE, Accepted, InvalidInput, ProcessPrRequest
+from ec2_services.pr_processor.models import JOB_ID_RE, Accepted, InvalidInput, ProcessPrRequest, RerunRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
 
 log = logging.getLogger("ec2_services.pr_processor")
@@ -88,6 +88,20 @@ def jobs_router(verify: SignatureVerifier) -> APIRouter:
             job = await service.cancel(job_id)
         except KeyError:
             raise HTTPException(404, f"no job {job_id!r}") from None
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return service.to_json(job)
+
+    @router.post("/jobs/{job_id}/rerun", status_code=202, responses={400: {}, 404: {}, 409: {}})
+    async def rerun_job(body: RerunRequest | None = None, job_id: str = Depends(_known_job_id),
+                        service: ProcessorService = Depends(_service)):
+        """A new job on the ended job's branch and pull request; the answer is the new job."""
+        try:
+            job = service.rerun(job_id, requested_by=body.requested_by if body else None)
+        except KeyError:
+            raise HTTPException(404, f"no job {job_id!r}") from None
+        except InvalidInput as exc:
+            raise HTTPException(400, str(exc)) from exc
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from exc
         return service.to_json(job)

@@ -84,6 +84,12 @@ class RebaseConflict(GitError):
     permanent = True
 
 
+class TaskFileRefused(GitError):
+    """The branch's task file is missing, or is not a regular file inside the work tree and outside ``.git``."""
+
+    permanent = True
+
+
 @dataclass
 class Result:
     code: int
@@ -308,6 +314,19 @@ class GitOps:
             await asyncio.to_thread(shutil.rmtree, path, True)
         await self._mirror(repo, "worktree", "prune", check=False)
 
+    async def show_file(self, repo: str, sha: str, path: str, limit: int = 65536) -> str | None:
+        """A file's text at ``sha`` in the mirror (None when it is not there, or is larger than ``limit``)."""
+        spec = f"{sha}:{path}"
+        size = await self._mirror(repo, "cat-file", "-s", spec, check=False)
+        if size.code != 0 or not size.out.strip().isdigit() or int(size.out) > limit:
+            return None
+        shown = await self._mirror(repo, "cat-file", "blob", spec, check=False)
+        return shown.out if shown.code == 0 else None
+
+    async def clean(self, wt: Worktree) -> None:
+        """Remove every untracked and ignored file (what a test run left), keeping what is committed."""
+        await self._in(wt, "clean", "-ffdxq", check=False)
+
     async def head(self, wt: Worktree) -> str:
         return (await self._in(wt, "rev-parse", "--verify", "HEAD^{commit}")).out.strip()
 
@@ -333,12 +352,19 @@ class GitOps:
             )
         return await self.head(wt)
 
-    def task_path(self, wt: Worktree, task_file: str) -> Path | None:
-        """The task file's absolute path if it is a file inside the worktree (symlinks resolved), else None."""
+    def task_path(self, wt: Worktree, task_file: str) -> Path:
+        """The task file's absolute path; ``TaskFileRefused`` unless it is a regular file inside the work tree and
+        outside ``.git`` once symlinks are resolved (a symlink or a directory on the branch is only seen here)."""
         root = wt.path.resolve()
         candidate = (wt.path / task_file).resolve()
-        if not candidate.is_relative_to(root) or not candidate.is_file():
-            return None
+        if not candidate.is_relative_to(root):
+            raise TaskFileRefused(f"task file {task_file!r} points outside the work tree")
+        if ".git" in (part.lower() for part in candidate.relative_to(root).parts):
+            raise TaskFileRefused(f"task file {task_file!r} points into .git/")
+        if not candidate.exists():
+            raise TaskFileRefused(f"task file {task_file!r} is not on the branch")
+        if not candidate.is_file():
+            raise TaskFileRefused(f"task file {task_file!r} is not a regular file")
         return wt.path / task_file
 
 

@@ -110,6 +110,8 @@ class Job:
     output_tail: str
     cancel_requested: bool
     title: str | None = None
+    tests: str | None = None  # the test run's result as JSON (ec2_services.pr_processor.repo_tests)
+    rerun_of: str | None = None  # the job this one runs again, on the same branch and pull request
 
     @property
     def duration_s(self) -> float | None:
@@ -117,6 +119,10 @@ class Job:
             return None
         end = self.ended_at if self.ended_at is not None else time.time()
         return round(end - self.started_at, 3)
+
+    @property
+    def tests_result(self) -> dict[str, Any] | None:
+        return json.loads(self.tests) if self.tests else None
 
     @property
     def task_id(self) -> str:
@@ -188,7 +194,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 # receipt handle this host holds it by, until the message is deleted (see sqs_intake).
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "jobs": [("sqs_message_id", "TEXT"), ("sqs_receipt_handle", "TEXT"),
-             ("title", "TEXT")],  # the pull request's title, for the history list
+             ("title", "TEXT"),  # the pull request's title, for the history list
+             ("tests", "TEXT"),  # the repository's test run after the agent (JSON)
+             ("rerun_of", "TEXT")],  # POST /api/jobs/{id}/rerun: the job run again
     # The HTTP status of the callback's last try (null: not tried yet, or no answer: a connection error).
     "outbox": [("last_status", "INTEGER")],
 }
@@ -287,7 +295,8 @@ class JobStore:
 
     def create(self, *, job_id: str, repo: str, branch: str, base_branch: str | None, pr_number: int | None,
                task_file: str, callback_url: str | None, requested_by: str | None,
-               message: tuple[str, str] | None = None, title: str | None = None) -> tuple[Job, bool]:
+               message: tuple[str, str] | None = None, title: str | None = None,
+               rerun_of: str | None = None) -> tuple[Job, bool]:
         """The job with this id: ``(job, True)`` when made now, ``(existing, False)`` when it existed.
 
         ``message``: the ``(message id, receipt handle)`` of the job queue message it came in, recorded with a new job
@@ -307,10 +316,10 @@ class JobStore:
                 raise BranchBusy(row["job_id"])
             self._db.execute(
                 "INSERT INTO jobs (job_id, repo, repo_key, branch, base_branch, pr_number, task_file, callback_url,"
-                " requested_by, status, created_at, updated_at, sqs_message_id, sqs_receipt_handle, title)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " requested_by, status, created_at, updated_at, sqs_message_id, sqs_receipt_handle, title, rerun_of)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, repo, repo.lower(), branch, base_branch, pr_number, task_file, callback_url, requested_by,
-                 JobState.QUEUED.value, now, now, message_id, receipt_handle, title),
+                 JobState.QUEUED.value, now, now, message_id, receipt_handle, title, rerun_of),
             )
             self._db.execute("INSERT INTO job_states (job_id, status, ts) VALUES (?, ?, ?)",
                              (job_id, JobState.QUEUED.value, now))
@@ -341,6 +350,14 @@ class JobStore:
         args.append(limit)
         with self._lock:
             return [_job(row) for row in self._db.execute(query, args).fetchall()]
+
+    def branch_jobs(self, repo: str, branch: str) -> list[Job]:
+        """Every job of the repository's branch, oldest first: its first run and each re-run."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE repo_key = ? AND branch = ? ORDER BY seq",
+                (repo.lower(), branch)).fetchall()
+        return [_job(row) for row in rows]
 
     def in_states(self, *states: JobState) -> list[Job]:
         """Jobs in these states, oldest first."""
@@ -512,8 +529,8 @@ class JobStore:
 
 
 def callback_payload(job: Job) -> dict[str, Any]:
-    """docs/contracts.md's callback body."""
-    return {
+    """docs/contracts.md's callback body; ``tests`` only when the repository's tests were run."""
+    payload = {
         "job_id": job.job_id,
         "status": job.status.value,
         "commit": job.commit_sha,
@@ -526,6 +543,9 @@ def callback_payload(job: Job) -> dict[str, Any]:
         "credits": job.credits,
         "output_tail": job.output_tail[-OUTPUT_TAIL_CHARS:],
     }
+    if job.tests:
+        payload["tests"] = job.tests_result
+    return payload
 
 
 def _job(row: sqlite3.Row) -> Job:

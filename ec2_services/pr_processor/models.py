@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aipm_common.bounds import PrNumber
+
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 # GitHub's own rules for owner and repository names, plus no leading '-' or '.' anywhere git could see an option.
 _OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
@@ -77,12 +79,19 @@ def check_branch(branch: str, field: str = "branch", *, aipm_only: bool = True) 
 
 
 def check_task_file(path: str) -> str:
+    """A relative path to a file of the work tree, never into ``.git`` (the work tree's ``.git`` is a pointer file the
+    agent would be told to "implement"). Whether it is a regular file is known only after checkout (``git_ops``)."""
     if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
         raise InvalidInput(f"task_file must be a path relative to the repository, got {path!r}")
-    if any(part == ".." for part in re.split(r"[/\\]", path)):
+    parts = re.split(r"[/\\]", path)
+    if any(part == ".." for part in parts):
         raise InvalidInput(f"task_file must not contain '..', got {path!r}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or len(path) > 1024:
         raise InvalidInput("task_file holds control characters or is over 1024 characters")
+    if any(part.lower() == ".git" for part in parts):
+        raise InvalidInput(f"task_file must name a file outside .git/, got {path!r}")
+    if parts[-1] in ("", "."):
+        raise InvalidInput(f"task_file must name a file, not a directory, got {path!r}")
     return path
 
 
@@ -147,7 +156,7 @@ class ProcessPrRequest(BaseModel):
     repo: str = Field(max_length=140)
     branch: str = Field(max_length=MAX_REF_LEN + 1)
     base_branch: str | None = Field(default=None, max_length=MAX_REF_LEN + 1)
-    pr_number: int | None = Field(default=None, ge=1)
+    pr_number: PrNumber | None = None
     task_file: str = "TASK.md"
     callback_url: str | None = Field(default=None, max_length=2048)
     requested_by: str | None = Field(default=None, max_length=1024)  # the rules (400) are in parse_requested_by
@@ -171,3 +180,11 @@ class ProcessPrRequest(BaseModel):
 class Accepted(BaseModel):
     job_id: str
     status: str
+
+
+class RerunRequest(BaseModel):
+    """``POST /api/jobs/{id}/rerun``'s optional body: who asked for the re-run (the rules of ``requested_by``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requested_by: str | None = Field(default=None, max_length=1024)

@@ -87,6 +87,11 @@ class PoolClient:
         body = {"prompt": prompt, "cwd": cwd, "timeout_s": None, "task_id": task_id}
         return await self._request("POST", "/execute", json=body, timeout=self._execute_timeout)
 
+    async def run(self, *, task_id: str, cwd: str, command: str, timeout_s: float) -> PoolAnswer:
+        """``POST /run``: a command in ``cwd`` as the agent runs (the repository's tests); open until it ends."""
+        body = {"task_id": task_id, "cwd": cwd, "command": command, "timeout_s": timeout_s}
+        return await self._request("POST", "/run", json=body, timeout=httpx.Timeout(10.0, read=timeout_s + 60))
+
     async def task_status(self, task_id: str) -> int:
         return (await self._request("GET", f"/tasks/{task_id}")).status_code
 

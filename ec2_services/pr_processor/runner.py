@@ -8,6 +8,7 @@ change through ``JobStore.transition``. How many jobs run at once is the schedul
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -17,9 +18,9 @@ from pathlib import Path
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from aipm_common.logging import log_context, redact
-from ec2_services.pr_processor import metrics
+from ec2_services.pr_processor import metrics, repo_tests
 from ec2_services.pr_processor.events import JobEvents
-from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRefused, PushRejected, Worktree
+from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRefused, PushRejected, TaskFileRefused, Worktree
 from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, InvalidTransition, Job, JobState, JobStore
 from ec2_services.pr_processor.models import InvalidInput, parse_requested_by
 from ec2_services.pr_processor.pool_client import PoolAnswer, PoolClient, PoolUnreachable
@@ -119,7 +120,7 @@ def _tools_refused(body: dict) -> str | None:
 class JobRunner:
     def __init__(self, store: JobStore, events: JobEvents, git: GitOps, pool: PoolClient, *,
                  max_attempts: int, retry_base_delay: float, pool_busy_wait: float = 3600,
-                 pool_down_wait: float = 120):
+                 pool_down_wait: float = 120, test_command: str = "", test_timeout: float = 600):
         self.store = store
         self.events = events
         self.git = git
@@ -128,6 +129,8 @@ class JobRunner:
         self.retry_base_delay = retry_base_delay
         self.pool_busy_wait = pool_busy_wait
         self.pool_down_wait = pool_down_wait
+        self.test_command = test_command
+        self.test_timeout = test_timeout
         # job_id → pool task id while the agent works on it (what cancel must stop).
         self.executing: dict[str, str] = {}
         # job_id → the agent's latest answer lines while it works (read from the pool; shown in log_tail, not stored:
@@ -259,7 +262,7 @@ class JobRunner:
         """Count the attempt and fetch the branch; the job and the branch's tip."""
         if job.attempts >= self.max_attempts:
             raise PermanentError(f"the service restarted during attempt {job.attempts} and no attempts are left")
-        job = self.store.update(job.job_id, attempts=job.attempts + 1)
+        job = self.store.update(job.job_id, attempts=job.attempts + 1, tests=None)
         self.events.event(job.job_id, f"attempt {job.attempts}/{self.max_attempts}: fetching {job.repo} {job.branch}")
         return job, await self._git_step(self.git.fetch_branch(job.repo, job.branch))
 
@@ -307,9 +310,10 @@ class JobRunner:
             raise RetryableError(exc.message) from exc
 
     async def _agent_and_commit(self, job: Job, wt: Worktree, run: _Run) -> tuple[JobState, str | None]:
-        task_path = self.git.task_path(wt, job.task_file)
-        if task_path is None:
-            raise PermanentError(f"task file {job.task_file!r} is not on branch {job.branch} of {job.repo}")
+        try:
+            task_path = self.git.task_path(wt, job.task_file)
+        except TaskFileRefused as exc:
+            raise PermanentError(f"{exc.message} ({job.branch} of {job.repo})") from exc
         job = self._check_cancel(job.job_id)
         answer = await self._execute(job, wt, task_path)
         if answer.status_code == _CANCELLED_CODE or self.store.get(job.job_id).cancel_requested:
@@ -329,6 +333,7 @@ class JobRunner:
             return JobState.NO_CHANGES, refused
         sha = await self._git_step(self.git.commit_all(wt, commit_message(job, task_path))) if dirty else head
         await self._git_step(self.git.keep(job.repo, job.job_id, sha))
+        await self._run_tests(job, wt)
         job = self.store.transition(job.job_id, JobState.PUSHING, commit_sha=sha)
         self.events.event(job.job_id, f"committed {sha[:12]}; pushing to {job.branch}")
         return await self._push(job, wt)
@@ -401,6 +406,31 @@ class JobRunner:
                 where = (f"on worker {view['worker_id']}" if view.get("worker_id") is not None
                          else f"waiting for a worker (position {view.get('queue_position')})")
                 self.events.event(job.job_id, f"task {job.task_id} {view.get('state')} {where}")
+
+    async def _run_tests(self, job: Job, wt: Worktree) -> None:
+        """The repository's tests on the agent's commit, run by the pool as the agent; reported, never failing the
+        job (a follow-up can fix them). Their leftovers are cleaned away: everything that matters is committed."""
+        config = await self.git.show_file(job.repo, job.base_commit, repo_tests.CONFIG_FILE) if job.base_commit else None
+        spec, warning = repo_tests.choose(config, self.test_command, self.test_timeout)
+        if warning:
+            self.events.event(job.job_id, warning, level=logging.WARNING)
+        if spec is None:
+            return
+        self.events.event(job.job_id, f"running the tests ({spec.source}): {spec.command}")
+        try:
+            answer = await self.pool.run(task_id=f"{job.task_id}.tests", cwd=str(wt.path), command=spec.command,
+                                         timeout_s=spec.timeout_s)
+            if answer.status_code == 200:
+                result = repo_tests.record(spec, answer.body)
+            else:
+                result = repo_tests.record(spec, None, not_run=f"the worker pool answered {answer.status_code} "
+                                                               f"({answer.body.get('detail') or 'error'})")
+        except PoolUnreachable as exc:
+            result = repo_tests.record(spec, None, not_run=str(exc))
+        self.store.update(job.job_id, tests=json.dumps(result))
+        self.events.event(job.job_id, f"tests: {result['summary']}",
+                          level=logging.INFO if result["failed"] == 0 else logging.WARNING)
+        await self.git.clean(wt)
 
     # --- push and salvage -------------------------------------------------------------------------------------
 

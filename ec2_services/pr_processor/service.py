@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,10 +17,15 @@ from ec2_services.pr_processor.callbacks import CallbackSender
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitOps
 from ec2_services.pr_processor.jobs import LOG_TAIL_LINES, BranchBusy, Job, JobState, JobStore, rfc3339
-from ec2_services.pr_processor.models import ProcessPrRequest
+from ec2_services.pr_processor.models import JOB_ID_RE, ProcessPrRequest, parse_requested_by
 from ec2_services.pr_processor.pool_client import PoolClient
 from ec2_services.pr_processor.runner import JobRunner
 from ec2_services.pr_processor.scheduler import CancelRefused, Scheduler
+
+
+def rerun_root(job_id: str) -> str:
+    """The id of a branch's first job, from the id of any of its runs (``j-abc-r3`` → ``j-abc``)."""
+    return re.sub(r"-r\d+$", "", job_id)
 
 
 class JobConflict(Exception):
@@ -40,7 +46,8 @@ class ProcessorService:
         self.pool = PoolClient(settings.worker_pool_url, secret)
         self.runner = JobRunner(self.store, self.events, self.git, self.pool, max_attempts=settings.pr_max_attempts,
                                 retry_base_delay=settings.pr_retry_base_delay,
-                                pool_busy_wait=settings.pr_pool_busy_wait, pool_down_wait=settings.pr_pool_down_wait)
+                                pool_busy_wait=settings.pr_pool_busy_wait, pool_down_wait=settings.pr_pool_down_wait,
+                                test_command=settings.aipm_test_command, test_timeout=settings.aipm_test_timeout)
         self.scheduler = Scheduler(self.store, self.runner, self.pool, self.events)
         self.callbacks = CallbackSender(self.store, secret, base_delay=settings.pr_retry_base_delay,
                                         max_age=settings.pr_callback_max_age)
@@ -82,6 +89,35 @@ class ProcessorService:
             self.events.event(job.job_id, f"accepted: {job.repo} {job.branch} (task {job.task_file})")
             self.scheduler.wake()
         return job, created
+
+    def rerun(self, job_id: str, *, requested_by: str | None = None) -> Job:
+        """A new job on the ended job's branch and pull request (``<first job id>-r<n>``, n counting every run of the
+        branch); the earlier runs stay as they are. KeyError: no such job; JobConflict: it is still live, or another
+        job is live on its branch."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        if job.status.live:
+            raise JobConflict(f"job {job_id} is still {job.status.value}: a job is re-run once it has ended "
+                              "(cancel it first to start again now)")
+        runs = self.store.branch_jobs(job.repo, job.branch)
+        new_id = f"{rerun_root(runs[0].job_id if runs else job_id)}-r{len(runs) + 1}"
+        if not JOB_ID_RE.match(new_id):
+            raise JobConflict(f"job {job_id} cannot be re-run: the new job id {new_id!r} would be too long")
+        if requested_by is not None:
+            parse_requested_by(requested_by)  # InvalidInput (400) for anything that could break a trailer
+        try:
+            new, _ = self.store.create(
+                job_id=new_id, repo=job.repo, branch=job.branch, base_branch=job.base_branch,
+                pr_number=job.pr_number, task_file=job.task_file, callback_url=job.callback_url,
+                requested_by=requested_by or job.requested_by, title=job.title, rerun_of=job.job_id)
+        except BranchBusy as exc:
+            raise JobConflict(f"branch {job.branch} of {job.repo} already has a live job ({exc.job_id}); "
+                              "wait for it to end or cancel it") from exc
+        self.events.event(new.job_id, f"accepted: re-run of {job.job_id} ({job.status.value}) on {job.repo} "
+                                      f"{job.branch} (run {len(runs) + 1})")
+        self.scheduler.wake()
+        return new
 
     def get(self, job_id: str) -> Job | None:
         return self.store.get(job_id)
@@ -126,11 +162,14 @@ class ProcessorService:
             "started_at": rfc3339(job.started_at),
             "ended_at": rfc3339(job.ended_at),
             "pr_number": job.pr_number,
+            "rerun_of": job.rerun_of,
+            "runs": self._runs(job),
             "timeline": self._timeline(job),
             "log_tail": self._log_tail(job),
             "queue_position": self.store.queue_position(job),
             "credits": job.credits,
             "duration_s": job.duration_s,
+            "tests": job.tests_result,
             "callback": self.store.callback_status(job.job_id),
         }
 
@@ -141,6 +180,11 @@ class ProcessorService:
         if live:
             lines += [f"[agent] {line}" for line in live.splitlines()]
         return "\n".join(lines[-LOG_TAIL_LINES:])
+
+    def _runs(self, job: Job) -> list[dict[str, Any]]:
+        """Every run of the job's branch, oldest first (the attempt history a re-run keeps); the last is the newest."""
+        return [{"job_id": run.job_id, "status": run.status.value, "created_at": rfc3339(run.created_at),
+                 "commit": run.commit_sha} for run in self.store.branch_jobs(job.repo, job.branch)]
 
     def _timeline(self, job: Job) -> list[dict[str, Any]]:
         """queued → running → pushing → final, each with the time the job entered it (a job stored before states

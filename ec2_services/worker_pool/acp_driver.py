@@ -32,7 +32,8 @@ Kiro, as its wire captures show it (``tests/fixtures/kiro-acp/README.md``):
     tool name (deny-list)   V3: the request's ``_meta.kiro.toolId``; V2: ``_meta.kiro.toolName`` of the tool_call
                             with the same toolCallId, or the title of its ``_kiro.dev/session/update`` tool_call_chunk.
                             Any agent's ``_meta.<vendor>.toolName``/``toolId`` is read the same way (Claude Code's
-                            ``_meta.claudeCode.toolName``). The ACP ``kind`` is matched too (and shown when there is
+                            ``_meta.claudeCode.toolName``); an agent whose profile says so names it in the toolCallId
+                            (Gemini CLI: ``write_file__…``, ``call_id_name``). The ACP ``kind`` is matched too (and shown when there is
                             no name), but never stands in for a name: under a deny-list a nameless tool is rejected
                             (fail closed), as the PTY driver answers ``n`` to an unnamed tool.
     credits                 V2: the sum of ``_kiro.dev/metadata`` ``meteringUsage[].value``; V3: the
@@ -274,8 +275,10 @@ class AcpDriver(AgentDriver):
         env: Mapping[str, str],
         deny_tools: tuple[str, ...] = (),
         limits: AcpLimits | None = None,
+        call_id_name: re.Pattern | None = None,
     ):
         self.worker_id = worker_id
+        self.call_id_name = call_id_name  # the agent names its tool in the toolCallId: group 1 of this
         self.argv = shlex.split(command)
         self.deny_tools = tuple(deny_tools)
         self._cwd = cwd
@@ -542,7 +545,7 @@ class AcpDriver(AgentDriver):
         elif kind == "tool_call":
             call_id = str(update.get("toolCallId"))
             tool = turn.tools.setdefault(call_id, _Tool())
-            tool.name = tool_name(update.get("_meta")) or tool.name
+            tool.name = tool_name(update.get("_meta")) or tool.name or self._named_in_id(call_id)
             tool.kind, tool.title = update.get("kind") or tool.kind, update.get("title") or tool.title
             title = tool.title or tool.name or "tool"
             name = tool.name
@@ -596,7 +599,8 @@ class AcpDriver(AgentDriver):
         known = turn.tools.get(tool_call.tool_call_id, _Tool())
         # Who the tool is: V3 names it on the request (`_meta.kiro.toolId`), V2 on its tool_call update
         # (`_meta.kiro.toolName`) or its tool_call_chunk; another agent under its own `_meta` key. Else its ACP kind.
-        name = tool_name(known.permission_meta) or tool_name(tool_call.field_meta) or known.name
+        name = (tool_name(known.permission_meta) or tool_name(tool_call.field_meta) or known.name
+                or self._named_in_id(tool_call.tool_call_id))
         kind = tool_call.kind or known.kind
         shown = name or kind or tool_call.title or known.title or "(name not shown)"
         listed = {n for n in (name, kind) if n} & set(self.deny_tools)
@@ -619,6 +623,10 @@ class AcpDriver(AgentDriver):
         if choice is None:
             return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
         return RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=choice.option_id))
+
+    def _named_in_id(self, call_id: str | None) -> str | None:
+        match = self.call_id_name.match(call_id or "") if self.call_id_name is not None else None
+        return match.group(1) if match else None
 
     # ---- a turn ----------------------------------------------------------------------------------------------
 

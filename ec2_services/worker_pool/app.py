@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from aipm_common.bounds import MAX_SECONDS
 from aipm_common.http import install_edge
 from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import WORKER_POOL, SignatureVerifier
+from ec2_services.worker_pool.commands import CommandRunner
 from ec2_services.worker_pool.pool import (
     DriverFactory,
     PoolUnavailable,
@@ -40,8 +43,29 @@ _FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 class ExecuteRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=65536, description="The task for the agent; `\\n` and `\\t` allowed.")
     cwd: str | None = Field(None, description="An existing absolute directory inside KIRO_WORKSPACE_ROOT.")
-    timeout_s: float | None = Field(None, gt=0, description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.")
+    timeout_s: float | None = Field(
+        None, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
+        description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.",
+    )
     task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay never runs twice.")
+
+
+class RunRequest(BaseModel):
+    task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay answers the same run.")
+    cwd: str = Field(description="The job's worktree: an existing absolute directory inside KIRO_WORKSPACE_ROOT.")
+    command: str = Field(min_length=1, max_length=2000, description="Split as a shell splits words; no shell.")
+    timeout_s: float = Field(600, gt=0, le=3600, description="The process group is killed past it.")
+
+
+class RunResult(BaseModel):
+    task_id: str
+    exit_code: int | None
+    passed: int | None
+    failed: int | None
+    summary: str
+    output: str
+    duration_s: float
+    timed_out: bool
 
 
 class TaskResult(BaseModel):
@@ -128,6 +152,8 @@ def create_app(
     """The app; the pool starts with the app's lifespan (on the server's loop) and stops with it."""
     factory = driver_factory or make_driver(settings, resolve_profile(settings))
     holder: dict[str, WorkerPool] = {}
+    runner = CommandRunner(shlex.split(settings.kiro_run_as), limit=settings.kiro_pool_size,
+                           ttl_s=settings.kiro_result_ttl)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,6 +168,7 @@ def create_app(
         try:
             yield
         finally:
+            await runner.close()
             await pool.close()
 
     def get_pool() -> WorkerPool:
@@ -194,6 +221,18 @@ def create_app(
         except TaskEnded as exc:
             raise HTTPException(409, detail=str(exc)) from None
         return task.view(pool.position(task))
+
+    @signed.post("/run", response_model=RunResult, tags=["tasks"])
+    async def run(body: RunRequest) -> dict:
+        """Run the repository's test command in the job's worktree, as the agent (ec2_services.worker_pool.commands)."""
+        if _FORBIDDEN_CONTROLS.search(body.command):
+            raise _bad_request("command holds a control character")
+        cwd = check_cwd(body.cwd, settings.kiro_workspace_root)
+        try:
+            result = await runner.run(body.task_id, body.command, cwd=cwd, timeout_s=body.timeout_s)
+        except ValueError as exc:
+            raise _bad_request(str(exc)) from None
+        return {"task_id": body.task_id, **result.to_dict()}
 
     app.include_router(signed)
     return app

@@ -198,6 +198,7 @@ def make_driver(
                 env=base_env,
                 deny_tools=tuple(settings.deny_tools),
                 limits=acp_limits,
+                call_id_name=agent.call_id_name,
             )
 
         return acp_factory

@@ -3,7 +3,8 @@ the workers run (``AIPM_AGENT``).
 
 Owns the defaults for each supported CLI ("kiro" = ``kiro-cli chat``, "q" = the Amazon Q CLI's ``q chat``, which
 shares the protocol) and how the ``KIRO_*`` variables override any field; and, per agent (``kiro``, ``claude-code``
-= the unmodified open-source ``@zed-industries/claude-code-acp``), its ACP command, the one secret it may receive
+= the unmodified open-source ``@zed-industries/claude-code-acp``, ``gemini`` = Google's ``@google/gemini-cli``
+run as ``gemini --acp``), its ACP command, the one secret it may receive
 (its own API key variable, never the services' nor another agent's), the variables it needs set, and where its wire
 names a tool. It compiles patterns once; it must not touch a terminal or a process.
 """
@@ -102,6 +103,10 @@ class AgentKind:
     dropped_env: tuple[str, ...] = ()
     # Where its ACP messages name a tool (informative; the driver reads ``_meta.<vendor>.toolName`` generically).
     tool_name_at: str = ""
+    # For an agent that names a tool only in its toolCallId: the name is group 1 of this (matched at the start).
+    call_id_name: re.Pattern | None = None
+    # What it reports of a turn's model usage, if anything (informative).
+    usage_at: str = ""
     # The npm package (pinned in agents/package-lock.json) whose bin is the command, for the host installer.
     npm_package: str | None = None
     # Whether the driver may be the PTY one (a chat CLI with a terminal protocol: Kiro only).
@@ -136,7 +141,23 @@ AGENTS: dict[str, AgentKind] = {
         # bypass Claude Code then refuses); unset, it never asks for one.
         dropped_env=("IS_SANDBOX",),
         tool_name_at="_meta.claudeCode.toolName on the tool_call update; kind edit/execute/read/…",
+        usage_at="nothing (0.16.2: the prompt response is {stopReason} alone)",
         npm_package="@zed-industries/claude-code-acp",
+    ),
+    "gemini": AgentKind(
+        name="gemini",
+        acp_command="gemini --acp",
+        key_vars=("GEMINI_API_KEY",),
+        # Without it the CLI re-spawns itself as a second node process sized to half the machine's memory: one
+        # process per worker instead, under the pool's own limits.
+        fixed_env=(("GEMINI_CLI_NO_RELAUNCH", "true"),),
+        # Either would switch it to Vertex AI / Google sign-in instead of GEMINI_API_KEY.
+        dropped_env=("GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA"),
+        # Its core names every call `<tool>__<id>` (`write_file__write_file_1765…_0`); no _meta, the title is prose.
+        tool_name_at="the toolCallId's prefix before '__' (write_file, run_shell_command, …); kind edit/execute/read/…",
+        call_id_name=re.compile(r"([A-Za-z][\w.-]*?)__"),
+        usage_at="the prompt response's _meta.quota.token_count {input_tokens, output_tokens} (and model_usage[])",
+        npm_package="@google/gemini-cli",
     ),
 }
 

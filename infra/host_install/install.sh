@@ -16,6 +16,8 @@
 # Deployment values come from the environment (host.py passes them through cfn-init); every one has a default:
 #   AIPM_POOL_SIZE, AIPM_WORKER_POOL_HOST, AIPM_WORKER_POOL_PORT, AIPM_PR_PROCESSOR_HOST, AIPM_PR_PROCESSOR_PORT,
 #   AIPM_CALLBACK_ORIGINS, AIPM_GIT_BASE_URL, AIPM_KIRO_DENY_TOOLS, AIPM_KIRO_COMMAND, AIPM_KIRO_ACP_COMMAND,
+#   AIPM_KIRO_DRIVER (acp|headless|pty, default acp), AIPM_KIRO_VERSION (the pinned kiro-cli, see install-kiro-cli),
+#   AIPM_AGENT (kiro|claude-code: what is installed and run), AIPM_ANTHROPIC_API_KEY_SECRET_ARN (claude-code),
 #   AIPM_KIRO_INSTALL_COMMAND, AIPM_SHARED_SECRET_ARN, AIPM_GITHUB_TOKEN_SECRET_ARN, AIPM_KIRO_API_KEY_SECRET_ARN,
 #   AIPM_AWS_REGION, AIPM_LOG_GROUP_WORKER_POOL, AIPM_LOG_GROUP_PR_PROCESSOR,
 #   AIPM_DISPATCH (http|sqs), and with sqs: AIPM_JOB_QUEUE_URL, AIPM_SQS_WAIT_S, AIPM_SQS_VISIBILITY_S,
@@ -45,7 +47,7 @@ while [ $# -gt 0 ]; do
     --source) SOURCE="$(cd "$2" && pwd)"; shift 2 ;;
     --python) PYTHON="$2"; shift 2 ;;
     --extra-site) EXTRA_SITE="$(cd "$2" && pwd)"; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -82,6 +84,12 @@ PRP_PORT="${AIPM_PR_PROCESSOR_PORT:-8082}"
 CALLBACK_ORIGINS="${AIPM_CALLBACK_ORIGINS:-}"
 GIT_BASE_URL="${AIPM_GIT_BASE_URL:-https://github.com}"
 DENY_TOOLS="${AIPM_KIRO_DENY_TOOLS-use_aws,aws}"
+KIRO_DRIVER="${AIPM_KIRO_DRIVER:-acp}"
+AGENT="${AIPM_AGENT:-kiro}"
+AGENTS_DIR="$PREFIX/opt/aipm/agents"
+KIRO_VERSION="${AIPM_KIRO_VERSION:-2.19.1}"
+# Kiro's built-in tools (2.x names; use_aws is the older name of aws): the agent config offers these minus the denied.
+KIRO_TOOLS="read,write,shell,grep,glob,code,web_search,web_fetch,introspect,knowledge,todo_list,thinking,delegate,subagent,use_aws,aws"
 KIRO_INSTALL_COMMAND="${AIPM_KIRO_INSTALL_COMMAND-}"
 LOG_GROUP_POOL="${AIPM_LOG_GROUP_WORKER_POOL:-/aipm/worker-pool}"
 LOG_GROUP_PRP="${AIPM_LOG_GROUP_PR_PROCESSOR:-/aipm/pr-processor}"
@@ -96,6 +104,14 @@ for package in ec2_services aipm_common; do
 done
 [ -f "$SOURCE/requirements/host.txt" ] || die "$SOURCE/requirements/host.txt not found (--source)"
 case "$POOL_SIZE" in ''|*[!0-9]*) die "AIPM_POOL_SIZE must be a number, got '$POOL_SIZE'" ;; esac
+case "$KIRO_DRIVER" in acp|headless|pty) ;; *) die "AIPM_KIRO_DRIVER must be acp, headless or pty, got '$KIRO_DRIVER'" ;; esac
+case "$AGENT" in
+  kiro) ;;
+  claude-code)
+    [ "$KIRO_DRIVER" = acp ] || die "AIPM_AGENT=claude-code speaks ACP only, got AIPM_KIRO_DRIVER=$KIRO_DRIVER"
+    [ -f "$SOURCE/agents/package-lock.json" ] || die "$SOURCE/agents/package-lock.json not found (the pinned agents)" ;;
+  *) die "AIPM_AGENT must be kiro or claude-code, got '$AGENT'" ;;
+esac
 case "$DISPATCH" in
   http) ;;
   sqs)
@@ -110,6 +126,12 @@ esac
 if [ "$ON_HOST" = 1 ]; then
   log "installing system packages"
   dnf install -y -q git python3.12 python3.12-pip util-linux iptables-nft unzip logrotate amazon-cloudwatch-agent >&2
+  if [ "$AGENT" = claude-code ]; then
+    dnf install -y -q nodejs20 nodejs20-npm >&2
+    # AL2023 names them node-20 / npm-20; the agent's `#!/usr/bin/env node` needs a `node` on the PATH.
+    command -v node >/dev/null || ln -sf "$(command -v node-20)" /usr/local/bin/node
+    command -v npm >/dev/null || ln -sf "$(command -v npm-20)" /usr/local/bin/npm
+  fi
   getent group "$SERVICE_USER" >/dev/null || groupadd --system "$SERVICE_USER"
   id -u "$SERVICE_USER" >/dev/null 2>&1 || useradd --system --gid "$SERVICE_USER" --home-dir "$STATE" \
     --no-create-home --shell /sbin/nologin "$SERVICE_USER"
@@ -126,7 +148,12 @@ AGENT_GROUP="$(id -gn "$AGENT_USER" 2>/dev/null || echo "$AGENT_USER")"
 AS_AGENT="setpriv --reuid=$AGENT_USER --regid=$AGENT_GROUP --init-groups --inh-caps=-all --ambient-caps=-all --nnp --"
 AS_AGENT="$AS_AGENT /usr/bin/env HOME=/home/$AGENT_USER USER=$AGENT_USER LOGNAME=$AGENT_USER"
 KIRO_COMMAND="${AIPM_KIRO_COMMAND:-$AS_AGENT $KIRO_BIN chat --legacy-ui --agent aipm}"
-KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent-engine v2 --agent aipm}"
+if [ "$AGENT" = claude-code ]; then
+  KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $AGENTS_DIR/node_modules/.bin/claude-code-acp}"
+else
+  KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent-engine v2 --agent aipm}"
+fi
+KIRO_HEADLESS_COMMAND="${AIPM_KIRO_HEADLESS_COMMAND:-$AS_AGENT $KIRO_BIN chat --agent aipm}"
 if [ -z "$PYTHON" ]; then
   if [ "$ON_HOST" = 1 ]; then PYTHON=/usr/bin/python3.12
   else PYTHON="$(command -v python3.12 || command -v python3)"; fi
@@ -146,7 +173,8 @@ for package in ec2_services aipm_common; do
 done
 cp "$SOURCE/requirements/host.txt" "$APP/requirements/host.txt"
 cp "$HERE/aipm-fetch-secrets" "$BIN/aipm-fetch-secrets"
-chmod 0755 "$BIN/aipm-fetch-secrets"
+cp "$HERE/install-kiro-cli" "$BIN/install-kiro-cli"
+chmod 0755 "$BIN/aipm-fetch-secrets" "$BIN/install-kiro-cli"
 
 log "building the venv in $VENV with $PYTHON"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
@@ -168,37 +196,47 @@ for module in aipm_common ec2_services.worker_pool ec2_services.pr_processor; do
     || die "$module is not importable from $VENV"
 done
 
-# --- 3. kiro-cli and its agent config -------------------------------------------------------------------------------
+# --- 3. The agent: kiro-cli (pinned, no auto-update) and its agent config, or claude-code-acp (npm, lock file) -----
 mkdir -p "$KIRO_HOME/.kiro/agents"
-if [ "$ON_HOST" = 1 ] && [ -n "$KIRO_INSTALL_COMMAND" ]; then
-  if [ -x /usr/local/bin/kiro-cli ]; then
-    log "kiro-cli already installed: $(/usr/local/bin/kiro-cli --version 2>/dev/null || echo unknown version)"
-  else
-    log "installing kiro-cli as $AGENT_USER: $KIRO_INSTALL_COMMAND"
-    runuser -u "$AGENT_USER" -- env HOME="/home/$AGENT_USER" bash -lc "$KIRO_INSTALL_COMMAND" >&2 \
-      || die "the kiro-cli install command failed (context kiroInstallCommand)"
-    found="$(runuser -u "$AGENT_USER" -- env HOME="/home/$AGENT_USER" \
-      bash -lc 'command -v kiro-cli || ls "$HOME/.local/bin/kiro-cli" 2>/dev/null' | head -n1 || true)"
-    [ -n "$found" ] && [ -x "$found" ] || die "kiro-cli is not on $AGENT_USER's PATH after the install command"
-    ln -sf "$found" /usr/local/bin/kiro-cli
+if [ "$AGENT" = claude-code ]; then
+  mkdir -p "$AGENTS_DIR"
+  cp "$SOURCE/agents/package.json" "$SOURCE/agents/package-lock.json" "$AGENTS_DIR/"
+  if [ "$ON_HOST" = 1 ]; then
+    log "installing claude-code-acp from agents/package-lock.json into $AGENTS_DIR"
+    (cd "$AGENTS_DIR" && npm ci --omit=dev --no-audit --no-fund >&2) || die "npm ci of agents/package-lock.json failed"
+    [ -x "$AGENTS_DIR/node_modules/.bin/claude-code-acp" ] || die "claude-code-acp is not in $AGENTS_DIR after npm ci"
   fi
+elif [ "$ON_HOST" = 1 ] && [ -n "$KIRO_INSTALL_COMMAND" ]; then
+  found="$(runuser -u "$AGENT_USER" -- env HOME="/home/$AGENT_USER" KIRO_VERSION="$KIRO_VERSION" \
+    KIRO_INSTALL_COMMAND="$KIRO_INSTALL_COMMAND" bash "$BIN/install-kiro-cli")" || die "kiro-cli $KIRO_VERSION: not installed"
+  ln -sf "$found" /usr/local/bin/kiro-cli
 elif [ "$ON_HOST" = 1 ]; then
-  log "kiroInstallCommand is empty: install kiro-cli yourself as /usr/local/bin/kiro-cli (see the README)"
+  log "kiroInstallCommand is empty: install kiro-cli $KIRO_VERSION yourself as /usr/local/bin/kiro-cli (see the README)"
 fi
-# The `aipm` agent: every built-in tool available; the worker pool approves each request itself (KIRO_DENY_TOOLS),
-# so nothing is pre-trusted here. No MCP servers: the agent needs the workspace, a shell and the web, nothing more.
-cat > "$KIRO_HOME/.kiro/agents/aipm.json" <<'JSON'
-{
-  "name": "aipm",
-  "description": "aipm-kiro: implements the TASK.md of a pull request in the current workspace",
-  "prompt": "You implement the task described in the TASK.md file named in each request, inside the workspace directory the request names. Change only files inside that workspace. Keep changes focused, add or update tests, and run them. Do not push, do not change git remotes or configuration, and do not try to reach cloud credentials or the instance metadata service.",
-  "mcpServers": {},
-  "tools": ["*"],
-  "allowedTools": [],
-  "resources": [],
-  "useLegacyMcpJson": false
+# The `aipm` agent. The worker pool approves each request itself (KIRO_DENY_TOOLS), so nothing is pre-trusted
+# (allowedTools is empty); the denied tools are also left out of `tools`, so Kiro does not offer them at all: a denied
+# tool is refused twice over. No MCP servers: the agent needs the workspace, a shell and the web, nothing more.
+AIPM_TOOLS="$KIRO_TOOLS" AIPM_DENY="$DENY_TOOLS" "$VENV/bin/python" - "$KIRO_HOME/.kiro/agents/aipm.json" <<'PY'
+import json, os, sys
+split = lambda text: [t.strip() for t in text.split(",") if t.strip()]
+denied = set(split(os.environ["AIPM_DENY"]))
+config = {
+    "name": "aipm",
+    "description": "aipm-kiro: implements the TASK.md of a pull request in the current workspace",
+    "prompt": "You implement the task described in the TASK.md file named in each request, inside the workspace "
+              "directory the request names. Change only files inside that workspace. Keep changes focused, add or "
+              "update tests, and run them. Do not push, do not change git remotes or configuration, and do not try "
+              "to reach cloud credentials or the instance metadata service.",
+    "mcpServers": {},
+    "tools": [tool for tool in split(os.environ["AIPM_TOOLS"]) if tool not in denied],
+    "allowedTools": [],
+    "resources": [],
+    "useLegacyMcpJson": False,
 }
-JSON
+with open(sys.argv[1], "w") as out:
+    json.dump(config, out, indent=2)
+    out.write("\n")
+PY
 
 # --- 4. Configuration (non-secret) and the secret fetcher's parameters ---------------------------------------------
 cat > "$ETC/common.env" <<EOF
@@ -213,12 +251,16 @@ GIT_CONFIG_KEY_0=safe.directory
 GIT_CONFIG_VALUE_0=*
 EOF
 cat > "$ETC/worker-pool.env" <<EOF
+AIPM_AGENT=$AGENT
 WORKER_POOL_HOST=$POOL_HOST
 WORKER_POOL_PORT=$POOL_PORT
 KIRO_POOL_SIZE=$POOL_SIZE
 KIRO_COMMAND=$KIRO_COMMAND
 KIRO_ACP_COMMAND=$KIRO_ACP_COMMAND
+KIRO_RUN_AS=$AS_AGENT
+KIRO_HEADLESS_COMMAND=$KIRO_HEADLESS_COMMAND
 KIRO_DENY_TOOLS=$DENY_TOOLS
+KIRO_DRIVER=$KIRO_DRIVER
 EOF
 cat > "$ETC/pr-processor.env" <<EOF
 PR_PROCESSOR_HOST=$PRP_HOST
@@ -245,6 +287,7 @@ AWS_REGION=${AIPM_AWS_REGION:-}
 AIPM_SHARED_SECRET_ARN=${AIPM_SHARED_SECRET_ARN:-}
 AIPM_GITHUB_TOKEN_SECRET_ARN=${AIPM_GITHUB_TOKEN_SECRET_ARN:-}
 AIPM_KIRO_API_KEY_SECRET_ARN=${AIPM_KIRO_API_KEY_SECRET_ARN:-}
+AIPM_ANTHROPIC_API_KEY_SECRET_ARN=${AIPM_ANTHROPIC_API_KEY_SECRET_ARN:-}
 AIPM_SECRETS_DIR=$SECRETS_DIR
 EOF
 chmod 0644 "$ETC"/*.env "$ETC/secrets.conf"

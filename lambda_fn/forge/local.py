@@ -327,6 +327,8 @@ _EXAMPLE_FILES = {
         "def test_add_handles_negatives():\n    assert add(-2, 2) == 0\n"
     ),
     ".gitignore": "__pycache__/\n.pytest_cache/\n",
+    # The tests the PR processor runs on the agent's commit (the result comment's "Tests" row).
+    ".aipm.toml": '[tests]\ncommand = "python -m pytest -q -p no:cacheprovider"\ntimeout_s = 120\n',
 }
 
 

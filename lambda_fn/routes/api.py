@@ -21,7 +21,8 @@ from lambda_fn.forge.base import ForgeError
 from lambda_fn.generate import Generator, Story
 from lambda_fn.jobs import story_jobs
 from lambda_fn.processor import ProcessorError
-from lambda_fn.queue import job_from_pull
+from lambda_fn.queue import DISPATCHED, job_from_pull
+from lambda_fn.rerun import Rerunner
 from lambda_fn.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["generate"])
@@ -183,7 +184,7 @@ def _queued_job(rt: Runtime, job_id: str, repo: str | None, branch: str | None) 
         raise HTTPException(400, "with AIPM_DISPATCH=sqs a job's state is read from its pull request: "
                                  f"GET /api/jobs/{job_id}?repo=owner/name&branch=aipm/…")
     check_repo(repo, rt)
-    if not naming.valid_branch(branch) or naming.job_id(repo, branch) != job_id:
+    if not naming.valid_branch(branch) or naming.job_id(repo, branch) != naming.run_root(job_id):
         raise HTTPException(404, f"job {job_id} is not the job of {repo} {branch[:200]}")
     full_name = rt.forge.get_repo(repo).full_name
     pulls = rt.forge.pulls_for_branch(full_name, branch)
@@ -215,6 +216,21 @@ def job_transcript(job_id: str, caller: Annotated[Caller, Depends(current_caller
                                  "AIPM_DISPATCH=http")
     _visible_job(rt, job_id)
     return rt.processor.transcript(job_id, after=after, limit=limit)
+
+
+@router.post("/jobs/{job_id}/rerun", status_code=202, dependencies=[Depends(require_json)])
+def rerun_job(job_id: str, request: Request, caller: Annotated[Caller, Depends(current_caller)],
+              rt: Annotated[Runtime, Depends(runtime)],
+              repo: Annotated[str | None, Query(max_length=140)] = None,
+              branch: Annotated[str | None, Query(max_length=200)] = None):
+    """A new job on the ended job's branch and pull request; the earlier runs stay (409 says why when it cannot)."""
+    job = _queued_job(rt, job_id, repo, branch) if rt.queue is not None else _visible_job(rt, job_id)
+    if job.get("status") in ("queued", "running", "pushing", DISPATCHED):
+        raise HTTPException(409, f"job {job_id} is still {job['status']}: a job is re-run once it has ended"
+                                 + ("" if rt.queue is not None else " (cancel it first to start again now)"))
+    done = Rerunner(rt.forge, rt.dispatcher).rerun(job, requested_by=caller.requested_by,
+                                                   callback_url=callback_url(request, rt))
+    return done.body()
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -10,9 +10,10 @@ import html
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
 
+from aipm_common.bounds import INT32_MAX
 from lambda_fn.auth import Caller, current_caller
 from lambda_fn.forge.local import LocalForge
 from lambda_fn.naming import valid_repo
@@ -81,11 +82,11 @@ def forge_router(forge: LocalForge) -> APIRouter:
         return {"pulls": forge.list_pulls(repo_name(owner, name), state)}
 
     @router.get("/api/forge/{owner}/{name}/pulls/{number}")
-    def show_pull(owner: str, name: str, number: int, caller: Annotated[Caller, Depends(current_caller)]):
+    def show_pull(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)], caller: Annotated[Caller, Depends(current_caller)]):
         return pull_view(repo_name(owner, name), number)
 
     @router.get("/forge/{owner}/{name}/pull/{number}", response_class=HTMLResponse)
-    def pull_page(owner: str, name: str, number: int, request: Request,
+    def pull_page(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)], request: Request,
                   caller: Annotated[Caller, Depends(current_caller)]):
         repo = repo_name(owner, name)
         pr = pull_view(repo, number)

@@ -89,6 +89,12 @@ def s3_website_synth() -> Synth:
 
 
 @pytest.fixture(scope="session")
+def claude_code_synth() -> Synth:
+    """agent=claude-code (issue 16): the open-source agent instead of Kiro, its key in a secret the stack creates."""
+    return synthesize(agent="claude-code")
+
+
+@pytest.fixture(scope="session")
 def sqs_synth() -> Synth:
     """dispatch=sqs with every knob of the mode away from its default, and an admin CIDR (8081 must stay open)."""
     return synthesize(dispatch="sqs", minHosts=str(SQS_MIN_HOSTS), maxHosts=str(SQS_MAX_HOSTS),

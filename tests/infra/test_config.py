@@ -62,6 +62,8 @@ def test_an_empty_kiro_install_command_means_do_not_install():
     ("githubTokenSecretArn", "my-secret", "githubTokenSecretArn"),
     ("cognitoDomainPrefix", "aws-aipm", "cognitoDomainPrefix"),
     ("allowedGroups", "devs, bad group", "allowedGroups: 'bad group' is not a Cognito group name"),
+    ("kiroDriver", "tmux", "kiroDriver: 'tmux' must be one of acp, headless, pty"),
+    ("kiroVersion", "latest", "kiroVersion: 'latest' is not a kiro-cli version like 2.19.1"),
 ])
 def test_bad_values_name_their_key(key, value, message):
     if message is None:  # a bare address is a /32, which is valid
@@ -69,6 +71,36 @@ def test_bad_values_name_their_key(key, value, message):
         return
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("*", r"\*")):
         config(**{key: value})
+
+
+def test_the_host_runs_kiro_over_acp_pinned_to_the_newest_captured_version():
+    cfg = config()
+    assert (cfg.kiro_driver, cfg.kiro_version) == ("acp", "2.19.1")
+    assert (ROOT / "tests/fixtures/kiro-acp/kas-content-chunk-2.19.1.jsonl").exists(), "the pin has a capture"
+    assert "$KIRO_VERSION" in cfg.kiro_install_command, "the default install command downloads the pinned version"
+    assert (config(kiroDriver="PTY").kiro_driver, config(kiroVersion="2.18.1").kiro_version) == ("pty", "2.18.1")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"agent": "gpt"}, "agent: 'gpt' must be one of kiro, claude-code"),
+    ({"agent": "claude-code", "kiroDriver": "headless"}, "kiroDriver: agent=claude-code speaks ACP only"),
+    ({"anthropicApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
+     "anthropicApiKeySecretArn: only agent=claude-code uses it"),
+    ({"agent": "claude-code", "anthropicApiKeySecretArn": "key"}, "anthropicApiKeySecretArn: 'key' is not"),
+])
+def test_bad_agent_values_name_their_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config(**values)
+
+
+def test_the_agent_defaults_to_kiro():
+    assert (config().agent, config(agent="Claude-Code").agent) == ("kiro", "claude-code")
+
+
+def test_the_pty_driver_cannot_be_pinned_to_kiro_3():
+    with pytest.raises(ConfigError, match="kiroDriver: pty cannot read kiro-cli 3.0.2"):
+        config(kiroDriver="pty", kiroVersion="3.0.2")
+    assert config(kiroDriver="acp", kiroVersion="3.0.2").kiro_version == "3.0.2"
 
 
 def test_every_cloudwatch_retention_is_accepted_by_the_stack():

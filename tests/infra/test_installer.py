@@ -32,7 +32,9 @@ from tests.support.servers import die_with_parent, free_port
 INSTALL = ROOT / "infra" / "host_install" / "install.sh"
 SHARED_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-shared-AbCdEf"
 TOKEN_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-github-AbCdEf"
-SECRET_VALUES = {SHARED_ARN: "test-shared-secret-0123456789abcdef", TOKEN_ARN: "ghp_" + "x" * 36}
+ANTHROPIC_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-anthropic-AbCdEf"
+SECRET_VALUES = {SHARED_ARN: "test-shared-secret-0123456789abcdef", TOKEN_ARN: "ghp_" + "x" * 36,
+                 ANTHROPIC_ARN: "sk-ant-api03-" + "y" * 40}
 CALLBACK_ORIGIN = "https://abc123.lambda-url.eu-west-1.on.aws"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/AipmKiro-JobQueueJobs-abc.fifo"
 
@@ -77,6 +79,7 @@ def root(tmp_path_factory) -> Path:
         "AIPM_PR_PROCESSOR_PORT": str(free_port()),
         "AIPM_CALLBACK_ORIGINS": CALLBACK_ORIGIN,
         "AIPM_KIRO_COMMAND": kiro_double_command("--work-seconds", "0"),
+        "AIPM_KIRO_DRIVER": "pty",  # the Kiro double speaks the PTY protocol
         "AIPM_SHARED_SECRET_ARN": SHARED_ARN,
         "AIPM_GITHUB_TOKEN_SECRET_ARN": TOKEN_ARN,
         "AIPM_AWS_REGION": "eu-west-1",
@@ -101,6 +104,9 @@ def unit(root: Path, name: str) -> dict:
     (["--source", str(ROOT)], {"AIPM_POOL_SIZE": "two"}, "AIPM_POOL_SIZE must be a number"),
     (["--source", str(ROOT), "--bogus"], {}, "unknown argument: --bogus"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "kafka"}, "AIPM_DISPATCH must be http or sqs, got 'kafka'"),
+    (["--source", str(ROOT)], {"AIPM_AGENT": "gpt"}, "AIPM_AGENT must be kiro or claude-code, got 'gpt'"),
+    (["--source", str(ROOT)], {"AIPM_AGENT": "claude-code", "AIPM_KIRO_DRIVER": "pty"},
+     "AIPM_AGENT=claude-code speaks ACP only"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs"}, "AIPM_DISPATCH=sqs needs AIPM_JOB_QUEUE_URL"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs", "AIPM_JOB_QUEUE_URL": QUEUE_URL, "AIPM_SQS_WAIT_S": "x"},
      "AIPM_SQS_WAIT_S and AIPM_SQS_VISIBILITY_S must be numbers"),
@@ -182,6 +188,8 @@ def test_default_agent_command_drops_to_the_kiro_user_without_privileges(tmp_pat
     assert argv[0] == "setpriv" and "--reuid=kiro" in argv and "--nnp" in argv and "--inh-caps=-all" in argv
     assert argv[argv.index("/usr/bin/env") + 1] == "HOME=/home/kiro"
     assert argv[-4:] == ["chat", "--legacy-ui", "--agent", "aipm"] and argv[-5] == "/usr/local/bin/kiro-cli"
+    # The repository's tests (POST /run) run behind the same prefix: as kiro, without privileges.
+    assert shlex.split(pool_env["KIRO_RUN_AS"]) == argv[:-5]
     pool = parse_unit(tmp_path / "etc/systemd/system/aipm-worker-pool.service")
     assert values(pool, "Service", "AmbientCapabilities") == ["CAP_SETUID CAP_SETGID CAP_KILL"]
     assert values(pool, "Service", "NoNewPrivileges") == ["yes"]
@@ -192,10 +200,87 @@ def test_default_agent_command_drops_to_the_kiro_user_without_privileges(tmp_pat
 def test_agent_config_aipm_is_valid_kiro_json(root):
     config = json.loads((root / "home/kiro/.kiro/agents/aipm.json").read_text())
     assert config["name"] == "aipm"
-    assert config["tools"] == ["*"]
+    assert {"read", "write", "shell", "grep", "glob"} <= set(config["tools"])
     assert config["allowedTools"] == [], "approval stays with the worker pool (KIRO_DENY_TOOLS)"
     assert config["mcpServers"] == {}
     assert "TASK.md" in config["prompt"]
+
+
+def test_denied_tools_are_left_out_of_the_agent_config_too(tmp_path):
+    """A denied tool is refused twice over: the pool refuses it (KIRO_DENY_TOOLS) and Kiro never offers it."""
+    _install(tmp_path, AIPM_KIRO_DENY_TOOLS="use_aws,aws, shell")
+    config = json.loads((tmp_path / "home/kiro/.kiro/agents/aipm.json").read_text())
+    assert not {"use_aws", "aws", "shell"} & set(config["tools"] + config["allowedTools"])
+    assert {"read", "write", "web_fetch"} <= set(config["tools"])
+    assert read_env_file(tmp_path / "etc/aipm/worker-pool.env")["KIRO_DENY_TOOLS"] == "use_aws,aws, shell"
+
+
+def test_the_default_driver_is_acp_as_the_kiro_user(tmp_path):
+    _install(tmp_path)
+    pool_env = read_env_file(tmp_path / "etc/aipm/worker-pool.env")
+    assert pool_env["KIRO_DRIVER"] == "acp"
+    for key, tail in (("KIRO_ACP_COMMAND", ["acp", "--agent-engine", "v2", "--agent", "aipm"]),
+                      ("KIRO_HEADLESS_COMMAND", ["chat", "--agent", "aipm"])):
+        argv = shlex.split(pool_env[key])
+        assert argv[0] == "setpriv" and "--reuid=kiro" in argv, key
+        assert argv[-len(tail):] == tail and argv[-len(tail) - 1] == "/usr/local/bin/kiro-cli", key
+
+
+def test_the_driver_comes_from_the_deployment(tmp_path):
+    _install(tmp_path, AIPM_KIRO_DRIVER="headless")
+    assert read_env_file(tmp_path / "etc/aipm/worker-pool.env")["KIRO_DRIVER"] == "headless"
+
+
+def test_an_unknown_driver_stops_the_install(tmp_path):
+    result = subprocess.run(["bash", str(INSTALL), "--prefix", str(tmp_path), "--source", str(ROOT)],
+                            env={**os.environ, "AIPM_KIRO_DRIVER": "tmux"}, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "AIPM_KIRO_DRIVER must be acp, headless or pty, got 'tmux'" in result.stderr
+
+
+INSTALL_KIRO = ROOT / "infra" / "host_install" / "install-kiro-cli"
+# What Kiro's installer does, faked: a kiro-cli in ~/.local/bin that reports the version it was installed as (or
+# $FAKE_KIRO_REPORTS) and records every call, e.g. the settings command.
+FAKE_KIRO = """#!/bin/sh
+echo "$*" >> "$HOME/calls"
+[ "$1" = --version ] && echo "kiro-cli @VERSION@"
+exit 0
+"""
+
+
+def _install_kiro(home: Path, version: str, **env: str) -> subprocess.CompletedProcess:
+    fake = home / "fake-kiro-cli"
+    fake.write_text(FAKE_KIRO)
+    download = (f'mkdir -p "$HOME/.local/bin" && echo "install $KIRO_VERSION" >> "$HOME/calls" && '
+                f'sed "s/@VERSION@/${{FAKE_KIRO_REPORTS:-$KIRO_VERSION}}/" {fake} > "$HOME/.local/bin/kiro-cli" && '
+                'chmod +x "$HOME/.local/bin/kiro-cli"')
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AIPM_", "KIRO_"))}
+    return subprocess.run(["bash", str(INSTALL_KIRO)], capture_output=True, text=True, timeout=60,
+                          env={**clean, "HOME": str(home), "KIRO_VERSION": version,
+                               "KIRO_INSTALL_COMMAND": download, **env})
+
+
+def test_kiro_cli_is_installed_at_the_pinned_version_with_auto_update_off(tmp_path):
+    result = _install_kiro(tmp_path, "2.19.1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{tmp_path}/.local/bin/kiro-cli"
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "install 2.19.1", "the install command was given the pinned version"
+    assert calls[-1] == "settings app.disableAutoupdates true"
+    # cfn-hup runs the install again: the pinned version already there is kept, auto-update is set again.
+    again = _install_kiro(tmp_path, "2.19.1")
+    assert again.returncode == 0, again.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c for c in calls if c.startswith("install")] == ["install 2.19.1"]
+    assert calls[-1] == "settings app.disableAutoupdates true"
+    # A new pin replaces it.
+    assert _install_kiro(tmp_path, "2.20.0").returncode == 0
+    assert "install 2.20.0" in (tmp_path / "calls").read_text().splitlines()
+
+
+def test_a_kiro_cli_of_another_version_than_the_pin_fails_the_install(tmp_path):
+    result = _install_kiro(tmp_path, "2.19.1", FAKE_KIRO_REPORTS="3.0.2")
+    assert result.returncode != 0
+    assert "kiro-cli 3.0.2 was installed, but kiroVersion pins 2.19.1" in result.stderr
 
 
 def test_agent_user_is_blocked_from_instance_metadata(root):
@@ -244,6 +329,27 @@ def test_secret_fetcher_writes_root_only_environment_files(root, tmp_path):
     assert processor == {"AIPM_SHARED_SECRET": SECRET_VALUES[SHARED_ARN], "GITHUB_TOKEN": SECRET_VALUES[TOKEN_ARN]}
     assert (secrets / "pr-processor.env").stat().st_mode & 0o777 == 0o600
     assert SECRET_VALUES[TOKEN_ARN] not in result.stderr + result.stdout
+
+
+def test_claude_code_agent_is_installed_from_the_lock_file_and_run_over_acp(tmp_path):
+    """agent=claude-code: the pinned npm package instead of kiro-cli, ACP as the kiro user, its key from its secret."""
+    _install(tmp_path, AIPM_AGENT="claude-code", AIPM_SHARED_SECRET_ARN=SHARED_ARN,
+             AIPM_GITHUB_TOKEN_SECRET_ARN=TOKEN_ARN, AIPM_ANTHROPIC_API_KEY_SECRET_ARN=ANTHROPIC_ARN)
+    pool_env = read_env_file(tmp_path / "etc/aipm/worker-pool.env")
+    assert (pool_env["AIPM_AGENT"], pool_env["KIRO_DRIVER"]) == ("claude-code", "acp")
+    argv = shlex.split(pool_env["KIRO_ACP_COMMAND"])
+    assert argv[0] == "setpriv" and "--reuid=kiro" in argv
+    assert argv[-1] == f"{tmp_path}/opt/aipm/agents/node_modules/.bin/claude-code-acp"
+    assert (tmp_path / "opt/aipm/agents/package-lock.json").read_text() == \
+        (ROOT / "agents/package-lock.json").read_text(), "npm ci installs exactly the tested versions"
+    result = _fetch_secrets(tmp_path, _fake_aws(tmp_path))
+    assert result.returncode == 0, result.stderr
+    secrets = tmp_path / "run/aipm/secrets"
+    assert read_env_file(secrets / "worker-pool.env")["ANTHROPIC_API_KEY"] == SECRET_VALUES[ANTHROPIC_ARN]
+    assert "ANTHROPIC_API_KEY" not in read_env_file(secrets / "pr-processor.env"), "the agent's key, not the processor's"
+    assert SECRET_VALUES[ANTHROPIC_ARN] not in result.stdout + result.stderr, "never logged"
+    for env_file in (tmp_path / "etc/aipm").iterdir():
+        assert SECRET_VALUES[ANTHROPIC_ARN] not in env_file.read_text()
 
 
 def test_secret_fetcher_fails_naming_the_secret_it_could_not_read(root, tmp_path):
@@ -338,7 +444,7 @@ def test_the_pool_runs_the_agent_as_its_own_user_without_capabilities_or_secrets
         port = free_port()
         # The double is stdlib-only: run it with the system interpreter, which every user can execute.
         agent_python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
-        _install(prefix, AIPM_AGENT_USER=AGENT_USER, AIPM_POOL_SIZE="1", AIPM_WORKER_POOL_PORT=str(port),
+        _install(prefix, AIPM_AGENT_USER=AGENT_USER, AIPM_POOL_SIZE="1", AIPM_KIRO_DRIVER="pty", AIPM_WORKER_POOL_PORT=str(port),
                  AIPM_KIRO_BIN=shlex.join([agent_python, str(SCRIPT)]), AIPM_SHARED_SECRET_ARN=SHARED_ARN,
                  AIPM_GITHUB_TOKEN_SECRET_ARN=TOKEN_ARN)
         assert _fetch_secrets(prefix, _fake_aws(tmp_path)).returncode == 0
@@ -408,7 +514,7 @@ echo "$(basename "$0") $*" >> "$AIPM_STUB_LOG"
 case "$(basename "$0") $1" in "iptables -C"|"ip6tables -C") exit 1 ;; esac
 exit 0
 """
-FAKE_KIRO_INSTALL = ('mkdir -p "$HOME/.local/bin" && printf "#!/bin/sh\\necho kiro-cli 0.0-test\\n" '
+FAKE_KIRO_INSTALL = ('mkdir -p "$HOME/.local/bin" && printf "#!/bin/sh\\necho kiro-cli $KIRO_VERSION\\n" '
                      '> "$HOME/.local/bin/kiro-cli" && chmod +x "$HOME/.local/bin/kiro-cli" && id -un > "$HOME/installed-by"')
 
 

@@ -7,6 +7,7 @@ import json
 import aws_cdk as cdk
 from aws_cdk.assertions import Match
 
+from infra.config import KIRO_INSTALL_COMMAND
 from infra.host import INSTANCE_LOGICAL_ID, code_asset
 from tests.infra.templates import (
     as_list,
@@ -112,7 +113,8 @@ def test_cfn_init_ships_the_code_and_runs_the_installer(default_synth):
     assert env["AIPM_POOL_SIZE"] == "2"
     assert env["AIPM_WORKER_POOL_HOST"] == "127.0.0.1", "no adminCidr: the pool listens on loopback"
     assert env["AIPM_PR_PROCESSOR_HOST"] == "0.0.0.0"
-    assert env["AIPM_KIRO_INSTALL_COMMAND"] == "curl -fsSL https://cli.kiro.dev/install | bash"
+    assert env["AIPM_KIRO_INSTALL_COMMAND"] == KIRO_INSTALL_COMMAND
+    assert (env["AIPM_KIRO_DRIVER"], env["AIPM_KIRO_VERSION"]) == ("acp", "2.19.1")
     assert env["AIPM_KIRO_API_KEY_SECRET_ARN"] == ""
 
 

@@ -8,7 +8,15 @@ import pytest
 
 from infra.host import INSTANCE_LOGICAL_ID
 from tests.infra.conftest import ADMIN_CIDR, ALLOWED_GROUPS, GITHUB_TOKEN_ARN, KIRO_KEY_ARN
-from tests.infra.templates import config_json, install_env, lambda_env, policy_of_role
+from tests.infra.templates import (
+    config_json,
+    init_config,
+    install_env,
+    lambda_env,
+    logical,
+    policy_of_role,
+    secret_reads,
+)
 
 
 def test_admin_cidr_opens_8081_to_that_address_only(admin_synth):
@@ -97,3 +105,25 @@ def test_cdk_nag_fails_synthesis_on_a_finding_nobody_acknowledged(tmp_path):
     (report,) = [r for r in reports if r["pluginName"] == "AwsSolutions"]
     flagged = {(v["ruleName"], c["constructPath"]) for v in report["violations"] for c in v["violatingConstructs"]}
     assert flagged == {("AwsSolutions-EC23", "AipmKiro/Wide/Resource")}
+
+
+# --- agent (issue 16) -----------------------------------------------------------------------------------------------
+
+def test_the_default_agent_is_kiro_without_an_anthropic_secret(default_synth):
+    env = install_env(default_synth)
+    assert (env["AIPM_AGENT"], env["AIPM_ANTHROPIC_API_KEY_SECRET_ARN"]) == ("kiro", "")
+    assert not [s for s in default_synth.of_type("AWS::SecretsManager::Secret").values()
+                if "ANTHROPIC" in s["Properties"]["Description"]]
+
+
+def test_claude_code_agent_gets_its_key_from_a_secret_only_the_host_reads(claude_code_synth):
+    env = install_env(claude_code_synth)
+    secret = logical(claude_code_synth, "AWS::SecretsManager::Secret", "ANTHROPIC_API_KEY")
+    assert env["AIPM_AGENT"] == "claude-code"
+    assert env["AIPM_ANTHROPIC_API_KEY_SECRET_ARN"] == {"Ref": secret}
+    assert "GenerateSecretString" in claude_code_synth.resources[secret]["Properties"], "no value in the template"
+    assert json.dumps({"Ref": secret}) in secret_reads(claude_code_synth, "HostRole")
+    assert json.dumps({"Ref": secret}) not in secret_reads(claude_code_synth, "ApiRole")
+    assert "AnthropicApiKeySecretArn" in claude_code_synth.template["Outputs"]
+    files = init_config(claude_code_synth)["files"]
+    assert {"/opt/aipm/src/agents/package.json", "/opt/aipm/src/agents/package-lock.json"} <= set(files)

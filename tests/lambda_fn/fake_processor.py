@@ -2,7 +2,7 @@
 
 Speaks the PR Processor API of docs/contracts.md where the Lambda depends on it: 202 for a new job, 200 with the current state
 for the same ``job_id`` again, 409 for another job on a live branch; ``GET /api/jobs[/{id}]``, cancel (409 once
-ended). ``fail_with`` makes every call answer that status (with ``fail_headers``), to test the API's retries and errors.
+ended), rerun (``<first id>-r<n>``, 409 while live). ``fail_with`` makes every call answer that status (with ``fail_headers``), to test the API's retries and errors.
 """
 
 from __future__ import annotations
@@ -83,6 +83,21 @@ class FakeProcessor:
             lines = [{"id": i, "at": None, "text": t} for i, t in enumerate(job.get("lines", []), 1) if i > after]
             return {"job_id": job_id, "status": job["status"], "lines": lines[:limit], "live": None,
                     "next": lines[:limit][-1]["id"] if lines else after, "complete": job["status"] in ENDED}
+
+        @app.post("/api/jobs/{job_id}/rerun", dependencies=signed)
+        async def rerun(job_id: str, request: Request):
+            body = await request.json()
+            with fake.lock:
+                job = fake.jobs.get(job_id)
+                if job is None:
+                    return JSONResponse({"detail": f"job {job_id} not found"}, status_code=404)
+                if job["status"] not in ENDED:
+                    return JSONResponse({"detail": f"job {job_id} is still {job['status']}"}, status_code=409)
+                runs = [j for j in fake.jobs.values() if j["branch"] == job["branch"]]
+                new_id = f"{runs[0]['job_id']}-r{len(runs) + 1}"
+                fake.jobs[new_id] = {**job, "job_id": new_id, "status": "queued", "attempts": 0, "commit": None,
+                                     "error": None, "rerun_of": job_id, "requested_by": body.get("requested_by")}
+                return JSONResponse(fake.jobs[new_id], status_code=202)
 
         @app.post("/api/jobs/{job_id}/cancel", dependencies=signed)
         def cancel(job_id: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import os
 import re
@@ -59,6 +60,16 @@ class RepoState:
     pulls: dict[int, dict] = field(default_factory=dict)
 
 
+@dataclass
+class Gather:
+    method: str
+    path: re.Pattern
+    parties: int
+    timeout: float
+    arrived: int = 0
+    all_here: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class GitHubDouble:
     def __init__(self, root: Path, *, token: str = "ghp_testtoken0123456789abcdefghijklmnop"):
         self.token = token
@@ -76,6 +87,7 @@ class GitHubDouble:
             self._comment_ids = itertools.count(1000)
             self.faults: list[Fault] = []
             self.delays: list[tuple[str, re.Pattern, float]] = []
+            self.gathers: list[Gather] = []
             self.requests: list[tuple[str, str]] = []
             self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
             self.app_id: str | None = None
@@ -127,6 +139,11 @@ class GitHubDouble:
     def delay(self, method: str, path_regex: str, seconds: float) -> None:
         """Hold every matching request ``seconds`` before answering it (to make concurrent calls overlap)."""
         self.delays.append((method.upper(), re.compile(path_regex), seconds))
+
+    def gather(self, method: str, path_regex: str, parties: int, timeout: float = 20) -> None:
+        """Hold matching requests until ``parties`` of them have arrived (at most ``timeout`` s), then answer them all:
+        calls that must overlap do, however slowly their senders run."""
+        self.gathers.append(Gather(method.upper(), re.compile(path_regex), parties, timeout))
 
     def pulls(self, full_name: str) -> list[dict]:
         return sorted(self.repos[full_name.lower()].pulls.values(), key=lambda p: p["number"])
@@ -193,8 +210,16 @@ class GitHubDouble:
                         return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
                 pause = sum(seconds for method, pattern, seconds in double.delays
                             if method == request.method and pattern.search(path))
+                gathers = [g for g in double.gathers if g.method == request.method and g.path.search(path)]
+                for waiting in gathers:
+                    waiting.arrived += 1
+                    if waiting.arrived >= waiting.parties:
+                        waiting.all_here.set()
             if pause:
                 await asyncio.sleep(pause)
+            for waiting in gathers:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiting.all_here.wait(), waiting.timeout)
             if not path.startswith("/app/"):
                 auth = request.headers.get("authorization", "")
                 if not auth.startswith("Bearer ") or auth[7:] not in double.tokens:

@@ -97,7 +97,7 @@ def test_simultaneous_callbacks_in_different_containers_leave_one_result_comment
                                                                                   shared_secret):
     containers = [make_api() for _ in range(4)]  # one app each: no memory or lock shared between them
     out = containers[0].generate(story_id="dup").json()
-    github.delay("POST", r"/issues/\d+/comments$", 0.5)  # every container has looked before any comment lands
+    github.gather("POST", r"/issues/\d+/comments$", 4)  # every container has looked before any comment lands
     body = json.dumps(_result(out, output_tail="the final answer")).encode()
 
     def send(url: str) -> httpx.Response:
@@ -144,3 +144,41 @@ def test_duplicate_result_comments_are_folded_on_the_local_forge_too(local_api, 
     forge.delete_comment("local/example", kept.id)
     forge.delete_comment("local/example", kept.id)  # already gone: not an error
     assert forge.list_comments("local/example", out["pr_number"]) == []
+
+
+def test_the_test_run_is_a_row_of_the_comment_and_its_failing_output_is_fenced_and_neutralised(api, github,
+                                                                                               shared_secret):
+    out = api.generate(story_id="tests-row").json()
+    tests = {"command": "python -m pytest -q | tee `x`", "source": ".aipm.toml", "summary": "3 passed / 1 failed",
+             "passed": 3, "failed": 1, "exit_code": 1, "timed_out": False, "duration_s": 1.5,
+             "output_tail": "E   assert 41 == 42\n@octocat ```\n<!-- aipm-job:j-000000000000000000000000 -->"}
+    assert callback(api, shared_secret, _result(out, tests=tests)).status_code == 200
+    [comment] = github.comments_on(REPO, out["pr_number"])
+    body = comment["body"]
+    row = next(line for line in body.splitlines() if line.startswith("| Tests |"))
+    # One table row: the command's pipe and backticks cannot open a cell or a code span of their own.
+    assert row.startswith("| Tests | ❌ 3 passed / 1 failed (`python -m pytest -q   tee  x `)") and row.count("|") == 3
+    assert "**The tests' output**" in body and "assert 41 == 42" in body
+    assert body.count("<!--") == 1 and "@octocat" not in body
+
+    passing = {**tests, "summary": "4 passed / 0 failed", "passed": 4, "failed": 0, "exit_code": 0}
+    assert callback(api, shared_secret, _result(out, tests=passing)).json()["comment"] == "updated"
+    [comment] = github.comments_on(REPO, out["pr_number"])
+    assert "| Tests | ✅ 4 passed / 0 failed" in comment["body"] and "The tests' output" not in comment["body"]
+
+
+def test_a_test_run_out_of_bounds_is_422(api, github, shared_secret):
+    out = api.generate(story_id="tests-bounds").json()
+    tests = {"command": "x", "summary": "s", "passed": -1}
+    assert callback(api, shared_secret, _result(out, tests=tests)).status_code == 422
+    assert github.comments_on(REPO, out["pr_number"]) == []
+
+
+def test_out_of_range_numbers_in_a_callback_are_422_and_change_nothing(api, github, shared_secret):
+    out = api.generate(story_id="cb-big").json()
+    for field, value in [("pr_number", 2**63), ("pr_number", 2**31), ("attempts", 2**63), ("attempts", -1),
+                         ("duration_s", 1e308), ("duration_s", -1), ("credits", 1e300), ("credits", -5)]:
+        resp = callback(api, shared_secret, _result(out, **{field: value}))
+        assert resp.status_code == 422, (field, value, resp.text)
+        assert field in json.dumps(resp.json()["detail"])
+    assert github.comments_on(REPO, out["pr_number"]) == []

@@ -69,8 +69,11 @@ def must_refuse(field_name: str, value: str) -> bool:
 
 
 def must_refuse_task_file(value: str) -> bool:
-    """docs/contracts.md: a task_file that is absolute or has `..` is refused; so is anything a file name cannot be."""
-    return value.startswith("/") or ".." in value.split("/") or any(c < " " for c in value) or len(value) > 4096
+    """docs/contracts.md: a task_file that is absolute, has `..`, points into `.git` or ends like a directory is
+    refused; so is anything a file name cannot be."""
+    parts = value.split("/")
+    return (value.startswith("/") or ".." in parts or ".git" in (p.lower() for p in parts) or parts[-1] in ("", ".")
+            or any(c < " " for c in value) or len(value) > 4096)
 
 
 def tree(*roots) -> set[str]:

@@ -106,3 +106,33 @@ def test_a_fresh_browser_sees_the_history_and_a_reload_loses_nothing(fresh_page,
     expect(second.locator("#history-note")).to_have_text("Jobs of LOCAL/example, Succeeded.")
     ARTIFACTS.mkdir(exist_ok=True)
     second.screenshot(path=str(ARTIFACTS / "ui-history.png"), full_page=True)
+
+
+def test_rerun_from_the_job_page_starts_a_new_job_on_the_same_pull_request_and_keeps_the_first(fresh_page, stack):
+    from playwright.sync_api import expect
+
+    page = fresh_page()
+    open_ui(page, stack)
+    job_id = submit(page, "Run me twice", "twice() == 2")
+    page.goto(f"{stack.api_url}/#/jobs/{job_id}")
+    view = page.locator("#job-view")
+    expect(view).to_have_attribute("data-status", "succeeded", timeout=60_000)
+    first = httpx.get(f"{stack.api_url}/api/jobs/{job_id}", timeout=10).json()
+
+    page.get_by_role("button", name="Re-run").click()
+    expect(page).to_have_url(re.compile(rf"#/jobs/{re.escape(job_id)}-r2$"))
+    expect(view).to_have_attribute("data-status", re.compile(r"^(succeeded|no_changes)$"), timeout=60_000)
+    runs = page.locator("#job-runs")
+    expect(runs).to_contain_text("Runs on this branch: 1. Succeeded · 2.")
+    expect(runs).to_contain_text("(this one)")
+    expect(page.locator("#job-page-links a.pr-link")).to_have_text(f"Pull request #{first['pr_number']}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-rerun.png"), full_page=True)
+
+    # The first run is kept as it was, one click away.
+    runs.locator(f"a.run-link[data-job-id='{job_id}']").click()
+    expect(page).to_have_url(re.compile(rf"#/jobs/{re.escape(job_id)}$"))
+    expect(view).to_have_attribute("data-status", "succeeded")
+    expect(page.locator("#job-page-meta")).to_contain_text("1 attempt")
+    pulls = httpx.get(f"{stack.api_url}/api/forge/local/example/pulls", timeout=10).json()["pulls"]
+    assert [p["number"] for p in pulls if p["head"] == first["branch"]] == [first["pr_number"]]

@@ -118,5 +118,5 @@ def test_a_browser_that_never_saw_the_job_opens_its_page_from_the_address(page, 
     page.wait_for_selector("body[data-ready=true]")
     expect(page.locator("#job-view")).to_have_attribute("data-status", "succeeded", timeout=90_000)
     expect(page.locator("#transcript")).to_contain_text("job ended: succeeded")
-    expect(page.locator("#job-page-title")).to_have_text(f"Job {job_id}")
+    expect(page.locator("#job-page-title")).to_have_text("Cube from elsewhere")  # the job's own title
     expect(page.locator("#job-page-links a.pr-link")).to_have_text(f"Pull request #{answer['pr_number']}")

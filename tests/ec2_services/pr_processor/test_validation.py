@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import httpx
@@ -44,6 +45,9 @@ BAD_BODIES = [
     ("task_file with ..", {"task_file": "../../etc/passwd"}),
     ("task_file inner ..", {"task_file": "docs/../../x"}),
     ("task_file with NUL", {"task_file": "TASK\u0000.md"}),
+    *[(f"task_file {name!r} into .git or a directory", {"task_file": name})
+      for name in (".git", ".git/x", ".git/config", "dir/../.git", "sub/.git/HEAD", ".GIT", "./.git", "docs/", ".",
+                   "docs/.")],
     ("job_id with ;", {"job_id": "j;id"}),
     ("job_id leading dash", {"job_id": "-j"}),
     ("job_id too long", {"job_id": "j" * 121}),
@@ -75,6 +79,20 @@ def test_every_bad_input_of_spec_is_refused_before_git_runs(proc, fake_pool):
         detail = response.json()["detail"]
         assert isinstance(detail, str) and detail, name
     _nothing_ran(proc, fake_pool)
+
+
+@pytest.mark.parametrize("pr_number", [2**63, 2**31, 10**40, 0, -1])
+def test_a_pr_number_outside_1_to_2_31_minus_1_is_422_not_a_500_from_sqlite(proc, fake_pool, pr_number):
+    response = proc.client.post("/api/process-pr", json={**GOOD, "pr_number": pr_number})
+    assert response.status_code == 422, response.text
+    assert "pr_number" in json.dumps(response.json()["detail"])
+    _nothing_ran(proc, fake_pool)
+
+
+def test_the_largest_pr_number_is_accepted(proc, fake_pool):
+    response = proc.client.post("/api/process-pr", json={**GOOD, "job_id": "j-big-pr", "pr_number": 2**31 - 1})
+    assert response.status_code == 202, response.text
+    assert proc.client.get("/api/jobs/j-big-pr").status_code == 200
 
 
 def test_body_that_is_not_json_or_not_an_object_or_too_big_is_refused(proc, fake_pool):

@@ -91,3 +91,22 @@ def test_aipm_agent_claude_code_runs_its_acp_server_with_its_own_key_and_no_othe
     assert kiro.argv[:2] == ["kiro-cli", "acp"] and "ANTHROPIC_API_KEY" not in kiro._env and kiro._env["KIRO_API_KEY"] == "k"
     with pytest.raises(ValueError, match="ACP only"):
         settings(aipm_agent="claude-code", kiro_driver="pty")
+
+
+def test_aipm_agent_gemini_runs_gemini_acp_with_its_own_key_and_reads_tool_names_from_the_call_id():
+    from ec2_services.worker_pool.acp_driver import AcpDriver
+    from ec2_services.worker_pool.pool import make_driver
+
+    gemini = settings(aipm_agent="gemini")
+    assert (gemini.aipm_agent, gemini.kiro_driver) == ("gemini", "acp")
+    env = {"GEMINI_API_KEY": "AIza-x", "ANTHROPIC_API_KEY": "sk-ant-x", "GOOGLE_GENAI_USE_VERTEXAI": "true",
+           "GITHUB_TOKEN": "ghp_x", "PATH": "/usr/bin"}
+    driver = make_driver(gemini, resolve_profile(gemini), env=env)(1)
+    assert isinstance(driver, AcpDriver) and driver.argv == ["gemini", "--acp"]
+    assert driver._env["GEMINI_API_KEY"] == "AIza-x" and driver._env["GEMINI_CLI_NO_RELAUNCH"] == "true"
+    assert not {"ANTHROPIC_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GITHUB_TOKEN"} & set(driver._env)
+    # Gemini CLI's core names each call `<tool>__<id>`: the name the deny-list matches.
+    assert driver._named_in_id("run_shell_command__run_shell_command_1765_0") == "run_shell_command"
+    assert driver._named_in_id("write_file__abc") == "write_file" and driver._named_in_id("toolu_01abc") is None
+    claude = make_driver(settings(aipm_agent="claude-code"), resolve_profile(gemini), env=env)(1)
+    assert claude._named_in_id("write_file__abc") is None  # only an agent whose profile says so

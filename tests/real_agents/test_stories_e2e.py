@@ -1,7 +1,8 @@
-"""The whole pipeline with a real agent, as ``make run AIPM_AGENT=claude-code AIPM_MODEL=scripted`` runs it: a story
-through the API (local forge) → pull request → PR processor → worker pool → the real claude-code-acp, whose model
-calls the scripted model answers → the agent's commit, with a test that passes in a fresh clone → the result comment.
-And the same story with the agent's Write tool on the deny-list: the job says plainly that its tools were refused."""
+"""The whole pipeline with each real agent, as ``make run AIPM_AGENT=claude-code|gemini AIPM_MODEL=scripted`` runs
+it: a story through the API (local forge) → pull request → PR processor → worker pool → the real claude-code-acp or
+Gemini CLI, whose model calls the scripted model answers → the agent's commit, with a test that passes in a fresh
+clone → the result comment. And the same story with the agent's edit and shell kinds on the deny-list: the job says
+plainly that its tools were refused."""
 
 from __future__ import annotations
 
@@ -24,8 +25,18 @@ STORY = {
 }
 
 
-def claude_stack(tmp_path, **env: str):
-    return running_stack(tmp_path / "state", pool_size=1, AIPM_AGENT="claude-code", AIPM_MODEL="scripted",
+AGENTS = ["claude-code", "gemini"]
+BINARIES = {"claude-code": "claude_code_acp", "gemini": "gemini_cli"}
+
+
+@pytest.fixture(params=AGENTS)
+def agent(request) -> str:
+    request.getfixturevalue(BINARIES[request.param])  # installed, or the test skips saying why
+    return request.param
+
+
+def agent_stack(tmp_path, agent: str, **env: str):
+    return running_stack(tmp_path / "state", pool_size=1, AIPM_AGENT=agent, AIPM_MODEL="scripted",
                          HOME=str(tmp_path / "home"), **env)
 
 
@@ -47,9 +58,9 @@ def comment_saying(url: str, text: str, timeout: float = 30) -> str:
         time.sleep(0.2)
 
 
-def test_a_story_ends_with_the_real_agents_commit_and_a_passing_test(claude_code_acp, tmp_path):
-    with claude_stack(tmp_path) as stack:
-        assert "agent: the real claude-code-acp" in stack.output() and "SCRIPTED model" in stack.output()
+def test_a_story_ends_with_the_real_agents_commit_and_a_passing_test(agent, tmp_path):
+    with agent_stack(tmp_path, agent) as stack:
+        assert f"agent: the real {agent} agent" in stack.output() and "SCRIPTED model" in stack.output()
         created, job = story_job(stack)
         assert job["status"] == "succeeded", job
 
@@ -68,8 +79,9 @@ def test_a_story_ends_with_the_real_agents_commit_and_a_passing_test(claude_code
         assert "The agent finished this task" in page and "scripted model (not an AI)" in page
 
 
-def test_a_story_whose_every_tool_is_refused_reports_that_not_success(claude_code_acp, tmp_path):
-    with claude_stack(tmp_path, KIRO_DENY_TOOLS="use_aws,Write") as stack:
+def test_a_story_whose_every_tool_is_refused_reports_that_not_success(agent, tmp_path):
+    # By kind: Claude Code stops at its first refused Write; Gemini CLI goes on to the shell, refused too.
+    with agent_stack(tmp_path, agent, KIRO_DENY_TOOLS="use_aws,edit,execute") as stack:
         created, job = story_job(stack)
         assert job["status"] == "no_changes", job
         assert "the agent's tools were refused" in job["error"], job
