@@ -924,6 +924,7 @@ const jobs = {
   filter: { repo: "", status: "" },
   nextBefore: null,
   loading: 0,
+  addedWhileLoading: new Set(),
 
   init() {
     this.list = document.getElementById("jobs");
@@ -948,22 +949,26 @@ const jobs = {
       if (older) this.list.append(view.node);
       else this.list.prepend(view.node);
     }
+    if (!older) this.addedWhileLoading.add(record.job_id);
     this.updateEmpty();
     if (persist) this.persist();
     return view;
   },
 
+  // Every card but those of jobs started on this page while the history was being read (it may not list them).
   clear() {
-    for (const view of this.views.values()) {
+    for (const [id, view] of this.views) {
+      if (this.addedWhileLoading.has(id)) continue;
       view.stop();
       view.node.remove();
+      this.views.delete(id);
     }
-    this.views.clear();
   },
 
   // One page of the history, newest first; reset: from the newest job with the current filter.
   async loadHistory({ reset }) {
     const loading = ++this.loading;
+    this.addedWhileLoading = new Set();
     const more = document.getElementById("history-more");
     const note = document.getElementById("history-note");
     more.disabled = true;
@@ -1056,8 +1061,62 @@ function readStory(form) {
   };
   const base = value("base_branch").trim();
   if (base) story.base_branch = base;
+  story.story_id = value("story_id").trim() || defaultStoryId(story.repo, story.title);
   return story;
 }
+
+// The story id a story gets when the form's field is empty: the same repository and title give the same id in
+// every browser and after a reload, so submitting the story again finds its pull request instead of opening another.
+function defaultStoryId(repo, title) {
+  const slug = `${repo} ${title}`.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "");
+  return slug.slice(0, 100).replace(/-+$/, "") || "story";
+}
+
+function showDefaultStoryId(form) {
+  const story = { repo: form.elements.repo.value.trim(), title: form.elements.title.value.trim() };
+  setText(document.getElementById("story-id-default"), story.title ? defaultStoryId(story.repo, story.title)
+    : "derived from the repository and title");
+}
+
+// "This story has pull request #n (status): open it or re-run it", with the link and the button that do so.
+const storyExists = {
+  record: null,
+
+  init() {
+    document.getElementById("story-exists-rerun").addEventListener("click", () => this.rerun());
+  },
+
+  show(record, detail) {
+    this.record = record;
+    setText(document.getElementById("story-exists-text"), detail ? `${detail[0].toUpperCase()}${detail.slice(1)}.` : "");
+    document.getElementById("story-exists-open").href = `#/jobs/${encodeURIComponent(record.job_id)}`;
+    document.getElementById("story-exists-rerun").hidden = LIVE.has(record.status) || !STATUS_LABEL[record.status];
+    document.getElementById("story-exists").hidden = false;
+  },
+
+  hide() {
+    document.getElementById("story-exists").hidden = true;
+  },
+
+  async rerun() {
+    const button = document.getElementById("story-exists-rerun");
+    button.disabled = true;
+    try {
+      const { data } = await api.rerun(this.record);
+      const view = jobs.add({ ...this.record, job_id: data.job_id, status: data.status || "queued",
+        submitted_at: new Date().toISOString() });
+      view.stopped = false;
+      view.refresh();
+      this.hide();
+      window.location.hash = `#/jobs/${encodeURIComponent(data.job_id)}`;
+    } catch (err) {
+      if (err.status === 401) needSignIn(err.message);
+      showFormError(`Re-run failed — ${err.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  },
+};
 
 function showFormError(message, field) {
   const el = document.getElementById("form-error");
@@ -1102,9 +1161,10 @@ async function onGenerate(event) {
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
   showFormError("");
+  storyExists.hide();
   try {
     const { data } = await api.generate(story, keyFor(story));
-    const view = jobs.add({
+    const record = {
       job_id: data.job_id,
       repo: story.repo,
       title: story.title,
@@ -1113,9 +1173,11 @@ async function onGenerate(event) {
       pr_url: data.pr_url,
       submitted_at: new Date().toISOString(),
       status: data.status || "queued",
-    });
+    };
+    const view = jobs.add(record);
     view.stopped = false;
     view.refresh();
+    if (data.existing) storyExists.show(record, data.detail);
   } catch (err) {
     if (err.status === 401) needSignIn(err.message);
     showFormError(`Generate Code & PR failed — ${err.message}`);
@@ -1213,7 +1275,10 @@ async function loadConfig() {
 
 async function main() {
   jobs.init();
-  document.getElementById("story-form").addEventListener("submit", onGenerate);
+  const storyForm = document.getElementById("story-form");
+  storyForm.addEventListener("submit", onGenerate);
+  storyForm.addEventListener("input", () => showDefaultStoryId(storyForm));
+  storyExists.init();
   document.getElementById("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = document.getElementById("token");

@@ -20,12 +20,14 @@ from lambda_fn.comments import write_marked
 from lambda_fn.forge.base import AlreadyExists, Conflict, Forge, ForgeError, PullRequest, Repo
 from lambda_fn.processor import ProcessorClient, ProcessorError
 from lambda_fn.queue import DISPATCHED, JobQueue, status_from_labels
+from lambda_fn.rerun import run_number
 from lambda_fn.results import IN_PROGRESS, dispatch_marker, render_not_started, render_started_late
 from lambda_fn.tasks import TASK_FILE, render_pr_body, render_task
 
 log = logging.getLogger(__name__)
 
 MAX_STORY_PULLS = 50
+ENDED = frozenset({"succeeded", "failed", "no_changes", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,13 @@ class Outcome:
     status: str
 
     def body(self) -> dict:
-        return {"job_id": self.job_id, "pr_number": self.pr.number, "pr_url": self.pr.html_url,
-                "branch": self.branch, "status": self.status}
+        answer = {"job_id": self.job_id, "pr_number": self.pr.number, "pr_url": self.pr.html_url,
+                  "branch": self.branch, "status": self.status, "existing": not self.created}
+        if not self.created:
+            state = "" if self.pr.is_open else (", merged" if self.pr.merged else ", closed")
+            answer["detail"] = (f"this story has pull request #{self.pr.number} ({self.status}{state}): open it"
+                                + (" or re-run it" if self.status in ENDED and self.pr.is_open else ""))
+        return answer
 
 
 class StepFailed(Exception):
@@ -119,8 +126,10 @@ class Generator:
         log.info("pull request #%s %s for %s on %s", pr.number, "opened" if created else "reused", repo.full_name, branch)
         if created:
             self._labelled(repo, pr, job, branch)
-        status = self._dispatch(repo, pr, branch, base, job, requested_by, callback_url, new_pull=created)
-        return Outcome(created=created, job_id=job, pr=pr, branch=branch, status="queued" if created else status)
+        answer = self._dispatch(repo, pr, branch, base, job, requested_by, callback_url, new_pull=created)
+        if created:
+            return Outcome(created=True, job_id=job, pr=pr, branch=branch, status="queued")
+        return self._latest(job, pr, branch, answer)
 
     def _write_task(self, repo: Repo, branch: str, story: Story, job: str) -> None:
         text = render_task(title=story.title, description=story.description,
@@ -151,11 +160,26 @@ class Generator:
         job = naming.job_id(repo.full_name, branch)
         if not pr.is_open:  # an Idempotency-Key replay of a request whose PR was closed since: answer what it made
             return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=self._status(job, pr))
-        if isinstance(self.processor, JobQueue) and status_from_labels(pr) != DISPATCHED:
-            # Its job has ended (the label says how): a queued copy would run it again on a host that never saw it.
-            return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=status_from_labels(pr))
-        status = self._dispatch(repo, pr, branch, pr.base, job, requested_by, callback_url, new_pull=False)
-        return Outcome(created=False, job_id=job, pr=pr, branch=branch, status=status)
+        if isinstance(self.processor, JobQueue):
+            # The newest run the pull request's comments and label tell of. Once one run has ended, nothing is queued
+            # again: a queued copy would run it again on a host that never saw it (a re-run in flight is dispatched).
+            status = status_from_labels(pr)
+            ended = max((run_number(c.body, job) for c in self.forge.list_comments(repo.full_name, pr.number)),
+                        default=0)
+            if status != DISPATCHED or ended:
+                newest = ended + 1 if status == DISPATCHED else max(ended, 1)
+                newest_id = job if newest == 1 else naming.rerun_job_id(repo.full_name, branch, newest)
+                return Outcome(created=False, job_id=newest_id, pr=pr, branch=branch, status=status)
+        answer = self._dispatch(repo, pr, branch, pr.base, job, requested_by, callback_url, new_pull=False)
+        return self._latest(job, pr, branch, answer)
+
+    @staticmethod
+    def _latest(job: str, pr: PullRequest, branch: str, answer: dict) -> Outcome:
+        """The branch's newest run as the processor's answer lists it (a re-run of the job, when there is one)."""
+        runs = answer.get("runs") if isinstance(answer.get("runs"), list) else []
+        newest = runs[-1] if runs and isinstance(runs[-1], dict) else {}
+        return Outcome(created=False, job_id=str(newest.get("job_id") or job), pr=pr, branch=branch,
+                       status=str(newest.get("status") or answer.get("status") or "queued"))
 
     def _status(self, job: str, pr: PullRequest) -> str:
         if isinstance(self.processor, JobQueue):
@@ -168,7 +192,7 @@ class Generator:
     # --- the job -------------------------------------------------------------------------------------------
 
     def _dispatch(self, repo: Repo, pr: PullRequest, branch: str, base: str, job: str, requested_by,
-                  callback_url, *, new_pull: bool) -> str:
+                  callback_url, *, new_pull: bool) -> dict:
         payload = {"job_id": job, "repo": repo.full_name, "branch": branch, "base_branch": base,
                    "pr_number": pr.number, "task_file": TASK_FILE, "callback_url": callback_url,
                    "requested_by": requested_by, "title": pr.title[:200]}
@@ -187,7 +211,7 @@ class Generator:
         if started_now and not new_pull:
             # A job the processor had never seen, on an existing PR: an earlier start failed. Say it is running now.
             self._note(repo, pr, job, render_started_late(job_id=job), only_if_present=True)
-        return str(answer.get("status") or "queued")
+        return answer
 
     def _note(self, repo: Repo, pr: PullRequest, job: str, body: str, *, only_if_present: bool = False) -> bool:
         """Write (or edit) the job's one start-problem comment; False when the forge refused."""

@@ -38,6 +38,7 @@ Kiro, as its wire captures show it (``tests/fixtures/kiro-acp/README.md``):
                             (fail closed), as the PTY driver answers ``n`` to an unnamed tool.
     credits                 V2: the sum of ``_kiro.dev/metadata`` ``meteringUsage[].value``; V3: the
                             ``turn_completion`` ``promptTurnSummaries[].usage``
+    tokens (other agents)   the prompt response's ACP ``usage``, or Gemini CLI's ``_meta.quota.token_count``
     throttling              ``ThrottlingException`` / ``TooManyRequestsException`` / "is having trouble responding"
                             in the prompt's error, or a ``retry_warning`` / ``rate_limit`` frame in the failed
                             attempt: waited out and sent again (``KIRO_TROUBLE_RETRIES``); any other error fails the
@@ -241,6 +242,7 @@ class _Turn:
         self.denials = 0
         self.retries = 0
         self.credits: float | None = None
+        self.tokens: dict[str, int] | None = None
         # Frames count for this turn from its session/prompt until that prompt's response (``open``).
         self.open = False
         self.outcome: asyncio.Future | None = None  # set by a V3 turn_end(error) that no response follows
@@ -470,6 +472,7 @@ class AcpDriver(AgentDriver):
                 self._agent = result
             if turn is not None and turn.open:
                 turn.open = False
+                _add_tokens(turn, result)
             return
         if "id" in message and method != "session/request_permission":
             why = f"{method}: {refusal_reason(method)}"
@@ -802,6 +805,7 @@ class AcpDriver(AgentDriver):
             approvals=turn.approvals,
             denials=turn.denials,
             credits=turn.credits,
+            tokens=turn.tokens,
             trouble_retries=turn.retries,
         )
 
@@ -852,6 +856,20 @@ def tool_name(meta: Any) -> str | None:
             if isinstance(value, str) and value:
                 return value
     return None
+
+
+def _add_tokens(turn: _Turn, result: Any) -> None:
+    """The model tokens a prompt's response reports: ACP's ``usage`` {inputTokens, outputTokens}, or Gemini CLI's
+    ``_meta.quota.token_count`` {input_tokens, output_tokens}; summed over a turn's attempts."""
+    if not isinstance(result, dict):
+        return
+    usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    quota = _vendor(_vendor(result.get("_meta"), "quota"), "token_count")
+    counts = {"input": usage.get("inputTokens", quota.get("input_tokens")),
+              "output": usage.get("outputTokens", quota.get("output_tokens"))}
+    counts = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if counts:
+        turn.tokens = {k: (turn.tokens or {}).get(k, 0) + counts.get(k, 0) for k in ("input", "output")}
 
 
 def _pending(future: asyncio.Future | None) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ec2_services.worker_pool.screen import Block, strip_ansi
+from ec2_services.worker_pool.screen import Block
 
 log = logging.getLogger("ec2_services.worker_pool.agent")
 
@@ -42,8 +42,7 @@ class AgentOutputLog:
         self._budget -= len(shown)
         self.omitted += block.count - len(shown)
         for line in shown:
-            if not block.plain:
-                line = strip_ansi(line)
+            line = block.plain_line(line)
             if len(line) > self._max_chars:
                 line = f"{line[: self._max_chars]}… ({len(line) - self._max_chars} more characters)"
             log.info("[Worker %d] %s", self.worker_id, line)

@@ -77,6 +77,9 @@ class TaskResult(BaseModel):
     denials: int
     duration_s: float
     credits: float | None
+    tokens: dict[str, int] | None = Field(
+        None, description="Model tokens the agent reported for the task ({input, output}): Gemini CLI does; "
+        "claude-code-acp and Kiro do not (Kiro reports credits).")
     trouble_retries: int = 0
     detail: str | None = None
     stalled: bool | None = None

@@ -30,6 +30,8 @@ class TurnResult:
     approvals: int = 0
     denials: int = 0
     credits: float | None = None
+    # The model tokens the agent reported for the turn ({"input": n, "output": n}), where it reports them (ACP).
+    tokens: dict[str, int] | None = None
     # How many times a "having trouble responding" answer was waited out and the prompt sent again.
     trouble_retries: int = 0
 

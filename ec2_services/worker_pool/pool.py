@@ -115,6 +115,7 @@ class Task:
             denials=result.denials,
             duration_s=self.elapsed(),
             credits=result.credits,
+            tokens=result.tokens,
             trouble_retries=result.trouble_retries,
             **extra,
         )

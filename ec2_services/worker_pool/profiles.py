@@ -24,6 +24,8 @@ DEFAULT_PROMPT_PATTERN = r"(?:\[[\w.-]+\]\s*)?(?:\d+%\s*)?(?:λ\s*)?!?>\s*$"
 # Every wording seen across versions: `Allow this action? [y/n/t]:`, `… to trust (always allow) this tool for the
 # session. [y/n/t]:`, `… the 'NAME' tool …`.
 DEFAULT_APPROVAL_PATTERN = r"Allow this action\?.*\[y/n/t\]:"
+# A spinner frame: a braille dot character first on its line.
+DEFAULT_SPINNER_PATTERN = r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]\s"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class AgentProfile:
     # Kiro's own error form: a line that starts with its header (the error's details, e.g. `ThrottlingException`,
     # follow it). Throttling words in the agent's prose are the answer, never a reason to send the task again.
     trouble_pattern: str = r"^\s*(?:Kiro|Amazon Q) is having trouble responding right now"
-    spinner_pattern: str = r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]\s"
+    spinner_pattern: str = DEFAULT_SPINNER_PATTERN
     # A bare `> ` prompt cannot be told from the answer's first `> ` at once: it must stay quiet this long.
     bare_prompt_quiet_s: float = 0.3
     # Kiro prints `▸ Credits: N • Time: Ns` after every answer, then its prompt: that pair ends a turn at once. A

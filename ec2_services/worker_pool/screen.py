@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyte
@@ -56,6 +57,14 @@ def strip_ansi(text: str) -> str:
 
 def _emulate_line(line: str) -> str:
     """What one terminal line shows after its carriage returns, erasures and backspaces."""
+    # Edits at the start of a line act on nothing; a line returned, cleared and drawn again (a spinner's last frame
+    # wiped, then the text) shows only what was drawn last. Those are nearly all the redrawn lines agents print.
+    line = line.lstrip("\r\x00\x01\x08")
+    if not _NEEDS_EMULATION.search(line):
+        return line
+    redrawn = line.rfind("\r\x00")
+    if redrawn >= 0 and not _NEEDS_EMULATION.search(line, redrawn + 2):
+        return line[redrawn + 2 :]
     buf: list[str] = []
     cursor = 0
     for part in _EDITS.split(line):
@@ -85,17 +94,32 @@ def _prepare(raw: str) -> str:
 
 
 class Block:
-    """Finished lines from one read, as one text: plain, or (``plain=False``) still holding escape sequences, which
-    are then the only difference from the plain text. Lines are split only when someone asks for them."""
+    """Finished lines from one read, as one text, in one of three forms:
 
-    __slots__ = ("text", "plain", "count", "_crlf", "_lines")
+    - plain (``plain=True``): the lines as shown;
+    - raw (``plain=False``): still holding escape sequences, which are then the only difference from the plain text;
+    - redrawn (``plain=False`` with ``decode``): raw lines that also carry ``\\r``, erasures, backspaces or the answer's
+      marker; ``decode`` (the assembler's) turns such raw text into the lines a terminal shows.
 
-    def __init__(self, text: str, *, plain: bool, count: int | None = None, crlf: bool = False):
+    Nothing is stripped, emulated or split until someone asks for the lines: most of a flood never is."""
+
+    __slots__ = ("text", "plain", "count", "_crlf", "_lines", "_decode")
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        plain: bool,
+        count: int | None = None,
+        crlf: bool = False,
+        decode: Callable[[str], list[str]] | None = None,
+    ):
         self.text = text  # raw blocks may still end their lines with "\r\n" (``crlf``)
         self.plain = plain
         self.count = count if count is not None else text.count("\n") + 1
         self._crlf = crlf
         self._lines: list[str] | None = None
+        self._decode = decode
 
     @classmethod
     def of(cls, lines: list[str]) -> Block:
@@ -105,12 +129,40 @@ class Block:
 
     @property
     def lines(self) -> list[str]:
+        """The lines as they came (raw unless the block is plain)."""
         if self._lines is None:
             self._lines = self.text.split("\r\n" if self._crlf else "\n")
         return self._lines
 
     def plain_lines(self) -> list[str]:
-        return self.lines if self.plain else strip_ansi(self.text).split("\n")
+        if self.plain:
+            return self.lines
+        if self._decode is not None:
+            return self._decode(self.text)
+        return strip_ansi(self.text).split("\n")
+
+    def plain_text(self) -> str:
+        if self.plain:
+            return self.text
+        if self._decode is not None:
+            return "\n".join(self._decode(self.text))
+        return strip_ansi(self.text)
+
+    def plain_of(self, text: str) -> list[str]:
+        """A piece of ``text`` (whole lines, ``\\n``-separated) as plain lines."""
+        if self.plain:
+            return text.split("\n")
+        if self._decode is not None:
+            return self._decode(text)
+        return strip_ansi(text).split("\n")
+
+    def plain_line(self, line: str) -> str:
+        """One of ``lines`` as plain text."""
+        if self.plain:
+            return line
+        if self._decode is not None:
+            return self._decode(line)[0]
+        return strip_ansi(line)
 
 
 _EMPTY = Block.of([])
@@ -123,7 +175,7 @@ def last_nonblank_line(block: Block, *, look_back: int = 4) -> str | None:
     end = len(text)
     for _ in range(look_back):
         start = text.rfind("\n", 0, end) + 1
-        line = text[start:end] if block.plain else strip_ansi(text[start:end])
+        line = block.plain_line(text[start:end])
         if line.strip():
             return line
         if start == 0:
@@ -136,7 +188,6 @@ class LineAssembler:
     """Raw terminal output in, finished plain-text lines out; the unfinished line stays raw until its newline."""
 
     def __init__(self, profile: AgentProfile, *, max_partial: int = 16384):
-        self._marker = re.compile(r"(^|[\r\x00])" + profile.answer_marker_raw, re.MULTILINE)
         self._marker_at_start = re.compile(profile.answer_marker_raw)
         self._confirm_prompt = re.compile(profile.confirm_prompt_raw)
         self._max_partial = max_partial
@@ -144,7 +195,8 @@ class LineAssembler:
         self.lines_completed = 0
 
     def feed(self, text: str) -> Block:
-        """The lines ``text`` finished (the unfinished one waits for its newline)."""
+        """The lines ``text`` finished (the unfinished one waits for its newline), left raw: decoding waits until
+        someone reads them. Costs a few C-speed scans of ``text``, whatever it holds."""
         buf = self.partial + text if self.partial else text
         cut = buf.rfind("\n")
         if cut < 0:
@@ -154,22 +206,50 @@ class LineAssembler:
         # The newline at `cut` came as "\r\n": leave its "\r" out, or every block would need the line emulation.
         raw = buf[: cut - 1] if cut and buf[cut - 1] == "\r" else buf[:cut]
         newlines = raw.count("\n")
+        self.lines_completed += newlines + 1
         returns = raw.count("\r")
         if (returns == 0 or returns == newlines) and not _redrawn(raw):
             # Every \r ends a line, nothing is erased and no answer marker: escape sequences are the only difference
-            # from plain text, and stripping them can wait until someone reads the line (a flood mostly never is).
-            block = Block(raw, plain=False, count=newlines + 1, crlf=returns > 0)
-            self.lines_completed += block.count
-            return block
-        block = _prepare(raw)
-        if "> " in block:
-            block = self._marker.sub(r"\1", block)
-        plain = _CONTROLS.sub("", _ANSI.sub("", block))
-        lines = plain.split("\n")
-        if _NEEDS_EMULATION.search(plain):
-            lines = [_emulate_line(line) if _NEEDS_EMULATION.search(line) else line for line in lines]
-        self.lines_completed += len(lines)
-        return Block.of(lines)
+            # from plain text.
+            return Block(raw, plain=False, count=newlines + 1, crlf=returns > 0)
+        return Block(raw, plain=False, count=newlines + 1, decode=self.decode)
+
+    def decode(self, raw: str) -> list[str]:
+        """Raw finished lines (``\\n``-separated) as a terminal shows them: carriage returns, erasures and
+        backspaces emulated, the answer's coloured leading ``> `` dropped, escape sequences and controls removed."""
+        block = raw.replace("\r\n", "\n")
+        if "\x1b" in block:  # each step only where its sequence can be: one line is decoded per read, too
+            if "K" in block:
+                block = block.replace(_ERASE_LINE, _CLEAR)
+                for seq in _ERASE_TO_END:
+                    block = block.replace(seq, _CLEAR_END)
+            if "> " in block:
+                block = self._drop_markers(block)
+            block = _ANSI.sub("", block)
+        plain = _CONTROLS.sub("", block)
+        if not _NEEDS_EMULATION.search(plain):
+            return plain.split("\n")
+        return [_emulate_line(line) if _NEEDS_EMULATION.search(line) else line for line in plain.split("\n")]
+
+    def _drop_markers(self, text: str) -> str:
+        """``text`` without the answer's marker where it starts a line (after a newline, ``\\r`` or an erase).
+        Looks only where a ``> `` is: a regex anchored at every line start would scan the text at Python speed."""
+        pieces: list[str] = []
+        last = 0
+        pos = text.find("> ")
+        while pos >= 0:
+            line = text.rfind("\n", 0, pos) + 1
+            start = max(line, text.rfind("\r", line, pos) + 1, text.rfind(_CLEAR, line, pos) + 1)
+            if start >= last:
+                match = self._marker_at_start.match(text, start)
+                if match and match.end() >= pos + 2:
+                    pieces.append(text[last:start])
+                    last = match.end()
+            pos = text.find("> ", max(pos + 2, last))
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
 
     def _bounded(self, partial: str) -> str:
         # A spinner can redraw one line for minutes: keep only what the line shows now.
@@ -216,10 +296,13 @@ class _Stream(pyte.Stream):
 
 
 class RecentScreen:
-    """A pyte screen of the session's recent output, fed only when asked (and never more than ``budget`` chars)."""
+    """A pyte screen of the session's recent output, fed only when asked, and after a flood only with its last
+    ``rows`` lines (never more than ``budget`` chars): pyte takes about 3 µs a character, so re-reading 8 KB to
+    decide on one prompt-like line would cost more than a megabyte of the line stream."""
 
     def __init__(self, *, columns: int = COLUMNS, rows: int = ROWS, budget: int = 8192):
         self._screen = _Screen(columns, rows)
+        self._rows = rows
         self._stream = _Stream(self._screen)
         self._budget = budget
         self._pending: list[str] = []
@@ -234,9 +317,16 @@ class RecentScreen:
 
     def _compact(self) -> None:
         joined = "".join(self._pending)[-self._budget :]
-        newline = joined.find("\n")
-        # Start on a line boundary: what came before that is off the recent screen anyway.
-        joined = joined[newline + 1 :] if 0 <= newline < len(joined) - 1 else joined
+        # Start on a line boundary, at most a screen's height up: what came before that is off the screen anyway.
+        start = len(joined) - 1
+        for _ in range(self._rows):
+            start = joined.rfind("\n", 0, start)
+            if start < 0:
+                break
+        if start < 0:
+            newline = joined.find("\n")
+            start = newline if 0 <= newline < len(joined) - 1 else -1
+        joined = joined[start + 1 :]
         self._pending = [joined]
         self._pending_len = len(joined)
         self._restart = True

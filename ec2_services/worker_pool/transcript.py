@@ -5,14 +5,22 @@ them, intermediate prompts, spinner frames, the answer's own ``> `` and the ``�
 ``credits``) go; tool-use lines and tool output stay. It also notices the tool named before a question and a
 "having trouble responding" answer. Memory is bounded: past ``limit_chars`` the oldest lines are dropped and the
 answer says how many.
+
+Lines are read lazily: blocks wait raw (``_pending``) until someone needs what they say (the answer, the credits,
+the last tool, a reply typed), and are then read in order, in one go. Blocks pushed out by the memory bound while
+still waiting are never decoded: only the hints that outlive them (the last tool named, the last credits) are looked
+for in them, with plain substring scans. So a flood costs about what its bytes cost to receive, and reading scales
+with what the answer keeps, not with what the agent printed.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 
-from ec2_services.worker_pool.screen import Block, Patterns, strip_ansi
+from ec2_services.worker_pool.profiles import DEFAULT_PROMPT_PATTERN, DEFAULT_SPINNER_PATTERN
+from ec2_services.worker_pool.screen import Block, Patterns, last_nonblank_line, strip_ansi
 
 _TAIL_CHARS = 16_000
 # Kiro's error is its header line and a few lines of details (`0: ThrottlingException …`, a location, a hint).
@@ -20,19 +28,31 @@ _ERROR_LINES = 8
 # A tool call's last line (` - Completed in 0.3s`): the agent's text after it starts with its own `> ` again.
 _TOOL_DONE = re.compile(r"^\s*-\s*Completed in [0-9.]+\s*m?s\b")
 _TOOL_DONE_HINT = "Completed in"
+# Waiting blocks past this are read anyway when someone asks for the running tail (the progress view).
+_TAIL_SETTLE_CHARS = 262_144
+
+
+_SPINNER_CHARS = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
 def _candidates(p: Patterns) -> re.Pattern | None:
     """One regex finding every line ``Transcript._add_one`` may act on (a superset: each hint the patterns need, any
     ``>``, a spinner frame, a prompt at a line start), or None when a pattern has no hint (then every line goes
-    through ``_add_one``)."""
+    through ``_add_one``). Alternatives anchored at line starts make the regex engine try every position, at a
+    tenth of the speed of literals: the default patterns need none (their spinner frames hold one of its characters,
+    their prompt a ``>``)."""
     if not p.approval_hint:
         return None
     parts = [">", _TOOL_DONE_HINT, p.tool_hint, p.credits_hint, p.approval_hint]
     alternatives = [re.escape(part) for part in parts]
-    alternatives.append(p.spinner.pattern)
-    # A prompt pattern without `>` (an overridden KIRO_PROMPT_PATTERN): a line that is a prompt from its start.
-    alternatives.append(r"^[ \t]*(?:" + p.prompt.pattern + ")")
+    if p.spinner.pattern == DEFAULT_SPINNER_PATTERN:
+        alternatives.append(f"[{_SPINNER_CHARS}]")
+    else:
+        alternatives.append(p.spinner.pattern)
+    if p.prompt.pattern != DEFAULT_PROMPT_PATTERN:
+        # A prompt pattern that may not need `>` (an overridden KIRO_PROMPT_PATTERN): a line that is a prompt from
+        # its start.
+        alternatives.append(r"^[ \t]*(?:" + p.prompt.pattern + ")")
     return re.compile("|".join(f"(?:{alt})" for alt in alternatives), re.MULTILINE)
 
 
@@ -40,11 +60,17 @@ class Transcript:
     def __init__(self, patterns: Patterns, *, limit_chars: int = 1_000_000):
         self._p = patterns
         self._limit = limit_chars
-        self._spinner_chars = re.compile(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]")
+        self._spinner_chars = re.compile(f"[{_SPINNER_CHARS}]")
         self._candidates = _candidates(patterns)
         # Kept lines, in blocks as they came (a flood's raw blocks are stripped only if still kept at the end).
         self._blocks: deque[Block] = deque()
         self._chars = 0
+        # Blocks not read yet, in order, after ``_blocks``.
+        self._pending: deque[Block] = deque()
+        self._pending_chars = 0
+        # The newest blocks pushed out unread that named a tool / the credits (looked into when next read).
+        self._unread_tool: Block | None = None
+        self._unread_credits: Block | None = None
         self._dropped = 0
         # The echo of the typed prompt: lines are held until one ends like the prompt's last line (then dropped
         # with it), or until more lines came than the echo can take (then they were answer after all).
@@ -57,18 +83,38 @@ class Transcript:
         # The coloured marker never gets here (``LineAssembler`` drops it); one that lost its colour (a captured
         # screen replayed as text) is dropped here, and only there: a `> ` later in the text is the agent's own.
         self._answer_starts = True
-        self.credits: float | None = None
-        # The last line that mattered was Kiro's `▸ Credits` line: what it prints after every answer, before its
-        # prompt. With it a prompt is the turn's end; without it a prompt-like line may be the answer's.
-        self.ended_on_credits = False
-        self.last_tool: str | None = None
+        self._credits: float | None = None
+        self._ended_on_credits = False
+        self._last_tool: str | None = None
+
+    @property
+    def credits(self) -> float | None:
+        """The last ``▸ Credits`` line's figure."""
+        self._settle()
+        return self._credits
+
+    @property
+    def ended_on_credits(self) -> bool:
+        """The last line that mattered was Kiro's `▸ Credits` line: what it prints after every answer, before its
+        prompt. With it a prompt is the turn's end; without it a prompt-like line may be the answer's."""
+        self._settle()
+        return self._ended_on_credits
+
+    @property
+    def last_tool(self) -> str | None:
+        """The tool named last (before a question: the tool it asks about)."""
+        self._settle()
+        return self._last_tool
 
     def begin(self, typed: str) -> None:
         """A prompt was typed (again): its echo comes first, and only this attempt's answer counts."""
         self._blocks.clear()
         self._chars = 0
+        self._pending.clear()
+        self._pending_chars = 0
+        self._unread_tool = self._unread_credits = None
         self._dropped = 0
-        self.last_tool = None
+        self._last_tool = None
         nonblank = [line.rstrip() for line in typed.split("\n") if line.strip()]
         self._echo_end = nonblank[-1].strip() if nonblank else ""
         # Its lines, plus a few for a line editor's redraws and soft wraps of long lines.
@@ -77,25 +123,95 @@ class Transcript:
         self._reply_echo = None
         self._skip_blank = False
         self._answer_starts = True
-        self.ended_on_credits = False
+        self._ended_on_credits = False
 
     def replied(self, reply: str) -> None:
         """A reply was typed to a question: its echo on the prompt line is not part of the answer."""
+        self._settle()
         self._reply_echo = reply.strip()
-        self.last_tool = None
+        self._last_tool = None
 
     def add(self, block: Block | list[str]) -> None:
+        """Lines that came: kept waiting, unread, until someone needs them (see the module's docstring)."""
         if isinstance(block, list):
             block = Block.of(block)
         if not block.count:
             return
+        self._pending.append(block)
+        self._pending_chars += len(block.text) + 1
+        # The same bound as ``_keep``'s, over what is kept and what waits: the oldest waiting blocks go unread.
+        limit = 2 * self._limit
+        while True:
+            total = self._chars + self._pending_chars
+            if self._blocks and total - len(self._blocks[0].text) - 1 > limit:
+                dropped = self._blocks.popleft()
+                self._chars -= len(dropped.text) + 1
+                self._dropped += dropped.count
+            elif len(self._pending) > 1 and total - len(self._pending[0].text) - 1 > limit:
+                self._pass_unread(self._pending.popleft())
+            else:
+                return
+
+    def _settle(self) -> None:
+        """Read the waiting blocks, in order."""
+        self._resolve_unread()
+        while self._pending:
+            block = self._pending.popleft()
+            self._pending_chars -= len(block.text) + 1
+            self._read(block)
+
+    def _pass_unread(self, block: Block) -> None:
+        """A waiting block the memory bound pushes out: its lines are dropped unread. The last tool and credits it
+        names still count: the newest such block is remembered and looked into once, before the next read."""
+        self._pending_chars -= len(block.text) + 1
+        self._dropped += block.count + len(self._held)
+        self._held.clear()
+        self._echo_end = self._reply_echo = None
+        self._skip_blank = False
+        p = self._p
+        if p.tool_hint and p.tool_hint in block.text:
+            self._unread_tool = block
+        if p.credits_hint and p.credits_hint in block.text:
+            self._unread_credits = block
+        self._ended_on_credits = False
+        last = last_nonblank_line(block)
+        self._answer_starts = bool(last and _TOOL_DONE.match(last))
+
+    def _resolve_unread(self) -> None:
+        p = self._p
+        if self._unread_tool is not None:
+            # Only the newest such block is looked into: if its hint words name no tool, an older one is not sought.
+            self._last_tool = self._last_hint(self._unread_tool, p.tool_hint, p.tool_name) or self._last_tool
+            self._unread_tool = None
+        if self._unread_credits is not None:
+            found = self._last_hint(self._unread_credits, p.credits_hint,
+                                    lambda line: (m := p.credits.search(line)) and m.group(1))
+            if found:
+                self._credits = float(found)
+            self._unread_credits = None
+
+    @staticmethod
+    def _last_hint(block: Block, hint: str, read: Callable[[str], str | None]) -> str | None:
+        """``read`` of the last line of ``block`` holding ``hint`` for which it answers something."""
+        text = block.text
+        end = len(text)
+        while hint and (at := text.rfind(hint, 0, end)) >= 0:
+            start = text.rfind("\n", 0, at) + 1
+            stop = text.find("\n", at)
+            found = read(strip_ansi(text[start : stop if stop >= 0 else len(text)]))  # the words, not the redraws
+            if found:
+                return found
+            end = start
+        return None
+
+    def _read(self, block: Block) -> None:
         if not self._watching() and not self._may_matter(block.text):
             if self._answer_starts and block.text.strip():
                 self._answer_starts = False  # the stretch began without a marker (no `>` in this block)
             self._keep(block)
             return
         # Stripped in one pass; then only the lines that may matter go one by one, the runs between them in bulk.
-        text = block.text if block.plain else strip_ansi(block.text)
+        text = block.plain_text()
         pos = 0
         while pos <= len(text):
             if self._watching() or self._candidates is None:
@@ -150,8 +266,8 @@ class Transcript:
         )
 
     def _keep(self, block: Block) -> None:
-        if self.ended_on_credits and block.text.strip():
-            self.ended_on_credits = False
+        if self._ended_on_credits and block.text.strip():
+            self._ended_on_credits = False
         self._blocks.append(block)
         self._chars += len(block.text) + 1
         # Whole blocks go first (raw ones count twice the limit: escape sequences are about half of them);
@@ -179,7 +295,7 @@ class Transcript:
                 return
         if p.approval.search(text):
             # The question comes as "\n<question>\n\n<prompt>": its blank lines go with it.
-            self.last_tool = p.tool_name(text) or self.last_tool
+            self._last_tool = p.tool_name(text) or self._last_tool
             self._drop_trailing_blanks()
             self._skip_blank = True
             return
@@ -189,13 +305,13 @@ class Transcript:
             self._skip_blank = False
         tool = p.tool_name(text)
         if tool:
-            self.last_tool = tool
+            self._last_tool = tool
         elif self._is_prompt_line(text):
             return
         credits = p.credits.search(text)
         if credits:
-            self.credits = float(credits.group(1))
-            self.ended_on_credits = True
+            self._credits = float(credits.group(1))
+            self._ended_on_credits = True
             return
         if p.spinner.match(text):
             return
@@ -224,6 +340,7 @@ class Transcript:
         """The turn ended on Kiro's own error ("Kiro is having trouble responding right now", then its details,
         e.g. a ``ThrottlingException``). Only a line starting with that header among the last lines counts: the
         agent's prose about throttling, or an old error earlier in a real answer, must not send the task again."""
+        self._settle()
         self._release_held()
         last: list[str] = []
         for block in reversed(self._blocks):
@@ -240,14 +357,18 @@ class Transcript:
 
     def tail(self, max_lines: int = 20) -> list[str]:
         """The answer's last non-blank lines so far, for a running task's progress. Reads only the newest blocks
-        (a flood is not stripped whole) and settles nothing: lines still held as a possible echo are not shown."""
+        (a flood is not stripped whole) and settles nothing: lines still held as a possible echo are not shown.
+        Waiting blocks are read first, unless a flood left more than ``_TAIL_SETTLE_CHARS`` of them: then their raw
+        tail is shown as the terminal shows it."""
+        if self._pending_chars <= _TAIL_SETTLE_CHARS:
+            self._settle()
         lines: list[str] = []
-        for block in reversed(self._blocks):
+        for block in [*reversed(self._pending), *reversed(self._blocks)]:
             text = block.text
             chopped = len(text) > _TAIL_CHARS
             if chopped:
                 text = text[-_TAIL_CHARS:]
-            block_lines = (text if block.plain else strip_ansi(text)).replace("\r\n", "\n").split("\n")
+            block_lines = block.plain_of(text.replace("\r\n", "\n"))
             if chopped:
                 block_lines = block_lines[1:]  # the first may be cut
             lines.extend(line.rstrip() for line in reversed(block_lines) if line.strip())
@@ -256,6 +377,7 @@ class Transcript:
         return lines[:max_lines][::-1]
 
     def output(self) -> str:
+        self._settle()
         self._release_held()
         lines = [line.rstrip() for block in self._blocks for line in block.plain_lines()]
         dropped = self._dropped

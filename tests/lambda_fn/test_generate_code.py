@@ -12,7 +12,7 @@ def test_story_becomes_branch_task_pull_request_and_signed_job(api, github, proc
     out = resp.json()
     branch = "aipm/story-story-42"
     assert out == {"job_id": job_id(REPO, branch), "pr_number": 1, "pr_url": f"https://github.example/{REPO}/pull/1",
-                   "branch": branch, "status": "queued"}
+                   "branch": branch, "status": "queued", "existing": False}
     assert out["job_id"].startswith("j-") and len(out["job_id"]) == 26
 
     task = github.branch_file(REPO, branch, "TASK.md")
@@ -57,7 +57,8 @@ def test_same_story_while_its_pull_request_is_open_answers_it_again_and_resends_
     first = api.generate(story_id="S-7")
     second = api.generate(story_id="S-7", title="A different title this time")
     assert (first.status_code, second.status_code) == (202, 200)
-    assert second.json() == {**first.json(), "status": "queued"}
+    assert second.json() == {**first.json(), "status": "queued", "existing": True,
+                             "detail": f"this story has pull request #{first.json()['pr_number']} (queued): open it"}
     assert len(github.pulls(REPO)) == 1
     assert [s["job_id"] for s in processor.submissions] == [first.json()["job_id"]] * 2
     assert len(processor.jobs) == 1

@@ -98,3 +98,32 @@ def test_with_sqs_dispatch_a_rerun_goes_to_the_queue_numbered_after_the_pull_req
     ended(second, "cancelled")
     third = _rerun(sqs_api, second, query)
     assert third.status_code == 202 and third.json()["job_id"] == out["job_id"] + "-r3"
+
+
+def test_the_same_story_again_names_its_pull_request_and_newest_run_instead_of_opening_another(
+        make_api, github, processor):
+    api = make_api()
+    out = api.generate(story_id="known").json()
+    processor.jobs[out["job_id"]]["status"] = "failed"
+    again = api.generate(story_id="known")
+    assert again.status_code == 200
+    assert again.json()["detail"] == f"this story has pull request #{out['pr_number']} (failed): open it or re-run it"
+    assert again.json()["existing"] is True and len(github.pulls(REPO)) == 1
+
+
+def test_with_sqs_dispatch_the_same_story_during_a_rerun_names_the_rerun_and_queues_nothing(
+        sqs_api, job_queue, shared_secret):
+    out = sqs_api.generate(story_id="sqs-known").json()
+    result = {"job_id": out["job_id"], "status": "failed", "commit": None, "error": "boom",
+              "pr_number": out["pr_number"], "repo": REPO, "branch": out["branch"], "attempts": 1, "duration_s": 1.0,
+              "credits": None, "output_tail": ""}
+    assert callback(sqs_api, shared_secret, result).status_code == 200
+    ended = sqs_api.generate(story_id="sqs-known").json()
+    assert (ended["job_id"], ended["status"]) == (out["job_id"], "failed")
+    assert "or re-run it" in ended["detail"]
+    job_queue.drain(job_queue.url)
+    rerun = _rerun(sqs_api, out["job_id"], f"repo={REPO}&branch={out['branch']}").json()
+    job_queue.drain(job_queue.url)
+    during = sqs_api.generate(story_id="sqs-known").json()
+    assert (during["job_id"], during["status"]) == (rerun["job_id"], "dispatched")
+    assert job_queue.drain(job_queue.url) == []  # nothing queued again

@@ -56,6 +56,7 @@ def test_the_real_agent_writes_the_function_and_its_test_and_runs_them(claude_po
     assert "2 passed" in body["output"]  # the agent's own Bash ran the tests
     assert "done: wrote story_functions.py, test_story_functions.py; the tests pass" in body["output"]
     assert body["approvals"] >= 2 and body["denials"] == 0  # a Write and the Bash, each asked and allowed
+    assert body["tokens"] is None and body["credits"] is None  # claude-code-acp 0.16.2 reports no usage at all
     turns = model.main_requests
     assert {"Read", "Write", "Bash"} <= set(turns[0].tool_names)
     assert all(seen.headers.get("x-api-key") == API_KEY for seen in model.requests)

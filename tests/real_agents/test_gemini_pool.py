@@ -25,6 +25,8 @@ def test_the_real_gemini_cli_writes_the_function_and_its_test_and_runs_them(gemi
     assert "done: wrote story_functions.py, test_story_functions.py; the tests pass" in body["output"]
     assert (body["approvals"], body["denials"]) == (3, 0), body  # two write_file and the run_shell_command
     turns = model.main_requests
+    # Gemini CLI reports the turn's tokens (the scripted model says 10 in, 20 out per answer); credits it has none.
+    assert body["tokens"] == {"input": 10 * len(turns), "output": 20 * len(turns)} and body["credits"] is None
     assert {"read_file", "write_file", "run_shell_command"} <= set(turns[0].tool_names)
     assert all(seen.headers.get("x-goog-api-key") == GEMINI_KEY for seen in model.requests)
     assert f"- {workspace}" in str(turns[0].body["contents"][0])  # the session's workspace is the job's cwd

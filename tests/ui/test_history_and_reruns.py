@@ -136,3 +136,65 @@ def test_rerun_from_the_job_page_starts_a_new_job_on_the_same_pull_request_and_k
     expect(page.locator("#job-page-meta")).to_contain_text("1 attempt")
     pulls = httpx.get(f"{stack.api_url}/api/forge/local/example/pulls", timeout=10).json()["pulls"]
     assert [p["number"] for p in pulls if p["head"] == first["branch"]] == [first["pr_number"]]
+
+
+def test_the_same_story_after_a_reload_names_its_pull_request_instead_of_opening_a_second(fresh_page, stack):
+    from playwright.sync_api import expect
+
+    page = fresh_page()
+    open_ui(page, stack)
+    page.get_by_label("Title").fill("Only one pull request")
+    expect(page.locator("#story-id-default")).to_have_text("local-example-only-one-pull-request")
+    job_id = submit(page, "Only one pull request", "once() == 1")
+    expect(page.locator(f"li.job[data-job-id='{job_id}']")).to_have_attribute("data-status", "succeeded",
+                                                                               timeout=60_000)
+    first = httpx.get(f"{stack.api_url}/api/jobs/{job_id}", timeout=10).json()
+    assert first["branch"] == "aipm/story-local-example-only-one-pull-request"
+
+    page.reload()  # the page's memory (and its Idempotency-Key) is gone; the story id is derived again
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("Title").fill("Only one pull request")
+    page.get_by_role("button", name="Generate Code & PR").click()
+    notice = page.locator("#story-exists")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text(f"This story has pull request #{first['pr_number']} (succeeded): open it or re-run it")
+    expect(page.locator("#story-exists-open")).to_have_attribute("href", f"#/jobs/{job_id}")
+    pulls = httpx.get(f"{stack.api_url}/api/forge/local/example/pulls", timeout=10).json()["pulls"]
+    assert [p["number"] for p in pulls if p["title"] == "Only one pull request"] == [first["pr_number"]]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-story-exists.png"), full_page=True)
+
+    # A story id of one's own makes it another story.
+    page.get_by_label("Story id").fill("only-one-but-again")
+    page.get_by_role("button", name="Generate Code & PR").click()
+    expect(page.locator("li.job[data-job-id]")).not_to_have_count(0)
+    expect(notice).to_be_hidden()
+    other = page.locator("li.job", has_text="Only one pull request").first
+    expect(other).not_to_have_attribute("data-job-id", job_id)
+
+    page.get_by_label("Story id").fill("")
+    page.get_by_role("button", name="Generate Code & PR").click()
+    expect(notice).to_be_visible()
+    page.get_by_role("button", name="Re-run").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/.+-r2$"))
+
+
+def test_a_job_submitted_while_the_history_loads_stays_on_the_list(fresh_page, stack):
+    from playwright.sync_api import expect
+
+    page = fresh_page()
+    held = []  # the history's answer, read before the job exists and given to the page only after it was submitted
+
+    def hold(route):
+        held.append((route, route.fetch()))
+
+    page.route(lambda url: "/api/jobs?" in url, hold)
+    open_ui(page, stack)
+    job_id = submit(page, "Submitted during the history load")
+    assert len(held) == 1 and job_id not in held[0][1].text()
+    route, stale = held[0]
+    route.fulfill(response=stale)
+    page.unroute_all()
+    expect(page.locator("#history-note")).to_have_text("")
+    expect(page.locator(f"li.job[data-job-id='{job_id}']")).to_have_attribute("data-status", "succeeded",
+                                                                               timeout=60_000)

@@ -51,3 +51,64 @@ def test_bulk_path_keeps_plain_lines_with_markers_and_questions_split_across_blo
         lines = _answer(text, [cut], bulk=False, typed="")
         assert bulk.output() == lines.output(), cut
         assert bulk.credits == lines.credits == 0.5
+
+
+def _lazy_and_eager(stream: str, cuts: list[int], limit: int) -> tuple[Transcript, Transcript]:
+    """The same stream into a transcript read only at the end and one read after every block."""
+    turns = []
+    for eager in (False, True):
+        assembler = LineAssembler(PROFILE)
+        turn = Transcript(Patterns(PROFILE), limit_chars=limit)
+        turn.begin("Flood [[cat x]]")
+        start = 0
+        for cut in [*cuts, len(stream)]:
+            turn.add(assembler.feed(stream[start:cut]))
+            start = cut
+            if eager:
+                assert turn.credits is None or turn.credits > 0  # reading a field reads every waiting block
+        turn.add(assembler.feed("\n"))
+        turns.append(turn)
+    return turns[0], turns[1]
+
+
+def test_blocks_the_memory_bound_pushes_out_unread_change_nothing_the_answer_keeps():
+    rng = random.Random(7)
+    stream = "[aipm] 20% λ > Flood [[cat x]]\r\n" + "".join(realistic_unit(n) for n in range(60))
+    cuts = sorted(rng.sample(range(1, len(stream)), 120))
+    lazy, eager = _lazy_and_eager(stream, cuts, limit=20_000)
+    lazy_out, eager_out = lazy.output().splitlines(), eager.output().splitlines()
+    # Only the count of lines omitted may differ (unread blocks count their raw lines): the lines kept are the same.
+    assert "earlier lines omitted" in lazy_out[0] and "earlier lines omitted" in eager_out[0]
+    assert lazy_out[1:] == eager_out[1:]
+    assert (lazy.credits, lazy.last_tool, lazy.ended_on_credits) == (eager.credits, eager.last_tool, eager.ended_on_credits)
+    assert lazy.last_tool == "shell" and lazy.credits == 1.05
+
+
+def test_hints_in_blocks_pushed_out_unread_still_count():
+    """The last tool named and the last credits outlive the lines that named them."""
+    assembler = LineAssembler(PROFILE)
+    turn = Transcript(Patterns(PROFILE), limit_chars=1000)
+    turn.begin("go")
+    turn.add(assembler.feed("\x1b[1mI'll run it\x1b[0m (using tool: execute_bash)\r\n▸ Credits: 0.25 • Time: 2s\r\n"))
+    for k in range(50):
+        turn.add(assembler.feed(f"\x1b[32mline {k}\x1b[0m " + "x" * 80 + "\r\n"))
+    assert turn.last_tool == "execute_bash"
+    assert turn.credits == 0.25 and not turn.ended_on_credits
+    assert turn.output().splitlines()[-1].startswith("line 49")
+
+
+def test_the_running_tail_of_a_flood_shows_its_newest_lines_without_reading_it_all():
+    assembler = LineAssembler(PROFILE)
+    turn = Transcript(Patterns(PROFILE), limit_chars=1_000_000)
+    turn.begin("go")
+    unit = "".join(realistic_unit(n) for n in range(5))
+    while turn._pending_chars < 400_000:
+        turn.add(assembler.feed(unit))
+    tail = turn.tail(3)
+    assert turn._pending  # not read: the flood is too big to read for a progress view
+    # The newest lines as the terminal shows them (the Credits line too: the answer would leave it out).
+    assert tail == [" - Completed in 0.3s", "The build passes.", "▸ Credits: 1.05 • Time: 12s"]
+    small = Transcript(Patterns(PROFILE), limit_chars=1_000_000)
+    small.begin("go")
+    small.add(LineAssembler(PROFILE).feed(unit))
+    assert small.tail(2) == [" - Completed in 0.3s", "The build passes."]  # read first: as the answer shows it
