@@ -128,6 +128,14 @@ class WorkerPoolSettings(_WorkspaceRoot):
     kiro_trouble_backoff: float = Field(5.0, ge=0)
     # How long a finished task's result is kept for a replayed task_id (docs/contracts.md: 600 s).
     kiro_result_ttl: float = Field(600, gt=0)
+    # The task ledger (task ids, signatures and results seen within the signing window / the TTL), so a replay after
+    # a restart never runs the agent again; default $AIPM_STATE_DIR/worker-pool-tasks.sqlite.
+    kiro_task_db: Path | None = None
+
+    @model_validator(mode="after")
+    def _default_task_db(self):
+        self.kiro_task_db = (self.kiro_task_db or self.aipm_state_dir / "worker-pool-tasks.sqlite").expanduser().absolute()
+        return self
 
     @field_validator("kiro_prompt_pattern", "kiro_approval_pattern")
     @classmethod

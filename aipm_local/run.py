@@ -12,6 +12,9 @@ Before the services start, one agent session is started and stopped as a worker 
 once the pool's own first worker has started its agent too. If the agent cannot start, the runner says why in one
 line, in the agent's own words (e.g. kiro-cli's "agent 'aipm' not found"), and stops.
 
+Once the services answer, ``<state>/run.json`` records the runner's PID and each service's port and PID for ``make
+status`` (``run_record``); it is removed when the runner stops.
+
 Ctrl+C or SIGTERM stops all three and every agent session within 15 s (``supervisor.Stack`` does the process side);
 a child that dies on its own is named and the rest are stopped. It must not run the services through a shell, nor
 leave a process behind.
@@ -42,6 +45,7 @@ from aipm_common.settings import (
     WorkerPoolSettings,
     load_settings,
 )
+from aipm_local import run_record
 from aipm_local.scripted_model import scripted_model
 from aipm_local.supervisor import Stack, become_subreaper
 from ec2_services.worker_pool.profiles import AGENTS
@@ -378,6 +382,9 @@ def _run(running: contextlib.ExitStack) -> int:
     offset = pool_log.stat().st_size if pool_log.exists() else 0  # the log is appended to across runs
     try:
         if stack.start():
+            run_record.write(config.state_dir, run_record.RunRecord(
+                runner_pid=os.getpid(), started_at=run_record.now(), api_url=config.api_url,
+                services=[run_record.Service(c.name, c.port, c.proc.pid if c.proc else None) for c in stack.children]))
             stack.say("aipm: services up; waiting for the first agent session to start")
             why = wait_for_agent(stack, config.pool_port, pool_log, offset)
             if stack.stop_requested.is_set():
@@ -393,6 +400,7 @@ def _run(running: contextlib.ExitStack) -> int:
             status = 0 if stack.stop_requested.is_set() else 1
     finally:
         stack.stop()
+        run_record.remove(config.state_dir, os.getpid())
     return status
 
 

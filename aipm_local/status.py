@@ -1,18 +1,22 @@
 """``python -m aipm_local.status`` (``make status``): the local stack's health and the PR processor's queue.
 
-Reads the same settings and state directory as ``make run`` (``aipm_local.run.read_config``), asks each service's
-``/health``, and lists recent jobs with a signed ``GET /api/jobs`` using the secret in ``<state>/secret``. It only
-reads; it never changes a job. Exit status 0 when all three answer, 1 otherwise.
+Reads the state directory as ``make run`` does (``aipm_local.run.read_config``) and the ports and PIDs the running
+``make run`` recorded there (``<state>/run.json``, ``aipm_local.run_record``), so no port variable has to be repeated;
+without a record, the configured ports. Asks each service's ``/health``, says whether each recorded process runs, and
+lists recent jobs with a signed ``GET /api/jobs`` using the secret in ``<state>/secret``. It only reads; it never
+changes a job or signals a process. Exit status 0 when all three answer, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import httpx
 
 from aipm_common.settings import SettingsError
 from aipm_common.signing import PR_PROCESSOR, SigningAuth
+from aipm_local import run_record
 from aipm_local.run import read_config, read_secret
 
 JOB_LIMIT = 20
@@ -72,22 +76,38 @@ def main() -> int:
     except SettingsError as exc:
         print(f"aipm status: {exc.message}", file=sys.stderr)
         return 2
+    record = run_record.read(config.state_dir)
+    ports = {"worker-pool": config.pool_port, "pr-processor": config.processor_port, "lambda-api": config.api_port}
+    pids: dict[str, int | None] = {}
+    print(f"state: {config.state_dir}")
+    if record is None:
+        print(f"no stack recorded in {config.state_dir / run_record.RUN_FILE} (`make run` writes it once ready): "
+              "asking the configured ports")
+    else:
+        for service in record.services:
+            ports[service.name], pids[service.name] = service.port, service.pid
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
+        runner = "running" if run_record.pid_alive(record.runner_pid) else \
+            "NOT running (killed? its record was left behind)"
+        print(f"make run: pid {record.runner_pid}, {runner}; ready since {started}")
     services = [
-        ("worker pool", f"http://127.0.0.1:{config.pool_port}"),
-        ("PR processor", f"http://127.0.0.1:{config.processor_port}"),
-        ("API and UI", config.api_url),
+        ("worker pool", "worker-pool"),
+        ("PR processor", "pr-processor"),
+        ("API and UI", "lambda-api"),
     ]
     all_up = True
-    print(f"state: {config.state_dir}")
-    for name, url in services:
+    for name, key in services:
+        url = f"http://127.0.0.1:{ports[key]}"
         up, summary = _health(url)
         all_up &= up
-        print(f"{'UP  ' if up else 'DOWN'} {name:<13} {url:<24} {summary}")
+        pid = pids.get(key)
+        process = "" if key not in pids else f"pid {pid} {'running' if run_record.pid_alive(pid) else 'gone'} — "
+        print(f"{'UP  ' if up else 'DOWN'} {name:<13} {url:<24} {process}{summary}")
     print(f"\nrecent jobs (newest first, at most {JOB_LIMIT}):")
-    for row in _jobs(services[1][1], read_secret(config.state_dir)):
+    for row in _jobs(f"http://127.0.0.1:{ports['pr-processor']}", read_secret(config.state_dir)):
         print(f"  {row}")
     if all_up:
-        print(f"\nUI: {config.api_url}/")
+        print(f"\nUI: http://127.0.0.1:{ports['lambda-api']}/")
     return 0 if all_up else 1
 
 

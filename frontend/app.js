@@ -25,9 +25,10 @@ const LOG_LINES = 8;
 const HISTORY_PAGE = 20;
 
 class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, data = null) {
     super(detail);
     this.status = status;
+    this.data = data; // the API's JSON answer: a 422's detail says which field
   }
 }
 
@@ -297,7 +298,7 @@ const api = {
       return this.call(method, path, body, extraHeaders, true); // the ID token had expired: once more, renewed
     }
     if (!response.ok) {
-      throw new ApiError(response.status, describeError(response, data, text));
+      throw new ApiError(response.status, describeError(response, data, text), data);
     }
     return { status: response.status, data };
   },
@@ -1118,15 +1119,80 @@ const storyExists = {
   },
 };
 
-function showFormError(message, field) {
+// The summary above the button, and (given a field) the message again beside that field.
+function showFormError(message, field, fieldMessage = message) {
   const el = document.getElementById("form-error");
   el.textContent = message || "";
   el.hidden = !message;
   for (const input of document.querySelectorAll("#story-form [aria-invalid]")) input.removeAttribute("aria-invalid");
+  for (const slot of document.querySelectorAll("#story-form .field-error")) {
+    slot.textContent = "";
+    slot.hidden = true;
+  }
   if (field) {
     field.setAttribute("aria-invalid", "true");
+    const slot = document.getElementById(`${field.id}-error`);
+    if (slot) {
+      slot.textContent = fieldMessage;
+      slot.hidden = false;
+    }
     field.focus();
   }
+}
+
+// --- the form's limits: each field's counter, as the API's limits (maxlength, data-max-items/-line) say -------
+function updateCounter(field) {
+  const counter = document.getElementById(`${field.id}-count`);
+  if (!counter) return;
+  let text;
+  let full;
+  if (field.dataset.maxItems) {
+    const lines = field.value.split("\n").map((l) => l.trim()).filter(Boolean);
+    const longest = Math.max(0, ...lines.map((l) => l.length));
+    const maxItems = Number(field.dataset.maxItems);
+    const maxLine = Number(field.dataset.maxLine);
+    text = `${lines.length} / ${maxItems} criteria`;
+    if (longest > maxLine) text += ` · a line has ${longest} characters, over ${maxLine}`;
+    full = lines.length > maxItems || longest > maxLine;
+  } else {
+    text = `${field.value.length} / ${field.maxLength} characters`;
+    full = field.value.length >= field.maxLength;
+  }
+  setText(counter, text);
+  counter.dataset.full = String(full);
+}
+
+function criteriaProblem(field) {
+  const lines = field.value.split("\n").map((l) => l.trim()).filter(Boolean);
+  const maxItems = Number(field.dataset.maxItems);
+  const maxLine = Number(field.dataset.maxLine);
+  if (lines.length > maxItems) return `At most ${maxItems} acceptance criteria (there are ${lines.length}).`;
+  const long = lines.findIndex((l) => l.length > maxLine);
+  return long < 0 ? null : `Acceptance criterion ${long + 1} has ${lines[long].length} characters: at most ${maxLine}.`;
+}
+
+// Which form field an API error is about: a 422's errors[].loc (body → field), or the words of a 400/403 detail.
+const FIELD_OF = { repo: "repo", title: "title", description: "description", acceptance_criteria: "criteria",
+  base_branch: "base_branch", story_id: "story_id" };
+
+function fieldError(err, form) {
+  const detail = err.data && err.data.detail;
+  const errors = err.data && Array.isArray(err.data.errors) ? err.data.errors : detail; // a 422: [{loc, msg}]
+  if (Array.isArray(errors)) {
+    for (const item of errors) {
+      const loc = (item && item.loc) || [];
+      const name = loc[0] === "body" ? FIELD_OF[loc[1]] : null;
+      if (name) {
+        const where = typeof loc[2] === "number" ? ` (criterion ${loc[2] + 1})` : "";
+        return { field: form.elements[name], message: `${item.msg}${where}` };
+      }
+    }
+    return null;
+  }
+  if (typeof detail !== "string") return null;
+  if (/^repo(sitory)? /.test(detail)) return { field: form.elements.repo, message: detail };
+  if (/^base[_ ]branch /.test(detail)) return { field: form.elements.base_branch, message: detail };
+  return null;
 }
 
 function newKey() {
@@ -1152,6 +1218,8 @@ async function onGenerate(event) {
   const story = readStory(form);
   if (!story.repo) return showFormError("Enter a repository (owner/name).", form.elements.repo);
   if (!story.title) return showFormError("Enter a title for the story.", form.elements.title);
+  const tooMany = criteriaProblem(form.elements.criteria);
+  if (tooMany) return showFormError(tooMany, form.elements.criteria);
   if (!auth.ready()) {
     return auth.mode === "cognito"
       ? showFormError("Sign in first: use the Sign in button above.", document.getElementById("sign-in-button"))
@@ -1180,7 +1248,8 @@ async function onGenerate(event) {
     if (data.existing) storyExists.show(record, data.detail);
   } catch (err) {
     if (err.status === 401) needSignIn(err.message);
-    showFormError(`Generate Code & PR failed — ${err.message}`);
+    const about = fieldError(err, form);
+    showFormError(`Generate Code & PR failed — ${err.message}`, about && about.field, about && about.message);
   } finally {
     button.disabled = false;
     button.removeAttribute("aria-busy");
@@ -1277,7 +1346,11 @@ async function main() {
   jobs.init();
   const storyForm = document.getElementById("story-form");
   storyForm.addEventListener("submit", onGenerate);
-  storyForm.addEventListener("input", () => showDefaultStoryId(storyForm));
+  storyForm.addEventListener("input", (event) => {
+    showDefaultStoryId(storyForm);
+    if (event.target.id) updateCounter(event.target);
+  });
+  for (const field of storyForm.querySelectorAll("input, textarea")) updateCounter(field);
   storyExists.init();
   document.getElementById("token-form").addEventListener("submit", (event) => {
     event.preventDefault();

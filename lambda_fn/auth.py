@@ -7,6 +7,9 @@ pool and app client, verified with PyJWT against the pool's JWKS (RS256 only; si
 ``client_id``, expiry, ``token_use``) and, when ``AIPM_ALLOWED_GROUPS`` is set, membership of one of those groups
 (``cognito:groups``; 403 otherwise). The keys are cached for the container's life and fetched again only for a key id
 not seen yet, at most once per ``REFETCH_FLOOR_S``. Unset: 401 for everyone.
+
+httpx and PyJWT (with cryptography under it) are imported on the first Cognito token, not at import: they cost
+about a third of the app's own import, on every cold start (docs/contracts.md, P5).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
-import jwt
 from fastapi import HTTPException, Request
+
+if TYPE_CHECKING:
+    import jwt
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +171,9 @@ class JwksCache:
             return self._keys.get(kid)
 
     def _fetch(self, now: float) -> None:
+        import httpx  # noqa: PLC0415 - on the first token (see the module's docstring)
+        import jwt  # noqa: PLC0415
+
         self.fetches += 1
         try:
             response = httpx.get(self.url, timeout=self.timeout, follow_redirects=False)
@@ -229,6 +236,8 @@ class CognitoAuth:
         return _caller_from(claims)
 
     def claims(self, token: str) -> dict:
+        import jwt  # noqa: PLC0415 - on the first token (see the module's docstring)
+
         if len(token) > MAX_TOKEN_CHARS:
             raise _unauthorized("the bearer token is too long to be a Cognito token")
         try:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aipm_common.contracts import ProcessPrRequest
 from aipm_common.logging import log_context
 from lambda_fn import naming
 from lambda_fn.comments import write_marked
@@ -193,9 +194,9 @@ class Generator:
 
     def _dispatch(self, repo: Repo, pr: PullRequest, branch: str, base: str, job: str, requested_by,
                   callback_url, *, new_pull: bool) -> dict:
-        payload = {"job_id": job, "repo": repo.full_name, "branch": branch, "base_branch": base,
-                   "pr_number": pr.number, "task_file": TASK_FILE, "callback_url": callback_url,
-                   "requested_by": requested_by, "title": pr.title[:200]}
+        payload = ProcessPrRequest(job_id=job, repo=repo.full_name, branch=branch, base_branch=base,
+                                   pr_number=pr.number, task_file=TASK_FILE, callback_url=callback_url,
+                                   requested_by=requested_by, title=pr.title[:200]).model_dump()
         try:
             started_now, answer = self.processor.submit(payload)
         except ProcessorError as exc:

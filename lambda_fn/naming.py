@@ -10,8 +10,10 @@ import hashlib
 import re
 import secrets
 
+from aipm_common.contracts import JOB_ID_PATTERN
+
 REPO_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 BRANCH_PREFIX = "aipm/"
 TITLE_SLUG_MAX = 40
 

@@ -18,7 +18,7 @@ from lambda_fn.forge.base import Forge
 from lambda_fn.processor import ProcessorClient
 from lambda_fn.queue import JobQueue
 from lambda_fn.ratelimit import RateLimiter, default_per_minute
-from lambda_fn.secrets import read_secret
+from lambda_fn.secrets import read_secret, read_secrets
 
 log = logging.getLogger("lambda_fn")
 
@@ -106,8 +106,25 @@ def _rate_limit(settings: LambdaSettings) -> int:
     return default_per_minute(settings.aipm_auth)
 
 
+def _secret_arns(settings: LambdaSettings, *, github: bool) -> dict[str, str]:
+    """``{variable: ARN}`` of every secret this container will read from Secrets Manager."""
+    wanted = {}
+    if not settings.shared_secret and settings.aipm_shared_secret_arn:
+        wanted["AIPM_SHARED_SECRET_ARN"] = settings.aipm_shared_secret_arn
+    if not settings.aipm_ui_token and settings.aipm_ui_token_secret_arn:
+        wanted["AIPM_UI_TOKEN_SECRET_ARN"] = settings.aipm_ui_token_secret_arn
+    if github and not settings.token:
+        if settings.github_token_secret_arn:
+            wanted["GITHUB_TOKEN_SECRET_ARN"] = settings.github_token_secret_arn
+        elif settings.github_app_id and settings.github_app_private_key_secret_arn:
+            wanted["GITHUB_APP_PRIVATE_KEY_SECRET_ARN"] = settings.github_app_private_key_secret_arn
+    return wanted
+
+
 def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Runtime:
     """Read the secrets and build the parts; a missing secret or bad setting raises ``SettingsError``."""
+    # All at once, in parallel; the reads below then answer from the per-container cache.
+    read_secrets(_secret_arns(settings, github=forge is None and settings.aipm_forge != "local"), read=read_secret)
     secret = _shared_secret(settings)
     register_secret(secret)
     register_secret(settings.token)

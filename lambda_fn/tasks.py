@@ -75,5 +75,5 @@ def render_pr_body(
     if requested_by:
         lines.append(f"- Requested by: {inline_code(requested_by)}")
     if ui_url:
-        lines.append(f"- [Open in AIPM]({ui_url})")
+        lines.append(f"- [Open in AIPM]({ui_url}#/jobs/{job_id})")  # the job's page: transcript, timeline, re-run
     return "\n".join(lines) + "\n"

@@ -15,11 +15,12 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from aipm_common.contracts import ProcessPrAccepted
 from aipm_common.http import install_edge
 from aipm_common.settings import PrProcessorSettings
 from aipm_common.signing import PR_PROCESSOR, SignatureVerifier
 from ec2_services.pr_processor.jobs import JobState
-from ec2_services.pr_processor.models import JOB_ID_RE, Accepted, InvalidInput, ProcessPrRequest, RerunRequest
+from ec2_services.pr_processor.models import JOB_ID_RE, InvalidInput, ProcessPrRequest, RerunRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
 
 log = logging.getLogger("ec2_services.pr_processor")
@@ -38,7 +39,7 @@ def _known_job_id(job_id: str) -> str:
 def jobs_router(verify: SignatureVerifier) -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(verify)])
 
-    @router.post("/process-pr", status_code=202, response_model=Accepted, responses={200: {}, 400: {}, 409: {}})
+    @router.post("/process-pr", status_code=202, response_model=ProcessPrAccepted, responses={200: {}, 400: {}, 409: {}})
     async def process_pr(body: ProcessPrRequest, service: ProcessorService = Depends(_service)):
         try:
             job, created = service.submit(body)
@@ -47,7 +48,7 @@ def jobs_router(verify: SignatureVerifier) -> APIRouter:
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from exc
         if created:
-            return Accepted(job_id=job.job_id, status=job.status.value)
+            return ProcessPrAccepted(job_id=job.job_id, status=job.status.value)
         return JSONResponse(service.to_json(job), status_code=200)
 
     @router.get("/jobs")

@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aipm_common.contracts import JobResult, dump_job_result
 from aipm_common.logging import redact
 
 LOG_TAIL_LINES = 100
 BUSY_TIMEOUT_S = 5.0
 OUTPUT_TAIL_CHARS = 4000
+CALLBACK_ERROR_CHARS = 200_000  # what the receiver takes (JobResult.error)
 MAX_LINE_CHARS = 2000
 
 
@@ -529,23 +531,22 @@ class JobStore:
 
 
 def callback_payload(job: Job) -> dict[str, Any]:
-    """docs/contracts.md's callback body; ``tests`` only when the repository's tests were run."""
-    payload = {
-        "job_id": job.job_id,
-        "status": job.status.value,
-        "commit": job.commit_sha,
-        "error": job.error,
-        "pr_number": job.pr_number,
-        "repo": job.repo,
-        "branch": job.branch,
-        "attempts": job.attempts,
-        "duration_s": job.duration_s,
-        "credits": job.credits,
-        "output_tail": job.output_tail[-OUTPUT_TAIL_CHARS:],
-    }
-    if job.tests:
-        payload["tests"] = job.tests_result
-    return payload
+    """The callback body (``aipm_common.contracts.JobResult``) of an ended job; ``tests`` only when they ran."""
+    duration = job.duration_s
+    return dump_job_result(JobResult(
+        job_id=job.job_id,
+        status=job.status.value,
+        commit=job.commit_sha,
+        error=job.error[:CALLBACK_ERROR_CHARS] if job.error else job.error,
+        pr_number=job.pr_number,
+        repo=job.repo,
+        branch=job.branch,
+        attempts=job.attempts,
+        duration_s=None if duration is None else max(duration, 0.0),  # a clock stepped back is not a negative time
+        credits=job.credits,
+        output_tail=job.output_tail[-OUTPUT_TAIL_CHARS:],
+        tests=job.tests_result,
+    ))
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -12,15 +12,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aipm_common.bounds import PrNumber
+from aipm_common.contracts import JOB_ID_PATTERN, MAX_REF_LEN
+from aipm_common.contracts import ProcessPrRequest as ProcessPrBody
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 # GitHub's own rules for owner and repository names, plus no leading '-' or '.' anywhere git could see an option.
 _OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 _REF_CHARS_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
 BRANCH_PREFIX = "aipm/"
-MAX_REF_LEN = 200
 # requested_by: who asked, as the Lambda sends it — a name, or "Name <email>" (then a Co-authored-by trailer).
 MAX_REQUESTED_BY = 200
 _EMAIL_RE = re.compile(
@@ -147,20 +147,9 @@ def check_callback_url(url: str, allowed_origins: list[str]) -> str:
     return url
 
 
-class ProcessPrRequest(BaseModel):
-    """``POST /api/process-pr``. Field types are checked by pydantic (422); the contract's rules by ``validate`` (400)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    job_id: str = Field(max_length=200)
-    repo: str = Field(max_length=140)
-    branch: str = Field(max_length=MAX_REF_LEN + 1)
-    base_branch: str | None = Field(default=None, max_length=MAX_REF_LEN + 1)
-    pr_number: PrNumber | None = None
-    task_file: str = "TASK.md"
-    callback_url: str | None = Field(default=None, max_length=2048)
-    requested_by: str | None = Field(default=None, max_length=1024)  # the rules (400) are in parse_requested_by
-    title: str | None = Field(default=None, max_length=200)  # the pull request's title, shown in the job history
+class ProcessPrRequest(ProcessPrBody):
+    """``POST /api/process-pr`` (aipm_common.contracts): field types are checked by pydantic (422), the contract's
+    rules by ``validate_rules`` (400)."""
 
     def validate_rules(self, allowed_origins: list[str]) -> None:
         """Every rule of docs/contracts.md's bad-input list that is not a type error; raises ``InvalidInput``."""
@@ -175,11 +164,6 @@ class ProcessPrRequest(BaseModel):
             check_callback_url(self.callback_url, allowed_origins)
         if self.requested_by is not None:
             parse_requested_by(self.requested_by)
-
-
-class Accepted(BaseModel):
-    job_id: str
-    status: str
 
 
 class RerunRequest(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from aipm_common.contracts import ExecuteRequest
 from aipm_common.signing import WORKER_POOL, SigningAuth
 
 # /execute stays open for the whole agent task (the pool caps it at KIRO_TASK_TIMEOUT, plus its queue wait).
@@ -84,7 +85,7 @@ class PoolClient:
         return size if answer.status_code == 200 and isinstance(size, int) and size > 0 else None
 
     async def execute(self, *, prompt: str, cwd: str, task_id: str) -> PoolAnswer:
-        body = {"prompt": prompt, "cwd": cwd, "timeout_s": None, "task_id": task_id}
+        body = ExecuteRequest(prompt=prompt, cwd=cwd, timeout_s=None, task_id=task_id).model_dump()
         return await self._request("POST", "/execute", json=body, timeout=self._execute_timeout)
 
     async def run(self, *, task_id: str, cwd: str, command: str, timeout_s: float) -> PoolAnswer:

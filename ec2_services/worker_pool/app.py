@@ -15,15 +15,16 @@ import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from aipm_common.bounds import MAX_SECONDS
+from aipm_common.contracts import TASK_ID_PATTERN, ExecuteRequest, TaskResult
 from aipm_common.http import install_edge
 from aipm_common.settings import WorkerPoolSettings
-from aipm_common.signing import WORKER_POOL, SignatureVerifier
+from aipm_common.signing import SIGNATURE_HEADER, WORKER_POOL, SignatureVerifier
 from ec2_services.worker_pool.commands import CommandRunner
+from ec2_services.worker_pool.ledger import Replayed, TaskLedger
 from ec2_services.worker_pool.pool import (
     DriverFactory,
     PoolUnavailable,
@@ -36,18 +37,7 @@ from ec2_services.worker_pool.profiles import acp_command, resolve_profile
 
 log = logging.getLogger(__name__)
 
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-class ExecuteRequest(BaseModel):
-    prompt: str = Field(min_length=1, max_length=65536, description="The task for the agent; `\\n` and `\\t` allowed.")
-    cwd: str | None = Field(None, description="An existing absolute directory inside KIRO_WORKSPACE_ROOT.")
-    timeout_s: float | None = Field(
-        None, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
-        description="Capped at KIRO_TASK_TIMEOUT; counted from when a worker takes it.",
-    )
-    task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay never runs twice.")
 
 
 class RunRequest(BaseModel):
@@ -66,23 +56,6 @@ class RunResult(BaseModel):
     output: str
     duration_s: float
     timed_out: bool
-
-
-class TaskResult(BaseModel):
-    status: str
-    task_id: str
-    worker_id: int | None
-    output: str
-    approvals: int
-    denials: int
-    duration_s: float
-    credits: float | None
-    tokens: dict[str, int] | None = Field(
-        None, description="Model tokens the agent reported for the task ({input, output}): Gemini CLI does; "
-        "claude-code-acp and Kiro do not (Kiro reports credits).")
-    trouble_retries: int = 0
-    detail: str | None = None
-    stalled: bool | None = None
 
 
 class WorkerHealth(BaseModel):
@@ -149,6 +122,15 @@ def _not_taken(code: int, status: str | None, detail: str, task_id: str, retry_a
     return JSONResponse(body, status_code=code, headers={"Retry-After": str(retry_after)})
 
 
+def _record_end(ledger: TaskLedger, task, done: asyncio.Future) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return
+    try:
+        ledger.ended(task.task_id, task.http_status or 200, done.result())
+    except Exception:  # the answer still goes out; only a replay after a restart could not be answered from disk
+        log.exception("task %s: its result could not be written to the task ledger", task.task_id)
+
+
 def create_app(
     settings: WorkerPoolSettings, *, secret: str | None, driver_factory: DriverFactory | None = None
 ) -> FastAPI:
@@ -162,6 +144,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = WorkerPool(settings, factory)
         holder["pool"] = pool
+        holder["ledger"] = TaskLedger(settings.kiro_task_db, result_ttl=settings.kiro_result_ttl)
         await pool.start()
         log.info(
             "worker pool: %d workers running %r (KIRO_DRIVER=%s) in %s", settings.kiro_pool_size,
@@ -173,6 +156,7 @@ def create_app(
         finally:
             await runner.close()
             await pool.close()
+            holder["ledger"].close()
 
     def get_pool() -> WorkerPool:
         return holder["pool"]
@@ -196,21 +180,37 @@ def create_app(
         return pool.health()
 
     @signed.post("/execute", responses=responses, tags=["tasks"])
-    async def execute(body: ExecuteRequest, pool: WorkerPool = Depends(get_pool)) -> JSONResponse:
+    async def execute(body: ExecuteRequest, request: Request, pool: WorkerPool = Depends(get_pool)) -> JSONResponse:
         check_prompt(body.prompt)
         cwd = check_cwd(body.cwd, settings.kiro_workspace_root) if body.cwd is not None else None
+        ledger: TaskLedger = holder["ledger"]
+        signature = request.headers.get(SIGNATURE_HEADER)
+        new = pool.get(body.task_id) is None
+        if new:  # not in memory: the ledger knows whether it ran before a restart
+            try:
+                ended = ledger.before_run(body.task_id, signature)
+            except Replayed as exc:
+                raise HTTPException(409, detail=str(exc)) from None
+            if ended is not None:
+                log.info("task %s replayed after a restart: answering its stored result", body.task_id)
+                return JSONResponse(ended.body, status_code=ended.http_status)
         try:
             task = pool.submit(body.task_id, body.prompt, cwd=cwd, timeout_s=body.timeout_s)
         except QueueFull as exc:
             return _not_taken(429, None, str(exc), body.task_id, exc.retry_after)
         except PoolUnavailable as exc:
             return _not_taken(503, "agent_error", str(exc), body.task_id, 30)
+        if new:
+            ledger.taken(task.task_id, signature)
+            task.done.add_done_callback(lambda done: _record_end(ledger, task, done))
         result = await asyncio.shield(task.done)
         return JSONResponse(result, status_code=task.http_status or 200)
 
     @signed.get("/tasks/{task_id}", tags=["tasks"])
     async def get_task(task_id: str, pool: WorkerPool = Depends(get_pool)) -> dict:
         task = pool.get(task_id)
+        if task is None and (ended := holder["ledger"].stored(task_id)) is not None:
+            return {"task_id": task_id, "state": "ended", "http_status": ended.http_status, **ended.body}
         if task is None:
             raise HTTPException(404, detail=f"no task {task_id!r} (unknown, or ended more than {settings.kiro_result_ttl:g} s ago)")
         return task.view(pool.position(task))

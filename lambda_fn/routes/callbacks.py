@@ -2,43 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
 
-from aipm_common.bounds import Count, Credits, PrNumber, Seconds
+from aipm_common.contracts import JobResult
 from lambda_fn import naming
 from lambda_fn.callbacks import Recorder
-
-
-class TestRun(BaseModel):
-    """The repository's tests on the agent's commit (run by the worker pool as the agent)."""
-
-    command: str = Field(max_length=2000)
-    source: str | None = Field(None, max_length=40)
-    summary: str = Field(max_length=200)
-    passed: int | None = Field(None, ge=0, le=10_000_000)
-    failed: int | None = Field(None, ge=0, le=10_000_000)
-    exit_code: int | None = Field(None, ge=-255, le=255)
-    timed_out: bool = False
-    duration_s: float | None = Field(None, ge=0)
-    output_tail: str = Field("", max_length=100_000)
-
-
-class JobResult(BaseModel):
-    job_id: str = Field(pattern=naming.JOB_ID_RE.pattern)
-    status: Literal["succeeded", "failed", "no_changes", "cancelled"]
-    repo: str = Field(max_length=140)
-    branch: str = Field(max_length=200)
-    commit: str | None = Field(None, max_length=64)
-    error: str | None = Field(None, max_length=200_000)
-    pr_number: PrNumber | None = None
-    attempts: Count | None = None
-    duration_s: Seconds | None = None
-    credits: Credits | None = None
-    output_tail: str | None = Field(None, max_length=500_000)
-    tests: TestRun | None = None
 
 
 class _Verify:

@@ -1,13 +1,16 @@
 """The local forge, seen through the API: pull request pages (``/forge/{owner}/{name}/pull/{n}``) and JSON.
 
 Only mounted when ``AIPM_FORGE=local``; a local pull request's ``pr_url`` points here, so the UI works without
-GitHub. Every value shown is HTML-escaped; comments are shown as their text, not rendered.
+GitHub. A pull request's body and comments are rendered from markdown (``lambda_fn.forge.markdown``: raw HTML escaped,
+HTML comments hidden); every other value is HTML-escaped. The pulls list, and merge and close buttons that POST JSON
+(the same-origin guard's rule) from the one inline script the page's CSP allows by its nonce.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -16,7 +19,9 @@ from fastapi.responses import HTMLResponse
 from aipm_common.bounds import INT32_MAX
 from lambda_fn.auth import Caller, current_caller
 from lambda_fn.forge.local import LocalForge
+from lambda_fn.forge.markdown import render
 from lambda_fn.naming import valid_repo
+from lambda_fn.routes.api import require_json
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
@@ -27,16 +32,52 @@ padding:0 .6em;margin-right:.3em;font-size:.85em}.state-open{color:#1a7f37}.stat
 pre{background:#f6f8fa;padding:1em;overflow:auto;border-radius:6px;white-space:pre-wrap}
 .comment{border:1px solid #d1d9e0;border-radius:6px;margin:1em 0}.comment pre{margin:0}
 .add{color:#1a7f37}.del{color:#cf222e}.hunk{color:#8250df}table{border-collapse:collapse}td{padding:.2em .8em .2em 0}
+.markdown{border:1px solid #d1d9e0;border-radius:6px;padding:0 1em;margin:1em 0;overflow-wrap:anywhere}
+.markdown table td,.markdown table th{border:1px solid #d1d9e0;padding:.3em .7em}.markdown code{background:#f6f8fa}
+.actions button{font:inherit;padding:.3em .9em;margin-right:.5em;border-radius:6px;border:1px solid #d1d9e0;
+background:#f6f8fa;cursor:pointer}.actions .merge{background:#1f883d;color:#fff;border-color:#1f883d}
+.error{color:#cf222e}nav a,nav span{margin-right:1em}
+"""
+
+# Merge and close: a JSON POST (the API refuses a form's), then the page again, or the API's reason beside the buttons.
+_ACTIONS_JS = """
+for (const button of document.querySelectorAll("button[data-url]")) {
+  button.addEventListener("click", async () => {
+    const error = document.getElementById("action-error");
+    button.disabled = true;
+    const response = await fetch(button.dataset.url, {method: "POST", body: "{}", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"}});
+    if (response.ok) { window.location.reload(); return; }
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail || detail; } catch (e) {}
+    error.textContent = `${button.textContent} failed: ${response.status} ${detail}`;
+    button.disabled = false;
+  });
+}
 """
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(title: str, body: str, *, script: str | None = None) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(16)
+    tag = f"<script nonce={nonce}>{script}</script>" if script else ""
+    csp = "default-src 'none'; style-src 'unsafe-inline'"
+    if script:
+        csp += f"; script-src 'nonce-{nonce}'; connect-src 'self'"
     return HTMLResponse(
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
         f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{_STYLE}</style></head>"
-        f"<body>{body}</body></html>",
-        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+        f"<body>{body}{tag}</body></html>",
+        headers={"Content-Security-Policy": csp},
     )
+
+
+def _pull_rows(repo: str, pulls: list[dict]) -> str:
+    e = html.escape
+    return "".join(
+        f"<tr><td><a href='/forge/{e(repo)}/pull/{p['number']}'>#{p['number']}</a></td><td>{e(p['title'])}</td>"
+        f"<td class=state-{e(p['state'])}>{'merged' if p['merged'] else e(p['state'])}</td>"
+        f"<td><code>{e(p['head'])}</code></td></tr>" for p in pulls
+    ) or "<tr><td class=meta>no pull requests</td></tr>"
 
 
 def _diff_html(diff: str) -> str:
@@ -85,6 +126,25 @@ def forge_router(forge: LocalForge) -> APIRouter:
     def show_pull(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)], caller: Annotated[Caller, Depends(current_caller)]):
         return pull_view(repo_name(owner, name), number)
 
+    def end_pull(owner: str, name: str, number: int, *, merged: bool) -> dict:
+        repo = repo_name(owner, name)
+        pr = forge.get_pull(repo, number)
+        if not pr.is_open:
+            raise HTTPException(409, f"pull request #{number} is already {'merged' if pr.merged else 'closed'}")
+        pr = forge.close_pull(repo, number, merged=merged)
+        return {"number": pr.number, "state": pr.state, "merged": pr.merged}
+
+    @router.post("/api/forge/{owner}/{name}/pulls/{number}/merge", dependencies=[Depends(require_json)])
+    def merge_pull(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)],
+                   caller: Annotated[Caller, Depends(current_caller)]):
+        """Merge into its base with a merge commit (409 when it conflicts or has ended), as on GitHub."""
+        return end_pull(owner, name, number, merged=True)
+
+    @router.post("/api/forge/{owner}/{name}/pulls/{number}/close", dependencies=[Depends(require_json)])
+    def close_pull(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)],
+                   caller: Annotated[Caller, Depends(current_caller)]):
+        return end_pull(owner, name, number, merged=False)
+
     @router.get("/forge/{owner}/{name}/pull/{number}", response_class=HTMLResponse)
     def pull_page(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)], request: Request,
                   caller: Annotated[Caller, Depends(current_caller)]):
@@ -97,19 +157,24 @@ def forge_router(forge: LocalForge) -> APIRouter:
             f"<tr><td><a href='/forge/{e(repo)}/commit/{e(c['sha'])}'><code>{e(c['sha'][:10])}</code></a></td>"
             f"<td>{e(c.get('subject', ''))}</td><td class=meta>{e(c.get('author', ''))}</td></tr>"
             for c in pr["commits"]) or "<tr><td class=meta>no commits yet</td></tr>"
-        comments = "".join(f"<div class=comment><pre>{e(c['body'])}</pre></div>" for c in pr["comments"]) \
+        comments = "".join(f"<div class='comment markdown'>{render(c['body'])}</div>" for c in pr["comments"]) \
             or "<p class=meta>No comments yet: the result appears here when the job ends.</p>"
+        api = f"/api/forge/{e(repo)}/pulls/{pr['number']}"
+        actions = (f"<p class=actions><button type=button class=merge data-url='{api}/merge'>Merge pull request</button>"
+                   f"<button type=button class=close data-url='{api}/close'>Close pull request</button>"
+                   "<span id=action-error class=error role=alert></span></p>") if state == "open" else ""
         body = (
-            f"<p class=meta><a href='/forge/{e(repo)}'>{e(repo)}</a> · local forge</p>"
+            f"<nav class=meta><a href='/forge/{e(repo)}'>{e(repo)}</a><a href='/forge/{e(repo)}/pulls'>Pull requests</a>"
+            "<span>local forge</span></nav>"
             f"<h1>{e(pr['title'])} <span class=meta>#{pr['number']}</span></h1>"
-            f"<p><b class=state-{e(pr['state'])}>{e(state)}</b> · <code>{e(pr['head'])}</code> → "
-            f"<code>{e(pr['base'])}</code></p><p>Labels: {labels}</p>"
-            f"<h2>Description</h2><pre>{e(pr['body'])}</pre>"
+            f"<p><b class=state-{e(pr['state'])} id=pr-state>{e(state)}</b> · <code>{e(pr['head'])}</code> → "
+            f"<code>{e(pr['base'])}</code></p><p>Labels: {labels}</p>{actions}"
+            f"<h2>Description</h2><div class='markdown description'>{render(pr['body'])}</div>"
             f"<h2>Commits</h2><table>{commits}</table>"
             f"<h2>Comments</h2>{comments}"
             f"<h2>Changes against {e(pr['base'])}</h2>{_diff_html(pr['diff']) if pr['diff'] else '<p class=meta>none</p>'}"
         )
-        return _page(f"{pr['title']} · {repo}#{number}", body)
+        return _page(f"{pr['title']} · {repo}#{number}", body, script=_ACTIONS_JS if actions else None)
 
     @router.get("/forge/{owner}/{name}/commit/{sha}", response_class=HTMLResponse)
     def commit_page(owner: str, name: str, sha: str, caller: Annotated[Caller, Depends(current_caller)]):
@@ -123,15 +188,27 @@ def forge_router(forge: LocalForge) -> APIRouter:
         return _page(f"{sha[:10]} · {repo}", f"<p class=meta><a href='/forge/{html.escape(repo)}'>{html.escape(repo)}</a></p>"
                      f"<h1>Commit <code>{html.escape(sha[:12])}</code></h1>{_diff_html(shown)}")
 
+    @router.get("/forge/{owner}/{name}/pulls", response_class=HTMLResponse)
+    def pulls_page(owner: str, name: str, caller: Annotated[Caller, Depends(current_caller)], state: str = "open"):
+        """The pull requests, open ones by default as on GitHub (``?state=closed`` or ``all`` for the others)."""
+        if state not in ("all", "open", "closed"):
+            raise HTTPException(400, "state must be all, open or closed")
+        repo = repo_name(owner, name)
+        e = html.escape
+        counts = {s: len(forge.list_pulls(repo, s)) for s in ("open", "closed")}
+        tabs = "".join(f"<a href='/forge/{e(repo)}/pulls?state={s}'{' aria-current=page' if s == state else ''}>"
+                       f"{s.capitalize()}{f' ({counts[s]})' if s in counts else ''}</a>" for s in ("open", "closed", "all"))
+        return _page(f"Pull requests · {repo}",
+                     f"<nav class=meta><a href='/forge/{e(repo)}'>{e(repo)}</a><span>local forge</span></nav>"
+                     f"<h1>Pull requests</h1><nav class=tabs>{tabs}</nav>"
+                     f"<table id=pulls>{_pull_rows(repo, forge.list_pulls(repo, state))}</table>")
+
     @router.get("/forge/{owner}/{name}", response_class=HTMLResponse)
     def repo_page(owner: str, name: str, caller: Annotated[Caller, Depends(current_caller)]):
         repo = repo_name(owner, name)
         e = html.escape
-        rows = "".join(
-            f"<tr><td><a href='/forge/{e(repo)}/pull/{p['number']}'>#{p['number']}</a></td><td>{e(p['title'])}</td>"
-            f"<td class=state-{e(p['state'])}>{'merged' if p['merged'] else e(p['state'])}</td>"
-            f"<td><code>{e(p['head'])}</code></td></tr>" for p in forge.list_pulls(repo)
-        ) or "<tr><td class=meta>no pull requests yet</td></tr>"
-        return _page(repo, f"<h1>{e(repo)}</h1><p class=meta>local forge</p><h2>Pull requests</h2><table>{rows}</table>")
+        return _page(repo, f"<h1>{e(repo)}</h1><p class=meta>local forge</p>"
+                     f"<h2><a href='/forge/{e(repo)}/pulls?state=all'>Pull requests</a></h2>"
+                     f"<table>{_pull_rows(repo, forge.list_pulls(repo))}</table>")
 
     return router

@@ -1,5 +1,6 @@
-"""The real entry points: ``lambda_fn.handler`` imported cold with its secrets in Secrets Manager (moto), refusing to
-start without a shared secret; and ``python -m lambda_fn`` serving the API, the local forge and the UI."""
+"""The real entry points: ``lambda_fn.handler`` imported cold with its secrets in Secrets Manager (moto in server mode
+on loopback, reached by the signed HTTPS call the Lambda makes), refusing to start without a shared secret; and
+``python -m lambda_fn`` serving the API, the local forge and the UI."""
 
 from __future__ import annotations
 
@@ -12,20 +13,28 @@ import sys
 import boto3
 import httpx
 import pytest
-from moto import mock_aws
 
-from lambda_fn.secrets import read_secret
+from lambda_fn.secrets import forget_cached, read_secret
 from tests.lambda_fn.conftest import REPO, UI_TOKEN, LambdaContext, function_url_event
 from tests.support.servers import ROOT, free_port, wait_http
+from tests.support.sqs import moto_sqs_server
+
+
+@pytest.fixture(scope="module")
+def _moto():
+    with moto_sqs_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
-def aws(monkeypatch):
+def aws(monkeypatch, _moto):
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_SECRETS_MANAGER": _moto}.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name="us-east-1")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    forget_cached()  # a new container
+    yield boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=_moto)
+    forget_cached()
 
 
 @pytest.fixture

@@ -100,6 +100,7 @@ def pool_factory(stack: contextlib.ExitStack, tmp_path: Path, shared_secret: str
             "kiro_acp_command": command,
             "kiro_pool_size": size,
             "kiro_workspace_root": root,
+            "aipm_state_dir": tmp_path / "pool-state",
             "kiro_task_timeout": 120,
             **overrides,
         })

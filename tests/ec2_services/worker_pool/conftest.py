@@ -9,6 +9,7 @@ under ``KIRO_DRIVER=acp`` (the ACP double on stdio) — the pool's behaviour mus
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -93,6 +94,7 @@ def acp_pool_server(tmp_path, shared_secret):
 
 
 def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
+    started = itertools.count(1)
     with contextlib.ExitStack() as stack:
 
         def start(
@@ -108,6 +110,8 @@ def _pool_servers(driver: str, tmp_path: Path, shared_secret: str):
                 "kiro_acp_command": acp_command(*double_args),
                 "kiro_headless_command": headless_command(*double_args, "--state-dir", str(tmp_path)),
                 "kiro_workspace_root": root,
+                # Each pool of a test its own task ledger, as if on its own host (test_replay.py restarts one).
+                "aipm_state_dir": tmp_path / f"pool-state-{next(started)}",
                 "kiro_task_timeout": 10,
                 "kiro_trouble_backoff": 0.05,
                 "kiro_stall_timeout": 30,

@@ -31,7 +31,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("edge") / "workspaces"
     root.mkdir()
     settings = WorkerPoolSettings(
-        aipm_shared_secret=SECRET, kiro_pool_size=1, kiro_command=command(), kiro_workspace_root=root
+        aipm_shared_secret=SECRET, kiro_pool_size=1, kiro_command=command(), kiro_workspace_root=root,
+        aipm_state_dir=root.parent / "state",
     )
     with serve_in_thread(create_app(settings, secret=SECRET)) as url:
         pool = PoolServer(url, root, settings, SECRET)
