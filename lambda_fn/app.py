@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse
 
 from aipm_common.http import install_edge
 from aipm_common.logging import redact
-from aipm_common.settings import LambdaSettings
 from lambda_fn.deadline import DeadlineMiddleware
 from lambda_fn.forge.base import ForgeError
 from lambda_fn.generate import StepFailed
@@ -21,6 +20,7 @@ from lambda_fn.routes.api import router as api_router
 from lambda_fn.routes.callbacks import callbacks_router
 from lambda_fn.runtime import Runtime, build_runtime
 from lambda_fn.same_origin import SameOriginMiddleware
+from lambda_fn.settings import LambdaSettings
 
 
 def create_app(runtime: Runtime) -> FastAPI:

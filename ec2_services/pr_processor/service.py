@@ -12,7 +12,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aipm_common.settings import PrProcessorSettings
 from ec2_services.pr_processor.callbacks import CallbackSender
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitOps
@@ -21,6 +20,7 @@ from ec2_services.pr_processor.models import JOB_ID_RE, ProcessPrRequest, parse_
 from ec2_services.pr_processor.pool_client import PoolClient
 from ec2_services.pr_processor.runner import JobRunner
 from ec2_services.pr_processor.scheduler import CancelRefused, Scheduler
+from ec2_services.pr_processor.settings import PrProcessorSettings
 
 
 def rerun_root(job_id: str) -> str:

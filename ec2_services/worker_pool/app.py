@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field
 
 from aipm_common.contracts import TASK_ID_PATTERN, ExecuteRequest, TaskResult
 from aipm_common.http import install_edge
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import SIGNATURE_HEADER, WORKER_POOL, SignatureVerifier
 from ec2_services.worker_pool.commands import CommandRunner
 from ec2_services.worker_pool.ledger import Replayed, TaskLedger
@@ -34,6 +33,7 @@ from ec2_services.worker_pool.pool import (
     make_driver,
 )
 from ec2_services.worker_pool.profiles import acp_command, resolve_profile
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from aipm_common.settings import SettingsError, WorkerPoolSettings, load_settings
+from aipm_common.settings import SettingsError, load_settings
 from ec2_services.worker_pool.driver import AgentDriver, StartError
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 
 async def check(driver: AgentDriver) -> str:

@@ -9,6 +9,7 @@ cached until near its expiry), rate limits (wait when the reset fits in the requ
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import threading
 import time
@@ -275,7 +276,14 @@ class GitHubForge:
         data = _json(resp, dict, what="read GitHub's answer")
         if not isinstance(data, dict) or data.get("type") != "file":
             raise ForgeError(f"{path} on {branch} of {repo} is not a file", status=409)
-        return base64.b64decode(data.get("content") or "").decode("utf-8", "replace"), data["sha"]
+        content, sha = data.get("content") or "", data.get("sha")
+        try:
+            if not isinstance(content, str) or not isinstance(sha, str):
+                raise ValueError("no content or sha")
+            return base64.b64decode(content, validate=False).decode("utf-8", "replace"), sha
+        except (binascii.Error, ValueError) as exc:
+            raise ForgeError(f"GitHub answered {path} on {branch} of {repo} with content it could not decode "
+                             f"({exc}); nothing was changed: try again, and check GITHUB_API_URL if it persists") from exc
 
     def put_file(self, repo: str, branch: str, path: str, text: str, message: str, *, blob_sha: str | None) -> str:
         what = f"commit {path} to {branch} in {repo}"

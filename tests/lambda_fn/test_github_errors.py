@@ -129,3 +129,15 @@ def test_secondary_rate_limit_without_headers_is_a_503_not_a_permission_error(ap
     resp = api.call("POST", "/api/generate-code", json={"repo": REPO, "title": "t", "story_id": "s"},
                     remaining_ms=20_000)
     assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 60
+
+
+def test_malformed_base64_from_github_is_a_502_that_says_so_not_a_500(api, github, processor):
+    for body in ({"type": "file", "path": "TASK.md", "sha": "a" * 40, "content": "abc", "encoding": "base64"},
+                 {"type": "file", "path": "TASK.md", "content": "YWJj", "encoding": "base64"},
+                 {"type": "file", "path": "TASK.md", "sha": "a" * 40, "content": ["x"], "encoding": "base64"}):
+        github.inject("GET", r"/contents/TASK\.md$", 200, body, times=3)
+        resp = api.generate(story_id="b64")
+        assert resp.status_code == 502, (body, resp.text)
+        assert "could not decode" in resp.json()["detail"] and "TASK.md" in resp.json()["detail"]
+        github.faults.clear()
+    assert processor.submissions == []
