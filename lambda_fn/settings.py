@@ -40,6 +40,11 @@ class LambdaSettings(DispatchSettings):
     aipm_forge: Literal["github", "local"] = "github"
     aipm_local_forge_dir: Path | None = None
     aipm_allowed_repos: str = ""
+    # Follow-ups from a pull request (POST /api/github/webhook): the webhook's secret (or its Secrets Manager
+    # secret), and the prefix that makes a comment a follow-up.
+    aipm_github_webhook_secret: SecretStr | None = None
+    aipm_github_webhook_secret_arn: str | None = None
+    aipm_followup_prefix: str = Field("/aipm ", min_length=2, max_length=40)
     aipm_api_host: str = "127.0.0.1"
     aipm_api_port: int = Field(8000, ge=1, le=65535)
     # The static UI served at / by the API (local runs); None = API only.

@@ -26,6 +26,8 @@ class PrProcessorSettings(WorkspaceSettings, DispatchSettings):
     # Base delay of the exponential backoff between attempts, and the callback outbox's.
     pr_retry_base_delay: float = Field(5.0, ge=0)
     pr_callback_max_age: float = Field(24 * 3600, gt=0)
+    # Finished jobs (and their logs, timeline, callback row) are deleted this many days after they ended; 0 keeps all.
+    pr_job_retention_days: float = Field(30, ge=0)
     # A task the pool could not take (429: every worker busy and its queue full) never ran: it is sent again within
     # the same attempt for up to this long. A pool that cannot be reached (a restart) is waited for this long.
     pr_pool_busy_wait: float = Field(3600, ge=0)

@@ -44,7 +44,7 @@ class RunRequest(BaseModel):
     task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay answers the same run.")
     cwd: str = Field(description="The job's worktree: an existing absolute directory inside KIRO_WORKSPACE_ROOT.")
     command: str = Field(min_length=1, max_length=2000, description="Split as a shell splits words; no shell.")
-    timeout_s: float = Field(600, gt=0, le=3600, description="The process group is killed past it.")
+    timeout_s: float = Field(600, gt=0, le=3600, allow_inf_nan=False, description="The process group is killed past it.")
 
 
 class RunResult(BaseModel):
