@@ -65,8 +65,10 @@ class WorkerHealth(BaseModel):
     tasks_completed: int
     restarts: int
     current_task: str | None
-    agent_version: str | None = Field(None, description="The agent's version as it reports it (kiro-cli V2 over ACP).")
-    agent_engine: str | None = Field(None, description="kiro-cli's agent engine (`v2`/`v3`) where known.")
+    agent_version: str | None = Field(None, description="The agent's version: its ACP initialize answer, else "
+                                      "`kiro-cli --version` (pty, headless); null when unknown.")
+    agent_engine: str | None = Field(None, description="kiro-cli's agent engine (`v2`/`v3`): what the agent shows "
+                                     "over ACP, else the command's `--agent-engine`; null when unknown.")
 
 
 class Health(BaseModel):

@@ -305,13 +305,13 @@ class WorkerPool:
                 worker.state = WorkerState.RESTARTING
                 with log_context(worker=worker.id):
                     log.error("worker %d: cannot drive this agent: %s", worker.id, exc,
-                              extra={"fields": {"event": "agent_unsupported"}})
+                              extra={"fields": {"event": "agent_unsupported", "start_error": str(exc)}})
                 self._fail_waiting_if_unavailable()
                 await self._closed.wait()
                 return
             except StartError as exc:
                 worker.start_error = str(exc)
-                self._restarted(worker, f"could not start the agent: {exc}")
+                self._restarted(worker, f"could not start the agent: {exc}", start_error=str(exc))
                 self._fail_waiting_if_unavailable()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -329,12 +329,13 @@ class WorkerPool:
             if not self._closing:
                 self._restarted(worker, "the agent exited; starting a new session")
 
-    def _restarted(self, worker: Worker, why: str) -> None:
+    def _restarted(self, worker: Worker, why: str, *, start_error: str | None = None) -> None:
         worker.state = WorkerState.RESTARTING
         worker.restarts += 1
+        # `start_error`: the agent's start failure on its own, for a reader of the log (`make run` says it).
+        fields = {"event": "worker_restart", **({"start_error": start_error} if start_error else {})}
         with log_context(worker=worker.id):
-            log.warning("worker %d: %s (restart %d)", worker.id, why, worker.restarts,
-                        extra={"fields": {"event": "worker_restart"}})
+            log.warning("worker %d: %s (restart %d)", worker.id, why, worker.restarts, extra={"fields": fields})
         metrics.emit("worker restart", {"WorkerRestarts": (1, "Count")}, worker=worker.id)
 
     # ---- queue -------------------------------------------------------------------------------------------
