@@ -324,7 +324,7 @@ def main() -> int:
         return _run(running)
 
 
-def _run(running: contextlib.ExitStack) -> int:
+def _run(running: contextlib.ExitStack) -> int:  # noqa: C901 - the local stack start-up read top to bottom; each branch is one step that can fail
     try:
         config = read_config()
         for port, service, variable in (
