@@ -256,6 +256,8 @@ class LambdaSettings(_Dispatch):
     aipm_forge: Literal["github", "local"] = "github"
     aipm_local_forge_dir: Path | None = None
     aipm_allowed_repos: str = ""
+    # A pull request comment starting with this asks the agent for a follow-up on the same branch (local forge page).
+    aipm_followup_prefix: str = Field("/aipm ", min_length=2, max_length=40)
     aipm_api_host: str = "127.0.0.1"
     aipm_api_port: int = Field(8000, ge=1, le=65535)
     # The static UI served at / by the API (local runs); None = API only.
