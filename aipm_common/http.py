@@ -147,7 +147,36 @@ def install_edge(app: FastAPI, *, max_body: int = MAX_BODY_BYTES) -> None:
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 
 
-def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10) -> None:
+def _header_deadline_protocol(header_timeout: float):
+    """uvicorn's h11 protocol with a deadline for each request's headers. uvicorn times out idle keep-alive
+    connections only after an answer, so a client that connects and sends its headers a byte at a time (slowloris)
+    holds its socket as long as it likes; here a connection that has not sent a whole request line and headers within
+    ``header_timeout`` of connecting (or of its previous answer) is closed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineH11(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_deadline()
+
+        def _arm_header_deadline(self) -> None:
+            self.loop.call_later(header_timeout, self._header_deadline, self.cycle)
+
+        def _header_deadline(self, cycle_then) -> None:
+            # A new request since the deadline was armed makes a new cycle: only a connection still on the old one
+            # (no request, or none after the last answer) is closed.
+            if self.cycle is cycle_then and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadlineH11
+
+
+def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10, header_timeout: float = 10,
+          max_connections: int = 1000) -> None:
     """Run ``app`` under uvicorn with our logging (no uvicorn log config of its own).
 
     On SIGTERM/SIGINT uvicorn stops accepting, waits up to ``graceful_s`` for open requests, and only then runs the
@@ -177,5 +206,8 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_s: float = 10) -> None
         access_log=False,
         timeout_graceful_shutdown=graceful_s,
         lifespan="on",
+        http=_header_deadline_protocol(header_timeout),
+        timeout_keep_alive=min(5, header_timeout),
+        limit_concurrency=max_connections,
     )
     Server(config).run()

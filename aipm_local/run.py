@@ -29,17 +29,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from aipm_common.settings import (
-    LambdaSettings,
-    PrProcessorSettings,
-    SettingsError,
-    WorkerPoolSettings,
-    load_settings,
-)
+from aipm_common.settings import SettingsError, load_settings
 from aipm_local import run_record
 from aipm_local.scripted_model import scripted_model
 from aipm_local.supervisor import Stack, become_subreaper
+from ec2_services.pr_processor.settings import PrProcessorSettings
 from ec2_services.worker_pool.profiles import AGENTS
+from ec2_services.worker_pool.settings import WorkerPoolSettings
+from lambda_fn.settings import LambdaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTEND_DIR = ROOT / "frontend"

@@ -16,6 +16,9 @@ the ratio is taken within the pair; the table gives min / median / max over the 
 On a shared machine wall time mostly measures the scheduler, so each side's CPU time is given too: the reading
 process's for `cat` (what the cheapest reader spends per byte) and the pool process's for the task (everything the
 service does per byte, the HTTP request included); their ratio (bytes per CPU second, pool / `cat`) holds under load.
+A third table times the line path alone, in this process (CPU time, so it holds under load): the steps the session
+takes per read (decode, ``RecentScreen.feed``, ``LineAssembler.feed``, the service log, the transcript, the prompt
+check) and the answer at the end, on each stream cut in 4 KB reads (what a PTY read gives) and in 64 KB ones.
 Run: ``python -m bench p6_output_flood`` (``P6_PAIRS``, ``P6_MB`` change the pairs and the size).
 """
 
@@ -154,6 +157,46 @@ def paired(client, pid: int, path: Path, size: int, pairs: int, label: str) -> d
             "size": size}
 
 
+def line_path_rate(path: Path, chunk: int) -> float:
+    """Bytes per CPU second of the session's per-read steps and the answer, in this process (no PTY, no HTTP)."""
+    import codecs  # noqa: PLC0415 - this table only
+
+    from ec2_services.worker_pool.agent_log import AgentOutputLog  # noqa: PLC0415
+    from ec2_services.worker_pool.profiles import PROFILES  # noqa: PLC0415
+    from ec2_services.worker_pool.screen import (  # noqa: PLC0415
+        LineAssembler,
+        Patterns,
+        RecentScreen,
+        classify_screen,
+        last_nonblank_line,
+    )
+    from ec2_services.worker_pool.transcript import Transcript  # noqa: PLC0415
+
+    data = path.read_bytes().replace(b"\n", b"\r\n")  # as the terminal's ONLCR delivers it
+    profile = PROFILES["kiro"]
+    patterns = Patterns(profile)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    lines, screen = LineAssembler(profile), RecentScreen()
+    turn, agent_log = Transcript(patterns), AgentOutputLog(0)
+    turn.begin("Flood [[cat x]]")
+    last = ""
+    started = time.process_time()
+    for at in range(0, len(data), chunk):
+        text = decoder.decode(data[at : at + chunk])
+        screen.feed(text)
+        block = lines.feed(text)
+        if block.count:
+            last = last_nonblank_line(block) or last
+            agent_log.block(block)
+            turn.add(block)
+        plain = lines.partial_plain()
+        if (patterns.prompt_at_end(plain) and not lines.partial_is_answer_start()) if plain.strip() \
+                else patterns.prompt_at_end(last):
+            classify_screen(screen.bottom_lines(), patterns)
+    turn.output()
+    return len(data) / (time.process_time() - started)
+
+
 def idle_rss_kib(workers: int = 8) -> int:
     with running_pool(workers) as pool:
         time.sleep(1.0)
@@ -172,6 +215,7 @@ def run(size_mb: int = SIZE_MB, pairs: int = PAIRS) -> dict[str, dict]:
                 load_before = os.getloadavg()[0]
                 results[label] = paired(client, pool.process.pid, path, size, pairs, label)
                 results[label]["load"] = (load_before, os.getloadavg()[0])
+                results[label]["line_path"] = {chunk: line_path_rate(path, chunk) for chunk in (4096, 65536)}
     return results
 
 
@@ -193,6 +237,12 @@ def main() -> None:
         print(f"- {label}: {len(r['ratio'])} pairs, `cat` and pool back to back (first side alternating); "
               f"1-min load average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after on {os.cpu_count()} CPUs; "
               f"the answer kept its last {r['output_chars']:,} characters")
+    print()
+    print("| line path alone, in-process CPU time | 4 KB reads | 64 KB reads |")
+    print("| --- | ---: | ---: |")
+    for label, r in results.items():
+        rates = r["line_path"]
+        print(f"| {r['size'] / 1e6:.0f} MB {label} | {rates[4096] / 1e6:.0f} MB/s | {rates[65536] / 1e6:.0f} MB/s |")
     print()
     rss = idle_rss_kib()
     print("| service RSS, 8 idle workers (agents excluded) |")

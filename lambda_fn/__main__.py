@@ -11,7 +11,8 @@ import sys
 
 from aipm_common.http import serve
 from aipm_common.logging import setup_logging
-from aipm_common.settings import LambdaSettings, SettingsError, load_settings
+from aipm_common.settings import SettingsError, load_settings
+from lambda_fn.settings import LambdaSettings
 
 
 def main() -> int:
@@ -34,7 +35,8 @@ def main() -> int:
         log.warning("PUBLIC_API_URL is not set: jobs started from this API get no callback (no result comment)")
     log.info("lambda-api on http://%s:%s (forge %s, auth %s)", settings.aipm_api_host, settings.aipm_api_port,
              runtime.forge.kind, runtime.authenticator.mode)
-    serve(create_app(runtime), settings.aipm_api_host, settings.aipm_api_port)
+    serve(create_app(runtime), settings.aipm_api_host, settings.aipm_api_port,
+          header_timeout=settings.aipm_header_timeout, max_connections=settings.aipm_max_connections)
     return 0
 
 

@@ -12,15 +12,16 @@ from fastapi.responses import JSONResponse
 
 from aipm_common.http import install_edge
 from aipm_common.logging import redact
-from aipm_common.settings import LambdaSettings
 from lambda_fn.deadline import DeadlineMiddleware
 from lambda_fn.forge.base import ForgeError
 from lambda_fn.generate import StepFailed
 from lambda_fn.processor import ProcessorError
 from lambda_fn.routes.api import router as api_router
 from lambda_fn.routes.callbacks import callbacks_router
+from lambda_fn.routes.webhook import router as webhook_router
 from lambda_fn.runtime import Runtime, build_runtime
 from lambda_fn.same_origin import SameOriginMiddleware
+from lambda_fn.settings import LambdaSettings
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -57,6 +58,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.include_router(api_router)
     app.include_router(callbacks_router(runtime.shared_secret))
+    app.include_router(webhook_router)
     if runtime.forge.kind == "local":
         from lambda_fn.routes.forge_pages import forge_router
 

@@ -7,8 +7,9 @@ start half-configured. Lifespan is off: there is nothing to start per event.
 from __future__ import annotations
 
 from aipm_common.logging import setup_logging
-from aipm_common.settings import LambdaSettings, load_settings
+from aipm_common.settings import load_settings
 from lambda_fn.app import build_handler
+from lambda_fn.settings import LambdaSettings
 
 _settings = load_settings(LambdaSettings)
 setup_logging("lambda-api", level=_settings.aipm_log_level, json_lines=True)

@@ -12,13 +12,14 @@ import re
 from dataclasses import dataclass
 
 from aipm_common.logging import register_secret
-from aipm_common.settings import LambdaSettings, SettingsError, require_secret
+from aipm_common.settings import SettingsError, require_secret
 from lambda_fn.auth import Authenticator, CognitoConfig, make_authenticator
 from lambda_fn.forge.base import Forge
 from lambda_fn.processor import ProcessorClient
 from lambda_fn.queue import JobQueue
 from lambda_fn.ratelimit import RateLimiter, default_per_minute
 from lambda_fn.secrets import read_secret, read_secrets
+from lambda_fn.settings import LambdaSettings
 
 log = logging.getLogger("lambda_fn")
 

@@ -9,7 +9,8 @@ Owns one rule for every POST / PUT / PATCH / DELETE of the user-facing API, in e
   ``application/x-www-form-urlencoded``, ``multipart/form-data`` or ``text/plain``, and a cross-origin ``fetch`` with
   a JSON type needs a CORS preflight, which only ``ALLOWED_ORIGINS`` pass.
 
-The signed server-to-server callback (``/api/callbacks/``) is left to its signature. Must not read the body.
+The signed server-to-server callback (``/api/callbacks/``) and GitHub's signed webhook (``/api/github/``) are left to
+their signatures. Must not read the body.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 from aipm_common.http import send_json
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-EXEMPT_PREFIXES = ("/api/callbacks/",)
+EXEMPT_PREFIXES = ("/api/callbacks/", "/api/github/")
 
 
 def _own_origin(scope, host: str) -> str:

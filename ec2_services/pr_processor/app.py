@@ -6,6 +6,7 @@ Every route but /health is signed for ``pr-processor``. Errors leave as JSON ``{
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -17,13 +18,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from aipm_common.contracts import ProcessPrAccepted
 from aipm_common.http import install_edge
-from aipm_common.settings import PrProcessorSettings
 from aipm_common.signing import PR_PROCESSOR, SignatureVerifier
 from ec2_services.pr_processor.jobs import JobState
 from ec2_services.pr_processor.models import JOB_ID_RE, InvalidInput, ProcessPrRequest, RerunRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
+from ec2_services.pr_processor.settings import PrProcessorSettings
 
 log = logging.getLogger("ec2_services.pr_processor")
+
+MAX_PAGE = 200  # jobs per page of GET /api/jobs, whatever limit asks
 
 
 def _service(request: Request) -> ProcessorService:
@@ -59,10 +62,17 @@ def jobs_router(verify: SignatureVerifier) -> APIRouter:
         before: int | None = Query(None, ge=1, le=2**62),
         service: ProcessorService = Depends(_service),
     ):
-        """Newest first, a page of ``limit``; ``next_before`` is the cursor of the next (older) page, or null."""
-        jobs = service.list(limit=limit, status=status, repo=repo, before=before)
-        return {"jobs": [service.to_json(job) for job in jobs],
-                "next_before": jobs[-1].seq if len(jobs) == limit else None}
+        """Newest first, a page of ``limit`` (at most ``MAX_PAGE``: a larger limit gets that many, and
+        ``next_before``); ``next_before`` is the cursor of the next (older) page, or null. Read in a thread: a page
+        of the database must not hold up the event loop (the agent's stream, other requests)."""
+        limit = min(limit, MAX_PAGE)
+
+        def page() -> dict:
+            jobs = service.list(limit=limit, status=status, repo=repo, before=before)
+            return {"jobs": [service.to_json(job) for job in jobs],
+                    "next_before": jobs[-1].seq if len(jobs) == limit else None}
+
+        return await asyncio.to_thread(page)
 
     @router.get("/jobs/{job_id}")
     async def get_job(job_id: str = Depends(_known_job_id), service: ProcessorService = Depends(_service)):

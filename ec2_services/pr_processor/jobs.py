@@ -164,6 +164,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_live_branch ON jobs(repo_key, branch)
     WHERE status IN ('queued', 'running', 'pushing');
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
+-- A branch's runs (every job's JSON lists them): without it each job of a page of GET /api/jobs scans the table.
+CREATE INDEX IF NOT EXISTS jobs_branch ON jobs(repo_key, branch, seq);
 CREATE TABLE IF NOT EXISTS job_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
@@ -252,10 +254,17 @@ class JobStore:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         with self._lock:
+            self._set_incremental_vacuum()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._add_missing_columns()
+
+    def _set_incremental_vacuum(self) -> None:
+        """A new database frees the pages of what ``prune`` deletes with ``PRAGMA incremental_vacuum`` (the mode can
+        only be chosen before the first table; an older database keeps its mode and is compacted by ``VACUUM``)."""
+        if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
 
     def _add_missing_columns(self) -> None:
         with self._tx():  # one writer at a time: two processes opening an old database do not both add a column
@@ -528,6 +537,43 @@ class JobStore:
                 " WHERE job_id = ?",
                 (state.value, next_at, redact(error) if error else None, status, job_id),
             )
+
+    # --- retention ----------------------------------------------------------------------------------------------
+
+    def prune(self, ended_before: float, *, batch: int = 500) -> int:
+        """Delete the jobs that ended before ``ended_before`` (a final state; live jobs are never touched) with their
+        log lines, state timeline and callback outbox row; a ``batch`` of jobs per transaction, so the lock is held
+        briefly. Returns how many jobs went."""
+        final = [state.value for state in JobState if state.final]
+        marks = ", ".join("?" * len(final))
+        removed = 0
+        while True:
+            with self._tx():
+                ids = [row[0] for row in self._db.execute(
+                    f"SELECT job_id FROM jobs WHERE status IN ({marks}) AND COALESCE(ended_at, updated_at) < ? "
+                    "ORDER BY seq LIMIT ?", (*final, ended_before, batch))]
+                if not ids:
+                    return removed
+                id_marks = ", ".join("?" * len(ids))
+                for table in ("job_log", "job_states", "outbox", "jobs"):
+                    self._db.execute(f"DELETE FROM {table} WHERE job_id IN ({id_marks})", ids)
+            removed += len(ids)
+
+    def vacuum(self) -> int:
+        """Give the free pages back to the file system (incremental vacuum; nothing on a database made before it);
+        returns how many pages were free before."""
+        with self._lock:
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            if free and self._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # 2: INCREMENTAL
+                # executescript runs it to the end; execute() would step once, freeing a single page.
+                self._db.executescript("PRAGMA incremental_vacuum;")
+            return free
+
+    def size_bytes(self) -> int:
+        """The database's pages in use or free, in bytes (the WAL not counted)."""
+        with self._lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            return pages * self._db.execute("PRAGMA page_size").fetchone()[0]
 
 
 def callback_payload(job: Job) -> dict[str, Any]:

@@ -12,15 +12,16 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aipm_common.settings import PrProcessorSettings
 from ec2_services.pr_processor.callbacks import CallbackSender
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitOps
 from ec2_services.pr_processor.jobs import LOG_TAIL_LINES, BranchBusy, Job, JobState, JobStore, rfc3339
 from ec2_services.pr_processor.models import JOB_ID_RE, ProcessPrRequest, parse_requested_by
 from ec2_services.pr_processor.pool_client import PoolClient
+from ec2_services.pr_processor.retention import Retention
 from ec2_services.pr_processor.runner import JobRunner
 from ec2_services.pr_processor.scheduler import CancelRefused, Scheduler
+from ec2_services.pr_processor.settings import PrProcessorSettings
 
 
 def rerun_root(job_id: str) -> str:
@@ -52,17 +53,21 @@ class ProcessorService:
         self.callbacks = CallbackSender(self.store, secret, base_delay=settings.pr_retry_base_delay,
                                         max_age=settings.pr_callback_max_age)
         self._outbox_task: asyncio.Task[None] | None = None
+        self.retention = Retention(self.store, days=settings.pr_job_retention_days)
+        self._retention_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.scheduler.start()
         self._outbox_task = asyncio.create_task(self.callbacks.run_forever(), name="pr-callbacks")
+        self._retention_task = asyncio.create_task(self.retention.run_forever(), name="pr-retention")
 
     async def stop(self) -> None:
         await self.scheduler.stop()
-        if self._outbox_task is not None:
-            self._outbox_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._outbox_task
+        for task in (self._outbox_task, self._retention_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.callbacks.aclose()
         await self.pool.aclose()
         self.store.close()

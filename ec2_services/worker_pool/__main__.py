@@ -6,8 +6,9 @@ import logging
 
 from aipm_common.http import serve
 from aipm_common.logging import setup_logging
-from aipm_common.settings import SettingsError, WorkerPoolSettings, load_settings, require_secret
+from aipm_common.settings import SettingsError, load_settings, require_secret
 from ec2_services.worker_pool.app import create_app
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 log = logging.getLogger("ec2_services.worker_pool")
 
@@ -20,7 +21,8 @@ def main() -> None:
         app = create_app(settings, secret=secret)
     except ValueError as exc:
         raise SettingsError(f"worker-pool: {exc}") from None
-    serve(app, settings.worker_pool_host, settings.worker_pool_port)
+    serve(app, settings.worker_pool_host, settings.worker_pool_port,
+          header_timeout=settings.aipm_header_timeout, max_connections=settings.aipm_max_connections)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field
 
 from aipm_common.contracts import TASK_ID_PATTERN, ExecuteRequest, TaskResult
 from aipm_common.http import install_edge
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import SIGNATURE_HEADER, WORKER_POOL, SignatureVerifier
 from ec2_services.worker_pool.commands import CommandRunner
 from ec2_services.worker_pool.ledger import Replayed, TaskLedger
@@ -34,6 +33,7 @@ from ec2_services.worker_pool.pool import (
     make_driver,
 )
 from ec2_services.worker_pool.profiles import acp_command, resolve_profile
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RunRequest(BaseModel):
     task_id: str = Field(pattern=TASK_ID_PATTERN, description="Made by the caller; a replay answers the same run.")
     cwd: str = Field(description="The job's worktree: an existing absolute directory inside KIRO_WORKSPACE_ROOT.")
     command: str = Field(min_length=1, max_length=2000, description="Split as a shell splits words; no shell.")
-    timeout_s: float = Field(600, gt=0, le=3600, description="The process group is killed past it.")
+    timeout_s: float = Field(600, gt=0, le=3600, allow_inf_nan=False, description="The process group is killed past it.")
 
 
 class RunResult(BaseModel):

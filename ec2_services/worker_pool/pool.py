@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aipm_common.logging import log_context, register_secret
-from aipm_common.settings import WorkerPoolSettings
 from ec2_services.worker_pool import metrics
 from ec2_services.worker_pool.driver import (
     AgentDriver,
@@ -41,6 +40,7 @@ from ec2_services.worker_pool.driver import (
     UnsupportedAgent,
 )
 from ec2_services.worker_pool.profiles import AGENTS, AgentProfile, acp_command
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 log = logging.getLogger(__name__)
 

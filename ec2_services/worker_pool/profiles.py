@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from aipm_common.settings import WorkerPoolSettings
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 # The idle prompt, searched on the last non-blank line of the ANSI-free screen: `[aipm] 20% λ > `, `[dev]> `, `> `.
 DEFAULT_PROMPT_PATTERN = r"(?:\[[\w.-]+\]\s*)?(?:\d+%\s*)?(?:λ\s*)?!?>\s*$"

@@ -121,6 +121,10 @@ class Forge(Protocol):
     def delete_comment(self, repo: str, comment_id: int) -> None:
         """A comment already gone is not an error."""
 
+    def permission(self, repo: str, login: str) -> str:
+        """The user's role on the repository: ``admin``, ``maintain``, ``write``, ``triage``, ``read`` or ``none``."""
+        ...
+
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None: ...
 
     def remove_label(self, repo: str, number: int, label: str) -> None:

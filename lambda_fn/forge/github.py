@@ -9,6 +9,7 @@ cached until near its expiry), rate limits (wait when the reset fits in the requ
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import threading
 import time
@@ -137,6 +138,14 @@ def _q(value: str) -> str:
     return quote(value, safe="/")
 
 
+class _DoneAlready(Exception):
+    """A retried call found its effect already there (``found``): the first try was carried out."""
+
+    def __init__(self, found):
+        super().__init__("done already")
+        self.found = found
+
+
 class GitHubForge:
     kind = "github"
 
@@ -180,13 +189,19 @@ class GitHubForge:
 
     # --- the request loop --------------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, what: str, **kwargs) -> httpx.Response:
-        """One GitHub call with auth, rate-limit waits and transient retries; ``what`` names it in errors."""
+    def _request(self, method: str, path: str, *, what: str, done_already: Callable[[], object] | None = None,
+                 **kwargs) -> httpx.Response:
+        """One GitHub call with auth, rate-limit waits and transient retries; ``what`` names it in errors.
+
+        A POST that timed out or got a 5xx may still have been carried out: ``done_already`` (for a call that is not
+        idempotent) is asked before each retry, and what it finds ends the call as ``_DoneAlready``."""
         import httpx
 
         transient = limited = 0
         refreshed = False
         while True:
+            if transient and done_already is not None and (found := done_already()) is not None:
+                raise _DoneAlready(found)
             headers = {}
             token = self._token(self.client)
             if token:
@@ -275,7 +290,14 @@ class GitHubForge:
         data = _json(resp, dict, what="read GitHub's answer")
         if not isinstance(data, dict) or data.get("type") != "file":
             raise ForgeError(f"{path} on {branch} of {repo} is not a file", status=409)
-        return base64.b64decode(data.get("content") or "").decode("utf-8", "replace"), data["sha"]
+        content, sha = data.get("content") or "", data.get("sha")
+        try:
+            if not isinstance(content, str) or not isinstance(sha, str):
+                raise ValueError("no content or sha")
+            return base64.b64decode(content, validate=False).decode("utf-8", "replace"), sha
+        except (binascii.Error, ValueError) as exc:
+            raise ForgeError(f"GitHub answered {path} on {branch} of {repo} with content it could not decode "
+                             f"({exc}); nothing was changed: try again, and check GITHUB_API_URL if it persists") from exc
 
     def put_file(self, repo: str, branch: str, path: str, text: str, message: str, *, blob_sha: str | None) -> str:
         what = f"commit {path} to {branch} in {repo}"
@@ -339,7 +361,21 @@ class GitHubForge:
 
     def create_comment(self, repo: str, number: int, body: str) -> Comment:
         what = f"comment on #{number} in {repo}"
-        resp = self._request("POST", f"/repos/{repo}/issues/{number}/comments", what=what, json={"body": body})
+
+        def posted_already() -> Comment | None:
+            # The first line of our comments is their marker; a retried POST would post the comment twice.
+            first = body.split("\n", 1)[0]
+            same = [c for c in self.list_comments(repo, number)
+                    if c.body == body or (first.startswith("<!--") and c.body.split("\n", 1)[0] == first)]
+            return same[-1] if same else None
+
+        try:
+            resp = self._request("POST", f"/repos/{repo}/issues/{number}/comments", what=what, json={"body": body},
+                                 done_already=posted_already)
+        except _DoneAlready as done:
+            log.warning("%s: the first POST was not answered but the comment is there (%s); not posting it again",
+                        what, done.found.id)
+            return done.found
         _expect(resp, 201, what,
                 not_found=f"pull request #{number} was not found in {repo}")
         data = _json(resp, dict, what="read GitHub's answer")
@@ -357,6 +393,16 @@ class GitHubForge:
         resp = self._request("DELETE", f"/repos/{repo}/issues/comments/{comment_id}", what=what)
         if resp.status_code != 404:
             _expect(resp, 204, what)
+
+    def permission(self, repo: str, login: str) -> str:
+        what = f"read {login}'s permission on {repo}"
+        resp = self._request("GET", f"/repos/{repo}/collaborators/{_q(login)}/permission", what=what)
+        if resp.status_code == 404:
+            return "none"
+        _expect(resp, 200, what)
+        data = _json(resp, dict, what=what)
+        role = data.get("role_name") or data.get("permission") or "none"
+        return role if isinstance(role, str) else "none"
 
     def add_labels(self, repo: str, number: int, labels: list[str]) -> None:
         what = f"label #{number} in {repo}"

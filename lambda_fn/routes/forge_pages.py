@@ -171,21 +171,21 @@ def forge_router(forge: LocalForge) -> APIRouter:
                  dependencies=[Depends(require_json)])
     def add_comment(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)], comment: NewComment,
                     request: Request, caller: Annotated[Caller, Depends(current_caller)]):
-        """A comment; one starting with AIPM_FOLLOWUP_PREFIX also starts a follow-up run (409 with why when it cannot:
-        the comment stays, as on GitHub)."""
-        from lambda_fn.followup import FollowUp
+        """A comment; one starting with AIPM_FOLLOWUP_PREFIX is also a follow-up (``lambda_fn.followup``, as a
+        GitHub webhook's): ``followup`` is ``{"started": job_id}`` or ``{"ignored": why}``, answered in the thread too."""
+        from lambda_fn.followup import FollowUp, FollowUps, parse
 
         repo = repo_name(owner, name)
         forge.get_pull(repo, number)
         made = forge.create_comment(repo, number, comment.body)
         rt = request.app.state.runtime
-        prefix = rt.settings.aipm_followup_prefix
-        if not comment.body.startswith(prefix):
+        text = parse(comment.body, rt.settings.aipm_followup_prefix)
+        if text is None:
             return {"comment_id": made.id, "followup": None}
-        started = FollowUp(rt.forge, rt.dispatcher).start(
-            repo, number, comment.body[len(prefix):], requested_by=caller.requested_by,
-            callback_url=callback_url(request, rt))
-        return {"comment_id": made.id, "followup": {"number": started.number, **started.run.body()}}
+        follow_up = FollowUp(repo=repo, number=number, comment_id=made.id, author=caller.requested_by or "local",
+                             text=text)
+        started = FollowUps(rt.forge, rt.processor, rt.queue).start(follow_up, callback_url=callback_url(request, rt))
+        return {"comment_id": made.id, "followup": started}
 
     @router.post("/api/forge/{owner}/{name}/pulls/{number}/merge", dependencies=[Depends(require_json)])
     def merge_pull(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)],

@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from aipm_common.settings import (
-    LambdaSettings,
-    PrProcessorSettings,
-    SettingsError,
-    WorkerPoolSettings,
-    load_settings,
-    require_secret,
-)
+from aipm_common.settings import SettingsError, load_settings, require_secret
+from ec2_services.pr_processor.settings import PrProcessorSettings
+from ec2_services.worker_pool.settings import WorkerPoolSettings
+from lambda_fn.settings import LambdaSettings
 
 SPEC_VARS = [
     "WORKER_POOL_HOST", "WORKER_POOL_PORT", "KIRO_POOL_SIZE", "KIRO_COMMAND", "KIRO_PROMPT_PATTERN",

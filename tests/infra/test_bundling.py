@@ -75,3 +75,16 @@ def test_local_bundling_installs_linux_arm64_wheels(tmp_path):
     assert (out / "lambda_fn" / "handler.py").exists() and (out / "aipm_common" / "settings.py").exists()
     assert not (out / "ec2_services").exists()
     shutil.rmtree(out)
+
+
+def test_the_real_bundle_carries_the_lambdas_settings_and_no_service_of_the_hosts(tmp_path):
+    """The Lambda zip holds lambda_fn and aipm_common: the worker pool's and the PR processor's settings stay home."""
+    out = tmp_path / "out"
+    copy_code(ROOT, out)
+    tops = sorted(p.name for p in out.iterdir())
+    assert tops == ["aipm_common", "lambda_fn"], tops
+    assert (out / "lambda_fn" / "settings.py").is_file()
+    sources = {str(p.relative_to(out)): p.read_text(encoding="utf-8") for p in out.rglob("*.py")}
+    for host_only in ("WorkerPoolSettings", "PrProcessorSettings", "kiro_pool_size", "pr_max_attempts"):
+        assert not [path for path, text in sources.items() if host_only in text], host_only
+    shutil.rmtree(out)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from aipm_common.settings import LambdaSettings, load_settings
+from aipm_common.settings import load_settings
 from aipm_common.signing import LAMBDA_API, SIGNATURE_HEADER, TIMESTAMP_HEADER, receiver_key, signature
 from lambda_fn.app import build_handler
+from lambda_fn.settings import LambdaSettings
 from tests.conftest import SECRET
 from tests.lambda_fn.fake_processor import FakeProcessor
 from tests.lambda_fn.github_double import GitHubDouble

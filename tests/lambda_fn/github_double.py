@@ -88,6 +88,7 @@ class GitHubDouble:
             self.faults: list[Fault] = []
             self.delays: list[tuple[str, re.Pattern, float]] = []
             self.gathers: list[Gather] = []
+            self.roles: dict[str, str] = {}  # login → role on every repository (collaborator permission API)
             self.requests: list[tuple[str, str]] = []
             self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
             self.app_id: str | None = None
@@ -372,6 +373,14 @@ class GitHubDouble:
             if repo is None or number not in repo.pulls:
                 return err(404, "Not Found")
             return pull_json(repo, repo.pulls[number])
+
+        @app.get("/repos/{owner}/{name}/collaborators/{login}/permission")
+        def permission(owner: str, name: str, login: str):
+            if repo_of(owner, name) is None:
+                return err(404, "Not Found")
+            role = double.roles.get(login, "read")  # GitHub: anyone may read a public repository
+            legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+            return {"permission": legacy, "role_name": role, "user": {"login": login}}
 
         @app.get("/repos/{owner}/{name}/issues/{number}/comments")
         def list_comments(owner: str, name: str, number: int, request: Request, per_page: int = 30, page: int = 1):

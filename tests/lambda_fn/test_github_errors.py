@@ -3,6 +3,7 @@ and the GitHub App installation token works in place of a personal token."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from tests.lambda_fn.conftest import REPO
@@ -129,3 +130,60 @@ def test_secondary_rate_limit_without_headers_is_a_503_not_a_permission_error(ap
     resp = api.call("POST", "/api/generate-code", json={"repo": REPO, "title": "t", "story_id": "s"},
                     remaining_ms=20_000)
     assert resp.status_code == 503 and int(resp.headers["retry-after"]) >= 60
+
+
+def test_malformed_base64_from_github_is_a_502_that_says_so_not_a_500(api, github, processor):
+    for body in ({"type": "file", "path": "TASK.md", "sha": "a" * 40, "content": "abc", "encoding": "base64"},
+                 {"type": "file", "path": "TASK.md", "content": "YWJj", "encoding": "base64"},
+                 {"type": "file", "path": "TASK.md", "sha": "a" * 40, "content": ["x"], "encoding": "base64"}):
+        github.inject("GET", r"/contents/TASK\.md$", 200, body, times=3)
+        resp = api.generate(story_id="b64")
+        assert resp.status_code == 502, (body, resp.text)
+        assert "could not decode" in resp.json()["detail"] and "TASK.md" in resp.json()["detail"]
+        github.faults.clear()
+    assert processor.submissions == []
+
+
+
+def _flaky_github(*, lose: int = 0, drop: int = 0):
+    """A GitHub whose first ``drop`` comment POSTs never arrive (connection refused) and whose next ``lose`` are
+    carried out but never answered (a read timeout), as both happen."""
+    import httpx
+
+    from lambda_fn.forge.github import GitHubForge, StaticToken
+
+    comments: list[dict] = []
+    posts = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/comments"):
+            posts.append(request)
+            if len(posts) <= drop:
+                raise httpx.ConnectError("connection refused", request=request)
+            comments.append({"id": len(comments) + 1, "body": json.loads(request.content)["body"]})
+            if len(posts) <= drop + lose:
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+            return httpx.Response(201, json=comments[-1])
+        if request.method == "GET" and request.url.path.endswith("/comments"):
+            return httpx.Response(200, json=comments)
+        return httpx.Response(404, json={"message": "Not Found"})
+
+    forge = GitHubForge("https://github.test/api", StaticToken("t"), sleep=lambda s: None)
+    client = httpx.Client(base_url="https://github.test/api", transport=httpx.MockTransport(handler))
+    forge._client.get = lambda: client
+    return forge, comments, posts
+
+
+def test_a_comment_post_whose_answer_was_lost_is_not_posted_again_when_the_comment_is_there():
+    forge, comments, posts = _flaky_github(lose=1)
+    body = "<!-- aipm-job:j-x -->\nThe job succeeded."
+    comment = forge.create_comment("acme/app", 7, body)
+    assert [c["body"] for c in comments] == [body]  # one comment, not two
+    assert len(posts) == 1 and comment.id == 1
+
+
+def test_a_comment_post_that_never_arrived_is_sent_again():
+    forge, comments, posts = _flaky_github(drop=1)
+    comment = forge.create_comment("acme/app", 7, "<!-- aipm-job:j-y -->\nDone.")
+    assert [c["body"] for c in comments] == ["<!-- aipm-job:j-y -->\nDone."] and comment.id == 1
+    assert len(posts) == 2

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from aipm_common.settings import LambdaSettings, SettingsError, load_settings
+from aipm_common.settings import SettingsError, load_settings
 from lambda_fn.naming import job_id
+from lambda_fn.settings import LambdaSettings
 from tests.lambda_fn.conftest import FUNCTION_DOMAIN, REPO, callback, dead_url
 
 pytestmark = pytest.mark.timeout(60)

@@ -22,13 +22,13 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import WORKER_POOL, SigningAuth
 from aipm_local.scripted_model import ScriptedModel, scripted_model
 from ec2_services.pr_processor.runner import build_prompt
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.ec2_services.worker_pool.conftest import PoolServer
 from tests.ec2_services.worker_pool.test_process import start_service
 from tests.support.servers import ROOT, free_port, serve_in_thread

@@ -16,9 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from aipm_common.settings import LambdaSettings, load_settings
+from aipm_common.settings import load_settings
 from lambda_fn.app import create_app
 from lambda_fn.runtime import build_runtime
+from lambda_fn.settings import LambdaSettings
 from tests.conftest import SECRET
 from tests.lambda_fn.cognito_double import CLIENT_ID, POOL_ID, REGION, CognitoDouble
 from tests.lambda_fn.fake_processor import FakeProcessor

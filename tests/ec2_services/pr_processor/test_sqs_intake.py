@@ -17,9 +17,10 @@ import time
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from aipm_common.settings import PrProcessorSettings, SettingsError, load_settings
+from aipm_common.settings import SettingsError, load_settings
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.jobs import JobState, JobStore
+from ec2_services.pr_processor.settings import PrProcessorSettings
 from ec2_services.pr_processor.sqs_intake import SqsIntake
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 from tests.ec2_services.pr_processor.fake_pool import Plan

@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import WORKER_POOL, SigningAuth
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.pool import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.acp_double import command as acp_command
 from tests.kiro_double import command, headless_command
 from tests.support.servers import serve_in_thread

@@ -258,8 +258,8 @@ def test_the_tool_name_is_read_under_any_vendor_key_and_on_top():
 
 
 def test_the_default_acp_command_names_the_v2_engine():
-    from aipm_common.settings import WorkerPoolSettings
     from ec2_services.worker_pool.acp_driver import _identify
+    from ec2_services.worker_pool.settings import WorkerPoolSettings
 
     command = WorkerPoolSettings.model_fields["kiro_acp_command"].default
     assert "--agent-engine v2" in command

@@ -8,7 +8,6 @@ import time
 import httpx
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import (
     PR_PROCESSOR,
     SIGNATURE_HEADER,
@@ -19,6 +18,7 @@ from aipm_common.signing import (
     signature,
 )
 from ec2_services.worker_pool.app import create_app
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.conftest import SECRET
 from tests.ec2_services.worker_pool.conftest import PoolServer
 from tests.kiro_double import command

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.profiles import DEFAULT_PROMPT_PATTERN, resolve_profile, unescape_reply
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 
 def settings(**values) -> WorkerPoolSettings:

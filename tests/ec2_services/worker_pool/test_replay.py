@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, WORKER_POOL, receiver_key, signature
 from ec2_services.worker_pool.app import create_app
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.conftest import SECRET
 from tests.kiro_double import command
 from tests.support.servers import serve_in_thread

@@ -10,10 +10,10 @@ import time
 import httpx
 import pytest
 
-from aipm_common.settings import WorkerPoolSettings
 from aipm_common.signing import WORKER_POOL, SigningAuth
 from ec2_services.worker_pool.app import create_app
 from ec2_services.worker_pool.commands import summarise
+from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.conftest import SECRET
 from tests.kiro_double import command
 from tests.support.servers import serve_in_thread
