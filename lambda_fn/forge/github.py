@@ -189,7 +189,7 @@ class GitHubForge:
 
     # --- the request loop --------------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, what: str, done_already: Callable[[], object] | None = None,
+    def _request(self, method: str, path: str, *, what: str, done_already: Callable[[], object] | None = None,  # noqa: C901 - one retry loop mapping each GitHub outcome (timeout, rate limit, 5xx, 401 and a token refresh) to a retry or an error
                  **kwargs) -> httpx.Response:
         """One GitHub call with auth, rate-limit waits and transient retries; ``what`` names it in errors.
 
