@@ -129,7 +129,7 @@ def clicks(agent: str, runs: int = CLICKS) -> list[tuple[float, float]]:
 
 def _agents() -> list[str]:
     chosen = [a.strip() for a in os.environ.get("AIPM_BENCH_AGENTS", ",".join(AGENTS)).split(",") if a.strip()]
-    return [a for a in chosen if Path(AGENTS[a][0].split()[0]).exists()]
+    return [a for a in chosen if a in AGENTS and Path(AGENTS[a][0].split()[0]).exists()]
 
 
 def main() -> None:
