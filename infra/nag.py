@@ -29,47 +29,7 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         "docs/contracts.md fixes Python 3.12 and the bundle is built for cp312/manylinux2014_aarch64; a runtime bump is a "
         "deliberate change of both.")
 
-    # --- Host --------------------------------------------------------------------------------------------------------
-    if host.instance is not None:  # dispatch=sqs opens no 8082: the hosts poll the queue
-        ack(host.security_group, "AwsSolutions-EC23",
-            "8082 (PR processor) is open to apiCidr, 0.0.0.0/0 by default: the Lambda runs outside a VPC and has no "
-            "fixed address, and every request must carry an HMAC signature for the PR processor (300 s window) or gets "
-            "401; it serves TLS with a certificate the Lambda pins (SSM fingerprint). Set -c apiCidr to narrow it. 8081 opens only to an explicit adminCidr.")
-    ack(host.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
-        "Session Manager replaces SSH (no key pair, no port 22); this AWS-maintained policy is the documented minimum "
-        "for the SSM agent.")
-    for rule in ("Action::s3:GetBucket*", "Action::s3:GetObject*", "Action::s3:List*", ASSET_OBJECTS):
-        ack(host.role, f"AwsSolutions-IAM5[{rule}]",
-            "Granted by CDK for cfn-init to download this stack's install assets (ec2_services, aipm_common, "
-            "host_install, requirements) from the bootstrap asset bucket; read-only.")
-    if host.group is not None:
-        ack(host.role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:"
-                       f"autoScalingGroup:*:autoScalingGroupName/<AWS::StackName>{GROUP_NAME_SUFFIX}]",
-            "autoscaling:SetInstanceProtection on this stack's host group only: the * is the group's id, which "
-            "AWS generates; the group name after it (the stack's name, unique per region) picks the one group.")
-        ack(host.group, "AwsSolutions-AS3",
-            "Launches and terminations are routine once the group scales on the queue: a mail for each would be noise. "
-            "A failed launch shows as fewer hosts in service than desired (HostsMissing alarm); a host whose install "
-            "fails takes no jobs, so they age in the queue (OldestJob alarm); the deploy waits for minHosts installs.")
-    if host.instance is not None:
-        ack(host.instance, "AwsSolutions-EC29",
-            "One host by design (the pool's sessions and the job database live on it); termination protection would "
-            "block cdk destroy. Code updates are applied in place by cfn-hup, not by replacement.")
-
-    # The image id is a literal on purpose (context amiId): a parameter re-resolved per deploy replaced the host.
-    Validations.of(host).acknowledge(Acknowledgment(
-        id="CloudFormation-Validate::W9010",
-        reason="The host's image is pinned by context amiId (issue 17): a resolved-per-deploy SSM parameter or a "
-               "mapping would let a new Amazon Linux release replace the host and its data on the next deploy."))
-    if host.data_volume is not None:
-        ack(host.snapshot_role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                                "AWSDataLifecycleManagerServiceRole]",
-            "The AWS-maintained service role policy Data Lifecycle Manager documents for EBS snapshot policies.")
-        ack(host.role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*]",
-            "A new host takes the data volume over from the instance it replaces, whose id it learns at boot: "
-            "Attach/DetachVolume and StopInstances are limited to instances tagged with this stack's name.")
-        ack(host.role, "AwsSolutions-IAM5[Resource::*]",
-            "ec2:DescribeVolumes and ec2:DescribeInstances support no resource-level permissions (read-only).")
+    _acknowledge_host(host)
 
     # --- Secrets -----------------------------------------------------------------------------------------------------
     if secrets.github_token_created:
@@ -128,3 +88,48 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         ack(auth.user_pool, "AwsSolutions-COG8",
             "Cognito's Plus feature plan (threat protection) costs per user; users are created by an administrator "
             "only, with a strong password policy.")
+
+
+def _acknowledge_host(host) -> None:
+    """The host's findings: the open 8082, SSM, the install assets, the group, the pinned image, the data volume."""
+    # --- Host --------------------------------------------------------------------------------------------------------
+    if host.instance is not None:  # dispatch=sqs opens no 8082: the hosts poll the queue
+        ack(host.security_group, "AwsSolutions-EC23",
+            "8082 (PR processor) is open to apiCidr, 0.0.0.0/0 by default: the Lambda runs outside a VPC and has no "
+            "fixed address, and every request must carry an HMAC signature for the PR processor (300 s window) or gets "
+            "401; it serves TLS with a certificate the Lambda pins (SSM fingerprint). Set -c apiCidr to narrow it. 8081 opens only to an explicit adminCidr.")
+    ack(host.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
+        "Session Manager replaces SSH (no key pair, no port 22); this AWS-maintained policy is the documented minimum "
+        "for the SSM agent.")
+    for rule in ("Action::s3:GetBucket*", "Action::s3:GetObject*", "Action::s3:List*", ASSET_OBJECTS):
+        ack(host.role, f"AwsSolutions-IAM5[{rule}]",
+            "Granted by CDK for cfn-init to download this stack's install assets (ec2_services, aipm_common, "
+            "host_install, requirements) from the bootstrap asset bucket; read-only.")
+    if host.group is not None:
+        ack(host.role, f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:"
+                       f"autoScalingGroup:*:autoScalingGroupName/<AWS::StackName>{GROUP_NAME_SUFFIX}]",
+            "autoscaling:SetInstanceProtection on this stack's host group only: the * is the group's id, which "
+            "AWS generates; the group name after it (the stack's name, unique per region) picks the one group.")
+        ack(host.group, "AwsSolutions-AS3",
+            "Launches and terminations are routine once the group scales on the queue: a mail for each would be noise. "
+            "A failed launch shows as fewer hosts in service than desired (HostsMissing alarm); a host whose install "
+            "fails takes no jobs, so they age in the queue (OldestJob alarm); the deploy waits for minHosts installs.")
+    if host.instance is not None:
+        ack(host.instance, "AwsSolutions-EC29",
+            "One host by design (the pool's sessions and the job database live on it); termination protection would "
+            "block cdk destroy. Code updates are applied in place by cfn-hup, not by replacement.")
+
+    # The image id is a literal on purpose (context amiId): a parameter re-resolved per deploy replaced the host.
+    Validations.of(host).acknowledge(Acknowledgment(
+        id="CloudFormation-Validate::W9010",
+        reason="The host's image is pinned by context amiId (issue 17): a resolved-per-deploy SSM parameter or a "
+               "mapping would let a new Amazon Linux release replace the host and its data on the next deploy."))
+    if host.data_volume is not None:
+        ack(host.snapshot_role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                                "AWSDataLifecycleManagerServiceRole]",
+            "The AWS-maintained service role policy Data Lifecycle Manager documents for EBS snapshot policies.")
+        ack(host.role, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*]",
+            "A new host takes the data volume over from the instance it replaces, whose id it learns at boot: "
+            "Attach/DetachVolume and StopInstances are limited to instances tagged with this stack's name.")
+        ack(host.role, "AwsSolutions-IAM5[Resource::*]",
+            "ec2:DescribeVolumes and ec2:DescribeInstances support no resource-level permissions (read-only).")
