@@ -7,6 +7,11 @@ is on PATH and signed in, else the scripted stand-in, saying why; ``KIRO_COMMAND
 provider's API or, with ``AIPM_MODEL=scripted``, the scripted model served from this process), and the three services
 as children — worker pool, PR processor, then the API serving the UI — each in its own process group on 127.0.0.1.
 
+Before the services start, one agent session is started and stopped as a worker would
+(``ec2_services.worker_pool.preflight``: ACP initialize + session/new, the PTY's idle prompt); "ready" is said only
+once the pool's own first worker has started its agent too. If the agent cannot start, the runner says why in one
+line, in the agent's own words (e.g. kiro-cli's "agent 'aipm' not found"), and stops.
+
 Once the services answer, ``<state>/run.json`` records the runner's PID and each service's port and PID for ``make
 status`` (``run_record``); it is removed when the runner stops.
 
@@ -18,6 +23,7 @@ leave a process behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shlex
@@ -26,8 +32,11 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from aipm_common.settings import SettingsError, load_settings
 from aipm_local import run_record
@@ -45,6 +54,8 @@ AGENTS_BIN = ROOT / "agents" / "node_modules" / ".bin"
 # Gemini CLI's system settings for local runs: no usage statistics sent to Google.
 GEMINI_SETTINGS = ROOT / "agents" / "gemini-settings.json"
 SECRET_FILE = "secret"
+# How long "ready" waits for a worker's agent: the ACP driver gives initialize 120 s (MCP servers can be slow).
+AGENT_START_TIMEOUT_S = 150
 
 
 class StackError(Exception):
@@ -251,13 +262,69 @@ def stack_env(config: StackConfig, secret: str, kiro_command: str | None) -> dic
     return env
 
 
+def preflight(env: dict[str, str], timeout: float = AGENT_START_TIMEOUT_S + 30) -> tuple[bool, str]:
+    """(started?, one line): one agent session started and stopped as a worker would, in its own process."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "ec2_services.worker_pool.preflight"], cwd=ROOT,
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return False, f"no agent session started within {timeout:.0f} s"
+    said = (done.stdout if done.returncode == 0 else done.stderr).strip().splitlines()
+    return done.returncode == 0, said[-1] if said else f"the preflight exited with status {done.returncode}"
+
+
+def started_workers(pool_port: int) -> int | None:
+    """How many of the pool's workers have an agent running (idle or busy), or None if /health did not answer."""
+    try:
+        health = httpx.get(f"http://127.0.0.1:{pool_port}/health", timeout=2, trust_env=False).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return sum(1 for worker in health.get("workers", []) if worker.get("state") in ("idle", "busy"))
+
+
+def start_error(pool_log: Path, offset: int) -> str | None:
+    """The first agent start failure the pool logged after ``offset`` (its ``start_error`` field), or None."""
+    try:
+        with pool_log.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("start_error"), str):
+                return record["start_error"]
+    return None
+
+
+def wait_for_agent(stack: Stack, pool_port: int, pool_log: Path, offset: int,
+                   timeout: float = AGENT_START_TIMEOUT_S) -> str | None:
+    """None once one worker has really started its agent; else why not (the pool's words, which carry the agent's
+    own error line). Returns None at once when a stop is asked (the caller checks ``stop_requested``)."""
+    deadline = time.monotonic() + timeout
+    pool = stack.children[0]
+    while not stack.stop_requested.wait(0.1):
+        if started_workers(pool_port):
+            return None
+        why = start_error(pool_log, offset)
+        if why:
+            return why
+        if not pool.running:
+            return f"the worker pool exited (status {pool.proc.returncode if pool.proc else '?'})"
+        if time.monotonic() > deadline:
+            return f"no worker's agent reached its idle state within {timeout:.0f} s (see {pool_log})"
+    return None
+
+
 def main() -> int:
     # What lives as long as the runner in its own process: the scripted model, when AIPM_MODEL=scripted.
     with contextlib.ExitStack() as running:
         return _run(running)
 
 
-def _run(running: contextlib.ExitStack) -> int:
+def _run(running: contextlib.ExitStack) -> int:  # noqa: C901 - the local stack start-up read top to bottom; each branch is one step that can fail
     try:
         config = read_config()
         for port, service, variable in (
@@ -289,8 +356,15 @@ def _run(running: contextlib.ExitStack) -> int:
 
     print(f"aipm: state in {config.state_dir}; local forge {config.forge_dir} (example: {example})")
     print(f"aipm: {agent_note}")
+    env = {**stack_env(config, secret, kiro_command), **agent_env}
+    print("aipm: starting one agent session to check it (no task is sent)", flush=True)
+    started, said = preflight(env)
+    if not started:
+        print(f"aipm: NOT ready: the agent did not start: {said}", file=sys.stderr)
+        return 1
+    print(f"aipm: {said}")
     stack = Stack(logs_dir=config.state_dir / "logs", pool_port=config.pool_port, processor_port=config.processor_port,
-                  api_port=config.api_port, env={**stack_env(config, secret, kiro_command), **agent_env})
+                  api_port=config.api_port, env=env)
 
     def request_stop(signum, _frame):
         if not stack.stop_requested.is_set():
@@ -301,14 +375,24 @@ def _run(running: contextlib.ExitStack) -> int:
         signal.signal(sig, request_stop)
     become_subreaper()
     status = 0
+    pool_log = stack.children[0].log_path
+    offset = pool_log.stat().st_size if pool_log.exists() else 0  # the log is appended to across runs
     try:
         if stack.start():
             run_record.write(config.state_dir, run_record.RunRecord(
                 runner_pid=os.getpid(), started_at=run_record.now(), api_url=config.api_url,
                 services=[run_record.Service(c.name, c.port, c.proc.pid if c.proc else None) for c in stack.children]))
-            stack.say(f"\naipm: ready — open {config.api_url}/\n"
-                      f"aipm: Ctrl+C stops all three; `make status` shows their health and the queue.\n")
-            status = stack.watch()
+            stack.say("aipm: services up; waiting for the first agent session to start")
+            why = wait_for_agent(stack, config.pool_port, pool_log, offset)
+            if stack.stop_requested.is_set():
+                status = 0
+            elif why:
+                stack.say(f"aipm: NOT ready: the agent did not start: {why}")
+                status = 1
+            else:
+                stack.say(f"\naipm: ready — open {config.api_url}/\n"
+                          f"aipm: Ctrl+C stops all three; `make status` shows their health and the queue.\n")
+                status = stack.watch()
         else:
             status = 0 if stack.stop_requested.is_set() else 1
     finally:

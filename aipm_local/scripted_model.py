@@ -9,7 +9,8 @@ and ``make run AIPM_AGENT=claude-code|gemini AIPM_MODEL=scripted``) with no acco
 It is NOT a model: it reads the conversation the agent sends and answers with the next step of a fixed script, as
 real tool calls in that agent's own tool names (``scripted_model_script``: read TASK.md, write the function and its
 test, run the tests with the agent's shell tool, a short final answer). ``script`` replaces the plan with a fixed
-list of steps for tests that need a particular tool; ``hang`` holds every answer open until the server stops (a
+list of steps for tests that need a particular tool; ``delay_s`` makes each turn's answer take that long (as a real
+model's would, for benchmarks); ``hang`` holds every answer open until the server stops (a
 turn that never ends). Every request's body and headers are kept in ``requests`` for assertions.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +50,8 @@ class Seen:
     headers: dict[str, str]
     body: dict
     wire: str = "anthropic"
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock)
+    answered_at: float | None = None  # time.monotonic() once its answer was written
 
     @property
     def tool_names(self) -> list[str]:
@@ -58,6 +62,7 @@ class Seen:
 class ScriptedModel:
     script: TaskScript | FixedScript = field(default_factory=TaskScript)
     hang: bool = False
+    delay_s: float = 0.0  # how long each turn's answer takes, as a real model's would (benchmarks)
     requests: list[Seen] = field(default_factory=list)
     url: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -100,7 +105,8 @@ def _handler(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                 body = {}
             name, endpoint = _wire_of(self.path)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            model.requests.append(Seen(self.path, headers, body, name or "anthropic"))
+            seen = Seen(self.path, headers, body, name or "anthropic")
+            model.requests.append(seen)
             if name is None:
                 self._send(*anthropic.not_found(self.path))
                 return
@@ -111,7 +117,10 @@ def _handler(model: ScriptedModel) -> type[BaseHTTPRequestHandler]:
                 model._stop.wait()
                 self.close_connection = True
                 return
+            if model.delay_s and seen.tool_names:
+                time.sleep(model.delay_s)
             self._send(*WIRES[name].respond(endpoint, body, model.next_step))
+            seen.answered_at = time.monotonic()
 
         def _send(self, status: int, content_type: str, payload: bytes) -> None:
             self.send_response(status)

@@ -235,7 +235,7 @@ class CognitoAuth:
                                      "ask an administrator to add you")
         return _caller_from(claims)
 
-    def claims(self, token: str) -> dict:
+    def claims(self, token: str) -> dict:  # noqa: C901 - one flat check per token rule (size, form, algorithm, key, use, expiry, issuer), each with its own answer
         import jwt  # noqa: PLC0415 - on the first token (see the module's docstring)
 
         if len(token) > MAX_TOKEN_CHARS:

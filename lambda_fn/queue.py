@@ -4,7 +4,7 @@ straight to one PR processor; and a job's state is read from its pull request, s
 Owns the SQS client (boto3, imported and built on first use, once per container), the message (its body is exactly
 the JSON body of ``POST /api/process-pr``; the job id is both its group, so jobs run in parallel, and its
 deduplication id, so a re-send within SQS's five-minute window is dropped by the queue itself) and the mapping of a
-failed send to the API's errors (the client itself: ``aipm_common.sqs``). It must not talk to the PR processor: nothing in this mode does.
+failed send to the API's errors (the client itself: ``aipm_common.aws``). It must not talk to the PR processor: nothing in this mode does.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class JobQueue:
         self._client: LazyClient[Any] = LazyClient(self._new_client)
 
     def _new_client(self):
-        from aipm_common.sqs import sqs_client  # noqa: PLC0415 - boto3 only once a job is sent
+        from aipm_common.aws import sqs_client  # noqa: PLC0415 - boto3 only once a job is sent
 
         return sqs_client(self.queue_url, read_timeout=self._timeout)
 

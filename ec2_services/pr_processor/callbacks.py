@@ -4,7 +4,8 @@ Owns delivery only: the payload is written to the outbox in the same transaction
 restart loses none. Every answer but a 2xx, and every connection error, is retried with exponential backoff and jitter
 until ``PR_CALLBACK_MAX_AGE`` (24 h) after the job ended: a 4xx too — a 401 from a Lambda whose clock or secret is
 briefly wrong heals once that is fixed, and a callback given up early leaves the pull request without its result.
-Redirects are never followed (a signed request goes to the origin that was checked, nowhere else).
+Redirects are never followed (a signed request goes to the origin that was checked, nowhere else). Due callbacks go
+out at once (at most ``MAX_IN_FLIGHT``), each job's one at a time, so a target that hangs delays only its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 MAX_DELAY_S = 3600.0
 POLL_S = 0.25
 DETAIL_CHARS = 300
+MAX_IN_FLIGHT = 16  # deliveries at once: a target that hangs holds its own delivery, not the others'
 
 
 class CallbackSender:
@@ -35,8 +37,12 @@ class CallbackSender:
         self._client = httpx.AsyncClient(
             auth=SigningAuth(secret, LAMBDA_API), follow_redirects=False, timeout=httpx.Timeout(15.0)
         )
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
 
     async def aclose(self) -> None:
+        for task in list(self._in_flight.values()):
+            task.cancel()  # not recorded: still pending in the outbox, sent again after the restart
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
         await self._client.aclose()
 
     def delay(self, attempts: int) -> float:
@@ -47,17 +53,37 @@ class CallbackSender:
     async def run_forever(self) -> None:
         while True:
             try:
-                await self.deliver_due()
+                self.start_due()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("callback outbox: delivery round failed")
             await asyncio.sleep(POLL_S)
 
-    async def deliver_due(self) -> None:
+    def start_due(self) -> list[asyncio.Task[None]]:
+        """Start a delivery for each due callback that is not already on its way, up to ``MAX_IN_FLIGHT`` at once."""
+        started = []
         for item in self._store.due_callbacks(time.time()):
-            with log_context(job_id=item.job_id):
+            if item.job_id in self._in_flight or len(self._in_flight) >= MAX_IN_FLIGHT:
+                continue
+            task = asyncio.create_task(self._deliver_one(item), name=f"callback-{item.job_id}")
+            self._in_flight[item.job_id] = task
+            task.add_done_callback(lambda _done, job_id=item.job_id: self._in_flight.pop(job_id, None))
+            started.append(task)
+        return started
+
+    async def deliver_due(self) -> None:
+        """One round: every due callback sent at once, and their answers awaited."""
+        await asyncio.gather(*self.start_due())
+
+    async def _deliver_one(self, item: OutboxItem) -> None:
+        with log_context(job_id=item.job_id):
+            try:
                 await self._deliver(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("callback delivery failed; it stays in the outbox for the next round")
 
     async def _deliver(self, item: OutboxItem) -> None:
         status: int | None = None

@@ -30,8 +30,8 @@ def job_db_problem(db: Path, state_dir: Path) -> str | None:
         earlier = _earlier_jobs(state_dir, db)
         if earlier:
             return (f"the job database {db} is empty (0 bytes) but {earlier} show earlier jobs: starting would lose the "
-                    f"job history and the callbacks not yet sent. Restore the last backup to {db} (the previous jobs "
-                    f"come back), or remove {db} to start with an empty history on purpose")
+                    f"job history and the callbacks not yet sent. Restore the last backup ({state_dir}/backups/"
+                    f"jobs-*.sqlite) to {db}, or remove {db} to start with an empty history on purpose")
         return None
     try:
         conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True, timeout=5)
@@ -42,15 +42,15 @@ def job_db_problem(db: Path, state_dir: Path) -> str | None:
     except sqlite3.OperationalError:
         return None  # locked, or not readable now: the store's own errors (503) say so while it lasts
     except sqlite3.DatabaseError as exc:
-        return _corrupt(db, str(exc))
+        return _corrupt(db, state_dir, str(exc))
     finally:
         conn.close()
     if verdict != ["ok"]:
-        return _corrupt(db, "; ".join(verdict)[:200])
+        return _corrupt(db, state_dir, "; ".join(verdict)[:200])
     return None
 
 
-def _corrupt(db: Path, why: str) -> str:
+def _corrupt(db: Path, state_dir: Path, why: str) -> str:
     why = " ".join(why.split())  # quick_check's report spans lines; the message is one
     return (f"the job database {db} is corrupt ({why}): move it aside (mv {db} {db}.corrupt) and restore the last "
-            f"backup to {db}, or start without it for an empty history")
+            f"backup ({state_dir}/backups/jobs-*.sqlite) to {db}, or start without it for an empty history")

@@ -524,11 +524,6 @@ class JobStore:
             ).fetchall()
         return [OutboxItem(**{**dict(r), "state": CallbackState(r["state"])}) for r in rows]
 
-    def next_callback_at(self) -> float | None:
-        with self._lock:
-            row = self._db.execute("SELECT MIN(next_at) FROM outbox WHERE state = 'pending'").fetchone()
-        return row[0] if row and row[0] is not None else None
-
     def record_callback(self, job_id: str, *, state: CallbackState, next_at: float, error: str | None,
                         status: int | None = None) -> None:
         with self._lock:

@@ -18,6 +18,9 @@ from aipm_common.signing import WORKER_POOL, SigningAuth
 EXECUTE_READ_TIMEOUT_S = 6 * 3600
 
 
+DETAIL_CHARS = 500  # of the pool's detail kept in a job's error and log lines
+
+
 class PoolUnreachable(Exception):
     """The worker pool could not be reached or dropped the connection."""
 
@@ -39,8 +42,13 @@ class PoolAnswer:
 
     @property
     def reason(self) -> str:
-        status = self.body.get("status") or self.body.get("detail") or "error"
-        return f"worker pool answered {self.status_code} ({status})"
+        """What the pool answered, with its ``detail`` (where it puts the agent's own error line), on one line."""
+        status = self.body.get("status") or "error"
+        detail = self.body.get("detail")
+        said = f"worker pool answered {self.status_code} ({status})"
+        if isinstance(detail, str) and detail.strip():
+            said += f": {' '.join(detail.split())[:DETAIL_CHARS]}"
+        return said
 
 
 class PoolClient:

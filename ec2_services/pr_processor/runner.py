@@ -324,8 +324,7 @@ class JobRunner:
                 run.wip_notes.append(note)
             if answer.status_code in _RETRYABLE_POOL_CODES:
                 raise RetryableError(answer.reason)
-            detail = answer.body.get("detail")
-            raise PermanentError(answer.reason + (f": {detail}" if detail else ""))
+            raise PermanentError(answer.reason)
         head = await self._git_step(self.git.head(wt))
         dirty = await self._git_step(self.git.is_dirty(wt))
         if not dirty and head == job.base_commit:

@@ -27,8 +27,7 @@ from typing import Any
 
 import httpx
 
-from aipm_common.sqs import aws_client
-from ec2_services.pr_processor.sqs_intake import describe, in_thread
+from aipm_common.aws import aws_client, describe, in_thread
 
 log = logging.getLogger(__name__)
 

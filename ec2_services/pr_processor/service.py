@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ec2_services.pr_processor.backup import Backups, backups_dir
 from ec2_services.pr_processor.callbacks import CallbackSender
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitOps
@@ -55,15 +56,18 @@ class ProcessorService:
         self._outbox_task: asyncio.Task[None] | None = None
         self.retention = Retention(self.store, days=settings.pr_job_retention_days)
         self._retention_task: asyncio.Task[None] | None = None
+        self.backups = Backups(settings.pr_processor_db, backups_dir(settings.aipm_state_dir))
+        self._backup_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.scheduler.start()
         self._outbox_task = asyncio.create_task(self.callbacks.run_forever(), name="pr-callbacks")
         self._retention_task = asyncio.create_task(self.retention.run_forever(), name="pr-retention")
+        self._backup_task = asyncio.create_task(self.backups.run_forever(), name="pr-backup")
 
     async def stop(self) -> None:
         await self.scheduler.stop()
-        for task in (self._outbox_task, self._retention_task):
+        for task in (self._outbox_task, self._retention_task, self._backup_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -30,14 +30,12 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from aipm_common.sqs import sqs_client
+from aipm_common.aws import describe, error_code, in_thread, sqs_client
 from ec2_services.pr_processor.jobs import LIVE_STATES
 from ec2_services.pr_processor.models import InvalidInput, ProcessPrRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
@@ -47,8 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 MAX_MESSAGES = 10  # SQS's limit per receive
 ROOM_RECHECK_S = 1.0  # with no free worker: how often capacity is looked at again (a job's end wakes it sooner)
 CONFLICT_DELAY_S = 30  # a job refused because another job is live on its branch comes back after this long
@@ -57,47 +53,6 @@ MAX_BACKOFF_S = 30.0
 # SQS's answers to a receipt handle that no longer holds its message (the last part of the code: the JSON protocol
 # prefixes "AWS.SimpleQueueService.").
 STALE_HANDLE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidReceiptHandle"})
-
-
-async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` in a daemon thread (unlike ``asyncio.to_thread``, nothing waits for it at exit)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:
-        try:
-            result, error = fn(*args, **kwargs), None
-        except BaseException as exc:  # handed to the awaiting coroutine
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name=f"sqs-{getattr(fn, '__name__', 'call')}", daemon=True).start()
-    return await future
-
-
-def describe(exc: BaseException) -> str:
-    """An AWS error as ``Code: message`` (botocore's ClientError), else its type and text."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
-        error = response["Error"]
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
-        return str(response["Error"].get("Code") or "") or None
-    return None
 
 
 def stale_handle(exc: BaseException) -> bool:
@@ -123,7 +78,10 @@ def _schema_problem(exc: ValidationError) -> str:
 
 
 @dataclass
-class Held:
+class Receipt:
+    """What extends or deletes a message this host took: its id and its receipt handle (the job store keeps the
+    same pair with the job's id and state, ``jobs.HeldMessage``, so a restart adopts it again)."""
+
     message_id: str
     receipt_handle: str
 
@@ -137,7 +95,7 @@ class SqsIntake:
         self.wait_s = wait_s
         self.visibility_s = visibility_s
         self._client = client
-        self.held: dict[str, Held] = {}  # job_id → the message that carried it, until the job is final
+        self.held: dict[str, Receipt] = {}  # job_id → the message that carried it, until the job is final
         self.received = 0
         self.poison = 0
         self.adopted = 0  # messages taken back from the job store at start
@@ -182,7 +140,7 @@ class SqsIntake:
         for record in self.service.store.held_messages():
             if record.job_id in self.held:
                 continue
-            self.held[record.job_id] = Held(record.message_id, record.receipt_handle)
+            self.held[record.job_id] = Receipt(record.message_id, record.receipt_handle)
             self.adopted += 1
             log.info("job queue message %s of job %s (%s) held before the restart: %s", record.message_id,
                      record.job_id, record.status.value,
@@ -260,7 +218,7 @@ class SqsIntake:
 
     async def _admit(self, message: dict[str, Any]) -> None:
         self.received += 1
-        held = Held(message["MessageId"], message["ReceiptHandle"])
+        held = Receipt(message["MessageId"], message["ReceiptHandle"])
         receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
         try:
             request = ProcessPrRequest.model_validate_json(message.get("Body", ""))
@@ -283,7 +241,7 @@ class SqsIntake:
             return
         await self._hold(job.job_id, job.status.final, created, held)
 
-    async def _hold(self, job_id: str, final: bool, created: bool, held: Held) -> None:
+    async def _hold(self, job_id: str, final: bool, created: bool, held: Receipt) -> None:
         known = self.held.get(job_id)
         if final:
             log.info("job queue message %s: job %s has already ended here; deleting the message", held.message_id,
@@ -302,14 +260,14 @@ class SqsIntake:
                 else f"job queue message {held.message_id} received again; the job is still live here")
             self._busy_changed()
 
-    async def _refuse(self, held: Held, receives: str, why: str) -> None:
+    async def _refuse(self, held: Receipt, receives: str, why: str) -> None:
         """A poison message: logged, then visible again at once so the redrive policy moves it to the DLQ."""
         self.poison += 1
         log.error("job queue message %s (received %s times) is not a valid job and is left for the dead-letter "
                   "queue: %s", held.message_id, receives, why)
         await self._release(held, 0)
 
-    async def _release(self, held: Held, delay: int) -> None:
+    async def _release(self, held: Receipt, delay: int) -> None:
         try:
             await in_thread(self._set_visibility, held.receipt_handle, delay)
         except Exception as exc:
@@ -322,14 +280,14 @@ class SqsIntake:
 
     # --- holding and letting go -------------------------------------------------------------------------------
 
-    def _record(self, job_id: str, held: Held) -> None:
+    def _record(self, job_id: str, held: Receipt) -> None:
         try:
             self.service.store.hold_message(job_id, held.message_id, held.receipt_handle)
         except sqlite3.Error as exc:  # held in memory still; only a restart would lose it
             log.warning("could not record job queue message %s of job %s in the job store (%s)", held.message_id,
                         job_id, exc, extra={"job_id": job_id})
 
-    def _forget(self, job_id: str, held: Held) -> None:
+    def _forget(self, job_id: str, held: Receipt) -> None:
         """Neither in memory nor in the job store any more (a newer message held for the job is kept)."""
         if self.held.get(job_id) is held:
             del self.held[job_id]
@@ -377,7 +335,7 @@ class SqsIntake:
         else:
             self._busy_changed()
 
-    async def _delete_message(self, job_id: str, held: Held) -> None:
+    async def _delete_message(self, job_id: str, held: Receipt) -> None:
         self._deleting += 1
         try:
             await self._delete(job_id, held)
@@ -385,7 +343,7 @@ class SqsIntake:
             self._deleting -= 1
             self._busy_changed()  # the host is let go for scale-in only once its job's message is deleted
 
-    async def _delete(self, job_id: str, held: Held) -> None:
+    async def _delete(self, job_id: str, held: Receipt) -> None:
         mine = self.held.get(job_id) is held
         if mine:
             del self.held[job_id]

@@ -10,7 +10,8 @@ splits words, no shell; default ``kiro-cli acp --agent-engine v2 --agent aipm``)
         session/update                         agent_message_chunk → the answer and ``[Worker N]`` log lines;
                                                tool_call / tool_call_update → a line each
         session/request_permission             answered at once: the allow-ONCE option (never "always": Kiro V3
-                                               saves that as a lasting rule), or reject-once for a denied tool
+                                               saves that as a lasting rule), or reject-once for a denied tool —
+                                               for the task's session and for its subagents' sessions alike
         any other request                      refused (JSON-RPC -32601, with the reason in ``data``); the task then
                                                fails, naming it, with the agent's own words kept in the output
     ← the prompt's response {stopReason}     the turn's end
@@ -19,6 +20,12 @@ Every frame is read by ``_observe`` (a stream observer) in the order the agent s
 it: a turn counts the frames from its ``session/prompt`` to that prompt's response, and nothing after it. A frame
 that follows the response (V2's ``turnDurationMs`` metadata, V3's ``context_usage``) belongs to the turn that ended
 and counts for no task; a cancelled turn's credits are what was metered before its response.
+
+Subagents: V2 runs each in a session of its own (named in ``_kiro.dev/subagent/list_update``; V3 keeps them in the
+task's session). A session first seen while a turn is open is that turn's: its permission requests get the same
+policy, its tool calls and throttling notices count for the turn, but its prose, credits and turn end do not (its
+answer goes to its parent). A subagent session first seen between turns, or one an ended turn had, counts for no
+task: its requests are answered "cancelled".
 
 Kiro, as its wire captures show it (``tests/fixtures/kiro-acp/README.md``):
 
@@ -97,6 +104,7 @@ from ec2_services.worker_pool.driver import (
     TurnResult,
     TurnTimeout,
 )
+from ec2_services.worker_pool.kiro_version import named_engine
 from ec2_services.worker_pool.session import (
     agent_environment,
     die_with_parent,
@@ -109,7 +117,6 @@ log = logging.getLogger(__name__)
 # Throttling in Kiro's own words: its service's exception names, and its "having trouble responding" error. (Its
 # `rate_limit` / `retry_warning` frames mark a turn as throttled too.) Anything else is an error, not retried.
 _THROTTLING = re.compile(r"ThrottlingException|TooManyRequestsException|is having trouble responding")
-_ENGINE_FLAG = re.compile(r"^--agent-engine(?:=(\S+))?$")
 _STDERR_KEPT = 40
 _STREAM_LIMIT = 64 * 1024 * 1024  # one JSON-RPC line (a big tool output) may be large
 
@@ -123,7 +130,6 @@ class AcpLimits:
     trouble_backoff: float = 5.0
     start_timeout: float = 120  # spawn → initialize answered
     cancel_grace: float = 5.0  # session/cancel → the prompt's response, else the agent is killed
-    reset_timeout: float = 20.0  # unused (a new session per task needs no reset); kept for make_driver's options
     output_limit: int = 1_000_000  # characters of answer kept (the last ones)
 
 
@@ -243,6 +249,10 @@ class _Turn:
         self.error: str | None = None  # the agent's own error words (V3 display_error)
         self.refused: list[str] = []  # what the agent asked for and was refused, in words
         self.tools: dict[str, _Tool] = {}  # tool call id → what the agent said of it
+        self.subagents: set[str] = set()  # the sessions of the subagents this turn started (V2 runs each in its own)
+
+    def owns(self, session_id: str | None) -> bool:
+        return session_id is not None and (session_id == self.session_id or session_id in self.subagents)
 
 
 @dataclass
@@ -288,6 +298,8 @@ class AcpDriver(AgentDriver):
         self._cancel = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._agent: dict | None = None  # the initialize response, as the agent sent it
+        # Subagent sessions of turns that ended: their late frames and requests count for no task (bounded).
+        self._past_subagents: dict[str, None] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -339,6 +351,8 @@ class AcpDriver(AgentDriver):
         if not initialize.done():
             initialize.cancel()
             await self.stop()
+            with contextlib.suppress(TimeoutError):  # its last stderr lines say why: read them to the end
+                await asyncio.wait_for(asyncio.shield(self._watchers[1]), 2.0)
             if self.exit_status is not None:
                 raise StartError(f"the agent exited with status {self.exit_status} before answering initialize"
                                  f"{self._stderr_hint()}")
@@ -348,13 +362,43 @@ class AcpDriver(AgentDriver):
             answer = initialize.result()
         except Exception as exc:  # a JSON-RPC error, or the connection closed as it exited
             await self.stop()
-            raise StartError(f"initialize failed: {exc}{self._stderr_hint()}") from None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._watchers[1]), 2.0)
+            if isinstance(exc, acp.RequestError):
+                raise StartError(f"initialize failed: {_error_text(exc)}{self._stderr_hint()}") from None
+            raise StartError(f"the agent exited with status {self.exit_status} before answering initialize"
+                             f"{self._stderr_hint()}") from None
         self.agent_version, self.agent_engine = _identify(self._agent or {}, self.argv)
         info = answer.agent_info
         log.info("worker %d: ACP agent %s %s (engine %s, protocol %d) ready", self.worker_id,
                  info.name if info else "?", self.agent_version or "", self.agent_engine or "?",
                  answer.protocol_version)
         self.state = DriverState.IDLE
+
+    async def check_session(self) -> None:
+        """session/new in the workspace root, as a task's would be opened (``make run``'s preflight: an agent can
+        answer initialize and still fail here, e.g. kiro-cli naming an agent config that does not exist)."""
+        if self._conn is None or self.state is not DriverState.IDLE:
+            raise StartError(f"the agent is {self.state.value}, not idle{self._stderr_hint()}")
+        request = asyncio.ensure_future(self._conn.new_session(cwd=str(self._cwd), mcp_servers=[]))
+        exited = asyncio.ensure_future(self._exited.wait())
+        try:
+            await asyncio.wait({request, exited}, timeout=self.limits.start_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if not request.done():
+            request.cancel()
+            raise StartError(f"no answer to session/new within {self.limits.start_timeout:.0f} s"
+                             f"{self._stderr_hint()}")
+        try:
+            request.result()
+        except acp.RequestError as exc:
+            raise StartError(f"the agent could not open a session: {_error_text(exc)}{self._stderr_hint()}") from None
+        except Exception as exc:  # the connection closed: it exited
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._watchers[1]), 2.0)
+            raise StartError(f"the agent exited while opening a session ({exc}){self._stderr_hint()}") from None
 
     def _stderr_hint(self) -> str:
         return f"; its stderr ends: {' | '.join(list(self._stderr)[-3:])}" if self._stderr else ""
@@ -411,7 +455,7 @@ class AcpDriver(AgentDriver):
         if self._loop is not None:
             self._last_update = self._loop.time()
 
-    def _observe(self, event: Any) -> None:
+    def _observe(self, event: Any) -> None:  # noqa: C901 - one branch per ACP message kind, as the protocol lists them
         """Every frame the agent sends, in the order it sent them, before the library acts on it: so a prompt's
         response is seen after every update that came before it, and a frame after it counts for no turn."""
         if event.direction is not StreamDirection.INCOMING:
@@ -436,18 +480,27 @@ class AcpDriver(AgentDriver):
                 turn.refused.append(why)
                 turn.answer.line(f"[aipm] refused the agent's request {why}")
             return
-        if turn is None or not turn.open:
+        open_turn = turn if turn is not None and turn.open else None
+        if method == "_kiro.dev/subagent/list_update":  # V2 names each subagent's session as it starts
+            listed = [s.get("sessionId") for s in params.get("subagents") or [] if isinstance(s, dict)]
+            for session in listed:
+                if isinstance(session, str):
+                    self._claim(open_turn, session)
+            return
+        if open_turn is None:
             return  # between turns, or after a turn's response: it counts for no task
+        turn = open_turn
         session = params.get("sessionId")
-        if session is not None and session != turn.session_id:
-            return  # another session's (a subagent's) frame
+        subagent = session is not None and session != turn.session_id
+        if subagent and not self._claim(turn, session):
+            return  # a subagent of a turn that ended: it counts for no task
         if method == "session/update":
-            self._on_update(turn, params.get("update") or {})
+            self._on_update(turn, params.get("update") or {}, subagent=subagent)
         elif method == "session/request_permission":
             call = params.get("toolCall") or {}
             tool = turn.tools.setdefault(str(call.get("toolCallId")), _Tool())
             tool.permission_meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
-        elif method == "_kiro.dev/metadata":
+        elif method == "_kiro.dev/metadata" and not subagent:
             used = [u.get("value") for u in params.get("meteringUsage") or [] if isinstance(u, dict)]
             self._add_credits(turn, used)
         elif method == "_kiro.dev/session/update":
@@ -464,11 +517,32 @@ class AcpDriver(AgentDriver):
             turn.throttled = True
             turn.answer.line(f"[kiro] {params.get('message') or 'rate limited'}")
 
-    def _on_update(self, turn: _Turn, update: dict) -> None:
+    def _claim(self, turn: _Turn | None, session: str) -> bool:
+        """Whether SESSION is (now) one of TURN's subagents: a session first seen while a turn is open is one it
+        started, as the worker runs one turn at a time; one first seen between turns, or that a past turn had, is not."""
+        if turn is not None and turn.owns(session):
+            return True
+        if turn is None:  # listed between turns: a subagent of the turn that ended, or of an earlier one
+            self._past_subagents[session] = None
+            return False
+        if session in self._past_subagents:
+            return False
+        turn.subagents.add(session)
+        log.info("worker %d: subagent session %s (of session %s)", self.worker_id, session, turn.session_id)
+        return True
+
+    def _end_subagents(self, turn: _Turn) -> None:
+        for session in turn.subagents:
+            self._past_subagents[session] = None
+        while len(self._past_subagents) > 1000:
+            del self._past_subagents[next(iter(self._past_subagents))]
+
+    def _on_update(self, turn: _Turn, update: dict, *, subagent: bool = False) -> None:  # noqa: C901 - one branch per session/update kind, as the protocol lists them
         kind = update.get("sessionUpdate")
+        mark = "[subagent] " if subagent else ""
         if kind == "agent_message_chunk":
             content = update.get("content") or {}
-            if content.get("type") == "text":
+            if content.get("type") == "text" and not subagent:  # a subagent answers its parent, not the task
                 turn.answer.text(str(content.get("text", "")))
         elif kind == "tool_call":
             call_id = str(update.get("toolCallId"))
@@ -477,14 +551,17 @@ class AcpDriver(AgentDriver):
             tool.kind, tool.title = update.get("kind") or tool.kind, update.get("title") or tool.title
             title = tool.title or tool.name or "tool"
             name = tool.name
-            turn.answer.line(f"● {title}" + (f" ({name})" if name and name not in title else ""))
+            turn.answer.line(f"{mark}● {title}" + (f" ({name})" if name and name not in title else ""))
             self._tool_text(turn, update.get("content"))
         elif kind == "tool_call_update":
-            self._tool_text(turn, update.get("content"))
+            if not subagent:
+                self._tool_text(turn, update.get("content"))
             status = update.get("status")
             if status in ("completed", "failed"):
                 title = update.get("title")
-                turn.answer.line(f" - {title + ': ' if title else ''}{status}")
+                turn.answer.line(f"{mark} - {title + ': ' if title else ''}{status}")
+        elif subagent:
+            return  # a subagent's own turn end, errors and credits are not the task's turn
         elif kind == "session_info_update":
             kiro = _vendor(update.get("_meta"), "kiro")
             info = kiro.get("kind")
@@ -517,8 +594,9 @@ class AcpDriver(AgentDriver):
         self, session_id: str, tool_call: ToolCallUpdate, options: list[PermissionOption]
     ) -> RequestPermissionResponse:
         turn = self._turn
-        if turn is None or session_id != turn.session_id or self._cancel.is_set():
-            # Per ACP, a cancelled turn's pending requests are answered "cancelled".
+        if turn is None or not turn.open or not turn.owns(session_id) or self._cancel.is_set():
+            # Per ACP, a cancelled turn's pending requests are answered "cancelled"; so are those of a turn that
+            # ended (a subagent it left running) or of no turn at all. A subagent of this turn gets the policy.
             return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
         known = turn.tools.get(tool_call.tool_call_id, _Tool())
         # Who the tool is: V3 names it on the request (`_meta.kiro.toolId`), V2 on its tool_call update
@@ -573,6 +651,7 @@ class AcpDriver(AgentDriver):
                 await self._pause(turn, delay, deadline, timeout_s)
         finally:
             turn.answer.end_line()
+            self._end_subagents(turn)
             self._turn = None
             self.agent_log.flush()
             if self.state is DriverState.BUSY:
@@ -806,13 +885,7 @@ def _identify(init: dict, argv: list[str]) -> tuple[str | None, str | None]:
     the answer's shape (V3 alone sends ``_meta.kiro`` and sign-in methods), else from ``--agent-engine`` / ``--v3``."""
     info = init.get("agentInfo") if isinstance(init.get("agentInfo"), dict) else {}
     version = info.get("version") if isinstance(info.get("version"), str) else None
-    named = None
-    for i, word in enumerate(argv):
-        match = _ENGINE_FLAG.match(word)
-        if match:
-            named = match.group(1) or (argv[i + 1] if i + 1 < len(argv) else None)
-        elif word == "--v3":
-            named = "v3"
+    named = named_engine(argv)
     capabilities = init.get("agentCapabilities") if isinstance(init.get("agentCapabilities"), dict) else {}
     if _vendor(capabilities.get("_meta"), "kiro") or init.get("authMethods"):
         return version, "v3"

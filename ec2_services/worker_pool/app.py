@@ -65,8 +65,10 @@ class WorkerHealth(BaseModel):
     tasks_completed: int
     restarts: int
     current_task: str | None
-    agent_version: str | None = Field(None, description="The agent's version as it reports it (kiro-cli V2 over ACP).")
-    agent_engine: str | None = Field(None, description="kiro-cli's agent engine (`v2`/`v3`) where known.")
+    agent_version: str | None = Field(None, description="The agent's version: its ACP initialize answer, else "
+                                      "`kiro-cli --version` (pty, headless); null when unknown.")
+    agent_engine: str | None = Field(None, description="kiro-cli's agent engine (`v2`/`v3`): what the agent shows "
+                                     "over ACP, else the command's `--agent-engine`; null when unknown.")
 
 
 class Health(BaseModel):
@@ -129,7 +131,7 @@ def _record_end(ledger: TaskLedger, task, done: asyncio.Future) -> None:
         log.exception("task %s: its result could not be written to the task ledger", task.task_id)
 
 
-def create_app(
+def create_app(  # noqa: C901 - the route closures count into the factory; module routers (issue 19) will remove it
     settings: WorkerPoolSettings, *, secret: str | None, driver_factory: DriverFactory | None = None
 ) -> FastAPI:
     """The app; the pool starts with the app's lifespan (on the server's loop) and stops with it."""

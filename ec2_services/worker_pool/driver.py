@@ -105,6 +105,11 @@ class AgentDriver(abc.ABC):
         After ``TurnTimeout`` or ``AgentExited`` the process is gone (``state`` is ``EXITED``) and the pool respawns it.
         """
 
+    async def check_session(self) -> None:
+        """After ``start``: open what a task would need, where ``start`` alone does not prove it (ACP's
+        session/new), for a preflight; raise ``StartError`` if it cannot. Nothing to do for most drivers."""
+        return None
+
     def output_tail(self, max_lines: int = 20) -> list[str]:
         """The running turn's latest answer lines, for progress (``GET /tasks/{id}``); empty when idle."""
         return []

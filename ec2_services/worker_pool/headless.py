@@ -52,6 +52,7 @@ from ec2_services.worker_pool.driver import (
     TurnResult,
     TurnTimeout,
 )
+from ec2_services.worker_pool.kiro_version import installed_version, kiro_cli_prefix, named_engine, shown
 from ec2_services.worker_pool.profiles import AgentProfile
 from ec2_services.worker_pool.screen import LineAssembler, strip_ansi
 from ec2_services.worker_pool.session import agent_environment, die_with_parent, kill_process_group
@@ -155,6 +156,7 @@ class HeadlessDriver(AgentDriver):
         self._answer: _Answer | None = None
         self._cancel = asyncio.Event()
         self._last_output = 0.0
+        self._identified = False
 
     @property
     def pid(self) -> int | None:
@@ -167,6 +169,11 @@ class HeadlessDriver(AgentDriver):
     async def start(self) -> None:
         if shutil.which(self._argv[0], path=self._env.get("PATH")) is None:
             raise StartError(f"cannot start {self._argv[0]!r}: not found (KIRO_HEADLESS_COMMAND)")
+        prefix = kiro_cli_prefix(self._argv)
+        if prefix and not self._identified:  # for /health: `kiro-cli --version`, once per worker
+            self.agent_version = shown(await installed_version(prefix, self._env))
+            self.agent_engine = named_engine(self._argv)
+            self._identified = True
         self._exited = asyncio.Event()
         self.state = DriverState.IDLE
 

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 
 _VERSION = re.compile(r"\b(\d+)\.(\d+)\.(\d+)\b")
+_ENGINE_FLAG = re.compile(r"^--agent-engine(?:=(\S+))?$")
 LEGACY_UI = "--legacy-ui"
 # What to set instead, said in every refusal.
 _FIX = (
@@ -39,6 +40,23 @@ def kiro_cli_prefix(argv: list[str]) -> list[str] | None:
 def parse_version(text: str) -> Version | None:
     match = _VERSION.search(text)
     return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
+
+
+def shown(version: Version | None) -> str | None:
+    """``2.19.1``, as /health shows a worker's ``agent_version``."""
+    return ".".join(map(str, version)) if version is not None else None
+
+
+def named_engine(argv: list[str]) -> str | None:
+    """The agent engine a kiro-cli command names (``--agent-engine v2``, ``--agent-engine=v3``, ``--v3``), or None."""
+    named = None
+    for i, word in enumerate(argv):
+        match = _ENGINE_FLAG.match(word)
+        if match:
+            named = match.group(1) or (argv[i + 1] if i + 1 < len(argv) else None)
+        elif word == "--v3":
+            named = "v3"
+    return named
 
 
 async def installed_version(prefix: list[str], env: Mapping[str, str], timeout: float = 15.0) -> Version | None:

@@ -47,6 +47,14 @@ log = logging.getLogger(__name__)
 HTTP_STATUS = {"completed": 200, "timeout": 504, "agent_exited": 502, "agent_error": 503, "cancelled": 499}
 
 
+class TaskState(enum.StrEnum):
+    """A task's life in the pool: queued → running → ended (a queued task may also end at once: cancelled)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
 class WorkerState(enum.Enum):
     STARTING = "starting"
     IDLE = "idle"
@@ -83,7 +91,7 @@ class Task:
     timeout_s: float
     cwd: Path | None = None
     accepted_at: float = field(default_factory=time.monotonic)
-    state: str = "queued"  # queued → running → ended
+    state: TaskState = TaskState.QUEUED
     worker_id: int | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -104,7 +112,7 @@ class Task:
         if self.body is not None:
             return  # answered already (the pool stopping): the driver's own end changes nothing
         self.ended_at = time.monotonic()
-        self.state = "ended"
+        self.state = TaskState.ENDED
         body: dict[str, object] = {"status": status, "task_id": self.task_id}
         if detail:
             body["detail"] = detail
@@ -127,11 +135,11 @@ class Task:
     def view(self, position: int | None = None) -> dict:
         """``GET /tasks/{task_id}``: the state, and once ended the body ``/execute`` answered."""
         if self.body is not None:
-            return {"task_id": self.task_id, "state": "ended", "http_status": self.http_status, **self.body}
+            return {"task_id": self.task_id, "state": TaskState.ENDED.value, "http_status": self.http_status, **self.body}
         return {
             "task_id": self.task_id,
-            "state": self.state,
-            "status": self.state,
+            "state": self.state.value,
+            "status": self.state.value,
             "worker_id": self.worker_id,
             "queue_position": position,
             "duration_s": self.elapsed(),
@@ -188,7 +196,7 @@ def make_driver(
             stall_timeout=settings.kiro_stall_timeout,
             trouble_retries=settings.kiro_trouble_retries,
             trouble_backoff=settings.kiro_trouble_backoff,
-            **options,
+            **{k: v for k, v in options.items() if k in AcpLimits.__dataclass_fields__},
         )
 
         def acp_factory(worker_id: int) -> AgentDriver:
@@ -273,7 +281,7 @@ class WorkerPool:
             fut.cancel()
         stopping = "the worker pool is stopping (a restart or a deploy); send the task again"
         for task in self._tasks.values():
-            if task.state != "ended":
+            if task.state is not TaskState.ENDED:
                 task.finish("agent_error", TurnResult(""), detail=stopping)
                 self._record_end(task)
         self._waiting.clear()
@@ -297,13 +305,13 @@ class WorkerPool:
                 worker.state = WorkerState.RESTARTING
                 with log_context(worker=worker.id):
                     log.error("worker %d: cannot drive this agent: %s", worker.id, exc,
-                              extra={"fields": {"event": "agent_unsupported"}})
+                              extra={"fields": {"event": "agent_unsupported", "start_error": str(exc)}})
                 self._fail_waiting_if_unavailable()
                 await self._closed.wait()
                 return
             except StartError as exc:
                 worker.start_error = str(exc)
-                self._restarted(worker, f"could not start the agent: {exc}")
+                self._restarted(worker, f"could not start the agent: {exc}", start_error=str(exc))
                 self._fail_waiting_if_unavailable()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -321,12 +329,13 @@ class WorkerPool:
             if not self._closing:
                 self._restarted(worker, "the agent exited; starting a new session")
 
-    def _restarted(self, worker: Worker, why: str) -> None:
+    def _restarted(self, worker: Worker, why: str, *, start_error: str | None = None) -> None:
         worker.state = WorkerState.RESTARTING
         worker.restarts += 1
+        # `start_error`: the agent's start failure on its own, for a reader of the log (`make run` says it).
+        fields = {"event": "worker_restart", **({"start_error": start_error} if start_error else {})}
         with log_context(worker=worker.id):
-            log.warning("worker %d: %s (restart %d)", worker.id, why, worker.restarts,
-                        extra={"fields": {"event": "worker_restart"}})
+            log.warning("worker %d: %s (restart %d)", worker.id, why, worker.restarts, extra={"fields": fields})
         metrics.emit("worker restart", {"WorkerRestarts": (1, "Count")}, worker=worker.id)
 
     # ---- queue -------------------------------------------------------------------------------------------
@@ -368,7 +377,7 @@ class WorkerPool:
         self._forget_expired()
         known = self._tasks.get(task_id)
         if known is not None:
-            log.info("task %s replayed (%s): answering its result, not running it again", task_id, known.state)
+            log.info("task %s replayed (%s): answering its result, not running it again", task_id, known.state.value)
             return known
         if self._closing:
             raise QueueFull(0, 5)
@@ -430,11 +439,11 @@ class WorkerPool:
         task = self.get(task_id)
         if task is None:
             raise KeyError(task_id)
-        if task.state == "ended":
+        if task.state is TaskState.ENDED:
             raise TaskEnded(f"task {task_id} has already ended ({task.body['status'] if task.body else 'ended'})")
         with log_context(task_id=task_id, worker=task.worker_id):
-            log.info("cancel requested while %s", task.state, extra={"fields": {"event": "task_cancel"}})
-            if task.state == "queued":
+            log.info("cancel requested while %s", task.state.value, extra={"fields": {"event": "task_cancel"}})
+            if task.state is TaskState.QUEUED:
                 self._waiting.remove(task)
                 task.finish("cancelled", TurnResult(""), detail="cancelled while waiting for a worker")
                 self._record_end(task)
@@ -447,7 +456,7 @@ class WorkerPool:
     # ---- running -----------------------------------------------------------------------------------------
 
     async def _execute(self, worker: Worker, task: Task) -> None:
-        task.state = "running"
+        task.state = TaskState.RUNNING
         task.worker_id = worker.id
         task.started_at = time.monotonic()
         task.driver = worker.driver

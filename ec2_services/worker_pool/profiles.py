@@ -45,7 +45,6 @@ class AgentProfile:
     clear_confirm_pattern: str = r"\[y/n\]:\s*$"
     clear_reply: str = "y\r"
     confirm_prompt_raw: str = r"(?:\x1b\[[0-9;?]*[A-Za-z])*\x1b\[(?:33|93|38;5;(?:3|11))m> "
-    quit_command: str = "/quit"
     # The answer's own leading `> ` is coloured (green: `ESC[38;5;10m> ESC[39m` in the captures); a literal `> ` in
     # the text is not (raw pattern, at a line start). The prompt's own `> ` is magenta, space included (the CLI's
     # `StyledText::prompt("> ")`): a `> ` whose last colour is magenta (35) is the bare prompt, not the answer.

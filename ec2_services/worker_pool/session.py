@@ -48,7 +48,7 @@ from ec2_services.worker_pool.driver import (
     TurnTimeout,
     UnsupportedAgent,
 )
-from ec2_services.worker_pool.kiro_version import installed_version, kiro_cli_prefix, pty_argv
+from ec2_services.worker_pool.kiro_version import installed_version, kiro_cli_prefix, named_engine, pty_argv, shown
 from ec2_services.worker_pool.process_tree import descendants
 from ec2_services.worker_pool.profiles import AgentProfile
 from ec2_services.worker_pool.screen import (
@@ -211,6 +211,7 @@ class PtySession(AgentDriver):
             prefix = kiro_cli_prefix(argv)
             version = await installed_version(prefix, self._env) if prefix else None
             argv, problem = pty_argv(argv, version, adapt=self._adapt_command)
+            self.agent_version, self.agent_engine = shown(version), named_engine(argv) if prefix else None
             if problem:
                 raise UnsupportedAgent(problem)
             self._argv = argv
@@ -248,7 +249,13 @@ class PtySession(AgentDriver):
                 f"pattern right? last screen line: {self._last_screen_line()!r})"
             ) from None
         if event is _Event.EXITED:
-            raise StartError(f"the agent exited with status {self.exit_status} before its first prompt")
+            for _ in range(20):  # the terminal may close a moment before the status can be collected
+                if self.exit_status is not None:
+                    break
+                await asyncio.sleep(0.05)
+            said = self._last_screen_line()  # where the agent wrote why (a terminal is its stderr too)
+            raise StartError(f"the agent exited with status {self.exit_status} before its first prompt"
+                             + (f"; its last line: {said}" if said else ""))
         if event is _Event.UNREADABLE:
             await self.stop()
             raise UnsupportedAgent(

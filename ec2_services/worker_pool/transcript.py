@@ -277,7 +277,7 @@ class Transcript:
             self._chars -= len(dropped.text) + 1
             self._dropped += dropped.count
 
-    def _add_one(self, text: str) -> None:
+    def _add_one(self, text: str) -> None:  # noqa: C901 - the per-line classifier on the hot output path, kept in one frame for speed (bench p6)
         p = self._p
         if self._echo_end is not None:
             end = self._echo_end

@@ -47,10 +47,3 @@ def git(cwd: Path, *args: str, input: bytes | None = None, env: dict[str, str] |
 def ref_sha(repo_dir: Path, ref: str) -> str | None:
     out = git(repo_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", ok=(0, 1)).strip()
     return out or None
-
-
-def check_branch_name(name: str) -> bool:
-    proc = subprocess.run(
-        ["git", "check-ref-format", "--branch", name], capture_output=True, env=git_env(), timeout=10, check=False
-    )
-    return proc.returncode == 0 and not name.startswith("-")

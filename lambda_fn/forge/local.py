@@ -23,7 +23,6 @@ from lambda_fn.forge.gitcmd import GitError, git, ref_sha
 from lambda_fn.naming import valid_repo
 
 DB_NAME = "forge.sqlite"
-EXAMPLE_REPO = "local/example"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pulls (

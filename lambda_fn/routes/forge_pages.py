@@ -15,13 +15,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
 
 from aipm_common.bounds import INT32_MAX
 from lambda_fn.auth import Caller, current_caller
 from lambda_fn.forge.local import LocalForge
 from lambda_fn.forge.markdown import render
 from lambda_fn.naming import valid_repo
-from lambda_fn.routes.api import require_json
+from lambda_fn.routes.api import callback_url, require_json
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
@@ -57,6 +58,29 @@ for (const button of document.querySelectorAll("button[data-url]")) {
 """
 
 
+_COMMENT_JS = """
+const form = document.getElementById("comment-form");
+if (form) form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = document.getElementById("comment-error");
+  const button = form.querySelector("button");
+  button.disabled = true;
+  const response = await fetch(form.dataset.url, {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "Accept": "application/json"},
+    body: JSON.stringify({body: form.elements.body.value})});
+  if (response.ok) { window.location.reload(); return; }
+  let detail = response.statusText;
+  try { detail = (await response.json()).detail || detail; } catch (e) {}
+  error.textContent = `${response.status}: ${detail}`;
+  button.disabled = false;
+});
+"""
+
+
+class NewComment(BaseModel):
+    body: str = Field(min_length=1, max_length=65_536)
+
+
 def _page(title: str, body: str, *, script: str | None = None) -> HTMLResponse:
     nonce = secrets.token_urlsafe(16)
     tag = f"<script nonce={nonce}>{script}</script>" if script else ""
@@ -69,6 +93,15 @@ def _page(title: str, body: str, *, script: str | None = None) -> HTMLResponse:
         f"<body>{body}{tag}</body></html>",
         headers={"Content-Security-Policy": csp},
     )
+
+
+def _comment_form(api: str, prefix: str) -> str:
+    e = html.escape
+    return (f"<form id=comment-form data-url='{api}/comments'><label for=comment-body><b>Comment</b></label>"
+            f"<textarea id=comment-body name=body rows=4 maxlength=65536 required style='width:100%;font:inherit'>"
+            f"</textarea><p class=meta>Start with <code>{e(prefix)}</code> to ask the agent for a follow-up on this "
+            "branch: the rest of the comment becomes the task.</p><button type=submit>Comment</button> "
+            "<span id=comment-error class=error role=alert></span></form>")
 
 
 def _pull_rows(repo: str, pulls: list[dict]) -> str:
@@ -89,7 +122,7 @@ def _diff_html(diff: str) -> str:
     return "<pre>" + "\n".join(lines) + "</pre>"
 
 
-def forge_router(forge: LocalForge) -> APIRouter:
+def forge_router(forge: LocalForge) -> APIRouter:  # noqa: C901 - the route closures count into the factory; module routers (issue 19) will remove it
     router = APIRouter(tags=["local forge"])
 
     def repo_name(owner: str, name: str) -> str:
@@ -134,6 +167,26 @@ def forge_router(forge: LocalForge) -> APIRouter:
         pr = forge.close_pull(repo, number, merged=merged)
         return {"number": pr.number, "state": pr.state, "merged": pr.merged}
 
+    @router.post("/api/forge/{owner}/{name}/pulls/{number}/comments", status_code=201,
+                 dependencies=[Depends(require_json)])
+    def add_comment(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)], comment: NewComment,
+                    request: Request, caller: Annotated[Caller, Depends(current_caller)]):
+        """A comment; one starting with AIPM_FOLLOWUP_PREFIX is also a follow-up (``lambda_fn.followup``, as a
+        GitHub webhook's): ``followup`` is ``{"started": job_id}`` or ``{"ignored": why}``, answered in the thread too."""
+        from lambda_fn.followup import FollowUp, FollowUps, parse
+
+        repo = repo_name(owner, name)
+        forge.get_pull(repo, number)
+        made = forge.create_comment(repo, number, comment.body)
+        rt = request.app.state.runtime
+        text = parse(comment.body, rt.settings.aipm_followup_prefix)
+        if text is None:
+            return {"comment_id": made.id, "followup": None}
+        follow_up = FollowUp(repo=repo, number=number, comment_id=made.id, author=caller.requested_by or "local",
+                             text=text)
+        started = FollowUps(rt.forge, rt.processor, rt.queue).start(follow_up, callback_url=callback_url(request, rt))
+        return {"comment_id": made.id, "followup": started}
+
     @router.post("/api/forge/{owner}/{name}/pulls/{number}/merge", dependencies=[Depends(require_json)])
     def merge_pull(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)],
                    caller: Annotated[Caller, Depends(current_caller)]):
@@ -148,6 +201,7 @@ def forge_router(forge: LocalForge) -> APIRouter:
     @router.get("/forge/{owner}/{name}/pull/{number}", response_class=HTMLResponse)
     def pull_page(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_MAX)], request: Request,
                   caller: Annotated[Caller, Depends(current_caller)]):
+        prefix = request.app.state.runtime.settings.aipm_followup_prefix
         repo = repo_name(owner, name)
         pr = pull_view(repo, number)
         e = html.escape
@@ -171,10 +225,11 @@ def forge_router(forge: LocalForge) -> APIRouter:
             f"<code>{e(pr['base'])}</code></p><p>Labels: {labels}</p>{actions}"
             f"<h2>Description</h2><div class='markdown description'>{render(pr['body'])}</div>"
             f"<h2>Commits</h2><table>{commits}</table>"
-            f"<h2>Comments</h2>{comments}"
+            f"<h2>Comments</h2>{comments}{_comment_form(api, prefix) if state == 'open' else ''}"
             f"<h2>Changes against {e(pr['base'])}</h2>{_diff_html(pr['diff']) if pr['diff'] else '<p class=meta>none</p>'}"
         )
-        return _page(f"{pr['title']} · {repo}#{number}", body, script=_ACTIONS_JS if actions else None)
+        return _page(f"{pr['title']} · {repo}#{number}", body,
+                     script=_ACTIONS_JS + _COMMENT_JS if state == "open" else None)
 
     @router.get("/forge/{owner}/{name}/commit/{sha}", response_class=HTMLResponse)
     def commit_page(owner: str, name: str, sha: str, caller: Annotated[Caller, Depends(current_caller)]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -156,3 +157,22 @@ def test_a_busy_port_is_said_plainly_and_nothing_starts(tmp_path):
     assert f"port {port} for the API and UI is busy" in done.stderr
     assert "AIPM_API_PORT=<port> make run" in done.stderr
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("driver", ["pty", "acp"])
+def test_an_agent_that_cannot_start_is_said_in_its_own_words_and_nothing_is_ready(tmp_path, driver):
+    said = "error: agent 'aipm' not found: run `kiro-cli agent create aipm`"
+    agent = tmp_path / "kiro-cli"
+    agent.write_text(f"#!/bin/sh\necho {shlex.quote(said)} >&2\nexit 1\n")
+    agent.chmod(0o755)
+    env = {**os.environ, "AIPM_STATE_DIR": str(tmp_path / "state"), "AIPM_API_PORT": str(free_port()),
+           "PR_PROCESSOR_PORT": str(free_port()), "WORKER_POOL_PORT": str(free_port()), "KIRO_DRIVER": driver,
+           "KIRO_COMMAND": f"{agent} chat", "KIRO_ACP_COMMAND": f"{agent} acp"}
+    done = subprocess.run([sys.executable, "-m", "aipm_local.run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "aipm: ready" not in done.stdout
+    [line] = [line for line in done.stderr.splitlines() if "NOT ready" in line]
+    assert line.startswith("aipm: NOT ready: the agent did not start: the agent exited")
+    assert said in line
+    assert not (tmp_path / "state" / "logs").exists()  # no service was started

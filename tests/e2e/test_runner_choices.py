@@ -87,3 +87,19 @@ def test_state_and_forge_default_to_the_checkout_and_follow_the_variables(monkey
     config = read_config()
     assert config.state_dir == tmp_path / "state" and config.forge_dir == tmp_path / "elsewhere"
     assert config.api_port == 9000
+
+
+def test_the_pools_first_start_error_is_read_from_its_log_after_this_runs_offset(tmp_path):
+    from aipm_local.run import start_error
+
+    log = tmp_path / "worker-pool.log"
+    old = '{"message": "worker 1: could not start the agent: old", "start_error": "from an earlier run"}\n'
+    log.write_text(old + "not json\n")
+    offset = len(old) + len("not json\n")
+    assert start_error(log, offset) is None
+    with log.open("a") as out:
+        out.write('{"message": "task accepted"}\n')
+        out.write('{"message": "worker 1: could not start ...", "event": "worker_restart", '
+                  '"start_error": "the agent exited with status 1 before its first prompt; its last line: boom"}\n')
+    assert start_error(log, offset) == "the agent exited with status 1 before its first prompt; its last line: boom"
+    assert start_error(tmp_path / "missing.log", 0) is None

@@ -1,7 +1,8 @@
 """Synthesis for the infrastructure tests: each distinct context is synthesized once per session (synth is slow).
 
 Bundling is skipped (``aws:cdk:bundling-stacks`` = []), so no pip run happens here; cdk-nag runs as in ``cdk synth``
-(app.py adds it), and its validation report is read from the cloud assembly.
+(app.py adds it), and its validation report is read from the cloud assembly. Each synthesis writes a cloud assembly
+of about 20 MB to an ``aipm-synth-*`` temporary directory; they are all removed when the session ends.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,18 @@ class Synth:
         return next(iter(found.values()))
 
 
+_OUTDIRS: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_cloud_assemblies():
+    """Every ``aipm-synth-*`` directory this session made is gone once the infra tests are done."""
+    yield
+    synthesize.cache_clear()
+    while _OUTDIRS:
+        shutil.rmtree(_OUTDIRS.pop(), ignore_errors=True)
+
+
 @functools.cache
 def synthesize(**overrides: str) -> Synth:
     import aws_cdk as cdk
@@ -62,6 +76,7 @@ def synthesize(**overrides: str) -> Synth:
     context.update(overrides)
     context["aws:cdk:bundling-stacks"] = []
     outdir = Path(tempfile.mkdtemp(prefix="aipm-synth-"))
+    _OUTDIRS.append(outdir)
     app = cdk.App(context=context, outdir=str(outdir))
     stack = build(app)
     app.synth()

@@ -27,3 +27,17 @@ def headless_command(*args: str) -> str:
     import shlex
 
     return shlex.join([sys.executable, str(HEADLESS), "chat", *args])
+
+
+def kiro_cli(directory: Path, version: str, *target: str) -> Path:
+    """An executable named ``kiro-cli`` in DIRECTORY: ``--version`` prints ``kiro-cli VERSION``, anything else runs
+    TARGET (a double's argv) with the same arguments — so a driver takes it for the real CLI of that version."""
+    import shlex
+    import stat
+
+    directory.mkdir(parents=True, exist_ok=True)
+    fake = directory / "kiro-cli"
+    fake.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'kiro-cli {version}' && exit 0\n"
+                    f"exec {shlex.join(target)} \"$@\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake

@@ -95,3 +95,37 @@ def test_merge_and_close_from_the_page_and_the_pulls_list(page, stack):
     again = httpx.post(f"{stack.api_url}/api/forge/local/example/pulls/{merged['pr_number']}/merge", json={},
                        timeout=10)
     assert again.status_code == 409 and "already merged" in again.json()["detail"]
+
+
+def test_an_aipm_comment_on_the_pull_request_page_makes_a_second_commit_on_its_branch(page, stack):
+    from playwright.sync_api import expect
+
+    answer, pull = finished_pull(stack, "Follow me up")
+    agent_commits = [c for c in pull["commits"] if c["subject"].startswith("aipm:")]
+    assert len(agent_commits) == 1, pull["commits"]
+    page.goto(answer["pr_url"])
+    page.get_by_label("Comment").fill("/aipm Also say goodbye.\n\n### Acceptance criteria\n\n- bye() == 2")
+    page.get_by_role("button", name="Comment", exact=True).click()
+    second = f"{answer['job_id']}-r2"
+    expect(page.locator(".comment").filter(has_text=f"Follow-up started as job {second}")).to_be_visible()
+    assert stack.wait_job(second)["status"] == "succeeded"
+
+    after = httpx.get(f"{stack.api_url}/api/forge/local/example/pulls/{answer['pr_number']}", timeout=10).json()
+    subjects = [c["subject"] for c in after["commits"]]
+    assert len([s for s in subjects if s.startswith("aipm:")]) == 2, subjects
+    assert any(s.startswith(f"TASK.md: follow-up from #{answer['pr_number']}") for s in subjects), subjects
+    assert "def bye(" in after["diff"] and "## Follow-up 1" in after["diff"]
+    deadline = time.monotonic() + 30  # the second run's result: a comment of its own in the thread
+    while f"aipm-job:{second} " not in "".join(c["body"] for c in after["comments"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = httpx.get(f"{stack.api_url}/api/forge/local/example/pulls/{answer['pr_number']}", timeout=10).json()
+    assert any(c["body"].startswith(f"<!-- aipm-job:{second} -->") for c in after["comments"])
+
+    # On a closed pull request the follow-up is refused, and the thread says why.
+    httpx.post(f"{stack.api_url}/api/forge/local/example/pulls/{answer['pr_number']}/close", json={}, timeout=10)
+    refused = httpx.post(f"{stack.api_url}/api/forge/local/example/pulls/{answer['pr_number']}/comments",
+                         json={"body": "/aipm once more"}, timeout=10)
+    assert refused.status_code == 201 and "is closed" in refused.json()["followup"]["ignored"]
+    page.reload()
+    expect(page.locator(".comment").filter(has_text="No follow-up was started")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "forge-follow-up.png"), full_page=True)

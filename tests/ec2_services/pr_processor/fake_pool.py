@@ -37,6 +37,7 @@ class Plan:
     status: int = 200
     output: str = "> I made the change.\nAll tests pass."
     credits: float | None = 1.25
+    detail: str | None = None  # an error answer's detail (the real pool's carries the agent's own words)
 
 
 @dataclass
@@ -116,6 +117,8 @@ class FakePool:
             task.status_code, task.result = plan.status, {"status": ERROR_STATUS.get(plan.status, "error"),
                                                           "worker_id": 1, "duration_s": duration,
                                                           "output": plan.output}
+            if plan.detail:
+                task.result["detail"] = plan.detail
         task.done.set()
 
     def app(self) -> FastAPI:

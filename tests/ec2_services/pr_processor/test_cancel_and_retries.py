@@ -72,6 +72,19 @@ def test_a_transient_failure_then_success_ends_succeeded(start_processor, forge,
     assert [c.subject.startswith("wip:") for c in forge.log(REPO, BRANCH)][:1] == [False]
 
 
+def test_the_job_error_carries_the_agents_own_words_not_only_the_code(start_processor, forge, fake_pool):
+    why = ("no agent session could be started (the agent exited with status 1 before answering initialize; its "
+           "stderr ends: error: agent 'aipm' not found: run `kiro-cli agent create aipm`); see the service log")
+    fake_pool.plan("j-noagent", Plan(status=503, detail=why))
+    proc = start_processor(PR_MAX_ATTEMPTS="1")
+    assert proc.submit("j-noagent").status_code == 202
+    job = proc.wait("j-noagent")
+    assert job["status"] == "failed", job
+    assert "worker pool answered 503 (agent_error): no agent session could be started" in job["error"]
+    assert "agent 'aipm' not found: run `kiro-cli agent create aipm`" in job["error"]
+    assert "agent 'aipm' not found" in job["log_tail"]
+
+
 def test_unreachable_pool_is_retried_then_failed(start_processor, forge):
     proc = start_processor(WORKER_POOL_URL="http://127.0.0.1:9", PR_MAX_ATTEMPTS="2")
     assert proc.submit("j-nopool").status_code == 202

@@ -160,7 +160,7 @@ def test_sqs_mode_needs_a_fifo_queue_url_and_sane_timings():
 
 
 def test_the_queue_region_comes_from_an_aws_queue_url():
-    from aipm_common.sqs import region_of
+    from aipm_common.aws import region_of
 
     assert region_of("https://sqs.eu-west-1.amazonaws.com/123456789012/aipm-jobs.fifo") == "eu-west-1"
     assert region_of("http://127.0.0.1:5000/123456789012/aipm-jobs.fifo") is None

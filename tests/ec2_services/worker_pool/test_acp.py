@@ -143,3 +143,65 @@ def test_service_process_with_kiro_driver_acp_runs_logs_and_stops_its_agents(ser
     ended = [r for r in records if r.get("event") == "task_ended"]
     assert ended and ended[0]["status"] == "completed"
     assert any("KIRO_DRIVER=acp" in r["message"] for r in records)
+
+
+# ---- subagents (V2 runs each in a session of its own) -------------------------------------------------------------
+
+
+def test_a_subagents_tool_gets_the_policy_answer_not_cancelled(acp_pool_server):
+    server = acp_pool_server(kiro_deny_tools="use_aws")
+    body = server.execute("[[subagent shell]] [[subagent use_aws]] [[say after]]", "t-acp-sub").json()
+    assert body["status"] == "completed", body
+    # A subagent's permission request carries its own sessionId: it gets the allow-once / reject-once the main
+    # session's tools get, by the name on its tool_call (_meta.kiro.toolName), never "cancelled".
+    assert "The subagent's shell got allow_once." in body["output"]
+    assert "The subagent's use_aws got reject_once." in body["output"]
+    assert (body["approvals"], body["denials"]) == (1, 1)
+    assert "[subagent] ● Running shell" in body["output"]
+
+
+def test_a_subagent_session_never_listed_is_still_the_turns_and_gets_the_policy(acp_pool_server):
+    server = acp_pool_server(kiro_deny_tools="execute")
+    body = server.execute("[[unlisted grep]]", "t-acp-unlisted").json()
+    assert "The subagent's grep got reject_once." in body["output"]  # denied by its kind, as the main session's
+    assert (body["approvals"], body["denials"]) == (0, 1)
+
+
+def test_a_subagent_left_running_by_an_earlier_task_gets_cancelled_in_the_next_one(acp_pool_server):
+    server = acp_pool_server()
+    first = server.execute("[[linger shell]]", "t-acp-linger").json()
+    assert first["status"] == "completed", first
+    second = server.execute("[[lingered]] [[tool read]]", "t-acp-after").json()
+    # The earlier task's subagent asks while the next task runs: that task did not start it, so no approval.
+    assert "The earlier subagent's tool got cancelled." in second["output"]
+    assert (second["approvals"], second["denials"]) == (1, 0)
+
+
+# ---- throttling in Kiro's words ---------------------------------------------------------------------------------
+
+
+def test_kiros_throttling_errors_and_frames_pause_and_retry(acp_pool_server):
+    server = acp_pool_server()
+    for what in ("ThrottlingException", "TooManyRequestsException", "rate_limit", "retry_warning"):
+        body = server.execute(f"[[throttle 2 {what}]] [[say got through]]", f"t-acp-{what}").json()
+        assert body["status"] == "completed", (what, body)
+        assert body["trouble_retries"] == 2, (what, body)
+        assert "got through" in body["output"]
+
+
+def test_throttled_past_the_retries_fails_with_kiros_words(acp_pool_server):
+    server = acp_pool_server(kiro_trouble_retries=1)
+    body = server.execute("[[throttle 5 ThrottlingException]]", "t-acp-throttled-out").json()
+    assert body["status"] == "agent_error", body
+    assert "still throttled after 1 retries" in body["detail"]
+    assert "ThrottlingException: Rate exceeded" in body["detail"]
+
+
+def test_another_error_is_not_retried_and_fails_with_kiros_message(acp_pool_server):
+    server = acp_pool_server()
+    words = "Encountered an error in the response stream: ValidationException: Input is too long"
+    body = server.execute(f"[[fail {words}]]", "t-acp-fail").json()
+    assert body["status"] == "agent_error", body
+    assert body["trouble_retries"] == 0
+    assert f"Internal error: {words}" in body["detail"]
+    assert words in body["output"]

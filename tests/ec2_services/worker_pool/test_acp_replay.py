@@ -153,6 +153,9 @@ def test_v2_2_4_1_throttled_subagents_then_a_cancel_whose_trailing_frame_counts_
     first = replay.execute("t-v2-throttled")
     assert first["status"] == "completed", first
     assert first["credits"] == pytest.approx(0.276658166583748)
+    # The subagents' sessions are this turn's: their throttling notices are shown (Kiro retried them itself).
+    assert "Retrying in 8s (attempt 2/3)" in first["output"]
+    assert "Rate limit exceeded. Please wait a moment before trying again." in first["output"]
     # The cancelled turn: no metering arrived before its response, so no credits; the `turnDurationMs` metadata
     # that follows the response belongs to this turn and is counted for no task.
     cancelled = replay.cancel("t-v2-cancel")

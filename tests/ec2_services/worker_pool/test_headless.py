@@ -5,9 +5,11 @@ failures, crash, timeout, stall, cancel, two workers at once, ``[Worker N]`` log
 from __future__ import annotations
 
 import logging
+import sys
 
 from ec2_services.worker_pool.headless import HeadlessDriver
 from ec2_services.worker_pool.profiles import PROFILES
+from tests.kiro_double import HEADLESS, kiro_cli
 
 
 def test_a_task_runs_in_its_cwd_and_answers_with_credits(headless_pool_server, caplog):
@@ -105,3 +107,11 @@ def test_two_workers_run_two_tasks_at_once(headless_pool_server):
     bodies = [first.result(timeout=30).json(), second.result(timeout=30).json()]
     assert {b["status"] for b in bodies} == {"completed"}
     assert {b["worker_id"] for b in bodies} == {1, 2}
+
+
+def test_health_shows_each_headless_workers_kiro_cli_version_and_named_engine(headless_pool_server, tmp_path):
+    fake = kiro_cli(tmp_path / "bin", "2.18.0", sys.executable, str(HEADLESS))
+    server = headless_pool_server(size=2, kiro_headless_command=f"{fake} chat --agent-engine=v2 --state-dir {tmp_path}")
+    workers = server.health()["workers"]
+    assert [(w["agent_version"], w["agent_engine"]) for w in workers] == [("2.18.0", "v2")] * 2
+    assert server.execute("[[say hi]]", "h-version").json()["status"] == "completed"

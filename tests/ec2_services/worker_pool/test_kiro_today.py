@@ -4,14 +4,14 @@ and a kiro-cli version (or screen) the driver cannot read refused at start with 
 
 from __future__ import annotations
 
-import stat
+import sys
 from pathlib import Path
 
 import pytest
 
 from ec2_services.worker_pool.kiro_version import kiro_cli_prefix, parse_version, pty_argv
 from ec2_services.worker_pool.screen import RecentScreen
-from tests.kiro_double import replay_command
+from tests.kiro_double import SCRIPT, kiro_cli, replay_command
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kiro"
 
@@ -105,16 +105,8 @@ def test_versions_and_the_kiro_cli_word_are_read():
     assert kiro_cli_prefix(["python", "double.py"]) is None
 
 
-def _fake_kiro(tmp_path: Path, version: str) -> Path:
-    fake = tmp_path / "bin" / "kiro-cli"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'kiro-cli {version}' && exit 0\nsleep 60\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    return fake
-
-
 def test_kiro_3_is_refused_at_start_with_the_fix_and_no_restart_loop(pty_pool_server, tmp_path):
-    fake = _fake_kiro(tmp_path, "3.0.2")
+    fake = kiro_cli(tmp_path / "bin", "3.0.2", sys.executable, str(SCRIPT))  # never started: refused first
     server = pty_pool_server(kiro_command=f"{fake} chat --legacy-ui --agent aipm", wait=False)
     health = server.wait_health(lambda h: h["status"] == "degraded" and h["workers"][0]["state"] == "restarting")
     r = server.execute("[[say hi]]", "t-v3")
@@ -131,3 +123,12 @@ def test_a_full_screen_tui_is_refused_at_start_not_waited_out(pty_pool_server):
     assert r.status_code == 503
     assert "full-screen" in r.json()["detail"] and "--legacy-ui" in r.json()["detail"]
     assert server.health()["workers"][0]["restarts"] == 0
+
+
+def test_health_shows_each_pty_workers_kiro_cli_version(pty_pool_server, tmp_path):
+    fake = kiro_cli(tmp_path / "bin", "2.19.1", sys.executable, str(SCRIPT))
+    server = pty_pool_server(size=2, kiro_command=f"{fake} chat --legacy-ui --agent aipm")
+    workers = server.health()["workers"]
+    # The version is kiro-cli's own `--version`; the classic chat names no engine, so none is claimed.
+    assert [(w["agent_version"], w["agent_engine"]) for w in workers] == [("2.19.1", None)] * 2
+    assert server.execute("[[say hi]]", "t-version").json()["status"] == "completed"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
+
+from aipm_common.logging import RedactionFilter
 
 
 def test_two_workers_run_two_tasks_at_the_same_time(pool_server):
@@ -20,7 +23,7 @@ def test_two_workers_run_two_tasks_at_the_same_time(pool_server):
 
 def test_queue_overflow_is_429_with_retry_after(pool_server):
     server = pool_server(kiro_queue_limit=1)
-    running = server.in_background("[[sleep 1.5]]", "t-q-run")
+    running = server.in_background("[[sleep 30]]", "t-q-run")  # cancelled below: nothing depends on its time
     server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-q-run")
     waiting = server.in_background("[[say second]]", "t-q-wait")
     server.wait_health(lambda h: h["queue_depth"] == 1)
@@ -29,28 +32,43 @@ def test_queue_overflow_is_429_with_retry_after(pool_server):
     assert int(r.headers["Retry-After"]) >= 1
     assert "KIRO_QUEUE_LIMIT" in r.json()["detail"]
     assert r.json()["worker_id"] is None and r.json()["output"] == ""
-    assert running.result(timeout=10).status_code == 200
-    assert waiting.result(timeout=10).status_code == 200
+    with server.client() as client:
+        assert client.post("/tasks/t-q-run/cancel").status_code == 200
+    assert running.result(timeout=30).status_code == 499
+    assert waiting.result(timeout=30).status_code == 200
     # A refused task_id was not registered: sent again later, it runs.
     assert server.execute("[[say third]]", "t-q-over").status_code == 200
 
 
 def test_queued_tasks_run_in_arrival_order(pool_server):
-    server = pool_server()
-    futures = [server.in_background("[[sleep 2]]", "t-fifo-0")]
-    server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-fifo-0")
-    for i in range(1, 4):
-        futures.append(server.in_background(f"[[sleep 0.3]] [[say {i}]]", f"t-fifo-{i}"))
-        server.wait_health(lambda h, n=i: h["queue_depth"] == n)
-    seen: list[str] = []
-    deadline = time.monotonic() + 10
-    while len(seen) < 4 and time.monotonic() < deadline:
-        current = server.health()["workers"][0]["current_task"]
-        if current and (not seen or seen[-1] != current):
-            seen.append(current)
-        time.sleep(0.01)
-    assert seen == [f"t-fifo-{i}" for i in range(4)]
-    assert [f.result(timeout=10).status_code for f in futures] == [200] * 4
+    # The order is read from the pool's own "task started" records, not by watching /health at the right moment.
+    started: list[str] = []
+
+    class Starts(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if (getattr(record, "fields", None) or {}).get("event") == "task_started":
+                started.append(record.task_id)
+
+    handler = Starts()
+    handler.addFilter(RedactionFilter())  # puts the task's id on the record
+    pool_log = logging.getLogger("ec2_services.worker_pool.pool")
+    level = pool_log.level
+    pool_log.addHandler(handler)
+    pool_log.setLevel(logging.INFO)
+    try:
+        server = pool_server()
+        futures = [server.in_background("[[sleep 30]]", "t-fifo-0")]  # cancelled once the others wait behind it
+        server.wait_health(lambda h: h["workers"][0]["current_task"] == "t-fifo-0")
+        for i in range(1, 4):
+            futures.append(server.in_background(f"[[say {i}]]", f"t-fifo-{i}"))
+            server.wait_health(lambda h, n=i: h["queue_depth"] == n)
+        with server.client() as client:
+            assert client.post("/tasks/t-fifo-0/cancel").status_code == 200
+        assert [f.result(timeout=30).status_code for f in futures] == [499, 200, 200, 200]
+    finally:
+        pool_log.removeHandler(handler)
+        pool_log.setLevel(level)
+    assert started == [f"t-fifo-{i}" for i in range(4)]
 
 
 def test_replayed_task_id_waits_for_the_running_task_and_never_runs_twice(pool_server):

@@ -1,8 +1,9 @@
-"""The whole pipeline with each real agent, as ``make run AIPM_AGENT=claude-code|gemini AIPM_MODEL=scripted`` runs
-it: a story through the API (local forge) → pull request → PR processor → worker pool → the real claude-code-acp or
-Gemini CLI, whose model calls the scripted model answers → the agent's commit, with a test that passes in a fresh
-clone → the result comment. And the same story with the agent's edit and shell kinds on the deny-list: the job says
-plainly that its tools were refused."""
+"""The two stories every real agent is put through end to end (``test_claude_code_e2e.py``, ``test_gemini_e2e.py``:
+a file per agent, so the test workers run them side by side), as ``make run AIPM_AGENT=<agent> AIPM_MODEL=scripted``
+runs them: a story through the API (local forge) → pull request → PR processor → worker pool → the real agent, whose
+model calls the scripted model answers → the agent's commit, with a test that passes in a fresh clone → the result
+comment. And the same story with the agent's edit and shell kinds on the deny-list: the job says plainly that its
+tools were refused."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from tests.e2e.local_stack import git, running_stack
-
-pytestmark = pytest.mark.timeout(240)
 
 STORY = {
     "repo": "local/example",
@@ -23,16 +21,6 @@ STORY = {
     "description": "A multiply() helper next to add().",
     "acceptance_criteria": ["multiply(4, 5) == 20", "`multiply(-2, 3) == -6`"],
 }
-
-
-AGENTS = ["claude-code", "gemini"]
-BINARIES = {"claude-code": "claude_code_acp", "gemini": "gemini_cli"}
-
-
-@pytest.fixture(params=AGENTS)
-def agent(request) -> str:
-    request.getfixturevalue(BINARIES[request.param])  # installed, or the test skips saying why
-    return request.param
 
 
 def agent_stack(tmp_path, agent: str, **env: str):
@@ -58,7 +46,7 @@ def comment_saying(url: str, text: str, timeout: float = 30) -> str:
         time.sleep(0.2)
 
 
-def test_a_story_ends_with_the_real_agents_commit_and_a_passing_test(agent, tmp_path):
+def story_ends_with_the_agents_commit_and_a_passing_test(agent: str, tmp_path) -> None:
     with agent_stack(tmp_path, agent) as stack:
         assert f"agent: the real {agent} agent" in stack.output() and "SCRIPTED model" in stack.output()
         created, job = story_job(stack)
@@ -79,7 +67,7 @@ def test_a_story_ends_with_the_real_agents_commit_and_a_passing_test(agent, tmp_
         assert "The agent finished this task" in page and "scripted model (not an AI)" in page
 
 
-def test_a_story_whose_every_tool_is_refused_reports_that_not_success(agent, tmp_path):
+def story_whose_every_tool_is_refused_reports_that_not_success(agent: str, tmp_path) -> None:
     # By kind: Claude Code stops at its first refused Write; Gemini CLI goes on to the shell, refused too.
     with agent_stack(tmp_path, agent, KIRO_DENY_TOOLS="use_aws,edit,execute") as stack:
         created, job = story_job(stack)
