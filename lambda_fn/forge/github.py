@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "aipm-kiro-lambda"
 API_VERSION = "2022-11-28"
 _TRANSIENT_RETRIES = 2
+_ETAG_ENTRIES = 256  # pull-request lists kept for conditional reads, per container
 
 
 class StaticToken:
@@ -168,6 +169,9 @@ class GitHubForge:
         self._sleep = sleep
         self._timeout = timeout
         self._client = LazyClient(self._new_client)
+        # Conditional reads (ETag → If-None-Match): GitHub answers 304 to an unchanged list and does not count a 304
+        # against the rate limit, so a job page polling its pull request every second costs nothing while it waits.
+        self._etags: dict[tuple[str, str], tuple[str, list[PullRequest]]] = {}
 
     def _new_client(self) -> httpx.Client:
         import httpx
@@ -190,7 +194,7 @@ class GitHubForge:
     # --- the request loop --------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, what: str, done_already: Callable[[], object] | None = None,  # noqa: C901 - one retry loop mapping each GitHub outcome (timeout, rate limit, 5xx, 401 and a token refresh) to a retry or an error
-                 **kwargs) -> httpx.Response:
+                 extra_headers: dict[str, str] | None = None, **kwargs) -> httpx.Response:
         """One GitHub call with auth, rate-limit waits and transient retries; ``what`` names it in errors.
 
         A POST that timed out or got a 5xx may still have been carried out: ``done_already`` (for a call that is not
@@ -202,7 +206,7 @@ class GitHubForge:
         while True:
             if transient and done_already is not None and (found := done_already()) is not None:
                 raise _DoneAlready(found)
-            headers = {}
+            headers = dict(extra_headers or {})
             token = self._token(self.client)
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -315,12 +319,24 @@ class GitHubForge:
 
     def pulls_for_branch(self, repo: str, branch: str) -> list[PullRequest]:
         owner = repo.split("/", 1)[0]
+        key = (repo.lower(), branch)
+        known = self._etags.get(key)
         resp = self._request("GET", f"/repos/{repo}/pulls", what=f"list pull requests of {branch}",
-                             params={"head": f"{owner}:{branch}", "state": "all", "per_page": 100})
+                             params={"head": f"{owner}:{branch}", "state": "all", "per_page": 100},
+                             extra_headers={"If-None-Match": known[0]} if known else None)
+        if resp.status_code == 304 and known:
+            return list(known[1])
         _expect(resp, 200, f"list pull requests of {branch} in {repo}")
         pulls = [_pull(item) for item in _json(resp, list, what=f"list pull requests of {branch}")]
         # GitHub filters on head; keep the exact branch only, newest first.
-        return sorted((p for p in pulls if p.head == branch), key=lambda p: p.number, reverse=True)
+        found = sorted((p for p in pulls if p.head == branch), key=lambda p: p.number, reverse=True)
+        etag = resp.headers.get("ETag")
+        if etag:
+            self._etags.pop(key, None)
+            self._etags[key] = (etag, found)
+            while len(self._etags) > _ETAG_ENTRIES:  # the oldest first: a container serves few branches at once
+                self._etags.pop(next(iter(self._etags)))
+        return list(found)
 
     def open_pull(self, repo: str, *, head: str, base: str, title: str, body: str) -> PullRequest:
         what = f"open a pull request from {head} to {base} in {repo}"

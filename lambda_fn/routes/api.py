@@ -161,6 +161,8 @@ def _visible_job(rt: Runtime, job_id: str) -> dict:
 
 # owner/name → the repository's web address, asked of the forge once per container: a job page polls every second.
 _REPO_URLS: dict[tuple[int, str], str] = {}
+# owner/name → its exact spelling on the forge (sqs mode reads a job's state from its pull request), same reason.
+_FULL_NAMES: dict[tuple[int, str], str] = {}
 
 
 def _with_pr_url(rt: Runtime, job: dict) -> dict:
@@ -186,8 +188,11 @@ def _queued_job(rt: Runtime, job_id: str, repo: str | None, branch: str | None) 
     check_repo(repo, rt)
     if not naming.valid_branch(branch) or naming.job_id(repo, branch) != naming.run_root(job_id):
         raise HTTPException(404, f"job {job_id} is not the job of {repo} {branch[:200]}")
-    full_name = rt.forge.get_repo(repo).full_name
-    pulls = rt.forge.pulls_for_branch(full_name, branch)
+    key = (id(rt.forge), repo.lower())
+    if key not in _FULL_NAMES:  # asked once per container: a job page polls every second
+        _FULL_NAMES[key] = rt.forge.get_repo(repo).full_name
+    full_name = _FULL_NAMES[key]
+    pulls = rt.forge.pulls_for_branch(full_name, branch)  # a conditional read: 304 while nothing changed
     pr = next((p for p in pulls if p.is_open), pulls[0] if pulls else None)
     if pr is None:
         raise HTTPException(404, f"job {job_id}: no pull request has head {branch} in {full_name}")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -90,6 +92,7 @@ class GitHubDouble:
             self.gathers: list[Gather] = []
             self.roles: dict[str, str] = {}  # login → role on every repository (collaborator permission API)
             self.requests: list[tuple[str, str]] = []
+            self.not_modified = 0  # 304 answers (not counted against GitHub's rate limit)
             self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
             self.app_id: str | None = None
             self.installation_tokens_made = 0
@@ -329,7 +332,7 @@ class GitHubDouble:
                                 status_code=200 if existing.returncode == 0 else 201)
 
         @app.get("/repos/{owner}/{name}/pulls")
-        def list_pulls(owner: str, name: str, head: str | None = None, state: str = "open"):
+        def list_pulls(request: Request, owner: str, name: str, head: str | None = None, state: str = "open"):
             repo = repo_of(owner, name)
             if repo is None:
                 return err(404, "Not Found")
@@ -340,7 +343,12 @@ class GitHubDouble:
                 if state != "all" and pr["state"] != state:
                     continue
                 out.append(pull_json(repo, pr))
-            return out
+            # Conditional reads as GitHub answers them: the same list again is a 304 with no body.
+            etag = '"' + hashlib.sha1(json.dumps(out, sort_keys=True).encode()).hexdigest() + '"'
+            if request.headers.get("if-none-match") == etag:
+                double.not_modified += 1
+                return Response(status_code=304, headers={"ETag": etag})
+            return JSONResponse(out, headers={"ETag": etag})
 
         @app.post("/repos/{owner}/{name}/pulls")
         def create_pull(owner: str, name: str, data: dict = Body(...)):

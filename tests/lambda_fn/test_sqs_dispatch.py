@@ -122,3 +122,27 @@ def test_sqs_mode_without_a_fifo_queue_url_does_not_start():
     with pytest.raises(SettingsError, match="FIFO"):
         load_settings(LambdaSettings, aipm_dispatch="sqs", aipm_job_queue_url="https://sqs.us-east-1.amazonaws.com/1/q")
     assert load_settings(LambdaSettings).aipm_dispatch == "http"
+
+
+def test_one_viewer_polling_a_running_job_for_ten_minutes_spends_almost_none_of_githubs_rate_limit(
+        sqs_api, github, shared_secret):
+    """The job page polls its job every second; in sqs mode each poll reads the pull request. The repository's name is
+    asked once per container and the pull requests with If-None-Match: GitHub answers 304 while nothing changed,
+    and does not count a 304 against the token's 5,000 calls an hour. 600 polls (ten minutes) stay within 60 counted
+    calls, and a change (the result's label) is seen on the next poll."""
+    out = sqs_api.generate(story_id="Q-poll").json()
+    query = f"repo={REPO}&branch={out['branch']}"
+    before, not_modified = len(github.requests), github.not_modified
+    for _ in range(600):
+        job = sqs_api.call("GET", f"/api/jobs/{out['job_id']}", query=query)
+        assert job.status_code == 200 and job.json()["status"] == "dispatched", job.text
+    calls = [call for call in github.requests[before:] if call[0] == "GET"]
+    counted = len(calls) - (github.not_modified - not_modified)
+    assert counted <= 60, (counted, calls[:5])
+    assert len(calls) <= 601  # one conditional read per poll, the repository once
+
+    result = {"job_id": out["job_id"], "status": "succeeded", "commit": "c" * 40, "error": None,
+              "pr_number": out["pr_number"], "repo": REPO, "branch": out["branch"], "attempts": 1,
+              "duration_s": 3.0, "credits": None, "output_tail": "done"}
+    assert callback(sqs_api, shared_secret, result).status_code == 200
+    assert sqs_api.call("GET", f"/api/jobs/{out['job_id']}", query=query).json()["status"] == "succeeded"
