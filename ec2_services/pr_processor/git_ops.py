@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import stat
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ case "$1" in
   *) echo "aipm askpass: no credentials for this prompt" >&2; exit 1 ;;
 esac
 """
+
+# Where finished jobs' worktrees wait for the repository's next job (under the workspace root: a move, not a copy),
+# and how many may wait per repository.
+PARKED_DIR = ".parked"
+PARKED_PER_REPO = 2
 
 # What git says of a push refused because the branch is not an ancestor of the pushed commit (``--porcelain``:
 # ``!<TAB>src:dst<TAB>[rejected] (fetch first)``). Any other refusal — ``[remote rejected] (failed to lock)``, a hook,
@@ -281,28 +287,39 @@ class GitOps:
     # --- worktrees ------------------------------------------------------------------------------------------------
 
     async def add_worktree(self, repo: str, name: str, sha: str) -> Worktree:
-        """A fresh detached worktree at ``sha`` under the workspace root (an old one of that name is removed)."""
+        """A clean detached worktree at ``sha`` under the workspace root (an old one of that name is removed).
+
+        A worktree an earlier job of the repository left parked is moved here and brought to ``sha`` (``checkout -f``
+        rewrites only the files that differ, ``clean -ffdx`` removes every untracked and ignored file), and used only
+        if git then sees nothing but ``sha``'s files: else, and when none is parked, a new one is checked out."""
         path = self.workspace_root / name
-        git_dir = self.mirror_dir(repo) / "worktrees" / name
         async with self._lock(repo):
-            if path.exists() or git_dir.exists():
+            if path.exists() or self._git_dir_of(repo, path) is not None:
                 await self._remove(repo, path)
             self.workspace_root.mkdir(parents=True, exist_ok=True)
+            reused = await self._reuse_parked(repo, path, sha)
+            if reused is not None:
+                await asyncio.to_thread(_seal, reused.git_dir)
+                return reused
             await self._mirror(repo, "worktree", "add", "-q", "--detach", str(path), sha)
-        if not (git_dir / "HEAD").exists():
-            raise GitError(f"git worktree add did not create {git_dir}")
+            git_dir = self._git_dir_of(repo, path)
+        if git_dir is None or not (git_dir / "HEAD").exists():
+            raise GitError(f"git worktree add did not register {path}")
+        await asyncio.to_thread(_seal, git_dir)
         return Worktree(path=path, git_dir=git_dir, repo=repo)
 
     def existing_worktree(self, repo: str, name: str) -> Worktree | None:
         path = self.workspace_root / name
-        git_dir = self.mirror_dir(repo) / "worktrees" / name
-        if path.is_dir() and (git_dir / "HEAD").exists():
+        git_dir = self._git_dir_of(repo, path)
+        if path.is_dir() and git_dir is not None and (git_dir / "HEAD").exists():
             return Worktree(path=path, git_dir=git_dir, repo=repo)
         return None
 
     async def remove_worktree(self, wt: Worktree) -> None:
+        """Done with a job's worktree: parked for the repository's next job (cleaned), or removed."""
         async with self._lock(wt.repo):
-            await self._remove(wt.repo, wt.path)
+            if not await self._park(wt):
+                await self._remove(wt.repo, wt.path)
 
     async def remove_worktree_named(self, repo: str, name: str) -> None:
         async with self._lock(repo):
@@ -313,6 +330,84 @@ class GitOps:
         if path.exists():
             await asyncio.to_thread(shutil.rmtree, path, True)
         await self._mirror(repo, "worktree", "prune", check=False)
+
+    # --- parked worktrees (a job's checkout costs only the files that differ from the last job's) ---------------
+
+    def _parked_root(self, repo: str) -> Path:
+        return self.workspace_root / PARKED_DIR / repo.lower().replace("/", "__")
+
+    def _git_dir_of(self, repo: str, path: Path) -> Path | None:
+        """The mirror's administrative directory of the worktree at ``path``, from the ``gitdir`` file git keeps
+        there (never from the worktree's own ``.git`` file, which the agent could have rewritten)."""
+        admin = self.mirror_dir(repo) / "worktrees"
+        wanted = (path / ".git").resolve()
+        try:
+            entries = list(admin.iterdir())
+        except OSError:
+            return None
+        for entry in entries:
+            try:
+                if Path((entry / "gitdir").read_text().strip()).resolve() == wanted:
+                    return entry
+            except OSError:
+                continue
+        return None
+
+    async def _park(self, wt: Worktree) -> bool:
+        """Move the worktree aside, cleaned, when fewer than ``PARKED_PER_REPO`` wait already; False otherwise."""
+        root = self._parked_root(wt.repo)
+        try:
+            waiting = len(list(root.iterdir())) if root.exists() else 0
+        except OSError:
+            return False
+        if waiting >= PARKED_PER_REPO or not wt.path.is_dir() or not (wt.git_dir / "HEAD").exists():
+            return False
+        target = root / f"wt-{os.urandom(6).hex()}"
+        root.mkdir(parents=True, exist_ok=True)
+        _restore_git_file(wt)
+        moved = await self._mirror(wt.repo, "worktree", "move", str(wt.path), str(target), check=False)
+        if moved.code != 0:
+            return False
+        parked = Worktree(path=target, git_dir=wt.git_dir, repo=wt.repo)
+        for leftover in ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD"):
+            await asyncio.to_thread(_remove_path, wt.git_dir / leftover)
+        await self._in(parked, "checkout", "-q", "-f", "--detach", "HEAD", check=False)
+        await self._in(parked, "clean", "-ffdxq", check=False)
+        if not await self._spotless(parked):
+            await self._remove(wt.repo, target)
+            return True  # removed, as it would have been
+        await asyncio.to_thread(_seal, wt.git_dir)
+        return True
+
+    async def _reuse_parked(self, repo: str, path: Path, sha: str) -> Worktree | None:
+        root = self._parked_root(repo)
+        try:
+            candidates = sorted(root.iterdir()) if root.exists() else []
+        except OSError:
+            return None
+        for parked_path in candidates:
+            git_dir = self._git_dir_of(repo, parked_path)
+            if git_dir is None:
+                await asyncio.to_thread(_remove_path, parked_path)
+                continue
+            moved = await self._mirror(repo, "worktree", "move", str(parked_path), str(path), check=False)
+            if moved.code != 0:
+                await self._remove(repo, parked_path)
+                continue
+            wt = Worktree(path=path, git_dir=git_dir, repo=repo)
+            _restore_git_file(wt)
+            checkout = await self._in(wt, "checkout", "-q", "-f", "--detach", sha, check=False)
+            await self._in(wt, "clean", "-ffdxq", check=False)
+            if checkout.code == 0 and await self._spotless(wt) and await self.head(wt) == sha:
+                return wt
+            await self._remove(repo, path)
+        return None
+
+    async def _spotless(self, wt: Worktree) -> bool:
+        """Nothing but the checked-out commit's files: no change, no untracked or ignored file."""
+        result = await self._in(wt, "status", "--porcelain=v1", "--untracked-files=all", "--ignored=matching",
+                                "--ignore-submodules=none", check=False)
+        return result.code == 0 and not result.out.strip()
 
     async def show_file(self, repo: str, sha: str, path: str, limit: int = 65536) -> str | None:
         """A file's text at ``sha`` in the mirror (None when it is not there, or is larger than ``limit``)."""
@@ -366,6 +461,38 @@ class GitOps:
         if not candidate.is_file():
             raise TaskFileRefused(f"task file {task_file!r} is not a regular file")
         return wt.path / task_file
+
+
+def _restore_git_file(wt: Worktree) -> None:
+    """The worktree's ``.git`` file as git wrote it (an agent may have replaced it), so ``worktree move`` finds it."""
+    dot_git = wt.path / ".git"
+    with contextlib.suppress(OSError):
+        if dot_git.is_dir() and not dot_git.is_symlink():
+            shutil.rmtree(dot_git)
+        elif dot_git.exists() or dot_git.is_symlink():
+            dot_git.unlink()
+        dot_git.write_text(f"gitdir: {wt.git_dir}\n")
+
+
+def _seal(git_dir: Path) -> None:
+    """The worktree's administrative files in the mirror 0755/0644, whatever the umask: the agent, in the
+    workspaces' group on the host, must not change what the service's git reads there (as for the mirror itself)."""
+    for folder, _dirs, files in os.walk(git_dir):
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o755)
+        for name in files:
+            target = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                if not os.path.islink(target):
+                    os.chmod(target, 0o644)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _read_only_for_others(path: Path, *, stop: Path) -> None:

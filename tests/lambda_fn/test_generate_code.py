@@ -23,7 +23,7 @@ def test_story_becomes_branch_task_pull_request_and_signed_job(api, github, proc
 
     [pr] = github.pulls(REPO)
     assert (pr["head"], pr["base"], pr["state"], pr["labels"]) == (branch, "main", "open", {"aipm:in-progress"})
-    assert out["job_id"] in pr["body"] and "Say hello." in pr["body"] and f"({UI_ORIGIN}/)" in pr["body"]
+    assert out["job_id"] in pr["body"] and "Say hello." in pr["body"] and f"({UI_ORIGIN}/#/jobs/{out['job_id']})" in pr["body"]
     assert "Requested by: `ui-token`" in pr["body"]
 
     [job] = processor.submissions

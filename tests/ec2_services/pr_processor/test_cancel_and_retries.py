@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
@@ -120,13 +119,15 @@ def test_push_failure_is_retried_without_running_the_agent_again(start_processor
     bare = forge.bare(REPO)
     away = bare.with_name("app.git.away")
 
-    def remote_goes_away_briefly(cwd):
+    def remote_goes_away(cwd):
         bare.rename(away)
-        threading.Timer(0.25, away.rename, args=(bare,)).start()
 
-    fake_pool.plan("j-push", Plan(files={"p.txt": "p\n"}, action=remote_goes_away_briefly))
-    proc = start_processor(PR_RETRY_BASE_DELAY="0.3")
+    fake_pool.plan("j-push", Plan(files={"p.txt": "p\n"}, action=remote_goes_away))
+    proc = start_processor(PR_RETRY_BASE_DELAY="2")
     assert proc.submit("j-push").status_code == 202
+    # The remote comes back once the first push has failed, well inside the 2–4 s backoff before the next one.
+    proc.wait("j-push", until=lambda j: "attempt failed" in j["log_tail"])
+    away.rename(bare)
     job = proc.wait("j-push")
     assert job["status"] == "succeeded" and job["attempts"] == 2, job
     assert fake_pool.started_tasks("j-push") == ["j-push.1"]
