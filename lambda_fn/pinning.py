@@ -70,7 +70,11 @@ def ssm_pin(parameter: str, region: str | None = None) -> Callable[[], str]:
     def read() -> str:
         import boto3
 
-        value = boto3.client("ssm", region_name=region).get_parameter(Name=parameter)["Parameter"]["Value"]
+        try:
+            value = boto3.client("ssm", region_name=region).get_parameter(Name=parameter)["Parameter"]["Value"]
+        except Exception as exc:  # botocore's errors (access, throttling, network) all mean: no pin to check against
+            raise PinMismatch(f"could not read the PR processor's certificate pin from the SSM parameter {parameter} "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from exc
         try:
             return normalize(value)
         except ValueError:

@@ -111,3 +111,22 @@ def test_fingerprints_are_read_in_openssl_and_plain_form():
     assert normalize(f"sha256 Fingerprint={':'.join(['AB'] * 32)}\n") == plain
     with pytest.raises(ValueError, match="not a SHA-256 certificate fingerprint"):
         normalize("unset: the host publishes its certificate's SHA-256 when its install runs")
+
+
+def test_a_pin_that_cannot_be_read_is_a_clear_502_and_nothing_is_sent(certificates, monkeypatch):
+    import boto3
+
+    from lambda_fn.pinning import ssm_pin
+
+    def denied(*args, **kwargs):
+        raise RuntimeError("AccessDeniedException: not authorized to perform ssm:GetParameter")
+
+    monkeypatch.setattr(boto3, "client", denied)
+    cert, key, _ = certificates["host"]
+    with tls_processor(cert, key) as (url, seen):
+        client = ProcessorClient(url, SECRET, pin=ssm_pin("/aipm/cert"), attempts=1)
+        with pytest.raises(ProcessorError) as caught:
+            client.get_job("job-3")
+        client.close()
+    assert caught.value.status == 502 and "could not read the PR processor's certificate pin" in caught.value.detail
+    assert "AccessDenied" in caught.value.detail and seen == []
