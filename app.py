@@ -26,14 +26,6 @@ from infra.stack import AipmStack  # noqa: E402
 
 def build(app: cdk.App) -> AipmStack:
     config = AipmConfig.from_context(app.node.try_get_context)
-    if config.ami_id is None:
-        # A looked-up "latest" image changes under the host: the next deploy after a release would replace it.
-        raise ConfigError(
-            "amiId: the host's image must be pinned (a new Amazon Linux release must not replace the host). Put it "
-            "in cdk.json or give -c amiId=$(aws ssm get-parameter --name "
-            "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 --query Parameter.Value --output "
-            "text) (arm64 instance types: …-arm64); change it deliberately to move the host to a newer image"
-        )
     # Environment-agnostic on purpose (no lookups): `cdk deploy` targets the account and region of its credentials.
     stack = AipmStack(app, config.stack_name, config=config)
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

@@ -13,10 +13,12 @@ It grants nothing itself beyond SSM and the install assets; the Stack grants the
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import aws_cdk as cdk
 import jsii
 from aws_cdk import ArnFormat, Aws, CfnTag, Duration, RemovalPolicy, Size, Stack, Tags
 from aws_cdk import aws_autoscaling as autoscaling
@@ -97,7 +99,7 @@ class Host(Construct):
         log_retention: logs.RetentionDays,
         log_group_prefix: str,
         root_volume_gb: int,
-        ami_id: str,
+        ami_id: str | None,
         data_volume_gb: int = 50,
         group: GroupSize | None = None,
         dispatch_environment: Mapping[str, str] | None = None,
@@ -188,7 +190,7 @@ class Host(Construct):
         machine = {
             "instance_type": itype,
             # Pinned (context amiId): a new AL2023 release must not replace the host on the next deploy (issue 17).
-            "machine_image": PinnedImage(ami_id),
+            "machine_image": PinnedImage(ami_id) if ami_id else self._latest_image(itype),
             "security_group": self.security_group,
             "role": self.role,
             # No key pair and no port 22: shell access is SSM Session Manager (aws ssm start-session).
@@ -209,6 +211,14 @@ class Host(Construct):
             self._single_instance(machine, init)
         else:
             self._auto_scaling_group(machine, init, group)
+
+    def _latest_image(self, itype: ec2.InstanceType) -> ec2.IMachineImage:
+        """No amiId: the latest AL2023 image (an SSM parameter resolved per deploy), with a warning at synth."""
+        cdk.Annotations.of(self).add_warning_v2("aipm:unpinned-image", UNPINNED_WARNING)
+        print(f"[Warning] {UNPINNED_WARNING}", file=sys.stderr)
+        cpu = ec2.AmazonLinuxCpuType.ARM_64 if itype.architecture == ec2.InstanceArchitecture.ARM_64 \
+            else ec2.AmazonLinuxCpuType.X86_64
+        return ec2.MachineImage.latest_amazon_linux2023(cpu_type=cpu)
 
     def _data_volume(self, size_gb: int) -> dict[str, str]:
         """dispatch=http: the state and the agent's sign-in on their own EBS volume, which outlives the instance.
@@ -446,6 +456,15 @@ class Host(Construct):
             ec2.InitCommand.shell_command("systemctl daemon-reload && systemctl enable --now cfn-hup.service",
                                           key="20-enable-cfn-hup"),
         ]
+
+
+UNPINNED_WARNING = (
+    "amiId is not set: the host runs the latest Amazon Linux 2023 image, re-read from SSM on every deploy, so the "
+    "first deploy after Amazon publishes a new image replaces the host (its root disk and anything not on the data "
+    "volume go with it). Pin it: -c amiId=$(aws ssm get-parameter --name "
+    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64 --query Parameter.Value --output text) "
+    "(arm64 instance types: …-arm64), and change it deliberately to move the host to a newer image"
+)
 
 
 @jsii.implements(ec2.IMachineImage)

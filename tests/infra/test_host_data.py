@@ -61,15 +61,20 @@ def test_dispatch_sqs_hosts_have_no_shared_data_volume(sqs_synth):
     assert not sqs_synth.of_type("AWS::EC2::Volume")
 
 
-def test_synth_without_a_pinned_image_stops_and_says_how_to_pin_it(tmp_path):
-    context = {**json.loads((ROOT / "cdk.json").read_text())["context"], "amiId": ""}
+def test_synth_without_a_pinned_image_warns_and_says_how_to_pin_it(tmp_path):
+    """`cdk synth` works on the defaults (every context key optional), but says the host is not pinned."""
+    context = {**json.loads((ROOT / "cdk.json").read_text())["context"], "amiId": "",
+               "aws:cdk:bundling-stacks": []}  # the Lambda's pip bundling needs the network; not what this tests
     result = subprocess.run(
-        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path),
              "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
     )
-    assert result.returncode == 1
-    assert "amiId: the host's image must be pinned" in result.stderr and "aws ssm get-parameter" in result.stderr
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "amiId is not set" in result.stderr and "aws ssm get-parameter" in result.stderr
+    [template] = [json.loads(p.read_text()) for p in tmp_path.glob("*.template.json")]
+    [instance] = [r for r in template["Resources"].values() if r["Type"] == "AWS::EC2::Instance"]
+    assert "Ref" in instance["Properties"]["ImageId"]  # the SSM parameter of the latest image, resolved per deploy
 
 
 # --- aipm-data-volume, with a fake aws CLI -----------------------------------------------------------------------
