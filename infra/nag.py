@@ -36,6 +36,9 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
         ack(secrets.github_token, "AwsSolutions-SMG4",
             "A GitHub token is issued by GitHub, not by a rotation Lambda: the operator puts a new one with "
             "put-secret-value before it expires.")
+    ack(secrets.github_webhook, "AwsSolutions-SMG4",
+        "The webhook secret is pasted into GitHub's webhook settings by hand; rotating it is a manual change on both "
+        "sides (put-secret-value, then the repository's webhook).")
     ack(secrets.shared_secret, "AwsSolutions-SMG4",
         "Rotating the signing secret needs the Lambda and the host to switch together (restart aipm-secrets, new "
         "Lambda containers); it is rotated by hand with put-secret-value, as the README says.")

@@ -51,6 +51,12 @@ class Secrets(Construct):
             "SharedSecret", 64,
             "aipm-kiro: AIPM_SHARED_SECRET, the request-signing secret shared by the Lambda and the host",
         )
+        # GitHub signs the follow-up webhook's deliveries with it (POST /api/github/webhook); the Lambda reads it on
+        # the first delivery. The operator copies it into the repository's webhook settings (see the outputs).
+        self.github_webhook = self._generated(
+            "GithubWebhook", 40, "aipm-kiro: the follow-up webhook's secret (pull request comments starting /aipm); "
+            "put the same value in each repository's webhook settings",
+        )
         self.kiro_api_key: sm.ISecret | None = (
             _existing(self, "KiroApiKey", kiro_api_key_secret_arn) if kiro_api_key_secret_arn else None
         )

@@ -71,6 +71,7 @@ class AipmStack(Stack):
             "GITHUB_API_URL": config.github_api_url,
             "GITHUB_TOKEN_SECRET_ARN": secrets.github_token.secret_arn,
             "AIPM_SHARED_SECRET_ARN": secrets.shared_secret.secret_arn,
+            "AIPM_GITHUB_WEBHOOK_SECRET_ARN": secrets.github_webhook.secret_arn,
             "AIPM_FORGE": "github",
             "AIPM_ALLOWED_REPOS": config.allowed_repos,
             "ALLOWED_ORIGINS": website.site_url,
@@ -141,6 +142,7 @@ class AipmStack(Stack):
         # Least privilege: each part reads exactly its own secrets and writes its own log groups.
         secrets.github_token.grant_read(api.function)
         secrets.shared_secret.grant_read(api.function)
+        secrets.github_webhook.grant_read(api.function)
         if secrets.ui_token:
             secrets.ui_token.grant_read(api.function)
         secrets.github_token.grant_read(host.role)
@@ -197,6 +199,18 @@ class AipmStack(Stack):
             value=Fn.join("", ["aws secretsmanager put-secret-value --secret-id ", secrets.github_token.secret_arn,
                                " --secret-string \"$GITHUB_TOKEN\""]),
             description="The exact command to store the GitHub token (export GITHUB_TOKEN first)",
+        )
+        CfnOutput(
+            self, "GithubWebhookUrl", value=Fn.join("", [api.url.url, "api/github/webhook"]),
+            description="Follow-ups from a pull request (/aipm comments): on each repository, Settings > Webhooks > "
+                        "Add webhook: this Payload URL, Content type application/json, the secret of "
+                        "GithubWebhookSecretCommand, events: Issue comments",
+        )
+        CfnOutput(
+            self, "GithubWebhookSecretCommand",
+            value=Fn.join("", ["aws secretsmanager get-secret-value --secret-id ", secrets.github_webhook.secret_arn,
+                               " --query SecretString --output text"]),
+            description="The webhook's secret, to paste into the repository's webhook settings",
         )
         CfnOutput(self, "SharedSecretArn", value=secrets.shared_secret.secret_arn,
                   description="AIPM_SHARED_SECRET (generated; rotate with put-secret-value, then restart aipm-secrets "

@@ -49,7 +49,19 @@ def test_lambda_environment_names_every_spec_variable(default_synth):
     assert as_text(env["ALLOWED_ORIGINS"]).startswith('https://{"Fn::GetAtt": ["WebsiteCdn')
     for name in ("COGNITO_USER_POOL_ID", "COGNITO_CLIENT_ID", "COGNITO_REGION", "COGNITO_DOMAIN"):
         assert name in env, name
-    assert not any(k in env for k in ("AIPM_SHARED_SECRET", "GITHUB_TOKEN")), "no secret value in the environment"
+    assert env["AIPM_GITHUB_WEBHOOK_SECRET_ARN"] == {
+        "Ref": logical(default_synth, "AWS::SecretsManager::Secret", "follow-up webhook")}
+    assert not any(k in env for k in ("AIPM_SHARED_SECRET", "GITHUB_TOKEN", "AIPM_GITHUB_WEBHOOK_SECRET")), \
+        "no secret value in the environment"
+
+
+def test_the_outputs_say_how_to_register_the_follow_up_webhook(default_synth):
+    outputs = default_synth.template["Outputs"]
+    url = as_text(outputs["GithubWebhookUrl"]["Value"])
+    assert "FunctionUrl" in url and url.endswith("api/github/webhook")
+    assert "Issue comments" in outputs["GithubWebhookUrl"]["Description"]
+    command = as_text(outputs["GithubWebhookSecretCommand"]["Value"])
+    assert "get-secret-value" in command and logical(default_synth, "AWS::SecretsManager::Secret", "follow-up webhook") in command
 
 
 def test_function_url_has_no_auth_and_no_cors_of_its_own(default_synth):
@@ -67,8 +79,8 @@ def test_lambda_log_group_has_the_configured_retention(default_synth):
     assert all(g["Properties"].get("RetentionInDays") == 30 for g in groups.values()), "every log group expires"
 
 
-def test_lambda_role_reads_exactly_its_two_secrets(default_synth):
-    assert secret_reads(default_synth, "ApiRole") == secret_refs(default_synth, "GitHub", "SIGNING")
+def test_lambda_role_reads_exactly_its_three_secrets(default_synth):
+    assert secret_reads(default_synth, "ApiRole") == secret_refs(default_synth, "GitHub", "SIGNING", "follow-up webhook")
     assert not any(s["Resource"] == "*" for s in policy_of_role(default_synth, "ApiRole"))
     managed = default_synth.resources[role_id(default_synth, "ApiRole")]["Properties"].get("ManagedPolicyArns")
     assert not managed, "no AWSLambdaBasicExecutionRole: the role writes its own log group only"
@@ -284,7 +296,7 @@ def test_the_pool_client_and_domain_reach_the_lambda_and_config_json(default_syn
 
 def test_secrets_are_generated_never_written_in_the_template(default_synth):
     secrets = default_synth.of_type("AWS::SecretsManager::Secret")
-    assert len(secrets) == 2
+    assert len(secrets) == 3  # the GitHub token (a placeholder to fill), the signing secret, the webhook's secret
     for secret in secrets.values():
         assert "SecretString" not in secret["Properties"]
         assert secret["Properties"]["GenerateSecretString"]["ExcludePunctuation"] is True

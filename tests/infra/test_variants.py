@@ -31,7 +31,8 @@ def test_admin_cidr_makes_the_pool_listen_on_all_interfaces(admin_synth):
 
 def test_existing_github_token_is_used_not_created(admin_synth):
     secrets = admin_synth.of_type("AWS::SecretsManager::Secret")
-    assert len(secrets) == 1, "only the shared secret is created"
+    assert len(secrets) == 2, "only the shared secret and the webhook's are created"
+    assert logical(admin_synth, "AWS::SecretsManager::Secret", "follow-up webhook")
     assert lambda_env(admin_synth)["GITHUB_TOKEN_SECRET_ARN"] == GITHUB_TOKEN_ARN
     assert install_env(admin_synth)["AIPM_GITHUB_TOKEN_SECRET_ARN"] == GITHUB_TOKEN_ARN
 
