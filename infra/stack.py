@@ -208,8 +208,7 @@ class AipmStack(Stack):
         )
         CfnOutput(
             self, "GithubWebhookSecretCommand",
-            value=Fn.join("", ["aws secretsmanager get-secret-value --secret-id ", secrets.github_webhook.secret_arn,
-                               " --query SecretString --output text"]),
+            value=_read_secret_command(secrets.github_webhook),
             description="The webhook's secret, to paste into the repository's webhook settings",
         )
         CfnOutput(self, "SharedSecretArn", value=secrets.shared_secret.secret_arn,
@@ -236,8 +235,7 @@ class AipmStack(Stack):
         if secrets.ui_token:
             CfnOutput(
                 self, "UiTokenCommand",
-                value=Fn.join("", ["aws secretsmanager get-secret-value --secret-id ", secrets.ui_token.secret_arn,
-                                   " --query SecretString --output text"]),
+                value=_read_secret_command(secrets.ui_token),
                 description="The bearer token the web UI asks for (AIPM_AUTH=token, s3-website mode)",
             )
         if auth:
@@ -276,3 +274,9 @@ class AipmStack(Stack):
             description="With dispatch=sqs a device-flow login (kiro-cli login --use-device-flow over SSM) holds for "
                         "one host only and is lost when the group replaces it",
         )
+
+
+def _read_secret_command(secret) -> str:
+    """The CLI command that prints a secret's value (for an output the operator copies)."""
+    return Fn.join("", ["aws secretsmanager get-secret-value --secret-id ", secret.secret_arn,
+                        " --query SecretString --output text"])
