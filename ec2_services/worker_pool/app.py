@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from aipm_common.contracts import TASK_ID_PATTERN, ExecuteRequest, TaskResult
 from aipm_common.http import install_edge
 from aipm_common.signing import SIGNATURE_HEADER, WORKER_POOL, SignatureVerifier
-from ec2_services.worker_pool.commands import CommandRunner
+from ec2_services.worker_pool.commands import CommandResult, CommandRunner
 from ec2_services.worker_pool.ledger import Replayed, TaskLedger
 from ec2_services.worker_pool.pool import (
     DriverFactory,
@@ -47,15 +47,8 @@ class RunRequest(BaseModel):
     timeout_s: float = Field(600, gt=0, le=3600, allow_inf_nan=False, description="The process group is killed past it.")
 
 
-class RunResult(BaseModel):
+class RunResult(CommandResult):
     task_id: str
-    exit_code: int | None
-    passed: int | None
-    failed: int | None
-    summary: str
-    output: str
-    duration_s: float
-    timed_out: bool
 
 
 class WorkerHealth(BaseModel):
@@ -235,7 +228,7 @@ def create_app(  # noqa: C901 - the route closures count into the factory; modul
             result = await runner.run(body.task_id, body.command, cwd=cwd, timeout_s=body.timeout_s)
         except ValueError as exc:
             raise _bad_request(str(exc)) from None
-        return {"task_id": body.task_id, **result.to_dict()}
+        return {"task_id": body.task_id, **result.model_dump()}
 
     app.include_router(signed)
     return app

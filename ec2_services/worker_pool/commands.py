@@ -20,8 +20,9 @@ import shlex
 import signal
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
 
 from ec2_services.worker_pool.screen import strip_ansi
 from ec2_services.worker_pool.session import agent_environment, die_with_parent, kill_process_group
@@ -37,8 +38,11 @@ _UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in ")
 _UNITTEST_FAILED = re.compile(r"^FAILED \((.*)\)$")
 
 
-@dataclass(frozen=True)
-class CommandResult:
+class CommandResult(BaseModel):
+    """What ``POST /run`` answers (with the task id): docs/contracts.md."""
+
+    model_config = ConfigDict(frozen=True)
+
     exit_code: int | None
     passed: int | None
     failed: int | None
@@ -47,8 +51,6 @@ class CommandResult:
     duration_s: float
     timed_out: bool
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def test_environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -100,7 +102,8 @@ async def run_command(command: str, *, cwd: Path, timeout_s: float, run_as: list
         )
     except OSError as exc:
         message = f"could not start {argv[len(run_as)]!r}: {exc.strerror or exc}"
-        return CommandResult(None, None, None, "did not run", message, round(time.monotonic() - started, 3), False)
+        return CommandResult(exit_code=None, passed=None, failed=None, summary="did not run", output=message,
+                             duration_s=round(time.monotonic() - started, 3), timed_out=False)
     chunks: list[bytes] = []
     kept = 0
 
@@ -131,8 +134,9 @@ async def run_command(command: str, *, cwd: Path, timeout_s: float, run_as: list
     output = strip_ansi(b"".join(chunks).decode("utf-8", "replace")).replace("\r\n", "\n")
     exit_code = None if timed_out else proc.returncode
     passed, failed, summary = summarise(output, exit_code, timed_out)
-    return CommandResult(exit_code, passed, failed, summary, output[-OUTPUT_TAIL_CHARS:],
-                         round(time.monotonic() - started, 3), timed_out)
+    return CommandResult(exit_code=exit_code, passed=passed, failed=failed, summary=summary,
+                         output=output[-OUTPUT_TAIL_CHARS:], duration_s=round(time.monotonic() - started, 3),
+                         timed_out=timed_out)
 
 
 class CommandRunner:
