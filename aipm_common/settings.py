@@ -13,8 +13,10 @@ import re
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasGenerator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aipm_common.envnames import settings_alias
 
 DEFAULT_STATE_DIR = Path("~/.local/state/aipm")
 
@@ -35,7 +37,11 @@ class SettingsError(SystemExit):
 class ServiceSettings(BaseSettings):
     """What every part reads: the shared secret, insecure dev mode, the state directory and the log level."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True)
+    # Each field reads the variable aipm_common.envnames declares for it (a field without one fails at import);
+    # code and tests may still pass a field by its own name.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True,
+                                      alias_generator=AliasGenerator(validation_alias=settings_alias),
+                                      validate_by_name=True)
 
     aipm_shared_secret: SecretStr | None = None
     aipm_insecure_dev: bool = False

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from aipm_common.envnames import HostTools
+
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 WEBSITE_MODES = ("cloudfront", "s3-website")
@@ -27,7 +29,7 @@ KIRO_VERSION = "2.19.1"
 # install-kiro-cli runs it as the agent user with KIRO_VERSION set; Kiro's install.sh puts kiro-cli in ~/.local/bin.
 KIRO_INSTALL_COMMAND = (
     'curl --proto =https --tlsv1.2 -fsSL -o /tmp/kirocli.zip '
-    '"https://desktop-release.q.us-east-1.amazonaws.com/$KIRO_VERSION/kirocli-$(uname -m)-linux.zip" '
+    f'"https://desktop-release.q.us-east-1.amazonaws.com/${HostTools.KIRO_VERSION}/kirocli-$(uname -m)-linux.zip" '
     '&& rm -rf /tmp/kirocli && unzip -q -o /tmp/kirocli.zip -d /tmp && bash /tmp/kirocli/install.sh --no-confirm'
 )
 _AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")

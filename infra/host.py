@@ -30,6 +30,8 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from aipm_common.envnames import HostInstall
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = "/opt/aipm/src"  # where cfn-init unpacks the assets; install.sh copies from here into /opt/aipm/app
 WORKER_POOL_PORT = 8081
@@ -156,29 +158,29 @@ class Host(Construct):
         )
 
         env = {
-            "AIPM_POOL_SIZE": str(pool_size),
-            "AIPM_WORKER_POOL_HOST": "0.0.0.0" if admin_cidr else "127.0.0.1",
-            "AIPM_WORKER_POOL_PORT": str(WORKER_POOL_PORT),
+            HostInstall.AIPM_POOL_SIZE: str(pool_size),
+            HostInstall.AIPM_WORKER_POOL_HOST: "0.0.0.0" if admin_cidr else "127.0.0.1",
+            HostInstall.AIPM_WORKER_POOL_PORT: str(WORKER_POOL_PORT),
             # With sqs nothing calls the PR processor from outside: it listens on loopback (install.sh's /health).
-            "AIPM_PR_PROCESSOR_HOST": "0.0.0.0" if group is None else "127.0.0.1",
-            "AIPM_PR_PROCESSOR_PORT": str(PR_PROCESSOR_PORT),
-            "AIPM_CALLBACK_ORIGINS": callback_origins,
-            "AIPM_GIT_BASE_URL": git_base_url,
-            "AIPM_KIRO_DENY_TOOLS": kiro_deny_tools,
-            "AIPM_KIRO_INSTALL_COMMAND": kiro_install_command,
-            "AIPM_KIRO_DRIVER": kiro_driver,
-            "AIPM_KIRO_VERSION": kiro_version,
-            "AIPM_AGENT": agent,
-            "AIPM_ANTHROPIC_API_KEY_SECRET_ARN": anthropic_api_key_secret_arn or "",
-            "AIPM_SHARED_SECRET_ARN": shared_secret_arn,
-            "AIPM_GITHUB_TOKEN_SECRET_ARN": github_token_secret_arn,
-            "AIPM_KIRO_API_KEY_SECRET_ARN": kiro_api_key_secret_arn or "",
-            "AIPM_AWS_REGION": Aws.REGION,
-            "AIPM_LOG_GROUP_WORKER_POOL": self.pool_log_group.log_group_name,
-            "AIPM_LOG_GROUP_PR_PROCESSOR": self.processor_log_group.log_group_name,
+            HostInstall.AIPM_PR_PROCESSOR_HOST: "0.0.0.0" if group is None else "127.0.0.1",
+            HostInstall.AIPM_PR_PROCESSOR_PORT: str(PR_PROCESSOR_PORT),
+            HostInstall.AIPM_CALLBACK_ORIGINS: callback_origins,
+            HostInstall.AIPM_GIT_BASE_URL: git_base_url,
+            HostInstall.AIPM_KIRO_DENY_TOOLS: kiro_deny_tools,
+            HostInstall.AIPM_KIRO_INSTALL_COMMAND: kiro_install_command,
+            HostInstall.AIPM_KIRO_DRIVER: kiro_driver,
+            HostInstall.AIPM_KIRO_VERSION: kiro_version,
+            HostInstall.AIPM_AGENT: agent,
+            HostInstall.AIPM_ANTHROPIC_API_KEY_SECRET_ARN: anthropic_api_key_secret_arn or "",
+            HostInstall.AIPM_SHARED_SECRET_ARN: shared_secret_arn,
+            HostInstall.AIPM_GITHUB_TOKEN_SECRET_ARN: github_token_secret_arn,
+            HostInstall.AIPM_KIRO_API_KEY_SECRET_ARN: kiro_api_key_secret_arn or "",
+            HostInstall.AIPM_AWS_REGION: Aws.REGION,
+            HostInstall.AIPM_LOG_GROUP_WORKER_POOL: self.pool_log_group.log_group_name,
+            HostInstall.AIPM_LOG_GROUP_PR_PROCESSOR: self.processor_log_group.log_group_name,
             **(dispatch_environment or {}),
             # The group this host is in: its PR processor protects it from scale-in there while it has jobs.
-            **({"AIPM_ASG_NAME": self.group_name} if self.group_name else {}),
+            **({HostInstall.AIPM_ASG_NAME: self.group_name} if self.group_name else {}),
         }
         self.data_volume: ec2.Volume | None = None
         self.cert_parameter: ssm.StringParameter | None = None
@@ -271,8 +273,8 @@ class Host(Construct):
             conditions={"StringEquals": {"aws:ResourceTag/aws:cloudformation:stack-name": stack.stack_name}}))
         self.role.add_to_principal_policy(iam.PolicyStatement(
             actions=["ec2:DescribeVolumes", "ec2:DescribeInstances"], resources=["*"]))
-        return {"AIPM_DATA_VOLUME_ID": self.data_volume.volume_id, "AIPM_DATA_MOUNT": DATA_MOUNT,
-                "AIPM_DATA_BINDS": " ".join(DATA_BINDS)}
+        return {HostInstall.AIPM_DATA_VOLUME_ID: self.data_volume.volume_id, HostInstall.AIPM_DATA_MOUNT: DATA_MOUNT,
+                HostInstall.AIPM_DATA_BINDS: " ".join(DATA_BINDS)}
 
     def _certificate_pin(self) -> dict[str, str]:
         """dispatch=http: 8082 serves TLS with the host's own self-signed certificate; the host publishes its SHA-256
@@ -283,7 +285,7 @@ class Host(Construct):
             string_value="unset: the host publishes its certificate's SHA-256 when its install runs",
         )
         self.cert_parameter.grant_write(self.role)
-        return {"AIPM_TLS_CERT_PARAMETER": self.cert_parameter.parameter_name}
+        return {HostInstall.AIPM_TLS_CERT_PARAMETER: self.cert_parameter.parameter_name}
 
     def _single_instance(self, machine: dict, init: ec2.CloudFormationInit) -> None:
         """dispatch=http: one instance the Lambda calls on its Elastic IP (stable across stop/start)."""

@@ -14,6 +14,8 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from aipm_common.envnames import HostInstall
+
 MAX_RECEIVES = 5
 RECEIVE_WAIT_S = 20  # SQS's longest long poll: a free worker hears of a job at once, with few empty receives
 VISIBILITY_S = 300  # the PR processor's PR_SQS_VISIBILITY_S: it extends the message every third of this
@@ -47,8 +49,8 @@ class JobQueue(Construct):
     def host_environment(self) -> dict[str, str]:
         """What the hosts' install writes into the PR processor's environment file (install.sh)."""
         return {
-            "AIPM_DISPATCH": "sqs",
-            "AIPM_JOB_QUEUE_URL": self.queue.queue_url,
-            "AIPM_SQS_WAIT_S": str(RECEIVE_WAIT_S),
-            "AIPM_SQS_VISIBILITY_S": str(VISIBILITY_S),
+            HostInstall.AIPM_DISPATCH: "sqs",
+            HostInstall.AIPM_JOB_QUEUE_URL: self.queue.queue_url,
+            HostInstall.AIPM_SQS_WAIT_S: str(RECEIVE_WAIT_S),
+            HostInstall.AIPM_SQS_VISIBILITY_S: str(VISIBILITY_S),
         }

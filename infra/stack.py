@@ -12,6 +12,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from aipm_common.envnames import Dispatch, GitHub, LambdaApi
 from infra.api import Api
 from infra.auth import SCOPES, Auth
 from infra.config import AipmConfig
@@ -68,29 +69,29 @@ class AipmStack(Stack):
             if config.uses_cognito else None
 
         env = {
-            "GITHUB_API_URL": config.github_api_url,
-            "GITHUB_TOKEN_SECRET_ARN": secrets.github_token.secret_arn,
-            "AIPM_SHARED_SECRET_ARN": secrets.shared_secret.secret_arn,
-            "AIPM_GITHUB_WEBHOOK_SECRET_ARN": secrets.github_webhook.secret_arn,
-            "AIPM_FORGE": "github",
-            "AIPM_ALLOWED_REPOS": config.allowed_repos,
-            "ALLOWED_ORIGINS": website.site_url,
+            LambdaApi.GITHUB_API_URL: config.github_api_url,
+            LambdaApi.GITHUB_TOKEN_SECRET_ARN: secrets.github_token.secret_arn,
+            LambdaApi.AIPM_SHARED_SECRET_ARN: secrets.shared_secret.secret_arn,
+            LambdaApi.AIPM_GITHUB_WEBHOOK_SECRET_ARN: secrets.github_webhook.secret_arn,
+            LambdaApi.AIPM_FORGE: "github",
+            LambdaApi.AIPM_ALLOWED_REPOS: config.allowed_repos,
+            LambdaApi.ALLOWED_ORIGINS: website.site_url,
         }
         if auth:
             env |= {
-                "AIPM_AUTH": "cognito",
-                "COGNITO_USER_POOL_ID": auth.user_pool.user_pool_id,
-                "COGNITO_CLIENT_ID": auth.client.user_pool_client_id,
-                "COGNITO_REGION": Aws.REGION,
-                "COGNITO_DOMAIN": auth.domain_url,
-                "AIPM_ALLOWED_GROUPS": ",".join(g.strip() for g in config.allowed_groups.split(",") if g.strip()),
+                LambdaApi.AIPM_AUTH: "cognito",
+                LambdaApi.COGNITO_USER_POOL_ID: auth.user_pool.user_pool_id,
+                LambdaApi.COGNITO_CLIENT_ID: auth.client.user_pool_client_id,
+                LambdaApi.COGNITO_REGION: Aws.REGION,
+                LambdaApi.COGNITO_DOMAIN: auth.domain_url,
+                LambdaApi.AIPM_ALLOWED_GROUPS: ",".join(g.strip() for g in config.allowed_groups.split(",") if g.strip()),
             }
         else:
-            env |= {"AIPM_AUTH": "token", "AIPM_UI_TOKEN_SECRET_ARN": secrets.ui_token.secret_arn}
+            env |= {LambdaApi.AIPM_AUTH: "token", LambdaApi.AIPM_UI_TOKEN_SECRET_ARN: secrets.ui_token.secret_arn}
         # dispatch=sqs: the Lambda sends each job to the queue, and a group of hosts polls it (docs/contracts.md, issue 11).
         job_queue = JobQueue(self, "JobQueue") if config.uses_queue else None
         if job_queue:
-            env |= {"AIPM_DISPATCH": "sqs", "AIPM_JOB_QUEUE_URL": job_queue.queue.queue_url}
+            env |= {Dispatch.AIPM_DISPATCH: "sqs", Dispatch.AIPM_JOB_QUEUE_URL: job_queue.queue.queue_url}
         api = Api(self, "Api", environment=env, log_retention=retention, log_group_name=f"{log_prefix}/api")
 
         host = Host(
@@ -121,8 +122,8 @@ class AipmStack(Stack):
         if job_queue is None:
             # The Lambda reaches the PR processor on the Elastic IP (stable across stop/start), over TLS, accepting only
             # the certificate whose fingerprint the host published (lambda_fn.pinning).
-            api.function.add_environment("PR_PROCESSOR_URL", f"https://{host.public_ip}:{PR_PROCESSOR_PORT}")
-            api.function.add_environment("PR_PROCESSOR_CERT_PARAMETER", host.cert_parameter.parameter_name)
+            api.function.add_environment(LambdaApi.PR_PROCESSOR_URL, f"https://{host.public_ip}:{PR_PROCESSOR_PORT}")
+            api.function.add_environment(LambdaApi.PR_PROCESSOR_CERT_PARAMETER, host.cert_parameter.parameter_name)
             host.cert_parameter.grant_read(api.function)
         else:
             host.scale_on_queue(queue_name=job_queue.queue.queue_name, jobs_per_host=config.jobs_per_host)
@@ -197,7 +198,7 @@ class AipmStack(Stack):
         CfnOutput(
             self, "PutGithubTokenCommand",
             value=Fn.join("", ["aws secretsmanager put-secret-value --secret-id ", secrets.github_token.secret_arn,
-                               " --secret-string \"$GITHUB_TOKEN\""]),
+                               f' --secret-string "${GitHub.GITHUB_TOKEN}"']),
             description="The exact command to store the GitHub token (export GITHUB_TOKEN first)",
         )
         CfnOutput(

@@ -248,10 +248,10 @@ fi
 # The `aipm` agent. The worker pool approves each request itself (KIRO_DENY_TOOLS), so nothing is pre-trusted
 # (allowedTools is empty); the denied tools are also left out of `tools`, so Kiro does not offer them at all: a denied
 # tool is refused twice over. No MCP servers: the agent needs the workspace, a shell and the web, nothing more.
-AIPM_TOOLS="$KIRO_TOOLS" AIPM_DENY="$DENY_TOOLS" "$VENV/bin/python" - "$KIRO_HOME/.kiro/agents/aipm.json" <<'PY'
-import json, os, sys
+"$VENV/bin/python" - "$KIRO_HOME/.kiro/agents/aipm.json" "$KIRO_TOOLS" "$DENY_TOOLS" <<'PY'
+import json, sys
 split = lambda text: [t.strip() for t in text.split(",") if t.strip()]
-denied = set(split(os.environ["AIPM_DENY"]))
+denied = set(split(sys.argv[3]))
 config = {
     "name": "aipm",
     "description": "aipm-kiro: implements the TASK.md of a pull request in the current workspace",
@@ -260,7 +260,7 @@ config = {
               "update tests, and run them. Do not push, do not change git remotes or configuration, and do not try "
               "to reach cloud credentials or the instance metadata service.",
     "mcpServers": {},
-    "tools": [tool for tool in split(os.environ["AIPM_TOOLS"]) if tool not in denied],
+    "tools": [tool for tool in split(sys.argv[2]) if tool not in denied],
     "allowedTools": [],
     "resources": [],
     "useLegacyMcpJson": False,
