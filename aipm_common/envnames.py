@@ -136,9 +136,14 @@ class PrProcessor:
 
 
 class Agent:
-    """Read by the agent CLI itself: the worker pool's environment hands it over (Kiro's API key)."""
+    """Read by the agent CLIs themselves: Kiro's API key, handed over in the worker pool's environment, and what
+    ``make run`` points claude-code and gemini at (the scripted model, Gemini's model and settings)."""
 
     KIRO_API_KEY = "KIRO_API_KEY"
+    ANTHROPIC_BASE_URL = "ANTHROPIC_BASE_URL"
+    GOOGLE_GEMINI_BASE_URL = "GOOGLE_GEMINI_BASE_URL"
+    GEMINI_MODEL = "GEMINI_MODEL"
+    GEMINI_CLI_SYSTEM_SETTINGS_PATH = "GEMINI_CLI_SYSTEM_SETTINGS_PATH"
 
 
 class HostInstall:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import httpx
 
+from aipm_common.envnames import Agent, LambdaApi, Platform, PrProcessor, Shared, WorkerPool
 from aipm_common.settings import SettingsError, load_settings
 from aipm_local import run_record
 from aipm_local.scripted_model import scripted_model
@@ -76,11 +77,11 @@ class LocalAgent:
 
 
 LOCAL_AGENTS = {
-    "claude-code": LocalAgent("claude-code-acp", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "the Anthropic API"),
+    "claude-code": LocalAgent("claude-code-acp", Agent.ANTHROPIC_BASE_URL, WorkerPool.ANTHROPIC_API_KEY, "the Anthropic API"),
     # A fixed model: with its default ("auto") every turn first asks a second model to route it.
-    "gemini": LocalAgent("gemini", "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY", "the Gemini API",
-                         scripted_env=(("GEMINI_MODEL", "gemini-2.5-flash"),),
-                         env=(("GEMINI_CLI_SYSTEM_SETTINGS_PATH", str(GEMINI_SETTINGS)),)),
+    "gemini": LocalAgent("gemini", Agent.GOOGLE_GEMINI_BASE_URL, WorkerPool.GEMINI_API_KEY, "the Gemini API",
+                         scripted_env=((Agent.GEMINI_MODEL, "gemini-2.5-flash"),),
+                         env=((Agent.GEMINI_CLI_SYSTEM_SETTINGS_PATH, str(GEMINI_SETTINGS)),)),
 }
 
 
@@ -193,7 +194,7 @@ def choose_acp_agent(config: StackConfig, model_url: str | None) -> tuple[dict[s
             raise StackError(f"AIPM_AGENT={config.agent}: {binary.relative_to(ROOT)} is missing; run "
                              "`make agents` (npm ci in agents/), or set KIRO_ACP_COMMAND")
         command = shlex.join([str(binary), *shlex.split(AGENTS[config.agent].acp_command)[1:]])
-    env = {"KIRO_ACP_COMMAND": command, **dict(local.env)}
+    env = {WorkerPool.KIRO_ACP_COMMAND: command, **dict(local.env)}
     if model_url:
         # A key-shaped placeholder: the agent wants one; the scripted model ignores it.
         env.update({local.base_url_var: model_url, local.key_var: "scripted-model-no-key", **dict(local.scripted_env)})
@@ -236,29 +237,29 @@ def stack_env(config: StackConfig, secret: str, kiro_command: str | None) -> dic
     """Every variable docs/contracts.md's "Local run" fixes, for all three (each service reads only its own)."""
     api_url = config.api_url
     env = {
-        "AIPM_SHARED_SECRET": secret,
-        "AIPM_STATE_DIR": str(config.state_dir),
-        "PYTHONUNBUFFERED": "1",
-        "WORKER_POOL_HOST": "127.0.0.1",
-        "WORKER_POOL_PORT": str(config.pool_port),
-        "PR_PROCESSOR_HOST": "127.0.0.1",
-        "PR_PROCESSOR_PORT": str(config.processor_port),
-        "AIPM_API_HOST": "127.0.0.1",
-        "AIPM_API_PORT": str(config.api_port),
-        "WORKER_POOL_URL": f"http://127.0.0.1:{config.pool_port}",
-        "PR_PROCESSOR_URL": f"http://127.0.0.1:{config.processor_port}",
-        "PUBLIC_API_URL": api_url,
-        "AIPM_CALLBACK_ORIGINS": api_url,
-        "AIPM_FORGE": "local",
-        "AIPM_LOCAL_FORGE_DIR": str(config.forge_dir),
-        "GIT_BASE_URL": config.forge_dir.as_uri(),
-        "AIPM_AUTH": "none",
-        "AIPM_UI_DIR": str(FRONTEND_DIR),
+        Shared.AIPM_SHARED_SECRET: secret,
+        Shared.AIPM_STATE_DIR: str(config.state_dir),
+        Platform.PYTHONUNBUFFERED: "1",
+        WorkerPool.WORKER_POOL_HOST: "127.0.0.1",
+        WorkerPool.WORKER_POOL_PORT: str(config.pool_port),
+        PrProcessor.PR_PROCESSOR_HOST: "127.0.0.1",
+        PrProcessor.PR_PROCESSOR_PORT: str(config.processor_port),
+        LambdaApi.AIPM_API_HOST: "127.0.0.1",
+        LambdaApi.AIPM_API_PORT: str(config.api_port),
+        PrProcessor.WORKER_POOL_URL: f"http://127.0.0.1:{config.pool_port}",
+        LambdaApi.PR_PROCESSOR_URL: f"http://127.0.0.1:{config.processor_port}",
+        LambdaApi.PUBLIC_API_URL: api_url,
+        PrProcessor.AIPM_CALLBACK_ORIGINS: api_url,
+        LambdaApi.AIPM_FORGE: "local",
+        LambdaApi.AIPM_LOCAL_FORGE_DIR: str(config.forge_dir),
+        PrProcessor.GIT_BASE_URL: config.forge_dir.as_uri(),
+        LambdaApi.AIPM_AUTH: "none",
+        LambdaApi.AIPM_UI_DIR: str(FRONTEND_DIR),
         # `python` for the repositories' test commands (.aipm.toml) is this venv's, which has pytest.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
     }
     if kiro_command:
-        env["KIRO_COMMAND"] = kiro_command
+        env[WorkerPool.KIRO_COMMAND] = kiro_command
     return env
 
 
@@ -328,9 +329,9 @@ def _run(running: contextlib.ExitStack) -> int:  # noqa: C901 - the local stack 
     try:
         config = read_config()
         for port, service, variable in (
-            (config.pool_port, "worker pool", "WORKER_POOL_PORT"),
-            (config.processor_port, "PR processor", "PR_PROCESSOR_PORT"),
-            (config.api_port, "API and UI", "AIPM_API_PORT"),
+            (config.pool_port, "worker pool", WorkerPool.WORKER_POOL_PORT),
+            (config.processor_port, "PR processor", PrProcessor.PR_PROCESSOR_PORT),
+            (config.api_port, "API and UI", LambdaApi.AIPM_API_PORT),
         ):
             check_port_free(port, service, variable)
         if len({config.pool_port, config.processor_port, config.api_port}) < 3:

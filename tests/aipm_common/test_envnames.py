@@ -1,7 +1,7 @@
 """aipm_common.envnames: every variable's name written once, read by the settings, set by infra/, documented.
 
 "No name is typed twice" (issue 19) is checked here: a known name written as a string anywhere in infra/ (the CDK
-code, the secret fetcher) or in a settings module, rather than taken from the module, fails a test, and so does a
+code, the secret fetcher), in a settings module or in the local stack (aipm_local/run.py), rather than taken from the module, fails a test, and so does a
 string there that looks like one of the project's variables but is not declared. The host's shell scripts, which
 must spell names themselves, are held to the module by tests/infra/test_host_env_names.py.
 """
@@ -40,6 +40,8 @@ SETTINGS = [ROOT / "aipm_common/settings.py", ROOT / "lambda_fn/settings.py",
             ROOT / "ec2_services/worker_pool/settings.py", ROOT / "ec2_services/pr_processor/settings.py"]
 # Everything infra/ writes in Python: the CDK app and the host's secret fetcher (a Python script without .py).
 INFRA = [*sorted((ROOT / "infra").glob("*.py")), ROOT / "infra/host_install/aipm-fetch-secrets"]
+# The local stack's environment (make run) is built from the names as well.
+LOCAL = [ROOT / "aipm_local/run.py"]
 # What one of the project's own variables looks like, declared or not.
 LOOKS_LIKE_A_VARIABLE = re.compile(
     r"^(AIPM|KIRO|PR|WORKER_POOL|GITHUB|GIT|COGNITO|ANTHROPIC|GEMINI|ALLOWED|PUBLIC)_[A-Z0-9_]+$")
@@ -113,7 +115,7 @@ def _literal_names(paths: list[Path]) -> list[tuple[Path, int, str]]:
 
 
 def test_no_variable_name_is_typed_in_infra_or_the_settings():
-    found = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path, line, value in _literal_names(INFRA + SETTINGS)]
+    found = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path, line, value in _literal_names(INFRA + SETTINGS + LOCAL)]
     assert found == [], "take these names from aipm_common.envnames"
 
 

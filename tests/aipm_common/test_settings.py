@@ -7,25 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from aipm_common.envnames import ALL
 from aipm_common.settings import SettingsError, load_settings, require_secret
 from ec2_services.pr_processor.settings import PrProcessorSettings
 from ec2_services.worker_pool.settings import WorkerPoolSettings
 from lambda_fn.settings import LambdaSettings
 
-SPEC_VARS = [
-    "WORKER_POOL_HOST", "WORKER_POOL_PORT", "KIRO_POOL_SIZE", "KIRO_COMMAND", "KIRO_PROMPT_PATTERN",
-    "KIRO_APPROVAL_PATTERN", "KIRO_APPROVAL_REPLY", "KIRO_DENY_TOOLS", "KIRO_DRIVER", "KIRO_TASK_TIMEOUT",
-    "KIRO_QUEUE_LIMIT", "KIRO_STALL_TIMEOUT", "KIRO_TROUBLE_RETRIES", "KIRO_WORKSPACE_ROOT", "PR_PROCESSOR_HOST",
-    "PR_PROCESSOR_PORT", "WORKER_POOL_URL", "AIPM_STATE_DIR", "PR_PROCESSOR_DB", "PR_MAX_ATTEMPTS", "GIT_BASE_URL",
-    "GITHUB_TOKEN", "AIPM_CALLBACK_ORIGINS", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "AIPM_SHARED_SECRET",
-    "AIPM_INSECURE_DEV", "GITHUB_API_URL", "PR_PROCESSOR_URL", "AIPM_AUTH", "AIPM_FORGE", "AIPM_ALLOWED_REPOS",
-    "AIPM_LOCAL_FORGE_DIR", "ALLOWED_ORIGINS", "PUBLIC_API_URL",
-]
-
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in SPEC_VARS:
+    for name in ALL:
         monkeypatch.delenv(name, raising=False)
 
 
