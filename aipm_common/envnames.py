@@ -3,7 +3,7 @@
 One class per reader. The settings modules read exactly these names (``aipm_common.settings`` takes each field's
 variable from here, and a field without one fails at import); ``infra/`` builds the Lambda's environment and the
 host install's parameters from them; the host's secret fetcher writes its files with them. Tests hold the shell
-scripts and the docs to the same list. Plain strings and no imports: the Lambda imports it at cold start, the CDK
+scripts and the docs to the same list. Plain strings, nothing imported: the Lambda imports it at cold start, the CDK
 app imports it without any service code.
 
 Adding a variable: add it to its reader's class here, then read or set it through the constant.
@@ -158,7 +158,6 @@ class HostInstall:
     AIPM_ASG_NAME = PrProcessor.AIPM_ASG_NAME
     AIPM_SHARED_SECRET_ARN = LambdaApi.AIPM_SHARED_SECRET_ARN
     # The install's own:
-
     AIPM_POOL_SIZE = "AIPM_POOL_SIZE"
     AIPM_WORKER_POOL_HOST = "AIPM_WORKER_POOL_HOST"
     AIPM_WORKER_POOL_PORT = "AIPM_WORKER_POOL_PORT"
