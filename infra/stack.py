@@ -156,7 +156,7 @@ class AipmStack(Stack):
             group.grant_write(host.role)
             group.grant(host.role, "logs:DescribeLogStreams")
 
-        sign_in = {"authMode": "token"}  # the key frontend/app.js reads
+        sign_in = {"authMode": "token"}  # the key frontend/js/main.js reads
         if auth:
             sign_in = {
                 "authMode": "cognito",

@@ -82,8 +82,15 @@ def ui_config(runtime: Runtime) -> dict:
 
 
 def _mount_ui(app: FastAPI, ui_dir, config: dict) -> None:
-    """The static UI at ``/`` after every API route; ``/config.json`` is served from settings when the UI has none."""
+    """The static UI at ``/`` after every API route; ``/config.json`` is served from settings when the UI has none.
+
+    The UI is native ES modules (``js/*.js``): a browser runs a module only when it comes with a JavaScript type, so
+    ``.js`` is named here rather than left to the host's ``/etc/mime.types`` (or a Windows registry's text/plain)."""
+    import mimetypes
+
     from fastapi.staticfiles import StaticFiles
+
+    mimetypes.add_type("text/javascript", ".js")
 
     if not (ui_dir / "config.json").is_file():
         @app.get("/config.json", include_in_schema=False)
