@@ -18,6 +18,7 @@ from lambda_fn.generate import StepFailed
 from lambda_fn.processor import ProcessorError
 from lambda_fn.routes.api import router as api_router
 from lambda_fn.routes.callbacks import callbacks_router
+from lambda_fn.routes.events import router as events_router
 from lambda_fn.routes.webhook import router as webhook_router
 from lambda_fn.runtime import Runtime, build_runtime
 from lambda_fn.same_origin import SameOriginMiddleware
@@ -57,6 +58,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                 "auth": runtime.authenticator.mode}
 
     app.include_router(api_router)
+    app.include_router(events_router)
     app.include_router(callbacks_router(runtime.shared_secret))
     app.include_router(webhook_router)
     if runtime.forge.kind == "local":

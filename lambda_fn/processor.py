@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from lambda_fn.deadline import time_left
@@ -76,7 +76,9 @@ class ProcessorClient:
         self._backoff = backoff
         self._client = LazyClient(self._new_client)
 
-    def _new_client(self) -> httpx.Client:
+    def _new_client(self, kind: type | None = None, *, read: float | None = None):
+        """An ``httpx.Client`` (or ``kind``: ``httpx.AsyncClient``), signed for the processor and pinned when
+        https; ``read``: how long an answer may stay silent (the timeout otherwise)."""
         import httpx
 
         from aipm_common.signing import PR_PROCESSOR, SigningAuth
@@ -86,8 +88,9 @@ class ProcessorClient:
             from lambda_fn.pinning import pinned_context
 
             verify = pinned_context(self._pin() if callable(self._pin) else self._pin)
-        return httpx.Client(base_url=self.base_url, auth=SigningAuth(self._secret, PR_PROCESSOR), verify=verify,
-                            follow_redirects=False, timeout=httpx.Timeout(self._timeout, connect=3.0))
+        return (kind or httpx.Client)(
+            base_url=self.base_url, auth=SigningAuth(self._secret, PR_PROCESSOR), verify=verify,
+            follow_redirects=False, timeout=httpx.Timeout(self._timeout, connect=3.0, read=read or self._timeout))
 
     @property
     def client(self) -> httpx.Client:
@@ -188,3 +191,54 @@ class ProcessorClient:
         if resp.status_code not in (200, 202):
             raise self._refused(resp, f"cancel job {job_id}")
         return resp.json()
+
+    async def open_events(self, job_id: str) -> EventStream:
+        """``GET /api/jobs/{id}/events``, open (its answer is 200 and streams); 404/409 and failures as elsewhere.
+
+        A client of its own, async, for as long as the stream lasts: the shared one serves short calls."""
+        import httpx
+
+        client = self._new_client(httpx.AsyncClient, read=EVENTS_READ_TIMEOUT_S)
+        try:
+            resp = await client.send(client.build_request("GET", f"/api/jobs/{job_id}/events"), stream=True)
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            raise ProcessorError(f"the PR processor at {self.base_url} could not be reached ({type(exc).__name__}); "
+                                 "check PR_PROCESSOR_URL and that the service runs") from exc
+        if resp.status_code != 200:
+            await resp.aread()
+            await client.aclose()
+            raise self._refused(resp, f"stream job {job_id}'s events")
+        return EventStream(client, resp)
+
+
+EVENTS_READ_TIMEOUT_S = 60.0  # the processor sends a keep-alive comment every 15 s while a job is quiet
+
+
+class EventStream:
+    """A job's event stream from the PR processor, open: ``chunks()`` passes its bytes on as they come."""
+
+    def __init__(self, client: httpx.AsyncClient, resp: httpx.Response):
+        self._client = client
+        self._resp = resp
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        import httpx
+
+        try:
+            async for chunk in self._resp.aiter_raw():
+                yield chunk
+        except httpx.HTTPError:
+            return  # the processor went away: the stream ends here; the UI reads the job and asks again
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self._resp.aclose()
+        await self._client.aclose()
+
+    def close_task(self):
+        """The same close, as a response's background task: it runs even when no chunk was ever asked for."""
+        from starlette.background import BackgroundTask
+
+        return BackgroundTask(self.close)

@@ -68,6 +68,10 @@ export const api = {
   rerun(record) {
     return this.call("POST", `/api/jobs/${encodeURIComponent(record.job_id)}/rerun${jobQuery(record)}`);
   },
+  // The job's event stream (follow.js reads it with fetch: it needs the auth headers EventSource cannot send).
+  eventsPath(jobId) {
+    return `/api/jobs/${encodeURIComponent(jobId)}/events`;
+  },
   transcript(jobId, after) {
     return this.call("GET", `/api/jobs/${encodeURIComponent(jobId)}/transcript?after=${after}&limit=500`);
   },

@@ -64,10 +64,8 @@ const storyExists = {
     button.disabled = true;
     try {
       const { data } = await api.rerun(this.record);
-      const view = jobs.add({ ...this.record, job_id: data.job_id, status: data.status || "queued",
-        submitted_at: new Date().toISOString() });
-      view.stopped = false;
-      view.refresh();
+      jobs.add({ ...this.record, job_id: data.job_id, status: data.status || "queued",
+        submitted_at: new Date().toISOString() }).follow();
       this.hide();
       window.location.hash = `#/jobs/${encodeURIComponent(data.job_id)}`;
     } catch (err) {
@@ -202,9 +200,7 @@ async function onGenerate(event) {
       submitted_at: new Date().toISOString(),
       status: data.status || "queued",
     };
-    const view = jobs.add(record);
-    view.stopped = false;
-    view.refresh();
+    jobs.add(record).follow();
     if (data.existing) storyExists.show(record, data.detail);
   } catch (err) {
     if (err.status === 401) needSignIn(err.message);

@@ -1,13 +1,13 @@
 // The job page (#/jobs/{id}): status, timeline, links, runs of the branch, and the whole transcript, read a page at
-// a time from GET /api/jobs/{id}/transcript and then followed for new lines while the job is live; kept on the page
-// after it ends. It follows the newest line unless the reader scrolled up.
+// a time from GET /api/jobs/{id}/transcript and then followed for new lines while the job is live (follow.js: its
+// event stream where the API has one, else a back-off poll); kept on the page after it ends. It scrolls with the
+// newest line unless the reader scrolled up.
 import { api, commitUrl, safeUrl } from "./api.js";
 import { auth } from "./auth.js";
 import { LIVE, STATUS_LABEL, detailText, formatDuration, formatTime, setText } from "./dom.js";
+import { Follower, changeKey } from "./follow.js";
 import { jobs } from "./jobs.js";
 import { needSignIn } from "./signin.js";
-
-const POLL_MS = 1000;
 
 // What a transcript line is, for its colour (the words say it too).
 function lineKind(text) {
@@ -25,9 +25,11 @@ export const jobPage = {
   lines: [],
   complete: false,
   jobLive: true,
-  timer: null,
+  follower: null, // reads the job while it is live (follow.js)
+  jobKey: null, // the changeKey of the job's last answer
+  liveText: "",
   generation: 0,
-  follow: true,
+  follow: true, // the transcript scrolls with its newest line
 
   el(id) {
     return document.getElementById(id);
@@ -60,6 +62,8 @@ export const jobPage = {
     this.lines = [];
     this.complete = false;
     this.jobLive = true;
+    this.jobKey = null;
+    this.liveText = "";
     this.follow = true;
     this.el("transcript").replaceChildren();
     this.el("transcript-paused").hidden = true;
@@ -76,11 +80,15 @@ export const jobPage = {
     this.el("job-view").hidden = false;
     document.body.dataset.view = "job";
     document.title = `AIPM · ${this.record.title || jobId}`;
-    this.tick();
+    const follower = new Follower({ refresh: () => this.tick(follower), eventsPath: () => api.eventsPath(jobId),
+      priority: true });
+    this.follower = follower;
+    follower.start();
   },
 
   close() {
-    window.clearTimeout(this.timer);
+    if (this.follower) this.follower.stop();
+    this.follower = null;
     this.id = null;
     this.generation += 1;
     this.el("job-view").hidden = true;
@@ -94,35 +102,42 @@ export const jobPage = {
     el.hidden = !message;
   },
 
-  async tick() {
+  // One read of the job and its new transcript lines; true when anything changed. The follower stops once the job
+  // has ended and every line is on the page (or the job cannot be read: gone, or no transcript in this mode).
+  async tick(follower) {
     const generation = this.generation;
     if (!auth.ready()) {
       this.showError("Sign in to see this job.");
-      return;
+      follower.stop();
+      return false;
     }
+    let changed = false;
     try {
       const { data } = await api.job(this.record);
-      if (generation !== this.generation) return;
+      if (generation !== this.generation) return false;
+      const key = changeKey(data);
+      changed = key !== this.jobKey;
+      this.jobKey = key;
       this.render(data || {});
       while (!this.complete) {
         const { data: page } = await api.transcript(this.id, this.after);
-        if (generation !== this.generation) return;
-        this.append(page);
+        if (generation !== this.generation) return false;
+        changed = this.append(page) || changed;
         if (!page.lines.length) break;
       }
       this.showError("");
     } catch (err) {
-      if (generation !== this.generation) return;
+      if (generation !== this.generation) return false;
       if (err.status === 401) needSignIn(err.message);
       if (err.status === 404 || err.status === 409) {
         this.showError(err.message);
-        return;
+        follower.stop();
+        return false;
       }
       this.showError(`Could not refresh: ${err.message}. Retrying…`);
     }
-    if (generation === this.generation && (this.jobLive || !this.complete)) {
-      this.timer = window.setTimeout(() => this.tick(), POLL_MS);
-    }
+    if (!this.jobLive && this.complete) follower.stop();
+    return changed;
   },
 
   render(job) {
@@ -194,8 +209,7 @@ export const jobPage = {
         submitted_at: new Date().toISOString(),
         status: data.status || "queued",
       });
-      view.stopped = false;
-      view.refresh();
+      view.follow();
       window.location.hash = `#/jobs/${encodeURIComponent(data.job_id)}`;
     } catch (err) {
       if (err.status === 401) needSignIn(err.message);
@@ -259,12 +273,15 @@ export const jobPage = {
     }
   },
 
+  // The page's new lines and the agent's unfinished ones; true when the transcript changed.
   append(page) {
     const box = this.el("transcript");
     const follow = this.follow;
     let live = box.querySelector(".live");
+    let changed = false;
     for (const line of page.lines || []) {
       if (line.id <= this.after) continue;
+      changed = true;
       this.after = line.id;
       this.lines.push(line);
       const div = document.createElement("div");
@@ -279,6 +296,8 @@ export const jobPage = {
     if (typeof page.next === "number" && page.next > this.after) this.after = page.next;
     this.complete = Boolean(page.complete);
     const liveText = page.live ? page.live.replace(/\s+$/, "") : "";
+    changed = changed || liveText !== this.liveText;
+    this.liveText = liveText;
     if (liveText) {
       if (!live) {
         live = document.createElement("div");
@@ -291,6 +310,7 @@ export const jobPage = {
       live.remove();
     }
     if (follow) box.scrollTop = box.scrollHeight;
+    return changed;
   },
 
   text() {
@@ -321,8 +341,7 @@ export const jobPage = {
     } finally {
       button.disabled = false;
     }
-    window.clearTimeout(this.timer);
-    this.tick();
+    if (this.follower) this.follower.start();
   },
 };
 

@@ -1,13 +1,13 @@
-// The jobs list: one card per job (JobView), followed while it is live. The server's history (GET /api/jobs) when
+// The jobs list: one card per job (JobView), followed while it is live (follow.js: a back-off poll, and its event
+// stream where the API has one). The server's history (GET /api/jobs) when
 // the API can list jobs: any browser sees every job and a reload loses nothing. Where it cannot (sqs dispatch: no
 // host knows every job) the list is what this browser submitted, remembered in localStorage.
 import { api, safeUrl } from "./api.js";
 import { LIVE, STATUS_LABEL, byId, detailText, formatDuration, lastLines, setText } from "./dom.js";
+import { Follower, changeKey } from "./follow.js";
 import { needSignIn } from "./signin.js";
 
 const STORE_KEY = "aipm.jobs.v1";
-const POLL_MS = 1000;
-const MAX_POLL_MS = 8000;
 const LOG_LINES = 8;
 
 // --- remembered jobs -------------------------------------------------------------------------------------------
@@ -34,9 +34,8 @@ const store = {
 export class JobView {
   constructor(record, onForget) {
     this.record = record; // {job_id, repo, title, branch, pr_number, pr_url, submitted_at, status}
-    this.timer = null;
-    this.delay = POLL_MS;
-    this.stopped = false;
+    this.seen = null; // the changeKey of the job's last answer
+    this.follower = new Follower({ refresh: () => this.refresh(), eventsPath: () => api.eventsPath(record.job_id) });
     const node = byId("job-template").content.firstElementChild.cloneNode(true);
     this.node = node;
     node.dataset.jobId = record.job_id;
@@ -123,18 +122,20 @@ export class JobView {
     this.el.error.hidden = !message;
   }
 
-  poll() {
-    if (this.stopped) return;
-    window.clearTimeout(this.timer);
-    this.timer = window.setTimeout(() => this.refresh(), this.delay);
+  // Follow the job: read it now (now: false: the caller has just read it) and again while it is live.
+  follow({ now = true } = {}) {
+    this.follower.start({ now });
   }
 
+  // One read of the job; true when it changed. The following stops once the job has ended or is gone.
   async refresh() {
-    if (this.stopped) return;
+    let changed = false;
     try {
       const { data } = await api.job(this.record);
-      this.delay = POLL_MS;
       this.showError("");
+      const key = changeKey(data);
+      changed = key !== this.seen;
+      this.seen = key;
       this.update(data || {});
       jobs.persist();
     } catch (err) {
@@ -146,15 +147,16 @@ export class JobView {
         this.el.cancel.hidden = true;
         this.el.forget.hidden = false;
         jobs.persist();
-        return;
+        this.stop();
+        return false;
       }
       if (err.status === 401) {
         needSignIn(err.message);
       }
       this.showError(`Could not refresh: ${err.message}. Retrying…`);
-      this.delay = Math.min(this.delay * 2, MAX_POLL_MS);
     }
-    if (this.live) this.poll();
+    if (!this.live) this.stop();
+    return changed;
   }
 
   async cancel() {
@@ -168,13 +170,11 @@ export class JobView {
     } finally {
       this.el.cancel.disabled = false;
     }
-    if (this.live) this.poll();
-    else await this.refresh();
+    this.follow();
   }
 
   stop() {
-    this.stopped = true;
-    window.clearTimeout(this.timer);
+    this.follower.stop();
   }
 }
 
@@ -241,11 +241,9 @@ export const jobs = {
       this.fromServer = true;
       for (const job of (data && data.jobs) || []) {
         const view = this.add(recordOf(job), { persist: false, older: true });
+        view.seen = changeKey(job);
         view.update(job);
-        if (view.live) {
-          view.stopped = false;
-          view.poll();
-        }
+        if (view.live) view.follow({ now: false });
       }
       this.nextBefore = (data && data.next_before) || null;
       more.hidden = !this.nextBefore;
@@ -280,10 +278,7 @@ export const jobs = {
   },
 
   refreshAll() {
-    for (const view of this.views.values()) {
-      view.stopped = false;
-      view.refresh();
-    }
+    for (const view of this.views.values()) view.follow();
   },
 
   updateEmpty() {
