@@ -17,6 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aipm_common import fastapi_v1
+
+fastapi_v1.install()  # before any route is declared: FastAPI then never imports pydantic.v1 (P5)
+
 MAX_BODY_BYTES = 1024 * 1024
 
 log = logging.getLogger(__name__)

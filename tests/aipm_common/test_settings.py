@@ -106,3 +106,42 @@ def test_insecure_dev_starts_with_a_warning(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         assert require_secret(s, "worker-pool", logging.getLogger("t")) is None
     assert "AIPM_INSECURE_DEV" in caplog.text
+
+
+def test_variables_are_read_in_any_case_empty_ones_unset_and_arguments_win(monkeypatch):
+    monkeypatch.setenv("aipm_log_level", "debug")
+    monkeypatch.setenv("AIPM_INSECURE_DEV", "yes")
+    monkeypatch.setenv("GITHUB_API_URL", "")  # empty = unset: the default stands
+    monkeypatch.setenv("AIPM_API_PORT", "9001")
+    monkeypatch.setenv("NOT_A_SETTING", "ignored")
+    s = load_settings(LambdaSettings, aipm_api_port=9002)
+    assert s.aipm_log_level == "DEBUG" and s.aipm_insecure_dev is True
+    assert s.github_api_url == "https://api.github.com" and s.aipm_api_port == 9002
+    assert not hasattr(s, "not_a_setting")
+
+
+def test_a_field_with_a_validation_alias_is_read_from_that_variable(monkeypatch):
+    from pydantic import AliasChoices, Field
+
+    from aipm_common.settings import EnvSettings
+
+    class Aliased(EnvSettings):
+        port: int = Field(1, validation_alias=AliasChoices("NEW_PORT", "OLD_PORT"))
+
+    monkeypatch.setenv("old_port", "7")
+    assert load_settings(Aliased).port == 7
+    monkeypatch.setenv("NEW_PORT", "8")
+    assert load_settings(Aliased).port == 8
+    assert load_settings(Aliased, port=9).port == 9
+    monkeypatch.setenv("NEW_PORT", "x")
+    with pytest.raises(SettingsError, match="NEW_PORT"):
+        load_settings(Aliased)
+
+
+def test_settings_do_not_import_pydantic_settings():
+    import subprocess
+    import sys
+
+    code = "import sys, lambda_fn.settings; print('pydantic_settings' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"

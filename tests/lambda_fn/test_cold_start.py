@@ -156,3 +156,18 @@ def test_ui_config_json_from_the_directory_wins(make_api, tmp_path):
     api = make_api(aipm_ui_dir=ui)
     assert api.call("GET", "/config.json", token=None).json() == {"apiUrl": "https://api.example"}
     assert api.call("GET", "/health", token=None).status_code == 200  # API routes come before the static mount
+
+
+def test_cold_import_and_health_leave_the_heavy_libraries_unloaded():
+    """P5: httpx, PyJWT/cryptography, boto3, pydantic.v1 and pydantic-settings load on first use, not at cold start
+    (Cognito sign-in configured, as deployed)."""
+    code = ("import sys, lambda_fn.handler as h; "
+            "r = h.handler({'version': '2.0', 'rawPath': '/health', 'rawQueryString': '', 'headers': {}, "
+            "'requestContext': {'http': {'method': 'GET', 'path': '/health', 'sourceIp': '203.0.113.1'}}, "
+            "'isBase64Encoded': False}, None); assert r['statusCode'] == 200, r; "
+            "print(sorted(m for m in ('httpx', 'jwt', 'cryptography', 'boto3', 'botocore', 'pydantic.v1', "
+            "'pydantic_settings') if m in sys.modules))")
+    proc = _import_handler({"AIPM_SHARED_SECRET": "s" * 24, "AIPM_AUTH": "cognito", "GITHUB_TOKEN": "x",
+                            "COGNITO_USER_POOL_ID": "us-east-1_AbC123", "COGNITO_CLIENT_ID": "a1b2c3"}, ("-c", code))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
