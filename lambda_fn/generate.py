@@ -6,13 +6,22 @@ story's branches are ``aipm/story-<slug>``, ``-2``, ``-3``…; the first without
 current one. An open pull request there is answered again (200) and its job re-sent (the PR processor treats the same
 job id as a no-op); "already exists" from the forge (two calls at once) means reuse what the other call made.
 Every failure names the step that failed; a pull request opened whose job could not be started gets a comment.
+
+The click's GitHub round trips (``forge.github``), for a new story: the repository and the story's first branch's pull
+requests are read at once (with the base branch's head too when the story names its base), then the base's head,
+the branch, TASK.md (written straight away on a branch just made: it is read first only when GitHub says one is
+there), the pull request and its label follow one another — 7 calls, 6 in sequence (5 with a base branch given;
+it was 8 and 8). The label is put before the job is sent, so a fast job's own labels can never be overwritten by it.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aipm_common.contracts import ProcessPrRequest
 from aipm_common.logging import log_context
@@ -76,16 +85,26 @@ class Generator:
         self.processor = processor
         self.ui_url = ui_url
         self.admit = admit or (lambda: lambda: None)
+        self._base_read: Callable[[], str | None] | None = None  # the base branch's head, when read ahead
 
     def run(self, story: Story, *, requested_by: str | None, idempotency_key: str | None,
             callback_url: str | None) -> Outcome:
-        repo = self.forge.get_repo(story.repo)
         if story.story_id:
             candidates = [naming.story_branch(story.story_id, n) for n in range(1, MAX_STORY_PULLS + 1)]
         else:
             candidates = [naming.title_branch(story.title, idempotency_key)]
+        reads = [lambda: self.forge.get_repo(story.repo), lambda: self.forge.pulls_for_branch(story.repo, candidates[0])]
+        if story.base_branch:  # read ahead for a new pull request; its error counts only if one is opened
+            reads.append(functools.partial(_settled, self.forge.branch_sha, story.repo, story.base_branch))
+        repo, first_pulls, *base_read = at_once(self.forge, *reads)
+        if repo.full_name != story.repo:  # another spelling (or a moved repository): read again by its own name
+            first_pulls, base_read = None, []
+        self._base_read = base_read[0] if base_read else None
         for branch in candidates:
-            pulls = self.forge.pulls_for_branch(repo.full_name, branch)
+            if branch == candidates[0] and first_pulls is not None:
+                pulls = first_pulls
+            else:
+                pulls = self.forge.pulls_for_branch(repo.full_name, branch)
             live = next((p for p in pulls if p.is_open), None)
             if live is None and pulls and story.story_id:
                 continue  # that PR of the story was closed or merged: the next one gets a new branch
@@ -101,15 +120,17 @@ class Generator:
     def _open(self, repo: Repo, branch: str, story: Story, requested_by, callback_url) -> Outcome:
         give_back = self.admit()
         base = story.base_branch or repo.default_branch
-        base_sha = self.forge.branch_sha(repo.full_name, base)
+        base_sha = self._base_read() if self._base_read else self.forge.branch_sha(repo.full_name, base)
         if base_sha is None:
             raise ForgeError(f"base branch {base!r} does not exist in {repo.full_name}", status=400)
         try:
             self.forge.create_branch(repo.full_name, branch, base_sha)
+            made = True
         except AlreadyExists:
             log.info("branch %s already exists in %s: reusing it", branch, repo.full_name)
+            made = False
         job = naming.job_id(repo.full_name, branch)
-        self._write_task(repo, branch, story, job)
+        self._write_task(repo, branch, story, job, fresh=made)
         body = render_pr_body(description=story.description, acceptance_criteria=story.acceptance_criteria,
                               story_id=story.story_id, job_id=job, ui_url=self.ui_url, requested_by=requested_by)
         try:
@@ -132,12 +153,14 @@ class Generator:
             return Outcome(created=True, job_id=job, pr=pr, branch=branch, status="queued")
         return self._latest(job, pr, branch, answer)
 
-    def _write_task(self, repo: Repo, branch: str, story: Story, job: str) -> None:
+    def _write_task(self, repo: Repo, branch: str, story: Story, job: str, *, fresh: bool) -> None:
+        """Commit TASK.md on ``branch``. On a branch this call just made (``fresh``) it is written without reading
+        first: GitHub refuses the write (``Conflict``) when the base had a TASK.md, and then it is read."""
         text = render_task(title=story.title, description=story.description,
                            acceptance_criteria=story.acceptance_criteria, story_id=story.story_id,
                            branch=branch, job_id=job)
-        for _ in range(3):
-            current = self.forge.get_file(repo.full_name, branch, TASK_FILE)
+        for attempt in range(3):
+            current = None if fresh and attempt == 0 else self.forge.get_file(repo.full_name, branch, TASK_FILE)
             if current is not None and current[0] == text:
                 return
             try:
@@ -223,6 +246,32 @@ class Generator:
         except ForgeError as exc:
             log.error("could not comment on #%s about the start of job %s: %s", pr.number, job, exc.detail)
             return False
+
+
+def _settled(call: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """``call(*args)`` made now; what it returned, or raised, given back (or raised) when the result is asked for."""
+    try:
+        value = call(*args)
+    except ForgeError as exc:
+        error = exc
+
+        def failed():
+            raise error
+        return failed
+    return lambda: value
+
+
+def at_once(forge: Forge, *calls: Callable[[], Any]) -> list[Any]:
+    """Each call's result, in order: made at the same time (threads, each in a copy of the request's context, so the
+    Lambda deadline bounds their waits) when the forge takes concurrent calls (``concurrent``), else one after another.
+    The first call's error is the one raised, as if they had been made in turn."""
+    if len(calls) < 2 or not getattr(forge, "concurrent", False):
+        return [call() for call in calls]
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - only on a click
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def _pr_extra(pr: PullRequest, job: str, branch: str) -> dict:

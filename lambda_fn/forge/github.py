@@ -149,6 +149,7 @@ class _DoneAlready(Exception):
 
 class GitHubForge:
     kind = "github"
+    concurrent = True  # one httpx.Client, safe across threads: independent calls of a click are made at once
 
     def __init__(
         self,

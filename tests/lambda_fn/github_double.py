@@ -92,6 +92,8 @@ class GitHubDouble:
             self.gathers: list[Gather] = []
             self.roles: dict[str, str] = {}  # login → role on every repository (collaborator permission API)
             self.requests: list[tuple[str, str]] = []
+            # (method, path, start, end) of each answered request, perf_counter seconds: what ran at once.
+            self.spans: list[tuple[str, str, float, float]] = []
             self.not_modified = 0  # 304 answers (not counted against GitHub's rate limit)
             self.app_key_public: str | None = None  # PEM of a GitHub App's public key, when one is configured
             self.app_id: str | None = None
@@ -148,6 +150,15 @@ class GitHubDouble:
         """Hold matching requests until ``parties`` of them have arrived (at most ``timeout`` s), then answer them all:
         calls that must overlap do, however slowly their senders run."""
         self.gathers.append(Gather(method.upper(), re.compile(path_regex), parties, timeout))
+
+    def round_trips(self) -> tuple[int, int]:
+        """(requests answered, sequential depth): the longest chain of requests each made after the one before it
+        was answered — the round trips a caller waited for one after another."""
+        spans = sorted(self.spans, key=lambda span: span[2])
+        depth: list[int] = []
+        for i, (_, _, start, _) in enumerate(spans):
+            depth.append(1 + max((depth[j] for j in range(i) if spans[j][3] <= start), default=0))
+        return len(spans), max(depth, default=0)
 
     def pulls(self, full_name: str) -> list[dict]:
         return sorted(self.repos[full_name.lower()].pulls.values(), key=lambda p: p["number"])
@@ -207,6 +218,13 @@ class GitHubDouble:
         async def auth_and_faults(request: Request, call_next):
             path = request.url.path
             double.requests.append((request.method, path))
+            start = time.perf_counter()
+            try:
+                return await answer(request, path, call_next)
+            finally:
+                double.spans.append((request.method, path, start, time.perf_counter()))
+
+        async def answer(request: Request, path: str, call_next):
             with double.lock:
                 for fault in double.faults:
                     if fault.times > 0 and fault.method == request.method and fault.path.search(path):

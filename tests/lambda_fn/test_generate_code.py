@@ -127,3 +127,36 @@ def test_github_double_refuses_a_pull_request_whose_head_has_no_commits(github):
                       json={"title": "t", "head": "aipm/empty", "base": "main"})
     assert resp.status_code == 422
     assert resp.json()["errors"][0]["message"] == "No commits between main and aipm/empty"
+
+
+def test_a_click_makes_7_github_calls_6_in_sequence_and_5_with_a_base_branch(api, github, processor):
+    # The repository and the story's pull requests (and the base branch, when named) are read at once: the double
+    # holds them until all have arrived, so a client making them one after another would wait 5 s and show it.
+    github.gather("GET", r"^/repos/[^/]+/[^/]+$|/pulls$|/git/ref/heads/", 2, timeout=5)
+    resp = api.generate(story_id="count")
+    assert resp.status_code == 202, resp.text
+    assert github.round_trips() == (7, 6), github.requests
+    assert [m for m, _ in github.requests].count("GET") == 3  # repository, pull requests, base head: no TASK.md read
+
+    github.requests.clear(), github.spans.clear(), github.gathers.clear()
+    github.create_branch(REPO, "dev")
+    github.gather("GET", r"^/repos/[^/]+/[^/]+$|/pulls$|/git/ref/heads/", 3, timeout=5)
+    resp = api.generate(story_id="count-dev", base_branch="dev")
+    assert resp.status_code == 202, resp.text
+    assert github.round_trips() == (7, 5), github.requests
+
+    github.spans.clear()
+    again = api.generate(story_id="count-dev", base_branch="dev")  # answered again: the reads only, at once
+    assert again.status_code == 200, again.text
+    assert github.round_trips()[1] == 1, github.requests
+
+
+def test_task_md_already_on_the_base_is_read_then_replaced_on_a_new_branch(api, github, processor, tmp_path):
+    github.reset(tmp_path / "github-with-task")
+    github.add_repo(REPO, files={"TASK.md": "an earlier story's task\n"})
+    resp = api.generate(story_id="over")
+    assert resp.status_code == 202, resp.text
+    assert github.branch_file(REPO, "aipm/story-over", "TASK.md").startswith("# Add a greeting")
+    assert github.branch_file(REPO, "main", "TASK.md") == "an earlier story's task\n"
+    puts = [p for m, p in github.requests if m == "PUT"]
+    assert len(puts) == 2 and github.commit_count(REPO, "aipm/story-over") == github.commit_count(REPO, "main") + 1

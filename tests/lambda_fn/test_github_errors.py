@@ -133,6 +133,7 @@ def test_secondary_rate_limit_without_headers_is_a_503_not_a_permission_error(ap
 
 
 def test_malformed_base64_from_github_is_a_502_that_says_so_not_a_500(api, github, processor):
+    github.create_branch(REPO, "aipm/story-b64")  # a branch there already: its TASK.md is read before it is written
     for body in ({"type": "file", "path": "TASK.md", "sha": "a" * 40, "content": "abc", "encoding": "base64"},
                  {"type": "file", "path": "TASK.md", "content": "YWJj", "encoding": "base64"},
                  {"type": "file", "path": "TASK.md", "sha": "a" * 40, "content": ["x"], "encoding": "base64"}):
@@ -187,3 +188,14 @@ def test_a_comment_post_that_never_arrived_is_sent_again():
     comment = forge.create_comment("acme/app", 7, "<!-- aipm-job:j-y -->\nDone.")
     assert [c["body"] for c in comments] == ["<!-- aipm-job:j-y -->\nDone."] and comment.id == 1
     assert len(posts) == 2
+
+
+def test_the_base_branch_read_ahead_fails_only_a_click_that_opens_a_pull_request(api, github, processor):
+    github.create_branch(REPO, "dev")
+    assert api.generate(story_id="ahead", base_branch="dev").status_code == 202
+    github.inject("GET", r"/git/ref/heads/dev$", 403, {"message": "Resource not accessible by integration"}, times=2)
+    again = api.generate(story_id="ahead", base_branch="dev")  # its pull request is open: the base is not needed
+    assert again.status_code == 200, again.text
+    new = api.generate(story_id="ahead-2", base_branch="dev")
+    assert new.status_code == 502 and "read branch dev" in new.json()["detail"], new.text
+    assert api.generate(story_id="ahead-3", base_branch="nope").status_code == 400
