@@ -13,6 +13,8 @@ click/rich/pygments for its CLI, which the bundle does not hold). Two configurat
 
 Every run starts the baseline and each configuration back to back (order rotating run by run), and the ratio is
 taken within the run: the table gives min / median / max over the runs, and the load average.
+Then a cold container's first ``POST /api/generate-code`` (``bench.first_click``): import + first request, wall time,
+against the GitHub double, with its GitHub calls and how many are in sequence.
 The size is of the bundle infra/bundling.py ships: wheels for manylinux2014_aarch64 / CPython 3.12 (or this
 machine's when that download fails, said so).
 """
@@ -32,6 +34,8 @@ import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from bench import first_click
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("P5_RUNS", "15"))
@@ -71,13 +75,13 @@ ARM64 = ["--platform", "manylinux2014_aarch64", "--only-binary=:all:", "--python
 
 
 @contextlib.contextmanager
-def secrets_manager_stub() -> Iterator[str]:
-    """A Secrets Manager stand-in on loopback answering ``GetSecretValue`` for ``SECRETS``; yields its URL."""
+def secrets_manager_stub(secrets: dict[str, str] = SECRETS) -> Iterator[str]:
+    """A Secrets Manager stand-in on loopback answering ``GetSecretValue`` for ``secrets``; yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             secret_id = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["SecretId"]
-            data = json.dumps({"ARN": secret_id, "SecretString": SECRETS[secret_id]}).encode()
+            data = json.dumps({"ARN": secret_id, "SecretString": secrets[secret_id]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-amz-json-1.1")
             self.send_header("Content-Length", str(len(data)))
@@ -169,6 +173,7 @@ def main() -> None:
         plan = [(stmt, kind, where) for _, stmt, kind in CASES for where in (local, None)]
         results = dict(zip(plan, measure(plan, endpoint), strict=True))
         rows = [(label, results[(stmt, kind, local)], results[(stmt, kind, None)]) for label, stmt, kind in CASES]
+        clicks = first_click.measure(local, secrets_manager_stub)
 
         arm = Path(tmp) / "arm64-bundle"
         platform = "manylinux2014_aarch64, CPython 3.12 (what the Lambda runs)"
@@ -209,6 +214,8 @@ def main() -> None:
     print(f"| files | {files} |")
     print(f"| of which lambda_fn + aipm_common | {our_code / 1e3:.0f} kB |")
     print("| Lambda limits | 250 MB unzipped, 50 MB zipped upload |")
+    print(f"\nFirst click, deployed configuration, Lambda bundle (1-min load average {os.getloadavg()[0]:.1f}):\n")
+    print("\n".join(first_click.table(clicks)))
 
 
 if __name__ == "__main__":
