@@ -176,7 +176,7 @@ class HostInstall:
     AIPM_KIRO_BIN = "AIPM_KIRO_BIN"
     AIPM_GITHUB_TOKEN_SECRET_ARN = "AIPM_GITHUB_TOKEN_SECRET_ARN"
     AIPM_KIRO_API_KEY_SECRET_ARN = "AIPM_KIRO_API_KEY_SECRET_ARN"
-    AIPM_ANTHROPIC_API_KEY_SECRET_ARN = "AIPM_ANTHROPIC_API_KEY_SECRET_ARN"
+    AIPM_AGENT_KEY_SECRET_ARN = "AIPM_AGENT_KEY_SECRET_ARN"
     AIPM_AWS_REGION = "AIPM_AWS_REGION"
     AIPM_LOG_GROUP_WORKER_POOL = "AIPM_LOG_GROUP_WORKER_POOL"
     AIPM_LOG_GROUP_PR_PROCESSOR = "AIPM_LOG_GROUP_PR_PROCESSOR"
@@ -210,6 +210,10 @@ class Platform:
     GIT_CONFIG_KEY_0 = "GIT_CONFIG_KEY_0"
     GIT_CONFIG_VALUE_0 = "GIT_CONFIG_VALUE_0"
 
+
+# Where each open-source agent reads its model key (AIPM_AGENT → variable): the host's aipm-fetch-secrets writes the
+# key from AIPM_AGENT_KEY_SECRET_ARN under this name, and the worker pool hands it to that agent alone.
+AGENT_KEY_VARIABLE = {"claude-code": WorkerPool.ANTHROPIC_API_KEY, "gemini": WorkerPool.GEMINI_API_KEY}
 
 GROUPS = (Shared, Dispatch, Workspace, GitHub, LambdaApi, WorkerPool, PrProcessor, Agent, HostInstall, HostTools,
           Platform)

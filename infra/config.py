@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aipm_common.envnames import HostTools
+from aipm_common.envnames import AGENT_KEY_VARIABLE, HostTools
 
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
@@ -20,9 +20,25 @@ WEBSITE_MODES = ("cloudfront", "s3-website")
 # that an Auto Scaling group of hosts polls (sqs).
 DISPATCH_MODES = ("http", "sqs")
 KIRO_DRIVERS = ("acp", "headless", "pty")
-# The coding agent the host installs and its workers run (AIPM_AGENT): Kiro, or the open-source claude-code-acp
-# (ACP only, pinned in agents/package-lock.json, with its ANTHROPIC_API_KEY from Secrets Manager).
-AGENTS = ("kiro", "claude-code")
+# The coding agent the host installs and its workers run (AIPM_AGENT): Kiro, or an open-source ACP agent pinned in
+# agents/package-lock.json (claude-code-acp, Gemini CLI) with its model key from Secrets Manager.
+AGENTS = ("kiro", "claude-code", "gemini")
+
+
+@dataclass(frozen=True)
+class AgentKey:
+    """An open-source agent's model key: the context key naming an existing secret, the id of the secret the stack
+    creates otherwise (and of its ``<id>SecretArn`` output), and the variable the agent reads it from."""
+
+    context: str
+    secret_id: str
+    variable: str
+
+
+AGENT_KEYS = {
+    "claude-code": AgentKey("anthropicApiKeySecretArn", "AnthropicApiKey", AGENT_KEY_VARIABLE["claude-code"]),
+    "gemini": AgentKey("geminiApiKeySecretArn", "GeminiApiKey", AGENT_KEY_VARIABLE["gemini"]),
+}
 # The newest kiro-cli the ACP wire captures in tests/fixtures/kiro-acp cover (kas-content-chunk-2.19.1.jsonl).
 KIRO_VERSION = "2.19.1"
 # Kiro's own release bucket, one folder per version (`latest` is the folder https://cli.kiro.dev/install takes).
@@ -68,8 +84,9 @@ class AipmConfig:
     kiro_driver: str = "acp"
     kiro_version: str = KIRO_VERSION
     agent: str = "kiro"
-    # agent=claude-code: an existing secret holding ANTHROPIC_API_KEY; None = the stack creates one to fill.
-    anthropic_api_key_secret_arn: str | None = None
+    # agent=claude-code / gemini: an existing secret holding the agent's model key (AGENT_KEYS: anthropicApiKeySecretArn,
+    # geminiApiKeySecretArn); None = the stack creates one to fill.
+    agent_key_secret_arn: str | None = None
     cognito_domain_prefix: str | None = None
     # Cognito groups whose members may use the UI (comma-separated; empty = every user of the pool): AIPM_ALLOWED_GROUPS.
     allowed_groups: str = ""
@@ -86,6 +103,11 @@ class AipmConfig:
     min_hosts: int = 1
     max_hosts: int = 4
     backlog_per_host: int | None = None
+
+    @property
+    def agent_key(self) -> AgentKey | None:
+        """The model key the agent needs from Secrets Manager (None for Kiro, which signs in or uses KIRO_API_KEY)."""
+        return AGENT_KEYS.get(self.agent)
 
     @property
     def worker_pool_open(self) -> bool:
@@ -138,7 +160,7 @@ class AipmConfig:
             kiro_driver=str(value("kiroDriver", cls.kiro_driver)).lower(),
             kiro_version=str(value("kiroVersion", cls.kiro_version)),
             agent=str(value("agent", cls.agent)).lower(),
-            anthropic_api_key_secret_arn=value("anthropicApiKeySecretArn", None),
+            agent_key_secret_arn=_agent_key_arn(value, str(value("agent", cls.agent)).lower()),
             cognito_domain_prefix=value("cognitoDomainPrefix", None),
             allowed_groups=str(value("allowedGroups", cls.allowed_groups)),
             alarm_email=value("alarmEmail", None),
@@ -179,7 +201,7 @@ class AipmConfig:
             raise ConfigError(f"websiteMode: {self.website_mode!r} must be one of {', '.join(WEBSITE_MODES)}")
         for key, arn in (("githubTokenSecretArn", self.github_token_secret_arn),
                          ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn),
-                         ("anthropicApiKeySecretArn", self.anthropic_api_key_secret_arn)):
+                         (self.agent_key.context if self.agent_key else "", self.agent_key_secret_arn)):
             if arn is not None and not _SECRET_ARN.match(arn):
                 raise ConfigError(f"{key}: {arn!r} is not a Secrets Manager secret ARN")
         if self.cognito_domain_prefix is not None and (
@@ -211,8 +233,6 @@ class AipmConfig:
             raise ConfigError(f"agent: {self.agent!r} must be one of {', '.join(AGENTS)}")
         if self.agent != "kiro" and self.kiro_driver != "acp":
             raise ConfigError(f"kiroDriver: agent={self.agent} speaks ACP only; leave kiroDriver at acp")
-        if self.agent != "claude-code" and self.anthropic_api_key_secret_arn:
-            raise ConfigError("anthropicApiKeySecretArn: only agent=claude-code uses it")
         if self.kiro_driver not in KIRO_DRIVERS:
             raise ConfigError(f"kiroDriver: {self.kiro_driver!r} must be one of {', '.join(KIRO_DRIVERS)}")
         if not _VERSION.match(self.kiro_version):
@@ -240,6 +260,14 @@ class AipmConfig:
         if self.backlog_per_host is not None and not 1 <= self.backlog_per_host <= 1000:
             raise ConfigError(f"backlogPerHost: {self.backlog_per_host} must be between 1 and 1000 "
                               "(jobs waiting or running per host; empty = poolSize)")
+
+
+def _agent_key_arn(value: Any, agent: str) -> str | None:
+    """The ARN given for ``agent``'s model key; a key for another agent is refused (it would never be read)."""
+    for owner, key in AGENT_KEYS.items():
+        if owner != agent and value(key.context, None) is not None:
+            raise ConfigError(f"{key.context}: only agent={owner} uses it")
+    return value(AGENT_KEYS[agent].context, None) if agent in AGENT_KEYS else None
 
 
 def _int(key: str, raw: Any) -> int:

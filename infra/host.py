@@ -97,7 +97,7 @@ class Host(Construct):
         kiro_driver: str,
         kiro_version: str,
         agent: str,
-        anthropic_api_key_secret_arn: str | None,
+        agent_key_secret_arn: str | None,
         log_retention: logs.RetentionDays,
         log_group_prefix: str,
         root_volume_gb: int,
@@ -171,7 +171,7 @@ class Host(Construct):
             HostInstall.AIPM_KIRO_DRIVER: kiro_driver,
             HostInstall.AIPM_KIRO_VERSION: kiro_version,
             HostInstall.AIPM_AGENT: agent,
-            HostInstall.AIPM_ANTHROPIC_API_KEY_SECRET_ARN: anthropic_api_key_secret_arn or "",
+            HostInstall.AIPM_AGENT_KEY_SECRET_ARN: agent_key_secret_arn or "",
             HostInstall.AIPM_SHARED_SECRET_ARN: shared_secret_arn,
             HostInstall.AIPM_GITHUB_TOKEN_SECRET_ARN: github_token_secret_arn,
             HostInstall.AIPM_KIRO_API_KEY_SECRET_ARN: kiro_api_key_secret_arn or "",
@@ -416,9 +416,10 @@ class Host(Construct):
             ec2.InitSource.from_existing_asset(f"{SRC}/infra/host_install",
                                                code_asset(self, "InstallAsset", ROOT / "infra" / "host_install")),
             ec2.InitFile.from_asset(f"{SRC}/requirements/host.txt", str(ROOT / "requirements" / "host.txt")),
-            # The open-source agents' pinned npm packages (agent=claude-code installs from the lock file).
+            # The open-source agents' pinned npm packages (agent=claude-code / gemini install from the lock file).
             ec2.InitFile.from_asset(f"{SRC}/agents/package.json", str(ROOT / "agents" / "package.json")),
             ec2.InitFile.from_asset(f"{SRC}/agents/package-lock.json", str(ROOT / "agents" / "package-lock.json")),
+            ec2.InitFile.from_asset(f"{SRC}/agents/gemini-settings.json", str(ROOT / "agents" / "gemini-settings.json")),
             ec2.InitCommand.shell_command(install, key="10-install-aipm", env=env),
             *self._cfn_hup(resource_logical_id),
         )

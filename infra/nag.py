@@ -42,10 +42,10 @@ def acknowledge_findings(stack: Stack, *, website, api, host, auth, secrets, mon
     ack(secrets.shared_secret, "AwsSolutions-SMG4",
         "Rotating the signing secret needs the Lambda and the host to switch together (restart aipm-secrets, new "
         "Lambda containers); it is rotated by hand with put-secret-value, as the README says.")
-    if isinstance(secrets.anthropic_api_key, sm.Secret):
-        ack(secrets.anthropic_api_key, "AwsSolutions-SMG4",
-            "An Anthropic API key is issued by Anthropic's console, not by a rotation Lambda: the operator puts a new "
-            "one with put-secret-value.")
+    if isinstance(secrets.agent_key, sm.Secret):
+        ack(secrets.agent_key, "AwsSolutions-SMG4",
+            "A model provider's API key (Anthropic, Gemini) is issued by the provider's console, not by a rotation "
+            "Lambda: the operator puts a new one with put-secret-value.")
     if secrets.ui_token is not None:
         ack(secrets.ui_token, "AwsSolutions-SMG4",
             "The UI token is typed by users (s3-website mode); rotating it is a manual put-secret-value.")

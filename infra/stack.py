@@ -59,8 +59,8 @@ class AipmStack(Stack):
             github_token_secret_arn=config.github_token_secret_arn,
             kiro_api_key_secret_arn=config.kiro_api_key_secret_arn,
             with_ui_token=not config.uses_cognito,
-            with_anthropic_api_key=config.agent == "claude-code",
-            anthropic_api_key_secret_arn=config.anthropic_api_key_secret_arn,
+            agent_key=config.agent_key,
+            agent_key_secret_arn=config.agent_key_secret_arn,
         )
         website = Website(self, "Website", mode=config.website_mode, log_retention=retention)
         if config.website_mode == "s3-website":
@@ -110,7 +110,7 @@ class AipmStack(Stack):
             kiro_driver=config.kiro_driver,
             kiro_version=config.kiro_version,
             agent=config.agent,
-            anthropic_api_key_secret_arn=secrets.anthropic_api_key.secret_arn if secrets.anthropic_api_key else None,
+            agent_key_secret_arn=secrets.agent_key.secret_arn if secrets.agent_key else None,
             log_retention=retention,
             log_group_prefix=log_prefix,
             root_volume_gb=config.root_volume_gb,
@@ -150,8 +150,8 @@ class AipmStack(Stack):
         secrets.shared_secret.grant_read(host.role)
         if secrets.kiro_api_key:
             secrets.kiro_api_key.grant_read(host.role)
-        if secrets.anthropic_api_key:
-            secrets.anthropic_api_key.grant_read(host.role)
+        if secrets.agent_key:
+            secrets.agent_key.grant_read(host.role)
         for group in (host.pool_log_group, host.processor_log_group):
             group.grant_write(host.role)
             group.grant(host.role, "logs:DescribeLogStreams")
@@ -228,11 +228,11 @@ class AipmStack(Stack):
             CfnOutput(self, "KiroApiKeySecretArn", value=secrets.kiro_api_key.secret_arn,
                       description="Fill it: aws secretsmanager put-secret-value --secret-id <this ARN> "
                                   "--secret-string <Kiro API key>")
-        if secrets.anthropic_api_key:
-            CfnOutput(self, "AnthropicApiKeySecretArn", value=secrets.anthropic_api_key.secret_arn,
-                      description="agent=claude-code: aws secretsmanager put-secret-value --secret-id <this ARN> "
-                                  "--secret-string <Anthropic API key>; then on the host: sudo systemctl restart "
-                                  "aipm-secrets")
+        if secrets.agent_key and config.agent_key:
+            CfnOutput(self, f"{config.agent_key.secret_id}SecretArn", value=secrets.agent_key.secret_arn,
+                      description=f"agent={config.agent}: aws secretsmanager put-secret-value --secret-id <this ARN> "
+                                  f"--secret-string <{config.agent_key.variable}>; then on the host: sudo systemctl "
+                                  "restart aipm-secrets")
         if secrets.ui_token:
             CfnOutput(
                 self, "UiTokenCommand",

@@ -20,7 +20,8 @@
 #   AIPM_TLS_CERT_PARAMETER (dispatch=http: 8082 serves TLS with a key and self-signed certificate made here once;
 #   the certificate's SHA-256 is published to this SSM parameter, the Lambda's pin),
 #   AIPM_DATA_VOLUME_ID, AIPM_DATA_MOUNT, AIPM_DATA_BINDS (dispatch=http: the retained data volume, aipm-data-volume),
-#   AIPM_AGENT (kiro|claude-code: what is installed and run), AIPM_ANTHROPIC_API_KEY_SECRET_ARN (claude-code),
+#   AIPM_AGENT (kiro|claude-code|gemini: what is installed and run), AIPM_AGENT_KEY_SECRET_ARN (claude-code, gemini:
+#   the secret holding the agent's model key),
 #   AIPM_KIRO_INSTALL_COMMAND, AIPM_SHARED_SECRET_ARN, AIPM_GITHUB_TOKEN_SECRET_ARN, AIPM_KIRO_API_KEY_SECRET_ARN,
 #   AIPM_AWS_REGION, AIPM_LOG_GROUP_WORKER_POOL, AIPM_LOG_GROUP_PR_PROCESSOR,
 #   AIPM_DISPATCH (http|sqs), and with sqs: AIPM_JOB_QUEUE_URL, AIPM_SQS_WAIT_S, AIPM_SQS_VISIBILITY_S,
@@ -113,10 +114,10 @@ case "$POOL_SIZE" in ''|*[!0-9]*) die "AIPM_POOL_SIZE must be a number, got '$PO
 case "$KIRO_DRIVER" in acp|headless|pty) ;; *) die "AIPM_KIRO_DRIVER must be acp, headless or pty, got '$KIRO_DRIVER'" ;; esac
 case "$AGENT" in
   kiro) ;;
-  claude-code)
-    [ "$KIRO_DRIVER" = acp ] || die "AIPM_AGENT=claude-code speaks ACP only, got AIPM_KIRO_DRIVER=$KIRO_DRIVER"
+  claude-code|gemini)
+    [ "$KIRO_DRIVER" = acp ] || die "AIPM_AGENT=$AGENT speaks ACP only, got AIPM_KIRO_DRIVER=$KIRO_DRIVER"
     [ -f "$SOURCE/agents/package-lock.json" ] || die "$SOURCE/agents/package-lock.json not found (the pinned agents)" ;;
-  *) die "AIPM_AGENT must be kiro or claude-code, got '$AGENT'" ;;
+  *) die "AIPM_AGENT must be kiro, claude-code or gemini, got '$AGENT'" ;;
 esac
 case "$DISPATCH" in
   http) ;;
@@ -132,7 +133,7 @@ esac
 if [ "$ON_HOST" = 1 ]; then
   log "installing system packages"
   dnf install -y -q git python3.12 python3.12-pip util-linux iptables-nft unzip logrotate amazon-cloudwatch-agent >&2
-  if [ "$AGENT" = claude-code ]; then
+  if [ "$AGENT" != kiro ]; then
     dnf install -y -q nodejs20 nodejs20-npm >&2
     # AL2023 names them node-20 / npm-20; the agent's `#!/usr/bin/env node` needs a `node` on the PATH.
     command -v node >/dev/null || ln -sf "$(command -v node-20)" /usr/local/bin/node
@@ -182,6 +183,9 @@ AS_AGENT="$AS_AGENT /usr/bin/env HOME=/home/$AGENT_USER USER=$AGENT_USER LOGNAME
 KIRO_COMMAND="${AIPM_KIRO_COMMAND:-$AS_AGENT $KIRO_BIN chat --legacy-ui --agent aipm}"
 if [ "$AGENT" = claude-code ]; then
   KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $AGENTS_DIR/node_modules/.bin/claude-code-acp}"
+elif [ "$AGENT" = gemini ]; then
+  # Its system settings file (no usage statistics sent to Google) comes with the agents, read-only to the agent.
+  KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT GEMINI_CLI_SYSTEM_SETTINGS_PATH=$AGENTS_DIR/gemini-settings.json $AGENTS_DIR/node_modules/.bin/gemini --acp}"
 else
   KIRO_ACP_COMMAND="${AIPM_KIRO_ACP_COMMAND:-$AS_AGENT $KIRO_BIN acp --agent-engine v2 --agent aipm}"
 fi
@@ -228,15 +232,16 @@ for module in aipm_common ec2_services.worker_pool ec2_services.pr_processor; do
     || die "$module is not importable from $VENV"
 done
 
-# --- 3. The agent: kiro-cli (pinned, no auto-update) and its agent config, or claude-code-acp (npm, lock file) -----
+# --- 3. The agent: kiro-cli (pinned, no auto-update) and its agent config, or an open-source agent (npm, lock file) -
 mkdir -p "$KIRO_HOME/.kiro/agents"
-if [ "$AGENT" = claude-code ]; then
+if [ "$AGENT" != kiro ]; then
   mkdir -p "$AGENTS_DIR"
-  cp "$SOURCE/agents/package.json" "$SOURCE/agents/package-lock.json" "$AGENTS_DIR/"
+  cp "$SOURCE/agents/package.json" "$SOURCE/agents/package-lock.json" "$SOURCE/agents/gemini-settings.json" "$AGENTS_DIR/"
+  AGENT_BIN="$AGENTS_DIR/node_modules/.bin/$([ "$AGENT" = gemini ] && echo gemini || echo claude-code-acp)"
   if [ "$ON_HOST" = 1 ]; then
-    log "installing claude-code-acp from agents/package-lock.json into $AGENTS_DIR"
+    log "installing the $AGENT agent from agents/package-lock.json into $AGENTS_DIR"
     (cd "$AGENTS_DIR" && npm ci --omit=dev --no-audit --no-fund >&2) || die "npm ci of agents/package-lock.json failed"
-    [ -x "$AGENTS_DIR/node_modules/.bin/claude-code-acp" ] || die "claude-code-acp is not in $AGENTS_DIR after npm ci"
+    [ -x "$AGENT_BIN" ] || die "$AGENT_BIN is not there after npm ci"
   fi
 elif [ "$ON_HOST" = 1 ] && [ -n "$KIRO_INSTALL_COMMAND" ]; then
   found="$(runuser -u "$AGENT_USER" -- env HOME="/home/$AGENT_USER" KIRO_VERSION="$KIRO_VERSION" \
@@ -335,7 +340,8 @@ AWS_REGION=${AIPM_AWS_REGION:-}
 AIPM_SHARED_SECRET_ARN=${AIPM_SHARED_SECRET_ARN:-}
 AIPM_GITHUB_TOKEN_SECRET_ARN=${AIPM_GITHUB_TOKEN_SECRET_ARN:-}
 AIPM_KIRO_API_KEY_SECRET_ARN=${AIPM_KIRO_API_KEY_SECRET_ARN:-}
-AIPM_ANTHROPIC_API_KEY_SECRET_ARN=${AIPM_ANTHROPIC_API_KEY_SECRET_ARN:-}
+AIPM_AGENT=$AGENT
+AIPM_AGENT_KEY_SECRET_ARN=${AIPM_AGENT_KEY_SECRET_ARN:-}
 AIPM_SECRETS_DIR=$SECRETS_DIR
 EOF
 chmod 0644 "$ETC"/*.env "$ETC/secrets.conf"

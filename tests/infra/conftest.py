@@ -111,6 +111,15 @@ def claude_code_synth() -> Synth:
     return synthesize(agent="claude-code")
 
 
+GEMINI_KEY_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:gemini-key-AbCdEf"
+
+
+@pytest.fixture(scope="session")
+def gemini_synth() -> Synth:
+    """agent=gemini with an existing secret holding GEMINI_API_KEY."""
+    return synthesize(agent="gemini", geminiApiKeySecretArn=GEMINI_KEY_ARN)
+
+
 @pytest.fixture(scope="session")
 def sqs_synth() -> Synth:
     """dispatch=sqs with every knob of the mode away from its default, and an admin CIDR (8081 must stay open)."""

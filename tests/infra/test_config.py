@@ -82,7 +82,13 @@ def test_the_host_runs_kiro_over_acp_pinned_to_the_newest_captured_version():
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"agent": "gpt"}, "agent: 'gpt' must be one of kiro, claude-code"),
+    ({"agent": "gpt"}, "agent: 'gpt' must be one of kiro, claude-code, gemini"),
+    ({"agent": "gemini", "kiroDriver": "pty"}, "kiroDriver: agent=gemini speaks ACP only"),
+    ({"agent": "gemini", "anthropicApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
+     "anthropicApiKeySecretArn: only agent=claude-code uses it"),
+    ({"agent": "claude-code", "geminiApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
+     "geminiApiKeySecretArn: only agent=gemini uses it"),
+    ({"agent": "gemini", "geminiApiKeySecretArn": "key"}, "geminiApiKeySecretArn: 'key' is not"),
     ({"agent": "claude-code", "kiroDriver": "headless"}, "kiroDriver: agent=claude-code speaks ACP only"),
     ({"anthropicApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:a-AbCdEf"},
      "anthropicApiKeySecretArn: only agent=claude-code uses it"),

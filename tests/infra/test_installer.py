@@ -33,8 +33,9 @@ INSTALL = ROOT / "infra" / "host_install" / "install.sh"
 SHARED_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-shared-AbCdEf"
 TOKEN_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-github-AbCdEf"
 ANTHROPIC_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-anthropic-AbCdEf"
+GEMINI_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:aipm-gemini-AbCdEf"
 SECRET_VALUES = {SHARED_ARN: "test-shared-secret-0123456789abcdef", TOKEN_ARN: "ghp_" + "x" * 36,
-                 ANTHROPIC_ARN: "sk-ant-api03-" + "y" * 40}
+                 ANTHROPIC_ARN: "sk-ant-api03-" + "y" * 40, GEMINI_ARN: "AIzaSy" + "z" * 33}
 CALLBACK_ORIGIN = "https://abc123.lambda-url.eu-west-1.on.aws"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/AipmKiro-JobQueueJobs-abc.fifo"
 
@@ -105,9 +106,11 @@ def unit(root: Path, name: str) -> dict:
     (["--source", str(ROOT)], {"AIPM_POOL_SIZE": "two"}, "AIPM_POOL_SIZE must be a number"),
     (["--source", str(ROOT), "--bogus"], {}, "unknown argument: --bogus"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "kafka"}, "AIPM_DISPATCH must be http or sqs, got 'kafka'"),
-    (["--source", str(ROOT)], {"AIPM_AGENT": "gpt"}, "AIPM_AGENT must be kiro or claude-code, got 'gpt'"),
+    (["--source", str(ROOT)], {"AIPM_AGENT": "gpt"}, "AIPM_AGENT must be kiro, claude-code or gemini, got 'gpt'"),
     (["--source", str(ROOT)], {"AIPM_AGENT": "claude-code", "AIPM_KIRO_DRIVER": "pty"},
      "AIPM_AGENT=claude-code speaks ACP only"),
+    (["--source", str(ROOT)], {"AIPM_AGENT": "gemini", "AIPM_KIRO_DRIVER": "headless"},
+     "AIPM_AGENT=gemini speaks ACP only"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs"}, "AIPM_DISPATCH=sqs needs AIPM_JOB_QUEUE_URL"),
     (["--source", str(ROOT)], {"AIPM_DISPATCH": "sqs", "AIPM_JOB_QUEUE_URL": QUEUE_URL, "AIPM_SQS_WAIT_S": "x"},
      "AIPM_SQS_WAIT_S and AIPM_SQS_VISIBILITY_S must be numbers"),
@@ -354,25 +357,35 @@ def test_secret_fetcher_writes_root_only_environment_files(root, tmp_path):
     assert SECRET_VALUES[TOKEN_ARN] not in result.stderr + result.stdout
 
 
-def test_claude_code_agent_is_installed_from_the_lock_file_and_run_over_acp(tmp_path):
-    """agent=claude-code: the pinned npm package instead of kiro-cli, ACP as the kiro user, its key from its secret."""
-    _install(tmp_path, AIPM_AGENT="claude-code", AIPM_SHARED_SECRET_ARN=SHARED_ARN,
-             AIPM_GITHUB_TOKEN_SECRET_ARN=TOKEN_ARN, AIPM_ANTHROPIC_API_KEY_SECRET_ARN=ANTHROPIC_ARN)
+@pytest.mark.parametrize(("agent", "arn", "variable", "argv_tail"), [
+    ("claude-code", ANTHROPIC_ARN, "ANTHROPIC_API_KEY", ["{agents}/node_modules/.bin/claude-code-acp"]),
+    ("gemini", GEMINI_ARN, "GEMINI_API_KEY",
+     ["GEMINI_CLI_SYSTEM_SETTINGS_PATH={agents}/gemini-settings.json", "{agents}/node_modules/.bin/gemini", "--acp"]),
+])
+def test_open_source_agent_is_installed_from_the_lock_file_and_run_over_acp(tmp_path, agent, arn, variable, argv_tail):
+    """agent=claude-code / gemini: the pinned npm package instead of kiro-cli, ACP as the kiro user, its model key
+    from its secret under the variable that agent reads, in the pool's secrets only."""
+    _install(tmp_path, AIPM_AGENT=agent, AIPM_SHARED_SECRET_ARN=SHARED_ARN,
+             AIPM_GITHUB_TOKEN_SECRET_ARN=TOKEN_ARN, AIPM_AGENT_KEY_SECRET_ARN=arn)
     pool_env = read_env_file(tmp_path / "etc/aipm/worker-pool.env")
-    assert (pool_env["AIPM_AGENT"], pool_env["KIRO_DRIVER"]) == ("claude-code", "acp")
+    assert (pool_env["AIPM_AGENT"], pool_env["KIRO_DRIVER"]) == (agent, "acp")
     argv = shlex.split(pool_env["KIRO_ACP_COMMAND"])
     assert argv[0] == "setpriv" and "--reuid=kiro" in argv
-    assert argv[-1] == f"{tmp_path}/opt/aipm/agents/node_modules/.bin/claude-code-acp"
-    assert (tmp_path / "opt/aipm/agents/package-lock.json").read_text() == \
+    agents = tmp_path / "opt/aipm/agents"
+    assert argv[-len(argv_tail):] == [part.format(agents=agents) for part in argv_tail]
+    assert (agents / "package-lock.json").read_text() == \
         (ROOT / "agents/package-lock.json").read_text(), "npm ci installs exactly the tested versions"
+    assert (agents / "gemini-settings.json").read_text() == (ROOT / "agents/gemini-settings.json").read_text()
     result = _fetch_secrets(tmp_path, _fake_aws(tmp_path))
     assert result.returncode == 0, result.stderr
     secrets = tmp_path / "run/aipm/secrets"
-    assert read_env_file(secrets / "worker-pool.env")["ANTHROPIC_API_KEY"] == SECRET_VALUES[ANTHROPIC_ARN]
-    assert "ANTHROPIC_API_KEY" not in read_env_file(secrets / "pr-processor.env"), "the agent's key, not the processor's"
-    assert SECRET_VALUES[ANTHROPIC_ARN] not in result.stdout + result.stderr, "never logged"
+    pool_secrets = read_env_file(secrets / "worker-pool.env")
+    assert pool_secrets[variable] == SECRET_VALUES[arn]
+    assert not {"ANTHROPIC_API_KEY", "GEMINI_API_KEY"} - {variable} & set(pool_secrets), "only this agent's key"
+    assert variable not in read_env_file(secrets / "pr-processor.env"), "the agent's key, not the processor's"
+    assert SECRET_VALUES[arn] not in result.stdout + result.stderr, "never logged"
     for env_file in (tmp_path / "etc/aipm").iterdir():
-        assert SECRET_VALUES[ANTHROPIC_ARN] not in env_file.read_text()
+        assert SECRET_VALUES[arn] not in env_file.read_text()
 
 
 def test_secret_fetcher_fails_naming_the_secret_it_could_not_read(root, tmp_path):

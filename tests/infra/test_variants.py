@@ -7,7 +7,15 @@ import json
 import pytest
 
 from infra.host import INSTANCE_LOGICAL_ID
-from tests.infra.conftest import ADMIN_CIDR, ALLOWED_GROUPS, GITHUB_TOKEN_ARN, KIRO_KEY_ARN, ROOT, TEST_AMI
+from tests.infra.conftest import (
+    ADMIN_CIDR,
+    ALLOWED_GROUPS,
+    GEMINI_KEY_ARN,
+    GITHUB_TOKEN_ARN,
+    KIRO_KEY_ARN,
+    ROOT,
+    TEST_AMI,
+)
 from tests.infra.templates import (
     config_json,
     init_config,
@@ -111,24 +119,37 @@ def test_cdk_nag_fails_synthesis_on_a_finding_nobody_acknowledged(tmp_path):
 
 # --- agent (issue 16) -----------------------------------------------------------------------------------------------
 
-def test_the_default_agent_is_kiro_without_an_anthropic_secret(default_synth):
+def test_the_default_agent_is_kiro_without_a_model_key_secret(default_synth):
     env = install_env(default_synth)
-    assert (env["AIPM_AGENT"], env["AIPM_ANTHROPIC_API_KEY_SECRET_ARN"]) == ("kiro", "")
+    assert (env["AIPM_AGENT"], env["AIPM_AGENT_KEY_SECRET_ARN"]) == ("kiro", "")
     assert not [s for s in default_synth.of_type("AWS::SecretsManager::Secret").values()
-                if "ANTHROPIC" in s["Properties"]["Description"]]
+                if "API_KEY" in s["Properties"]["Description"]]
 
 
 def test_claude_code_agent_gets_its_key_from_a_secret_only_the_host_reads(claude_code_synth):
     env = install_env(claude_code_synth)
     secret = logical(claude_code_synth, "AWS::SecretsManager::Secret", "ANTHROPIC_API_KEY")
     assert env["AIPM_AGENT"] == "claude-code"
-    assert env["AIPM_ANTHROPIC_API_KEY_SECRET_ARN"] == {"Ref": secret}
+    assert env["AIPM_AGENT_KEY_SECRET_ARN"] == {"Ref": secret}
     assert "GenerateSecretString" in claude_code_synth.resources[secret]["Properties"], "no value in the template"
     assert json.dumps({"Ref": secret}) in secret_reads(claude_code_synth, "HostRole")
     assert json.dumps({"Ref": secret}) not in secret_reads(claude_code_synth, "ApiRole")
     assert "AnthropicApiKeySecretArn" in claude_code_synth.template["Outputs"]
     files = init_config(claude_code_synth)["files"]
     assert {"/opt/aipm/src/agents/package.json", "/opt/aipm/src/agents/package-lock.json"} <= set(files)
+
+
+def test_gemini_agent_reads_an_existing_secret_only_the_host_reads(gemini_synth):
+    """agent=gemini with geminiApiKeySecretArn: that secret is the one the host reads and the output names."""
+    env = install_env(gemini_synth)
+    assert (env["AIPM_AGENT"], env["AIPM_AGENT_KEY_SECRET_ARN"]) == ("gemini", GEMINI_KEY_ARN)
+    assert not [s for s in gemini_synth.of_type("AWS::SecretsManager::Secret").values()
+                if "API_KEY" in s["Properties"]["Description"]], "an existing secret: none created"
+    assert json.dumps(GEMINI_KEY_ARN) in secret_reads(gemini_synth, "HostRole")
+    assert GEMINI_KEY_ARN not in json.dumps(policy_of_role(gemini_synth, "ApiRole"))
+    assert gemini_synth.template["Outputs"]["GeminiApiKeySecretArn"]["Value"] == GEMINI_KEY_ARN
+    files = init_config(gemini_synth)["files"]
+    assert "/opt/aipm/src/agents/gemini-settings.json" in files
 
 
 # --- s3-website and S3 Block Public Access (issue 17) ---------------------------------------------------------------
