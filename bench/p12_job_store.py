@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from aipm_common.signing import PR_PROCESSOR, SigningAuth
-from ec2_services.pr_processor.jobs import JobStore
 from ec2_services.pr_processor.retention import DAY_S, Retention
+from ec2_services.pr_processor.store import JobStore
 from tests.support.servers import ServiceProcess, free_port, wait_http
 
 JOBS = int(os.environ.get("P12_JOBS", "10000"))
@@ -33,7 +33,7 @@ SAMPLES = 7
 
 def build(path: Path, jobs: int, lines: int, now: float) -> None:
     store = JobStore(path)
-    db = store._db  # the bench fills the store's own schema in bulk; the service never does this
+    db = store.db.connection  # the bench fills the store's own schema in bulk; the service never does this
     line = "x" * 130
     db.execute("BEGIN")
     for k in range(jobs):
@@ -110,8 +110,8 @@ def main() -> None:
         started = time.perf_counter()
         removed = Retention(store, days=30).run_once()
         prune_s = time.perf_counter() - started
-        store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        left = sum(store.counts().values())
+        store.db.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        left = sum(store.jobs.counts().values())
         store.close()
         size_after = _size(db)
         after = endpoint_times(state, db)

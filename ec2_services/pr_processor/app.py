@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from aipm_common.contracts import ProcessPrAccepted
 from aipm_common.http import install_edge
 from aipm_common.signing import PR_PROCESSOR, SignatureVerifier
-from ec2_services.pr_processor.jobs import JobState
 from ec2_services.pr_processor.models import JOB_ID_RE, InvalidInput, ProcessPrRequest, RerunRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
 from ec2_services.pr_processor.settings import PrProcessorSettings
+from ec2_services.pr_processor.state_machine import JobState
 
 log = logging.getLogger("ec2_services.pr_processor")
 

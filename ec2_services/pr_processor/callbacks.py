@@ -19,7 +19,7 @@ import httpx
 
 from aipm_common.logging import escape_nonprintable, log_context, redact
 from aipm_common.signing import LAMBDA_API, SigningAuth
-from ec2_services.pr_processor.jobs import CallbackState, JobStore, OutboxItem
+from ec2_services.pr_processor.store.outbox import CallbackState, Outbox, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ MAX_IN_FLIGHT = 16  # deliveries at once: a target that hangs holds its own deli
 
 
 class CallbackSender:
-    def __init__(self, store: JobStore, secret: str | None, *, base_delay: float, max_age: float):
-        self._store = store
+    def __init__(self, outbox: Outbox, secret: str | None, *, base_delay: float, max_age: float):
+        self._outbox = outbox
         self._base_delay = base_delay
         self._max_age = max_age
         self._client = httpx.AsyncClient(
@@ -63,7 +63,7 @@ class CallbackSender:
     def start_due(self) -> list[asyncio.Task[None]]:
         """Start a delivery for each due callback that is not already on its way, up to ``MAX_IN_FLIGHT`` at once."""
         started = []
-        for item in self._store.due_callbacks(time.time()):
+        for item in self._outbox.due(time.time()):
             if item.job_id in self._in_flight or len(self._in_flight) >= MAX_IN_FLIGHT:
                 continue
             task = asyncio.create_task(self._deliver_one(item), name=f"callback-{item.job_id}")
@@ -96,7 +96,7 @@ class CallbackSender:
         else:
             status = response.status_code
             if 200 <= status < 300:
-                self._store.record_callback(item.job_id, state=CallbackState.DELIVERED, next_at=time.time(), error=None,
+                self._outbox.record(item.job_id, state=CallbackState.DELIVERED, next_at=time.time(), error=None,
                                             status=status)
                 log.info("callback delivered (HTTP %s, try %d)", status, item.attempts + 1)
                 return
@@ -111,12 +111,12 @@ class CallbackSender:
         now = time.time()
         deadline = item.created_at + self._max_age
         if now >= deadline:
-            self._store.record_callback(item.job_id, state=CallbackState.FAILED, next_at=now, error=error, status=status)
+            self._outbox.record(item.job_id, state=CallbackState.FAILED, next_at=now, error=error, status=status)
             log.warning("callback given up after %d tries: not delivered within PR_CALLBACK_MAX_AGE (%.0f s) of the "
                         "job's end; last answer: %s", attempts, self._max_age, error)
             return
         next_at = min(now + self.delay(attempts), deadline)
-        self._store.record_callback(item.job_id, state=CallbackState.PENDING, next_at=next_at, error=error,
+        self._outbox.record(item.job_id, state=CallbackState.PENDING, next_at=next_at, error=error,
                                     status=status)
         log.warning("callback try %d failed (%s); next in %.1f s", attempts, error, next_at - now)
 

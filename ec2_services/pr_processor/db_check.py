@@ -1,7 +1,7 @@
 """The job database looked at before the PR processor starts: a corrupt file, or an empty one where the state
 directory shows earlier jobs, stops the start with one line that names the file and the way back.
 
-Owns only that look (read-only queries); opening, migrating and writing the store is ``jobs.JobStore``'s business.
+Owns only that look (read-only queries); opening, migrating and writing the store is ``store.JobStore``'s business.
 A database that is merely locked or read-only is not refused here: the service starts and answers 503 while it lasts.
 """
 

@@ -8,7 +8,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from ec2_services.pr_processor.jobs import JobStore
+from ec2_services.pr_processor.store.job_log import JobLog
+from ec2_services.pr_processor.store.jobs import Jobs
 
 log = logging.getLogger("ec2_services.pr_processor.jobs")
 
@@ -17,8 +18,9 @@ HEARTBEAT_S = 15.0
 
 
 class JobEvents:
-    def __init__(self, store: JobStore):
-        self._store = store
+    def __init__(self, job_log: JobLog, jobs: Jobs):
+        self._log = job_log
+        self._jobs = jobs
         self._subscribers: dict[str, set[asyncio.Queue[tuple[int, str]]]] = {}
         self._end_listeners: list[Callable[[str], None]] = []
 
@@ -37,10 +39,10 @@ class JobEvents:
             self._publish(job_id, lines)
 
     def _publish(self, job_id: str, lines: list[str]) -> None:
-        self._store.append_log(job_id, lines)
+        stored = self._log.append(job_id, lines)
         subscribers = self._subscribers.get(job_id)
         if subscribers:
-            for item in self._store.log_lines(job_id, last=len(lines)):
+            for item in stored:
                 for queue in subscribers:
                     queue.put_nowait(item)
 
@@ -59,10 +61,10 @@ class JobEvents:
         self._subscribers.setdefault(job_id, set()).add(queue)
         try:
             last = 0
-            for item in self._store.log_lines(job_id, last=None):
+            for item in self._log.lines(job_id, last=None):
                 last = item[0]
                 yield item
-            job = self._store.get(job_id)
+            job = self._jobs.get(job_id)
             if job is None or job.status.final:
                 return
             while True:

@@ -2,7 +2,7 @@
 their log lines, state timeline and callback outbox row, and the pages they held go back to the file system.
 
 Owns when pruning runs (at start, then every ``every_s``) and that it runs off the event loop; the SQL is the store's
-(``JobStore.prune`` / ``vacuum``). Live jobs are never pruned, whatever their age. It must not touch workspaces or git.
+(``store.JobStore.prune`` / ``vacuum``). Live jobs are never pruned, whatever their age. It must not touch workspaces or git.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ec2_services.pr_processor.jobs import JobStore
+from ec2_services.pr_processor.store import JobStore
 
 log = logging.getLogger("ec2_services.pr_processor.retention")
 

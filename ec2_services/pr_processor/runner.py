@@ -2,7 +2,7 @@
 
 Owns the order of a job's steps and what each failure means (permanent → failed at once; transient → another attempt
 after a backoff; cancelled → cancelled). Git goes through ``git_ops``, the agent through ``pool_client``, every status
-change through ``JobStore.transition``. How many jobs run at once is the scheduler's business, not this module's.
+change through ``Jobs.transition`` (the table is ``state_machine``'s). How many jobs run at once is the scheduler's business, not this module's.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from aipm_common.logging import log_context, redact
 from ec2_services.pr_processor import metrics, repo_tests
 from ec2_services.pr_processor.events import JobEvents
 from ec2_services.pr_processor.git_ops import GitError, GitOps, PushRefused, PushRejected, TaskFileRefused, Worktree
-from ec2_services.pr_processor.jobs import OUTPUT_TAIL_CHARS, InvalidTransition, Job, JobState, JobStore
 from ec2_services.pr_processor.models import InvalidInput, parse_requested_by
 from ec2_services.pr_processor.pool_client import PoolAnswer, PoolClient, PoolUnreachable
+from ec2_services.pr_processor.state_machine import InvalidTransition, JobState
+from ec2_services.pr_processor.store.jobs import Job, Jobs
+from ec2_services.pr_processor.store.outbox import OUTPUT_TAIL_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ def _tools_refused(body: dict) -> str | None:
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, events: JobEvents, git: GitOps, pool: PoolClient, *,
+    def __init__(self, store: Jobs, events: JobEvents, git: GitOps, pool: PoolClient, *,
                  max_attempts: int, retry_base_delay: float, pool_busy_wait: float = 3600,
                  pool_down_wait: float = 120, test_command: str = "", test_timeout: float = 600):
         self.store = store

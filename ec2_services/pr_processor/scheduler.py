@@ -14,9 +14,10 @@ import time
 
 from ec2_services.pr_processor import metrics
 from ec2_services.pr_processor.events import JobEvents
-from ec2_services.pr_processor.jobs import Job, JobState, JobStore
 from ec2_services.pr_processor.pool_client import PoolClient, PoolUnreachable
 from ec2_services.pr_processor.runner import JobRunner
+from ec2_services.pr_processor.state_machine import JobState
+from ec2_services.pr_processor.store.jobs import Job, Jobs
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class CancelRefused(Exception):
 
 
 class Scheduler:
-    def __init__(self, store: JobStore, runner: JobRunner, pool: PoolClient, events: JobEvents):
+    def __init__(self, store: Jobs, runner: JobRunner, pool: PoolClient, events: JobEvents):
         self.store = store
         self.runner = runner
         self.pool = pool

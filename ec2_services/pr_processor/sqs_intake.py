@@ -12,7 +12,7 @@ In an Auto Scaling group (``AIPM_ASG_NAME``) the intake tells ``scale_in.ScaleIn
 live job or a message not yet deleted whenever that may have changed (a job taken, a message deleted, each keep
 round), so a host is not scaled in mid-job; without a group name there is no protection, which is said once at start.
 
-The message id and receipt handle are stored with the job (``JobStore.hold_message``) from its admission until the
+The message id and receipt handle are stored with the job (``Receipts.hold``) from its admission until the
 message is deleted, so a processor restarted on the same state (a crash, SIGKILL, a deploy) within the visibility
 timeout adopts again the messages of the jobs it takes up again: it extends them at once and deletes them when the
 jobs end, and deletes at start those whose job ended before the delete went out. A receipt handle that is no longer
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from aipm_common.aws import describe, error_code, in_thread, sqs_client
-from ec2_services.pr_processor.jobs import LIVE_STATES
 from ec2_services.pr_processor.models import InvalidInput, ProcessPrRequest
 from ec2_services.pr_processor.service import JobConflict, ProcessorService
+from ec2_services.pr_processor.state_machine import LIVE_STATES
 
 if TYPE_CHECKING:
     from ec2_services.pr_processor.scale_in import ScaleInProtection
@@ -137,7 +137,7 @@ class SqsIntake:
     def adopt_held(self) -> None:
         """Take back the messages this host held before it restarted (from the job store). The first round of
         ``_keep_loop`` extends those of live jobs and deletes those of ended ones."""
-        for record in self.service.store.held_messages():
+        for record in self.service.store.receipts.held():
             if record.job_id in self.held:
                 continue
             self.held[record.job_id] = Receipt(record.message_id, record.receipt_handle)
@@ -165,7 +165,7 @@ class SqsIntake:
 
     def live_jobs(self) -> int:
         """Jobs queued, running or pushing on this host (taken from the queue or not)."""
-        counts = self.service.store.counts()
+        counts = self.service.store.jobs.counts()
         return sum(counts.get(state.value, 0) for state in LIVE_STATES)
 
     def _busy_changed(self) -> None:
@@ -282,7 +282,7 @@ class SqsIntake:
 
     def _record(self, job_id: str, held: Receipt) -> None:
         try:
-            self.service.store.hold_message(job_id, held.message_id, held.receipt_handle)
+            self.service.store.receipts.hold(job_id, held.message_id, held.receipt_handle)
         except sqlite3.Error as exc:  # held in memory still; only a restart would lose it
             log.warning("could not record job queue message %s of job %s in the job store (%s)", held.message_id,
                         job_id, exc, extra={"job_id": job_id})
@@ -292,7 +292,7 @@ class SqsIntake:
         if self.held.get(job_id) is held:
             del self.held[job_id]
         try:
-            self.service.store.release_message(job_id, held.message_id)
+            self.service.store.receipts.release(job_id, held.message_id)
         except sqlite3.Error as exc:  # the next start finds the handle no longer valid, or deletes the message
             log.warning("could not clear job queue message %s of job %s in the job store (%s)", held.message_id,
                         job_id, exc, extra={"job_id": job_id})

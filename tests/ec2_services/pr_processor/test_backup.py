@@ -9,13 +9,13 @@ import sqlite3
 
 from ec2_services.pr_processor.backup import DAY_S, Backups
 from ec2_services.pr_processor.db_check import job_db_problem
-from ec2_services.pr_processor.jobs import JobStore
+from ec2_services.pr_processor.store import JobStore
 
 
 def store_with_jobs(path, n: int = 5) -> None:
     store = JobStore(path)
     for i in range(n):
-        store.create(job_id=f"j-{i}", repo="acme/app", branch=f"aipm/s-{i}", base_branch=None, pr_number=i + 1,
+        store.jobs.create(job_id=f"j-{i}", repo="acme/app", branch=f"aipm/s-{i}", base_branch=None, pr_number=i + 1,
                      task_file="TASK.md", callback_url=None, requested_by=None)
     store.close()
 
@@ -62,5 +62,5 @@ def test_the_newest_backup_copied_over_a_corrupt_database_brings_the_jobs_back(t
     db.write_bytes(copy.read_bytes())
     assert job_db_problem(db, state) is None
     store = JobStore(db)
-    assert {store.get(f"j-{i}").job_id for i in range(3)} == {"j-0", "j-1", "j-2"}
+    assert {store.jobs.get(f"j-{i}").job_id for i in range(3)} == {"j-0", "j-1", "j-2"}
     store.close()

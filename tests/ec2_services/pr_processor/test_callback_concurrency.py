@@ -10,7 +10,7 @@ import time
 from fastapi import FastAPI
 
 from ec2_services.pr_processor.callbacks import CallbackSender
-from ec2_services.pr_processor.jobs import CallbackState, OutboxItem
+from ec2_services.pr_processor.store.outbox import CallbackState, OutboxItem
 from tests.conftest import SECRET
 from tests.support.servers import serve_in_thread
 
@@ -22,10 +22,10 @@ class Outbox:
         self.items = {i.job_id: i for i in items}
         self.recorded: dict[str, CallbackState] = {}
 
-    def due_callbacks(self, now: float) -> list[OutboxItem]:
+    def due(self, now: float) -> list[OutboxItem]:
         return [i for j, i in self.items.items() if j not in self.recorded]
 
-    def record_callback(self, job_id: str, *, state: CallbackState, **_):
+    def record(self, job_id: str, *, state: CallbackState, **_):
         self.recorded[job_id] = state
 
 

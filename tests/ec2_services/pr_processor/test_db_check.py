@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ec2_services.pr_processor.jobs import JobStore
+from ec2_services.pr_processor.store import JobStore
 from tests.support.servers import ROOT, free_port
 
 
@@ -27,7 +27,7 @@ def a_job_store(state: Path) -> Path:
     state.mkdir(parents=True, exist_ok=True)
     store = JobStore(db)
     for n in range(40):
-        store.create(job_id=f"j-{n}", repo="acme/app", branch=f"aipm/s-{n}", base_branch=None, pr_number=n + 1,
+        store.jobs.create(job_id=f"j-{n}", repo="acme/app", branch=f"aipm/s-{n}", base_branch=None, pr_number=n + 1,
                      task_file="TASK.md", callback_url=None, requested_by=None)
     store.close()
     return db

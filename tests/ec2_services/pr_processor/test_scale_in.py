@@ -21,9 +21,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from ec2_services.pr_processor.jobs import JobState, JobStore
 from ec2_services.pr_processor.scale_in import ScaleInProtection, fetch_instance_id
 from ec2_services.pr_processor.sqs_intake import SqsIntake
+from ec2_services.pr_processor.state_machine import JobState
+from ec2_services.pr_processor.store import JobStore
 from tests.ec2_services.pr_processor.fake_pool import Plan
 from tests.ec2_services.pr_processor.test_sqs_intake import FAST, _Service, _Sqs, _stored_job, job_body, wait_taken
 from tests.support.servers import free_port
@@ -264,8 +265,8 @@ def test_the_host_stays_protected_until_an_ended_jobs_message_is_deleted(tmp_pat
     # Let go between the job's end and the delete, a scaled-in host would have its ended job run again elsewhere.
     store = JobStore(tmp_path / "jobs.sqlite")
     _stored_job(store, "j-end", "aipm/a", "AQEBend")
-    store.transition("j-end", JobState.RUNNING)
-    store.transition("j-end", JobState.FAILED)
+    store.jobs.transition("j-end", JobState.RUNNING)
+    store.jobs.transition("j-end", JobState.FAILED)
     sqs, protection = _SlowDeleteSqs(), _WantRecorder()
     intake = SqsIntake(_Service(store), queue_url="http://127.0.0.1:1/1/q.fifo", wait_s=1, visibility_s=30,
                        client=sqs, protection=protection)

@@ -19,9 +19,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from aipm_common.settings import SettingsError, load_settings
 from ec2_services.pr_processor.events import JobEvents
-from ec2_services.pr_processor.jobs import JobState, JobStore
 from ec2_services.pr_processor.settings import PrProcessorSettings
 from ec2_services.pr_processor.sqs_intake import SqsIntake
+from ec2_services.pr_processor.state_machine import JobState
+from ec2_services.pr_processor.store import JobStore
 from tests.ec2_services.pr_processor.conftest import BRANCH, REPO
 from tests.ec2_services.pr_processor.fake_pool import Plan
 from tests.ec2_services.pr_processor.forge import git
@@ -225,10 +226,10 @@ class _Service:
 
     def __init__(self, store: JobStore):
         self.store = store
-        self.events = JobEvents(store)
+        self.events = JobEvents(store.log, store.jobs)
 
     def get(self, job_id: str):
-        return self.store.get(job_id)
+        return self.store.jobs.get(job_id)
 
 
 class _Sqs:
@@ -248,7 +249,7 @@ class _Sqs:
 
 
 def _stored_job(store: JobStore, job_id: str, branch: str, handle: str) -> None:
-    store.create(job_id=job_id, repo=REPO, branch=branch, base_branch=None, pr_number=None, task_file="TASK.md",
+    store.jobs.create(job_id=job_id, repo=REPO, branch=branch, base_branch=None, pr_number=None, task_file="TASK.md",
                  callback_url=None, requested_by=None, message=(f"m-{job_id}", handle))
 
 
@@ -270,8 +271,8 @@ def test_at_start_held_messages_are_extended_or_deleted_and_a_stale_receipt_hand
     live, ended = "AQEBlive" + "L" * 300, "AQEBended" + "E" * 300
     _stored_job(store, "j-live", "aipm/a", live)
     _stored_job(store, "j-ended", "aipm/b", ended)
-    store.transition("j-live", JobState.RUNNING)
-    store.transition("j-ended", JobState.CANCELLED)  # it ended; the process died before the delete went out
+    store.jobs.transition("j-live", JobState.RUNNING)
+    store.jobs.transition("j-ended", JobState.CANCELLED)  # it ended; the process died before the delete went out
     sqs = _Sqs(error)
     intake = SqsIntake(_Service(store), queue_url="http://127.0.0.1:1/1/q.fifo", wait_s=1, visibility_s=3,
                        client=sqs)
@@ -282,7 +283,7 @@ def test_at_start_held_messages_are_extended_or_deleted_and_a_stale_receipt_hand
 
     assert sqs.calls == [("extend", live), ("delete", ended)]
     assert intake.adopted == 2
-    held = [(m.job_id, m.message_id) for m in store.held_messages()]
+    held = [(m.job_id, m.message_id) for m in store.receipts.held()]
     if stale:  # dropped: neither held in memory nor recorded any more
         assert intake.held == {} and held == [] and intake.stale == 1
         assert "job queue message m-j-live of job j-live can no longer be held" in caplog.text
@@ -315,20 +316,20 @@ def test_a_job_database_from_before_the_message_columns_opens_and_gets_them(tmp_
     db.close()
 
     store = JobStore(path)
-    assert store.get("j-old").status is JobState.RUNNING
-    assert store.held_messages() == []
-    store.hold_message("j-old", "m-old", "handle-1")
-    assert [(m.job_id, m.status, m.message_id, m.receipt_handle) for m in store.held_messages()] == [
+    assert store.jobs.get("j-old").status is JobState.RUNNING
+    assert store.receipts.held() == []
+    store.receipts.hold("j-old", "m-old", "handle-1")
+    assert [(m.job_id, m.status, m.message_id, m.receipt_handle) for m in store.receipts.held()] == [
         ("j-old", JobState.RUNNING, "m-old", "handle-1")]
     store.close()
 
     store = JobStore(path)  # opening it again changes nothing
-    columns = [row[1] for row in store._db.execute("PRAGMA table_info(jobs)")]
+    columns = [row[1] for row in store.db.connection.execute("PRAGMA table_info(jobs)")]
     assert columns.count("sqs_message_id") == 1 and columns.count("sqs_receipt_handle") == 1
-    store.release_message("j-old", "m-other")  # another message's release leaves this one
-    assert len(store.held_messages()) == 1
-    store.release_message("j-old", "m-old")
-    assert store.held_messages() == []
+    store.receipts.release("j-old", "m-other")  # another message's release leaves this one
+    assert len(store.receipts.held()) == 1
+    store.receipts.release("j-old", "m-old")
+    assert store.receipts.held() == []
     store.close()
 
 
