@@ -16,6 +16,9 @@ def _earlier_jobs(state_dir: Path, db: Path) -> str | None:
     mirrors = state_dir / "mirrors"
     if mirrors.is_dir() and any(mirrors.iterdir()):
         return f"repository mirrors in {mirrors}"
+    transcripts = state_dir / "transcripts"
+    if transcripts.is_dir() and any(transcripts.glob("*.jsonl.gz")):
+        return f"job transcripts in {transcripts}"
     wal = db.with_name(db.name + "-wal")
     if wal.is_file() and wal.stat().st_size > 0:
         return f"a write-ahead log {wal}"

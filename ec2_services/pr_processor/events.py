@@ -1,5 +1,6 @@
-"""A job's lines: its own events and the agent's output, kept in the store (``log_tail``) and fanned out live to
-Server-Sent Events subscribers. Every line is redacted by the store before anyone sees it.
+"""A job's lines: its own events and the agent's output, kept in the store (its last lines for ``log_tail``, all of
+them in its transcript file) and fanned out live to Server-Sent Events subscribers. Every line is redacted by the store
+before anyone sees it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class JobEvents:
         self._subscribers.setdefault(job_id, set()).add(queue)
         try:
             last = 0
-            for item in self._log.lines(job_id, last=None):
+            # The whole transcript (a file read) off the event loop.
+            for item in await asyncio.to_thread(self._log.lines, job_id, last=None):
                 last = item[0]
                 yield item
             job = self._jobs.get(job_id)

@@ -41,7 +41,7 @@ class ProcessorService:
     def __init__(self, settings: PrProcessorSettings, secret: str | None):
         assert settings.pr_processor_db is not None and settings.kiro_workspace_root is not None
         self.settings = settings
-        self.store = JobStore(settings.pr_processor_db)
+        self.store = JobStore(settings.pr_processor_db, transcripts=settings.aipm_state_dir / "transcripts")
         self.events = JobEvents(self.store.log, self.store.jobs)
         self.git = GitOps(
             base_url=settings.git_base_url, token=settings.token, state_dir=settings.aipm_state_dir,

@@ -16,7 +16,7 @@ def store_with_jobs(path, n: int = 5) -> None:
     store = JobStore(path)
     for i in range(n):
         store.jobs.create(job_id=f"j-{i}", repo="acme/app", branch=f"aipm/s-{i}", base_branch=None, pr_number=i + 1,
-                     task_file="TASK.md", callback_url=None, requested_by=None)
+                          task_file="TASK.md", callback_url=None, requested_by=None)
     store.close()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ec2_services.pr_processor.db_check import job_db_problem
 from ec2_services.pr_processor.store import JobStore
 from tests.support.servers import ROOT, free_port
 
@@ -28,7 +29,7 @@ def a_job_store(state: Path) -> Path:
     store = JobStore(db)
     for n in range(40):
         store.jobs.create(job_id=f"j-{n}", repo="acme/app", branch=f"aipm/s-{n}", base_branch=None, pr_number=n + 1,
-                     task_file="TASK.md", callback_url=None, requested_by=None)
+                          task_file="TASK.md", callback_url=None, requested_by=None)
     store.close()
     return db
 
@@ -66,3 +67,13 @@ def test_an_empty_job_database_where_mirrors_show_earlier_jobs_is_refused(tmp_pa
     [line] = result.stderr.strip().splitlines()
     assert "empty (0 bytes)" in line and str(state / "jobs.sqlite") in line and "Restore the last backup" in line
     assert (state / "jobs.sqlite").stat().st_size == 0  # left as it was for whoever restores it
+
+
+def test_transcript_files_also_show_earlier_jobs(tmp_path):
+    state = tmp_path / "state"
+    (state / "transcripts").mkdir(parents=True)
+    (state / "jobs.sqlite").write_bytes(b"")
+    assert job_db_problem(state / "jobs.sqlite", state) is None  # an empty folder shows nothing
+    (state / "transcripts" / "j-1.jsonl.gz").write_bytes(b"")
+    problem = job_db_problem(state / "jobs.sqlite", state)
+    assert problem is not None and f"job transcripts in {state / 'transcripts'}" in problem

@@ -24,7 +24,7 @@ def store(tmp_path):
 
 def _new(store: JobStore, job_id: str, branch: str = "aipm/a", callback: str | None = None):
     return store.jobs.create(job_id=job_id, repo="Acme/App", branch=branch, base_branch=None, pr_number=3,
-                        task_file="TASK.md", callback_url=callback, requested_by="bob")
+                             task_file="TASK.md", callback_url=callback, requested_by="bob")
 
 
 _PATH_TO = {
@@ -100,7 +100,7 @@ def test_same_job_id_is_one_job_and_a_live_branch_refuses_another_id(store):
     assert not created and again.branch == "aipm/a"
     with pytest.raises(BranchBusy) as busy:
         store.jobs.create(job_id="j-b", repo="acme/app", branch="aipm/a", base_branch=None, pr_number=None,
-                     task_file="TASK.md", callback_url=None, requested_by=None)  # repo compared case-insensitively
+                          task_file="TASK.md", callback_url=None, requested_by=None)  # repo compared case-insensitively
     assert busy.value.job_id == "j-a"
     _force(store, "j-a", JobState.FAILED)
     assert _new(store, "j-b")[1]  # once the job ended the branch is free

@@ -16,7 +16,7 @@ NOW = 1_800_000_000.0  # the injected "now" of every pruning below
 def _job(store: JobStore, job_id: str, *, ended_days_ago: float | None, state: JobState = JobState.SUCCEEDED,
          lines: int = 20) -> None:
     store.jobs.create(job_id=job_id, repo="octo/app", branch=f"aipm/{job_id}", base_branch="main", pr_number=1,
-                 task_file="TASK.md", callback_url="https://api.example/api/callbacks/job", requested_by=None)
+                      task_file="TASK.md", callback_url="https://api.example/api/callbacks/job", requested_by=None)
     store.log.append(job_id, [f"{job_id} line {i} " + "x" * 200 for i in range(lines)])
     if ended_days_ago is None:
         return

@@ -4,6 +4,7 @@ with hooks disabled and never follows a .git file the agent rewrote."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import subprocess
 from pathlib import Path
@@ -33,11 +34,14 @@ def test_token_never_in_logs_records_responses_or_the_database(start_processor, 
         "service log": proc.output(),
         "API responses": responses,
         "job database": stored.decode("latin-1"),
+        "job transcripts": "".join(gzip.decompress(p.read_bytes()).decode()
+                                   for p in (proc.state_dir / "transcripts").glob("*.jsonl.gz")),
         "commits": "".join(c.subject + c.body for c in forge.log(REPO, BRANCH) + forge.log(REPO, "aipm/story-2")),
         "prompts": repr(fake_pool.executes),
         "mirror config": "".join(p.read_text() for p in (proc.state_dir / "mirrors").rglob("config")),
     }
     assert proc.output().count("\n") > 10  # the log was really captured
+    assert "***" in everything["job transcripts"]  # the transcripts were really read, and hold the redacted line
     for where, text in everything.items():
         assert TOKEN not in text, f"token found in {where}"
         assert "T0kenThatMustNeverLeak" not in text, f"token fragment found in {where}"

@@ -250,7 +250,7 @@ class _Sqs:
 
 def _stored_job(store: JobStore, job_id: str, branch: str, handle: str) -> None:
     store.jobs.create(job_id=job_id, repo=REPO, branch=branch, base_branch=None, pr_number=None, task_file="TASK.md",
-                 callback_url=None, requested_by=None, message=(f"m-{job_id}", handle))
+                      callback_url=None, requested_by=None, message=(f"m-{job_id}", handle))
 
 
 def _client_error(code: str) -> ClientError:
