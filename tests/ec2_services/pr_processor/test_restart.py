@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import signal
 import sqlite3
 
@@ -36,6 +38,13 @@ def test_stop_mid_job_then_restart_reattaches_to_the_pool_task(start_processor, 
     assert _job_commits(forge, "j-crash") == [job["commit"]] == [forge.tip(REPO, BRANCH)]
     assert "re-attaching" in job["log_tail"]
     assert not (second.state_dir / "workspaces" / "j-crash.1").exists()
+    # The transcript goes on across the stop: every line once, in order, in the job's file as in the API.
+    whole = second.client.get("/api/jobs/j-crash/transcript", params={"limit": 2000}).json()
+    texts, ids = [line["text"] for line in whole["lines"]], [line["id"] for line in whole["lines"]]
+    assert texts[0].startswith("[aipm] accepted") and texts[-1] == "[aipm] job ended: succeeded", texts
+    assert any("re-attaching" in text for text in texts) and ids == sorted(set(ids))
+    with gzip.open(second.state_dir / "transcripts" / "j-crash.jsonl.gz", "rt") as f:
+        assert [json.loads(line)[2] for line in f] == texts
 
 
 def test_sigkill_then_restart_when_the_pool_forgot_the_task_starts_a_clean_attempt(start_processor, forge, fake_pool):
