@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from ec2_services.pr_processor.store.job_log import JobLog
 from ec2_services.pr_processor.store.jobs import Jobs
 
-log = logging.getLogger("ec2_services.pr_processor.jobs")
+log = logging.getLogger(__name__)
 
 _END = (-1, "")
 HEARTBEAT_S = 15.0
