@@ -100,6 +100,13 @@ class TestRun(BaseModel):
     output_tail: str = Field("", max_length=100_000)
 
 
+class Tokens(BaseModel):
+    """The model tokens an agent reported for a job's run (Gemini CLI does; Kiro reports credits instead)."""
+
+    input: int = Field(ge=0, le=10**12)
+    output: int = Field(ge=0, le=10**12)
+
+
 class JobResult(BaseModel):
     """The callback the PR processor sends to the Lambda when a job ends."""
 
@@ -115,11 +122,13 @@ class JobResult(BaseModel):
     credits: Credits | None = None
     output_tail: str | None = Field(None, max_length=500_000)
     tests: TestRun | None = None  # sent only when the repository's tests ran (``dump_job_result``)
+    tokens: Tokens | None = None  # sent only when the agent reported them
 
 
 def dump_job_result(result: JobResult) -> dict:
-    """The callback's JSON object: ``tests`` is left out, not null, when no tests ran."""
-    return result.model_dump(exclude={"tests"} if result.tests is None else None)
+    """The callback's JSON object: ``tests`` and ``tokens`` are left out, not null, when there are none."""
+    return result.model_dump(exclude={name for name in ("tests", "tokens") if getattr(result, name) is None})
 
 
-CONTRACT_MODELS: tuple[type[BaseModel], ...] = (ExecuteRequest, TaskResult, ProcessPrRequest, ProcessPrAccepted, TestRun, JobResult)
+CONTRACT_MODELS: tuple[type[BaseModel], ...] = (ExecuteRequest, TaskResult, ProcessPrRequest, ProcessPrAccepted, TestRun, Tokens,
+                                                JobResult)

@@ -39,6 +39,7 @@ class Recorder:
                 commit_url=self.forge.commit_url(repo, commit) if commit else None,
                 duration_s=result.get("duration_s"), credits=result.get("credits"), attempts=result.get("attempts"),
                 error=result.get("error"), output_tail=result.get("output_tail"), tests=result.get("tests"),
+                tokens=result.get("tokens"),
             )
             comment, action = write_marked(self.forge, repo.full_name, pr.number, job_marker(job), body)
             label = STATUS_LABELS[result["status"]]

@@ -77,7 +77,7 @@ def job_from_pull(job_id: str, repo: str, branch: str, pr: PullRequest) -> dict:
     status = status_from_labels(pr)
     return {
         "job_id": job_id, "repo": repo, "branch": branch, "status": status, "attempts": None, "commit": None,
-        "error": None, "log_tail": "", "queue_position": None, "credits": None, "duration_s": None,
+        "error": None, "log_tail": "", "queue_position": None, "credits": None, "tokens": None, "duration_s": None,
         "dispatch": "sqs",
         "detail": ("sent to the job queue; a host takes it when a worker is free" if status == DISPATCHED
                    else "ended: the result comment on the pull request has the details"),

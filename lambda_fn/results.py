@@ -79,6 +79,7 @@ def render_result(
     error: str | None,
     output_tail: str | None,
     tests: dict | None = None,
+    tokens: dict | None = None,
 ) -> str:
     """The result comment; ``commit`` must already be a validated hex sha."""
     rows = [
@@ -89,6 +90,8 @@ def render_result(
         ("Credits", f"{credits:g}" if credits is not None else "—"),
         ("Attempts", str(attempts) if attempts is not None else "—"),
     ]
+    if tokens:
+        rows.append(("Tokens", f"{tokens['input']:,} in / {tokens['output']:,} out"))
     if tests:
         rows.append(("Tests", _tests_cell(tests)))
     parts = [

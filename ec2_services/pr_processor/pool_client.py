@@ -41,6 +41,17 @@ class PoolAnswer:
         return float(value) if isinstance(value, int | float) else None
 
     @property
+    def tokens(self) -> dict[str, int] | None:
+        """``{input, output}`` when the pool reported the agent's tokens (whole, non-negative numbers), else None."""
+        value = self.body.get("tokens")
+        if not isinstance(value, dict):
+            return None
+        counts = {key: value.get(key) for key in ("input", "output")}
+        if all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**12 for n in counts.values()):
+            return counts
+        return None
+
+    @property
     def reason(self) -> str:
         """What the pool answered, with its ``detail`` (where it puts the agent's own error line), on one line."""
         status = self.body.get("status") or "error"

@@ -354,6 +354,8 @@ class JobRunner:
         values = {"output_tail": answer.output[-OUTPUT_TAIL_CHARS:]}
         if answer.credits is not None:
             values["credits"] = answer.credits
+        if answer.tokens is not None:
+            values["tokens"] = json.dumps(answer.tokens)
         self.store.update(job.job_id, **values)
         duration = answer.body.get("duration_s")
         self.events.event(job.job_id, f"{answer.reason if answer.status_code != 200 else 'agent finished'}"

@@ -180,6 +180,7 @@ class ProcessorService:
             "log_tail": self._log_tail(job),
             "queue_position": self.store.jobs.queue_position(job),
             "credits": job.credits,
+            "tokens": job.tokens_used,
             "duration_s": job.duration_s,
             "tests": job.tests_result,
             "callback": self.store.outbox.status(job.job_id),

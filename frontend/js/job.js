@@ -157,6 +157,7 @@ export const jobPage = {
     if (job.attempts) meta.push(job.attempts === 1 ? "1 attempt" : `${job.attempts} attempts`);
     if (typeof job.duration_s === "number") meta.push(`took ${formatDuration(job.duration_s)}`);
     if (typeof job.credits === "number") meta.push(`${job.credits} credits`);
+    if (job.tokens) meta.push(`${job.tokens.input.toLocaleString()} in / ${job.tokens.output.toLocaleString()} out tokens`);
     setText(this.el("job-page-meta"), meta.join(" · "));
     setText(this.el("job-page-detail"), detailText(job));
     this.renderTimeline(job.timeline || []);

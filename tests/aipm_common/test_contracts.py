@@ -43,3 +43,13 @@ def test_the_senders_bodies_keep_the_wire_order():
              "exit_code": 0, "timed_out": False, "duration_s": 1.5, "output_tail": ""}
     ran = dump_job_result(JobResult(job_id="j-1", status="succeeded", repo="o/n", branch="aipm/x", tests=tests))
     assert ran["tests"] == tests and list(ran["tests"]) == list(tests)
+
+
+def test_tokens_are_sent_only_when_the_agent_reported_them():
+    bare = dump_job_result(JobResult(job_id="j-1", status="succeeded", repo="o/n", branch="aipm/x"))
+    assert "tokens" not in bare  # Kiro and claude-code-acp: the callback Kiro's users have always had
+    counted = dump_job_result(JobResult(job_id="j-1", status="succeeded", repo="o/n", branch="aipm/x",
+                                        tokens={"input": 1234, "output": 56}))
+    assert counted["tokens"] == {"input": 1234, "output": 56}
+    with pytest.raises(ValueError):
+        JobResult(job_id="j-1", status="succeeded", repo="o/n", branch="aipm/x", tokens={"input": -1, "output": 0})

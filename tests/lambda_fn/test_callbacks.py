@@ -182,3 +182,15 @@ def test_out_of_range_numbers_in_a_callback_are_422_and_change_nothing(api, gith
         assert resp.status_code == 422, (field, value, resp.text)
         assert field in json.dumps(resp.json()["detail"])
     assert github.comments_on(REPO, out["pr_number"]) == []
+
+
+def test_the_agents_tokens_are_a_row_of_the_comment_only_when_reported(api, github, shared_secret):
+    out = api.generate(story_id="tokens-row").json()
+    assert callback(api, shared_secret, _result(out)).status_code == 200
+    [comment] = github.comments_on(REPO, out["pr_number"])
+    assert "| Tokens |" not in comment["body"]  # Kiro reports credits, not tokens
+    counted = _result(out, tokens={"input": 123456, "output": 789})
+    assert callback(api, shared_secret, counted).json()["comment"] == "updated"
+    [comment] = github.comments_on(REPO, out["pr_number"])
+    assert "| Tokens | 123,456 in / 789 out |" in comment["body"]
+    assert callback(api, shared_secret, _result(out, tokens={"input": -1, "output": 0})).status_code == 422

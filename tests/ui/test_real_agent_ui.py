@@ -42,10 +42,13 @@ def test_a_story_from_the_form_is_implemented_by_the_real_agent_on_the_job_page(
     expect(transcript).to_contain_text("tool calls:")
     expect(transcript).to_contain_text("[agent]")
     expect(transcript).to_contain_text("job ended: succeeded")
+    # Gemini CLI reports its model tokens: the job page shows them beside duration and attempts.
+    expect(page.locator("#job-page-meta")).to_contain_text(re.compile(r"[\d,]+ in / [\d,]+ out tokens"))
     pr_link = page.locator("#job-page-links a.pr-link")
     expect(pr_link).to_be_visible()
     pr = page.context.new_page()
     pr.goto(pr_link.get_attribute("href"))
     expect(pr.locator("body")).to_contain_text("def multiply", timeout=30_000)  # the agent's change in the diff
     expect(pr.locator("body")).to_contain_text("The agent finished this task", timeout=30_000)
+    expect(pr.locator("body")).to_contain_text(re.compile(r"Tokens\s*[\d,]+ in / [\d,]+ out"))  # the comment's row
     pr.close()

@@ -61,7 +61,8 @@ CREATE INDEX IF NOT EXISTS jobs_branch ON jobs(repo_key, branch, seq);
 # NOT EXISTS leaves an existing table as it is).
 ADDED_COLUMNS = [("jobs", "title", "TEXT"),  # the pull request's title, for the history list
                  ("jobs", "tests", "TEXT"),  # the repository's test run after the agent (JSON)
-                 ("jobs", "rerun_of", "TEXT")]  # POST /api/jobs/{id}/rerun: the job run again
+                 ("jobs", "rerun_of", "TEXT"),  # POST /api/jobs/{id}/rerun: the job run again
+                 ("jobs", "tokens", "TEXT")]  # the model tokens the agent reported, {input, output} (JSON)
 
 
 class BranchBusy(Exception):
@@ -104,6 +105,7 @@ class Job:
     title: str | None = None
     tests: str | None = None  # the test run's result as JSON (ec2_services.pr_processor.repo_tests)
     rerun_of: str | None = None  # the job this one runs again, on the same branch and pull request
+    tokens: str | None = None  # the model tokens the agent reported, {"input": n, "output": n} as JSON
 
     @property
     def duration_s(self) -> float | None:
@@ -115,6 +117,10 @@ class Job:
     @property
     def tests_result(self) -> dict[str, Any] | None:
         return json.loads(self.tests) if self.tests else None
+
+    @property
+    def tokens_used(self) -> dict[str, int] | None:
+        return json.loads(self.tokens) if self.tokens else None
 
     @property
     def task_id(self) -> str:

@@ -75,6 +75,7 @@ def callback_payload(job: Job) -> dict[str, Any]:
         credits=job.credits,
         output_tail=job.output_tail[-OUTPUT_TAIL_CHARS:],
         tests=job.tests_result,
+        tokens=job.tokens_used,
     ))
 
 

@@ -37,6 +37,7 @@ class Plan:
     status: int = 200
     output: str = "> I made the change.\nAll tests pass."
     credits: float | None = 1.25
+    tokens: dict | None = None  # the agent's model tokens, as the pool reports Gemini CLI's
     detail: str | None = None  # an error answer's detail (the real pool's carries the agent's own words)
 
 
@@ -112,7 +113,7 @@ class FakePool:
         elif plan.status == 200:
             task.status_code, task.result = 200, {"status": "completed", "worker_id": 1, "output": plan.output,
                                                   "approvals": 1, "denials": 0, "duration_s": duration,
-                                                  "credits": plan.credits}
+                                                  "credits": plan.credits, "tokens": plan.tokens}
         else:
             task.status_code, task.result = plan.status, {"status": ERROR_STATUS.get(plan.status, "error"),
                                                           "worker_id": 1, "duration_s": duration,

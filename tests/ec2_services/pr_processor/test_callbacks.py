@@ -73,6 +73,24 @@ def test_callback_is_signed_retried_past_two_failures_and_delivered_once(start_p
     assert len(body["output_tail"]) == 4000 and body["output_tail"].endswith("final words")
 
 
+def test_the_agents_tokens_reach_the_job_and_its_callback(start_processor, forge, fake_pool, shared_secret):
+    """An agent that reports its model tokens (the pool's ``tokens``): the job shows them and the callback sends them;
+    a malformed report is dropped, not stored."""
+    receiver = Receiver(shared_secret)
+    fake_pool.plan("j-tok", Plan(files={"t.txt": "t\n"}, tokens={"input": 12345, "output": 678}))
+    fake_pool.plan("j-bad", Plan(files={"b.txt": "b\n"}, tokens={"input": "many", "output": -1}))
+    with serve_in_thread(receiver.app) as url:
+        proc = start_processor(AIPM_CALLBACK_ORIGINS=url)
+        for job_id, branch in (("j-tok", BRANCH), ("j-bad", "aipm/story-2")):
+            assert proc.submit(job_id, branch=branch, callback_url=url + "/api/callbacks/job").status_code == 202
+        jobs = {job_id: _wait_callback(proc, job_id, "delivered") for job_id in ("j-tok", "j-bad")}
+    assert jobs["j-tok"]["tokens"] == {"input": 12345, "output": 678}
+    assert jobs["j-bad"]["tokens"] is None
+    sent = {body["job_id"]: body for body in receiver.accepted}
+    assert sent["j-tok"]["tokens"] == {"input": 12345, "output": 678}
+    assert "tokens" not in sent["j-bad"]
+
+
 LEAKY = "ghp_" + "CallbackDetailLeak" + "0123456789abcdef"
 
 
