@@ -137,14 +137,20 @@ def run(jobs: int = JOBS, commits: int = COMMITS) -> dict[str, Any]:
         mirror_times, clone_times = [], []
         mirror_steps: dict[str, list[float]] = {}
         clone_steps: dict[str, list[float]] = {}
-        for n in range(jobs):
+        for n in range(jobs):  # one pair per round; which side goes first alternates
             # os.sync() first: neither path pays for writing back the other's files.
-            someone_pushes(bare, root / "human", 2 * n)
-            os.sync()
-            mirror_times.append(asyncio.run(mirror_job(ops, n, mirror_steps)))
-            someone_pushes(bare, root / "human", 2 * n + 1)
-            os.sync()
-            clone_times.append(clone_job(f"file://{bare}", root, n, clone_steps))
+            def mirror(n=n):
+                someone_pushes(bare, root / "human", 2 * n)
+                os.sync()
+                mirror_times.append(asyncio.run(mirror_job(ops, n, mirror_steps)))
+
+            def clone(n=n):
+                someone_pushes(bare, root / "human", 2 * n + 1)
+                os.sync()
+                clone_times.append(clone_job(f"file://{bare}", root, n, clone_steps))
+
+            for side in (mirror, clone) if n % 2 == 0 else (clone, mirror):
+                side()
         return {
             "mirror_steps": {k: statistics.median(v) for k, v in mirror_steps.items()},
             "clone_steps": {k: statistics.median(v) for k, v in clone_steps.items()},
@@ -153,21 +159,26 @@ def run(jobs: int = JOBS, commits: int = COMMITS) -> dict[str, Any]:
             "first_fetch_s": first_fetch_s,
             "mirror_s": statistics.median(mirror_times),
             "clone_s": statistics.median(clone_times),
+            "ratios": [m / c for m, c in zip(mirror_times, clone_times, strict=True)],
             "jobs": jobs,
         }
 
 
 def main() -> None:
+    load = os.getloadavg()[0]
     r = run()
-    ratio = r["mirror_s"] / r["clone_s"]
+    ratios = r["ratios"]
+    ratio = statistics.median(ratios)
     print(f"Repository: {r['commits']:,} commits, {FILES:,} files, generated with git fast-import in "
           f"{r['generate_s']:.2f} s; the mirror's one-time first fetch took {r['first_fetch_s']:.2f} s.")
-    print(f"Median of {r['jobs']} jobs each (another push lands on the branch before every job).\n")
-    print("| per-job git work (fetch + worktree + commit + push) | median time | vs fresh clone |")
+    print(f"{r['jobs']} pairs of jobs, which side goes first alternating (another push lands on the branch before "
+          f"every job); 1-min load {load:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} CPUs.\n")
+    print("| per-job git work (fetch + worktree + commit + push) | median time | ÷ fresh clone, paired: min / median / max |")
     print("| --- | --- | --- |")
-    print(f"| cached bare mirror + `git worktree` (git_ops) | {r['mirror_s'] * 1000:.0f} ms | {ratio:.2f}× |")
-    print(f"| fresh `git clone` + commit + push | {r['clone_s'] * 1000:.0f} ms | 1.00× |")
-    print(f"\nGoal ≤ 0.30×: {'met' if ratio <= 0.3 else 'NOT met'} ({ratio:.2f}×)\n")
+    print(f"| cached bare mirror + `git worktree` (git_ops) | {r['mirror_s'] * 1000:.0f} ms | "
+          f"{min(ratios):.2f} / {ratio:.2f} / {max(ratios):.2f}× |")
+    print(f"| fresh `git clone` + commit + push | {r['clone_s'] * 1000:.0f} ms | 1 |")
+    print(f"\nGoal ≤ 0.30× (median of the pairs): {'met' if ratio <= 0.3 else '**NOT met**'} ({ratio:.2f}×)\n")
     print("| step (median) | cached mirror | fresh clone |")
     print("| --- | --- | --- |")
     for name, value in r["mirror_steps"].items():
