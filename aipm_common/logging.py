@@ -55,11 +55,26 @@ def redact(text: str) -> str:
 
 
 _NONPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NONPRINTABLE_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 def escape_nonprintable(text: str) -> str:
     """Control characters as visible escapes, so a log line stays one line and cannot move a terminal."""
-    return _NONPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return _NONPRINTABLE.sub(_escaped, text)
+
+
+def log_lines(logger: logging.Logger, lines: list[str], level: int = logging.INFO) -> None:
+    """Log ``lines`` (an agent's output) as one record that the formatters here write as one line each, with the
+    same time and context: one record, one redaction pass and one write for a block of lines instead of one per
+    line. Any other formatter sees the lines joined by newlines."""
+    if lines and logger.isEnabledFor(level):
+        record = logger.makeRecord(logger.name, level, "(lines)", 0, "\n".join(lines), None, None)
+        record.lines = lines
+        logger.handle(record)
 
 
 @contextlib.contextmanager
@@ -78,11 +93,16 @@ class RedactionFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_aipm_clean", False):
             return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not lose the record
-            message = f"{record.msg!r} {record.args!r}"
-        record.msg = escape_nonprintable(redact(message))
+        lines = getattr(record, "lines", None)
+        if lines is not None:  # log_lines: redacted and escaped in one pass, each line still one line
+            record.msg = _NONPRINTABLE_BUT_NEWLINE.sub(_escaped, redact("\n".join(lines)))
+            record.lines = record.msg.split("\n")
+        else:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string must not lose the record
+                message = f"{record.msg!r} {record.args!r}"
+            record.msg = escape_nonprintable(redact(message))
         record.args = None
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
@@ -104,7 +124,8 @@ def _utc(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, service, logger, job_id/task_id/worker, message, fields."""
+    """One JSON object per line: time, level, service, logger, job_id/task_id/worker, message, fields (a record of
+    ``log_lines``: one object per line, each with one of its lines as the message)."""
 
     def __init__(self, service: str):
         super().__init__()
@@ -127,11 +148,18 @@ class JsonFormatter(logging.Formatter):
             out.update({k: v for k, v in fields.items() if k not in out})
         if record.exc_text:
             out["exception"] = record.exc_text
-        return json.dumps(out, ensure_ascii=False, default=str)
+        lines = getattr(record, "lines", None)
+        if lines is None:
+            return json.dumps(out, ensure_ascii=False, default=str)
+        shown = []
+        for line in lines:
+            out["message"] = line
+            shown.append(json.dumps(out, ensure_ascii=False, default=str))
+        return "\n".join(shown)
 
 
 class HumanFormatter(logging.Formatter):
-    """For a terminal: ``12:00:01 INFO  worker-pool [job j-1] message``."""
+    """For a terminal: ``12:00:01 INFO  worker-pool [job j-1] message`` (a record of ``log_lines``: that per line)."""
 
     def __init__(self, service: str):
         super().__init__()
@@ -140,7 +168,9 @@ class HumanFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         ctx = " ".join(f"{k}={getattr(record, k)}" for k in _CONTEXT_KEYS if getattr(record, k, None) is not None)
-        line = f"{when} {record.levelname:<5} {self._service}{' [' + ctx + ']' if ctx else ''} {record.getMessage()}"
+        head = f"{when} {record.levelname:<5} {self._service}{' [' + ctx + ']' if ctx else ''} "
+        lines = getattr(record, "lines", None)
+        line = head + record.getMessage() if lines is None else "\n".join(head + line for line in lines)
         if record.exc_text:
             line += "\n" + record.exc_text
         return line

@@ -1,5 +1,8 @@
 """The agent's output in the service log: one ``[Worker N] …`` line per output line, floods condensed.
 
+A read's lines go to the log as one record (``log_lines``): decoded, redacted and written once per block, still
+one line of log per line of output.
+
 Owns the rate limit that keeps a flooding agent from flooding the log: past ``lines_per_window`` lines in a window
 the rest are counted, not formatted, and one explicit ``… N lines omitted`` line says so. It never buffers
 output (memory stays bounded) and never waits (the agent is never blocked by the log).
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
+from aipm_common.logging import log_lines
 from ec2_services.worker_pool.screen import Block
 
 log = logging.getLogger("ec2_services.worker_pool.agent")
@@ -41,11 +45,14 @@ class AgentOutputLog:
         shown = block.lines[: self._budget]
         self._budget -= len(shown)
         self.omitted += block.count - len(shown)
-        for line in shown:
-            line = block.plain_line(line)
-            if len(line) > self._max_chars:
-                line = f"{line[: self._max_chars]}… ({len(line) - self._max_chars} more characters)"
-            log.info("[Worker %d] %s", self.worker_id, line)
+        if not shown:
+            return
+        prefix, most = f"[Worker {self.worker_id}] ", self._max_chars
+        lines = block.plain_of("\n".join(shown))  # one decode for the lines shown
+        log_lines(log, [
+            prefix + (line if len(line) <= most else f"{line[:most]}… ({len(line) - most} more characters)")
+            for line in lines
+        ])
 
     def flush(self) -> None:
         """Say how many lines were left out since the last flush, if any."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pyte
 
-from ec2_services.worker_pool.profiles import AgentProfile
+from ec2_services.worker_pool.profiles import DEFAULT_PROMPT_PATTERN, AgentProfile
 
 COLUMNS, ROWS = 200, 50
 
@@ -99,7 +99,7 @@ class Block:
     - plain (``plain=True``): the lines as shown;
     - raw (``plain=False``): still holding escape sequences, which are then the only difference from the plain text;
     - redrawn (``plain=False`` with ``decode``): raw lines that also carry ``\\r``, erasures, backspaces or the answer's
-      marker; ``decode`` (the assembler's) turns such raw text into the lines a terminal shows.
+      marker; ``decode`` (the assembler's ``decode_text``) turns such raw text into the text a terminal shows.
 
     Nothing is stripped, emulated or split until someone asks for the lines: most of a flood never is."""
 
@@ -112,7 +112,7 @@ class Block:
         plain: bool,
         count: int | None = None,
         crlf: bool = False,
-        decode: Callable[[str], list[str]] | None = None,
+        decode: Callable[[str], str] | None = None,
     ):
         self.text = text  # raw blocks may still end their lines with "\r\n" (``crlf``)
         self.plain = plain
@@ -135,34 +135,26 @@ class Block:
         return self._lines
 
     def plain_lines(self) -> list[str]:
-        if self.plain:
-            return self.lines
-        if self._decode is not None:
-            return self._decode(self.text)
-        return strip_ansi(self.text).split("\n")
+        return self.lines if self.plain else self.plain_text().split("\n")
 
     def plain_text(self) -> str:
+        return self.plain_of_text(self.text)
+
+    def plain_of_text(self, text: str) -> str:
+        """A piece of ``text`` (whole lines) as plain text."""
         if self.plain:
-            return self.text
+            return text
         if self._decode is not None:
-            return "\n".join(self._decode(self.text))
-        return strip_ansi(self.text)
+            return self._decode(text)
+        return strip_ansi(text)
 
     def plain_of(self, text: str) -> list[str]:
         """A piece of ``text`` (whole lines, ``\\n``-separated) as plain lines."""
-        if self.plain:
-            return text.split("\n")
-        if self._decode is not None:
-            return self._decode(text)
-        return strip_ansi(text).split("\n")
+        return self.plain_of_text(text).split("\n")
 
     def plain_line(self, line: str) -> str:
         """One of ``lines`` as plain text."""
-        if self.plain:
-            return line
-        if self._decode is not None:
-            return self._decode(line)[0]
-        return strip_ansi(line)
+        return self.plain_of_text(line)
 
 
 _EMPTY = Block.of([])
@@ -212,11 +204,16 @@ class LineAssembler:
             # Every \r ends a line, nothing is erased and no answer marker: escape sequences are the only difference
             # from plain text.
             return Block(raw, plain=False, count=newlines + 1, crlf=returns > 0)
-        return Block(raw, plain=False, count=newlines + 1, decode=self.decode)
+        return Block(raw, plain=False, count=newlines + 1, decode=self.decode_text)
 
     def decode(self, raw: str) -> list[str]:
         """Raw finished lines (``\\n``-separated) as a terminal shows them: carriage returns, erasures and
         backspaces emulated, the answer's coloured leading ``> `` dropped, escape sequences and controls removed."""
+        return self.decode_text(raw).split("\n")
+
+    def decode_text(self, raw: str) -> str:
+        """``decode`` as one text: only the lines that hold a ``\\r``, an erasure or a backspace go through the
+        line emulation, found by one scan of the block (a test per line would run at Python speed)."""
         block = raw.replace("\r\n", "\n")
         if "\x1b" in block:  # each step only where its sequence can be: one line is decoded per read, too
             if "K" in block:
@@ -227,9 +224,23 @@ class LineAssembler:
                 block = self._drop_markers(block)
             block = _ANSI.sub("", block)
         plain = _CONTROLS.sub("", block)
-        if not _NEEDS_EMULATION.search(plain):
-            return plain.split("\n")
-        return [_emulate_line(line) if _NEEDS_EMULATION.search(line) else line for line in plain.split("\n")]
+        if _CLEAR in plain:  # a line erased before it is drawn (a progress line redrawn in place) shows what follows
+            plain = plain.replace("\n" + _CLEAR, "\n")
+        edit = _NEEDS_EMULATION.search(plain)
+        if edit is None:
+            return plain
+        pieces: list[str] = []
+        done = 0
+        while edit is not None:
+            start = plain.rfind("\n", 0, edit.start()) + 1
+            end = plain.find("\n", edit.end())
+            end = len(plain) if end < 0 else end
+            pieces.append(plain[done:start])
+            pieces.append(_emulate_line(plain[start:end]))
+            done = end
+            edit = _NEEDS_EMULATION.search(plain, end)
+        pieces.append(plain[done:])
+        return "".join(pieces)
 
     def _drop_markers(self, text: str) -> str:
         """``text`` without the answer's marker where it starts a line (after a newline, ``\\r`` or an erase).
@@ -413,13 +424,25 @@ class Patterns:
         self.approval_hint = profile.approval_hint
         self.tool_hint = profile.tool_hint
         self.credits_hint = profile.credits_hint
+        # The default prompt ends its line with `>` (then only blanks): a line that does not cannot hold it, which a
+        # string test tells faster than the regex's search.
+        self._prompt_ends_gt = profile.prompt_pattern == DEFAULT_PROMPT_PATTERN
 
     @staticmethod
     def is_bare(match: re.Match) -> bool:
         return match.group().strip() in (">", "!>")
 
     def prompt_at_end(self, line: str) -> re.Match | None:
+        if self._prompt_ends_gt and not line.rstrip().endswith(">"):
+            return None
         return self.prompt.search(line)
+
+    def asks_approval(self, text: str) -> bool:
+        hint = self.approval_hint
+        return (not hint or hint in text) and self.approval.search(text) is not None
+
+    def credits_in(self, line: str) -> re.Match | None:
+        return self.credits.search(line) if self.credits_hint in line else None
 
     def prompt_prefix(self, line: str) -> re.Match | None:
         """A non-bare prompt starting ``line`` with typed text after it (`[aipm] 20% λ > t`)."""
@@ -433,13 +456,13 @@ class Patterns:
         return None
 
     def tool_name(self, line: str) -> str | None:
-        match = self.tool.search(line)
+        match = self.tool.search(line) if self.tool_hint in line else None
         if not match:
             return None
         return next(group for group in match.groups() if group)
 
     def question(self, text: str) -> ScreenState | None:
-        if self.approval.search(text):
+        if self.asks_approval(text):
             return ScreenState.APPROVAL
         if self.confirm.search(text):
             return ScreenState.CONFIRM

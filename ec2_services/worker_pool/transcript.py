@@ -65,6 +65,8 @@ class Transcript:
         # Kept lines, in blocks as they came (a flood's raw blocks are stripped only if still kept at the end).
         self._blocks: deque[Block] = deque()
         self._chars = 0
+        # While a block is read: the lines and runs of lines it keeps, stored as one plain block when it is done.
+        self._kept: list[str] | None = None
         # Blocks not read yet, in order, after ``_blocks``.
         self._pending: deque[Block] = deque()
         self._pending_chars = 0
@@ -210,8 +212,17 @@ class Transcript:
                 self._answer_starts = False  # the stretch began without a marker (no `>` in this block)
             self._keep(block)
             return
-        # Stripped in one pass; then only the lines that may matter go one by one, the runs between them in bulk.
-        text = block.plain_text()
+        # Stripped in one pass; then only the lines that may matter go one by one, the runs between them in bulk;
+        # what the block keeps is stored as one plain block.
+        self._kept = []
+        try:
+            self._read_text(block.plain_text())
+        finally:
+            kept, self._kept = self._kept, None
+            if kept:
+                self._store(Block("\n".join(kept), plain=True))
+
+    def _read_text(self, text: str) -> None:
         pos = 0
         while pos <= len(text):
             if self._watching() or self._candidates is None:
@@ -240,16 +251,19 @@ class Transcript:
         return self._echo_end is not None or self._reply_echo is not None or self._skip_blank
 
     def _keep_run(self, text: str) -> None:
-        """Plain lines none of which may matter, kept as one block (blank lines at its end kept one by one, as a
+        """Plain lines none of which may matter, kept as one run (blank lines at its end kept one by one, as a
         question that follows takes them away)."""
         body = text.rstrip()
         blanks = text.count("\n", len(body)) if body else text.count("\n") + 1
         if body:
             if self._answer_starts:
                 self._answer_starts = False
-            self._keep(Block(body, plain=True))
-        for _ in range(blanks):
-            self._keep(Block.of([""]))
+            self._keep_text(body)
+        if blanks:
+            if self._kept is not None:
+                self._kept.extend([""] * blanks)
+            else:
+                self._store(Block("\n" * (blanks - 1), plain=True))
 
     def _may_matter(self, text: str) -> bool:
         """Whether lines may hold a prompt, a question, a tool line, the Credits line or a spinner frame.
@@ -268,6 +282,18 @@ class Transcript:
     def _keep(self, block: Block) -> None:
         if self._ended_on_credits and block.text.strip():
             self._ended_on_credits = False
+        self._store(block)
+
+    def _keep_text(self, text: str) -> None:
+        """Plain lines kept: into the block being read, if one is."""
+        if self._ended_on_credits and text.strip():
+            self._ended_on_credits = False
+        if self._kept is not None:
+            self._kept.append(text)
+        else:
+            self._store(Block(text, plain=True))
+
+    def _store(self, block: Block) -> None:
         self._blocks.append(block)
         self._chars += len(block.text) + 1
         # Whole blocks go first (raw ones count twice the limit: escape sequences are about half of them);
@@ -293,7 +319,7 @@ class Transcript:
             reply, self._reply_echo = self._reply_echo, None
             if text.endswith(reply) and (p.prompt_prefix(text) or len(text) <= len(reply) + 2):
                 return
-        if p.approval.search(text):
+        if p.asks_approval(text):
             # The question comes as "\n<question>\n\n<prompt>": its blank lines go with it.
             self._last_tool = p.tool_name(text) or self._last_tool
             self._drop_trailing_blanks()
@@ -308,7 +334,7 @@ class Transcript:
             self._last_tool = tool
         elif self._is_prompt_line(text):
             return
-        credits = p.credits.search(text)
+        credits = p.credits_in(text)
         if credits:
             self._credits = float(credits.group(1))
             self._ended_on_credits = True
@@ -321,7 +347,7 @@ class Transcript:
                 text = text[2:]
         if _TOOL_DONE.match(text):
             self._answer_starts = True
-        self._keep(Block.of([text]))
+        self._keep_text(text)
 
     def _release_held(self) -> None:
         held, self._held, self._echo_end = self._held, [], None
@@ -329,9 +355,23 @@ class Transcript:
             self._add_one(line)
 
     def _drop_trailing_blanks(self) -> None:
+        """The blank lines last kept go (a question's). Kept plain blocks end their non-blank text with them as
+        bare newlines (lines are kept right-stripped); raw blocks are left as they are."""
+        kept = self._kept
+        if kept is not None:
+            while kept and not kept[-1]:
+                kept.pop()
+            if kept:
+                return
         while self._blocks:
             last = self._blocks[-1]
-            if not last.plain or last.count != 1 or last.text.strip():
+            if not last.plain:
+                return
+            body = last.text.rstrip("\n")
+            if body:
+                if len(body) < len(last.text):
+                    self._blocks[-1] = Block(body, plain=True, count=last.count - (len(last.text) - len(body)))
+                    self._chars -= len(last.text) - len(body)
                 return
             self._chars -= len(self._blocks.pop().text) + 1
 
@@ -379,9 +419,18 @@ class Transcript:
     def output(self) -> str:
         self._settle()
         self._release_held()
-        lines = [line.rstrip() for block in self._blocks for line in block.plain_lines()]
-        dropped = self._dropped
-        size = sum(map(len, lines)) + len(lines)
+        # The newest blocks, back to the first one the limit cuts into: older blocks are only counted, never decoded.
+        newest: list[list[str]] = []
+        size = 0
+        blocks = reversed(self._blocks)
+        for block in blocks:
+            lines = [line.rstrip() for line in block.plain_lines()]
+            newest.append(lines)
+            size += sum(map(len, lines)) + len(lines)
+            if size > self._limit:
+                break
+        dropped = self._dropped + sum(block.count for block in blocks)
+        lines = [line for block_lines in reversed(newest) for line in block_lines]
         start = 0
         while size > self._limit and start < len(lines):
             size -= len(lines[start]) + 1
