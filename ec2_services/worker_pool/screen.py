@@ -199,11 +199,12 @@ class LineAssembler:
         raw = buf[: cut - 1] if cut and buf[cut - 1] == "\r" else buf[:cut]
         newlines = raw.count("\n")
         self.lines_completed += newlines + 1
-        returns = raw.count("\r")
-        if (returns == 0 or returns == newlines) and not _redrawn(raw):
-            # Every \r ends a line, nothing is erased and no answer marker: escape sequences are the only difference
-            # from plain text.
-            return Block(raw, plain=False, count=newlines + 1, crlf=returns > 0)
+        if not _redrawn(raw):
+            returns = raw.count("\r")
+            if returns == 0 or returns == newlines:
+                # Every \r ends a line, nothing is erased and no answer marker: escape sequences are the only
+                # difference from plain text.
+                return Block(raw, plain=False, count=newlines + 1, crlf=returns > 0)
         return Block(raw, plain=False, count=newlines + 1, decode=self.decode_text)
 
     def decode(self, raw: str) -> list[str]:
@@ -321,8 +322,12 @@ class RecentScreen:
         self._restart = False
 
     def feed(self, text: str) -> None:
-        self._pending.append(text)
-        self._pending_len += len(text)
+        if len(text) > self._budget:  # this alone is over the budget: nothing before it can be kept (nor copied)
+            self._pending = [text]
+            self._pending_len = len(text)
+        else:
+            self._pending.append(text)
+            self._pending_len += len(text)
         if self._pending_len > 4 * self._budget:
             self._compact()
 

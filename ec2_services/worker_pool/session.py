@@ -67,7 +67,9 @@ from ec2_services.worker_pool.transcript import Transcript
 log = logging.getLogger(__name__)
 
 CTRL_C = "\x03"
-_READS_PER_WAKEUP = 16
+# A terminal read gives at most 4 KB: up to 256 KB in one block when a flood fills the terminal faster than it is read
+# (the per-block steps then cost per byte what they cost per line).
+_READS_PER_WAKEUP = 64
 # Variables that must never reach the agent (docs/contracts.md: none of the services' secrets in its environment).
 _SECRET_VARS = {
     "AIPM_SHARED_SECRET",

@@ -73,6 +73,8 @@ class Transcript:
         # The newest blocks pushed out unread that named a tool / the credits (looked into when next read).
         self._unread_tool: Block | None = None
         self._unread_credits: Block | None = None
+        # The last block pushed out unread: whether its last line ends a tool call decides where an answer starts.
+        self._unread_last: Block | None = None
         self._dropped = 0
         # The echo of the typed prompt: lines are held until one ends like the prompt's last line (then dropped
         # with it), or until more lines came than the echo can take (then they were answer after all).
@@ -114,7 +116,7 @@ class Transcript:
         self._chars = 0
         self._pending.clear()
         self._pending_chars = 0
-        self._unread_tool = self._unread_credits = None
+        self._unread_tool = self._unread_credits = self._unread_last = None
         self._dropped = 0
         self._last_tool = None
         nonblank = [line.rstrip() for line in typed.split("\n") if line.strip()]
@@ -176,11 +178,14 @@ class Transcript:
         if p.credits_hint and p.credits_hint in block.text:
             self._unread_credits = block
         self._ended_on_credits = False
-        last = last_nonblank_line(block)
-        self._answer_starts = bool(last and _TOOL_DONE.match(last))
+        self._unread_last = block
 
     def _resolve_unread(self) -> None:
         p = self._p
+        if self._unread_last is not None:
+            last = last_nonblank_line(self._unread_last)
+            self._answer_starts = bool(last and _TOOL_DONE.match(last))
+            self._unread_last = None
         if self._unread_tool is not None:
             # Only the newest such block is looked into: if its hint words name no tool, an older one is not sought.
             self._last_tool = self._last_hint(self._unread_tool, p.tool_hint, p.tool_name) or self._last_tool
