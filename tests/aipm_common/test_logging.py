@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from aipm_common.logging import log_context, redact, register_secret, setup_logging
+from aipm_common.logging import log_context, log_lines, redact, register_secret, setup_logging
 
 TOKENS = [
     "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
@@ -76,6 +76,31 @@ def test_nonprintable_characters_are_escaped(captured):
     (rec,) = records(captured)
     assert rec["message"] == "a\\x1b[31mred\\x00\\nnext"
     assert len(captured.getvalue().strip().splitlines()) == 1
+
+
+def test_log_lines_writes_one_record_per_line_each_redacted_and_escaped(captured):
+    with log_context(task_id="t-9", worker=3):
+        log_lines(logging.getLogger("x"), ["[Worker 3] first", f"[Worker 3] token {TOKENS[0]} here",
+                                           "[Worker 3] a\x1b[31mred\x00", "[Worker 3] the-shared-secret-value"])
+    recs = records(captured)
+    assert [r["message"] for r in recs] == [
+        "[Worker 3] first", "[Worker 3] token gh*_*** here", "[Worker 3] a\\x1b[31mred\\x00", "[Worker 3] ***",
+    ]
+    assert all(r["task_id"] == "t-9" and r["worker"] == 3 and r["logger"] == "x" for r in recs)
+    assert len({r["time"] for r in recs}) == 1  # one record, written as four lines
+
+
+def test_log_lines_on_a_terminal_prefixes_every_line():
+    stream = io.StringIO()
+    setup_logging("test-service", stream=stream, json_lines=False)
+    try:
+        log_lines(logging.getLogger("x"), ["[Worker 1] one", "[Worker 1] two"])
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert all(" INFO  test-service " in line for line in lines)
+    assert lines[0].endswith("[Worker 1] one") and lines[1].endswith("[Worker 1] two")
 
 
 def test_redact_function_for_other_outputs():

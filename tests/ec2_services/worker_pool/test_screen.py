@@ -227,3 +227,27 @@ def test_plain_coloured_lines_are_kept_raw_until_read_then_stripped():
     assert block.count == 2 and block.lines == ["a\x1b[1mb\x1b[0m", "c"]
     assert block.plain_lines() == ["ab", "c"]
     assert assembler.partial == "d"
+
+
+def test_the_agent_log_writes_each_line_of_a_read_as_shown_and_condenses_a_flood():
+    import io  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from aipm_common.logging import setup_logging  # noqa: PLC0415
+    from ec2_services.worker_pool.agent_log import AgentOutputLog  # noqa: PLC0415
+
+    stream = io.StringIO()
+    setup_logging("worker-pool", stream=stream, json_lines=True)
+    try:
+        agent_log = AgentOutputLog(4, lines_per_window=3, window_s=3600)
+        assembler = LineAssembler(KIRO)
+        spinner = "\r\x1b[38;5;8m⠋ Thinking...\x1b[0m\r\x1b[2K"
+        agent_log.block(assembler.feed(f"{spinner}\x1b[38;5;10m> \x1b[39mHello\r\n\x1b[1mbold\x1b[0m\r\nthird\r\nfourth\r\n"))
+        agent_log.block(assembler.feed("fifth\r\n"))
+        agent_log.flush()
+    finally:
+        logging.getLogger().handlers.clear()
+    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert messages == ["[Worker 4] Hello", "[Worker 4] bold", "[Worker 4] third",
+                        "[Worker 4] … 2 lines omitted (output flood)"]
