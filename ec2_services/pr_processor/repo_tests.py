@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from aipm_common.envnames import PrProcessor
+
 CONFIG_FILE = ".aipm.toml"
 MAX_COMMAND_CHARS = 2000
 MAX_TIMEOUT_S = 3600.0
@@ -31,7 +33,7 @@ class TestCommand:
 
 def choose(config_text: str | None, default_command: str, default_timeout: float) -> tuple[TestCommand | None, str | None]:
     """The command to run (None: none), and a warning about a ``.aipm.toml`` that could not be used."""
-    fallback = TestCommand(default_command.strip(), default_timeout, "AIPM_TEST_COMMAND") if default_command.strip() else None
+    fallback = TestCommand(default_command.strip(), default_timeout, PrProcessor.AIPM_TEST_COMMAND) if default_command.strip() else None
     if config_text is None:
         return fallback, None
     try:

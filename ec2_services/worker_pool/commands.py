@@ -24,12 +24,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from ec2_services.worker_pool.profiles import PROVIDER_KEY_VARS
 from ec2_services.worker_pool.screen import strip_ansi
 from ec2_services.worker_pool.session import agent_environment, die_with_parent, kill_process_group
 
 OUTPUT_TAIL_CHARS = 4000
-# The agents' own model keys: the agent may have one, the repository's tests may not.
-_AGENT_KEYS = ("KIRO_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 # pytest's closing line (`== 12 passed, 1 failed, 2 skipped in 0.51s ==`), unittest's (`Ran 3 tests` … `FAILED
 # (failures=1)`), and the common `N passed` / `N failed` counts of other runners.
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)\b")
@@ -52,10 +51,10 @@ class CommandResult(BaseModel):
     timed_out: bool
 
 
-
 def test_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The repository's tests get the agent's environment without any model key (an agent may have its own)."""
     env = agent_environment(base)
-    for key in _AGENT_KEYS:
+    for key in PROVIDER_KEY_VARS:
         env.pop(key, None)
     env.update({"CI": "1", "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"})
     return env

@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from aipm_common.envnames import Agent, WorkerPool
 from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 # The idle prompt, searched on the last non-blank line of the ANSI-free screen: `[aipm] 20% λ > `, `[dev]> `, `> `.
@@ -123,24 +124,24 @@ class AgentKind:
 
 # Every model-provider credential an agent of ours reads: each reaches its own agent alone.
 PROVIDER_KEY_VARS = frozenset({
-    "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
-    "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "KIRO_API_KEY",
+    WorkerPool.ANTHROPIC_API_KEY, Agent.ANTHROPIC_AUTH_TOKEN, Agent.CLAUDE_CODE_OAUTH_TOKEN,
+    Agent.OPENAI_API_KEY, WorkerPool.GEMINI_API_KEY, Agent.GOOGLE_API_KEY, Agent.KIRO_API_KEY,
 })
 
 AGENTS: dict[str, AgentKind] = {
     "kiro": AgentKind(
         name="kiro", acp_command=WorkerPoolSettings.model_fields["kiro_acp_command"].default,
-        key_vars=("KIRO_API_KEY",), tool_name_at="_meta.kiro.toolName", has_pty=True,
+        key_vars=(Agent.KIRO_API_KEY,), tool_name_at="_meta.kiro.toolName", has_pty=True,
     ),
     "claude-code": AgentKind(
         name="claude-code",
         acp_command="claude-code-acp",
-        key_vars=("ANTHROPIC_API_KEY",),
+        key_vars=(WorkerPool.ANTHROPIC_API_KEY,),
         # Its only model call is then the streaming POST /v1/messages: no telemetry, no update checks.
-        fixed_env=(("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),),
+        fixed_env=((Agent.CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC, "1"),),
         # As root, IS_SANDBOX set to anything but "1" makes every session/new fail (it asks for a permission
         # bypass Claude Code then refuses); unset, it never asks for one.
-        dropped_env=("IS_SANDBOX",),
+        dropped_env=(Agent.IS_SANDBOX,),
         tool_name_at="_meta.claudeCode.toolName on the tool_call update; kind edit/execute/read/…",
         usage_at="nothing (0.16.2: the prompt response is {stopReason} alone)",
         npm_package="@zed-industries/claude-code-acp",
@@ -148,12 +149,12 @@ AGENTS: dict[str, AgentKind] = {
     "gemini": AgentKind(
         name="gemini",
         acp_command="gemini --acp",
-        key_vars=("GEMINI_API_KEY",),
+        key_vars=(WorkerPool.GEMINI_API_KEY,),
         # Without it the CLI re-spawns itself as a second node process sized to half the machine's memory: one
         # process per worker instead, under the pool's own limits.
-        fixed_env=(("GEMINI_CLI_NO_RELAUNCH", "true"),),
+        fixed_env=((Agent.GEMINI_CLI_NO_RELAUNCH, "true"),),
         # Either would switch it to Vertex AI / Google sign-in instead of GEMINI_API_KEY.
-        dropped_env=("GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA"),
+        dropped_env=(Agent.GOOGLE_GENAI_USE_VERTEXAI, Agent.GOOGLE_GENAI_USE_GCA),
         # Its core names every call `<tool>__<id>` (`write_file__write_file_1765…_0`); no _meta, the title is prose.
         tool_name_at="the toolCallId's prefix before '__' (write_file, run_shell_command, …); kind edit/execute/read/…",
         call_id_name=re.compile(r"([A-Za-z][\w.-]*?)__"),

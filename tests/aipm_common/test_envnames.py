@@ -42,6 +42,9 @@ SETTINGS = [ROOT / "aipm_common/settings.py", ROOT / "lambda_fn/settings.py",
 INFRA = [*sorted((ROOT / "infra").glob("*.py")), ROOT / "infra/host_install/aipm-fetch-secrets"]
 # The local stack's environment (make run) is built from the names as well.
 LOCAL = [ROOT / "aipm_local/run.py"]
+# Service code that names variables beyond its settings: the agents' profiles, the tests' environment, the test command.
+SERVICES = [ROOT / "ec2_services/worker_pool/profiles.py", ROOT / "ec2_services/worker_pool/commands.py",
+            ROOT / "ec2_services/pr_processor/repo_tests.py"]
 # What one of the project's own variables looks like, declared or not.
 LOOKS_LIKE_A_VARIABLE = re.compile(
     r"^(AIPM|KIRO|PR|WORKER_POOL|GITHUB|GIT|COGNITO|ANTHROPIC|GEMINI|ALLOWED|PUBLIC)_[A-Z0-9_]+$")
@@ -115,7 +118,7 @@ def _literal_names(paths: list[Path]) -> list[tuple[Path, int, str]]:
 
 
 def test_no_variable_name_is_typed_in_infra_or_the_settings():
-    found = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path, line, value in _literal_names(INFRA + SETTINGS + LOCAL)]
+    found = [f"{path.relative_to(ROOT)}:{line}: {value!r}" for path, line, value in _literal_names(INFRA + SETTINGS + LOCAL + SERVICES)]
     assert found == [], "take these names from aipm_common.envnames"
 
 
