@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,8 @@ from aipm_common import fastapi_v1
 fastapi_v1.install()  # before any route is declared: FastAPI then never imports pydantic.v1 (P5)
 
 MAX_BODY_BYTES = 1024 * 1024
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,27 @@ def _jsonable_errors(errors: list[dict]) -> list[dict]:
         item = {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")), "type": error.get("type", "")}
         clean.append(item)
     return clean
+
+
+def started(part: T | None, what: str) -> T:
+    """A part of an app's state that the app's lifespan makes (a pool, a service): 503 until the lifespan has run."""
+    if part is None:
+        raise StarletteHTTPException(503, f"{what} is starting")
+    return part
+
+
+class AppVerifier:
+    """The signed routers' dependency: the app's own ``SignatureVerifier`` (its receiver, its secret), found in the
+    app's state on each request, so routers can be module-level and still check the app's signature.
+    ``verifier_of(request)`` returns it; ``Depends(AppVerifier(...))`` on a router signs every route of it."""
+
+    verifies_signature = True  # the edge checks it before answering 422 for a body (``_signature_refusal``)
+
+    def __init__(self, verifier_of: Callable[[Request], Callable[[Request], Awaitable[None]]]):
+        self._verifier_of = verifier_of
+
+    async def __call__(self, request: Request) -> None:
+        await self._verifier_of(request)(request)
 
 
 def _signature_checks(dependant: Any) -> list[Any]:

@@ -17,8 +17,9 @@ from lambda_fn.forge.base import ForgeError
 from lambda_fn.generate import StepFailed
 from lambda_fn.processor import ProcessorError
 from lambda_fn.routes.api import router as api_router
-from lambda_fn.routes.callbacks import callbacks_router
+from lambda_fn.routes.callbacks import router as callbacks_router
 from lambda_fn.routes.events import router as events_router
+from lambda_fn.routes.health import router as health_router
 from lambda_fn.routes.webhook import router as webhook_router
 from lambda_fn.runtime import Runtime, build_runtime
 from lambda_fn.same_origin import SameOriginMiddleware
@@ -40,34 +41,29 @@ def create_app(runtime: Runtime) -> FastAPI:
         max_age=600,
     )
 
-    @app.exception_handler(ForgeError)
-    async def _forge_error(request: Request, exc: ForgeError):
-        return JSONResponse({"detail": redact(exc.detail)}, status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(ProcessorError)
-    async def _processor_error(request: Request, exc: ProcessorError):
-        return JSONResponse({"detail": redact(exc.detail)}, status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(StepFailed)
-    async def _step_failed(request: Request, exc: StepFailed):
-        return JSONResponse({"detail": redact(exc.detail), **exc.extra}, status_code=exc.status, headers=exc.headers)
-
-    @app.get("/health", tags=["health"])
-    def health():
-        return {"status": "ok", "service": "lambda-api", "forge": runtime.forge.kind,
-                "auth": runtime.authenticator.mode}
-
+    app.add_exception_handler(ForgeError, _error_answer)
+    app.add_exception_handler(ProcessorError, _error_answer)
+    app.add_exception_handler(StepFailed, _error_answer)
+    app.include_router(health_router)
     app.include_router(api_router)
     app.include_router(events_router)
-    app.include_router(callbacks_router(runtime.shared_secret))
+    app.include_router(callbacks_router)
     app.include_router(webhook_router)
     if runtime.forge.kind == "local":
-        from lambda_fn.routes.forge_pages import forge_router
+        from lambda_fn.routes.forge_pages import router as forge_router
 
-        app.include_router(forge_router(runtime.forge))
+        app.include_router(forge_router)
     if settings.aipm_ui_dir:
         _mount_ui(app, settings.aipm_ui_dir, ui_config(runtime))
     return app
+
+
+async def _error_answer(request: Request, exc: Exception) -> JSONResponse:
+    """The forge's, the PR processor's and a failed step's errors as JSON ``{"detail": ...}`` (a failed step adds its
+    ``extra`` fields), with their status and headers."""
+    assert isinstance(exc, ForgeError | ProcessorError | StepFailed)
+    extra = exc.extra if isinstance(exc, StepFailed) else {}
+    return JSONResponse({"detail": redact(exc.detail), **extra}, status_code=exc.status, headers=exc.headers)
 
 
 def ui_config(runtime: Runtime) -> dict:

@@ -7,9 +7,11 @@ the shared secret unless ``AIPM_INSECURE_DEV=1``, and which forge serves. Nothin
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aipm_common.logging import register_secret
 from aipm_common.settings import SettingsError, require_secret
@@ -20,6 +22,9 @@ from lambda_fn.queue import JobQueue
 from lambda_fn.ratelimit import RateLimiter, default_per_minute
 from lambda_fn.secrets import read_secret, read_secrets
 from lambda_fn.settings import LambdaSettings
+
+if TYPE_CHECKING:
+    from aipm_common.signing import SignatureVerifier
 
 log = logging.getLogger("lambda_fn")
 
@@ -37,6 +42,10 @@ class Runtime:
     authenticator: Authenticator
     rate_limiter: RateLimiter
     queue: JobQueue | None = None  # AIPM_DISPATCH=sqs: jobs go here, not to the PR processor
+    # Asked of the forge once per container (a job page polls every second): owner/name (lower case) → the
+    # repository's web address, and → its exact spelling on the forge (sqs mode reads a job from its pull request).
+    repo_urls: dict[str, str] = field(default_factory=dict)
+    full_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def allowed_repos(self) -> list[str]:
@@ -46,6 +55,27 @@ class Runtime:
     def dispatcher(self) -> ProcessorClient | JobQueue:
         """Where ``generate-code`` sends a job: the queue in sqs mode, else the PR processor."""
         return self.queue or self.processor
+
+    @functools.cached_property
+    def callback_verifier(self) -> SignatureVerifier:
+        """The job callbacks' ``SignatureVerifier(shared_secret, "lambda-api")``, built on the first callback (signing
+        imports httpx, which a cold start does without)."""
+        from aipm_common.signing import LAMBDA_API, SignatureVerifier
+
+        return SignatureVerifier(self.shared_secret, LAMBDA_API)
+
+    @functools.cached_property
+    def webhook_secret(self) -> bytes | None:
+        """The GitHub webhook's secret (the variable, else Secrets Manager), read on the first delivery, not at cold
+        start; None when neither is set."""
+        if self.settings.aipm_github_webhook_secret:
+            value = self.settings.aipm_github_webhook_secret.get_secret_value()
+        elif self.settings.aipm_github_webhook_secret_arn:
+            value = read_secret(self.settings.aipm_github_webhook_secret_arn, "AIPM_GITHUB_WEBHOOK_SECRET_ARN")
+        else:
+            value = ""
+        register_secret(value)
+        return value.encode() or None
 
 
 def _shared_secret(settings: LambdaSettings) -> str | None:

@@ -8,7 +8,6 @@ job is read from its pull request (``lambda_fn.queue``), so reading one needs it
 from __future__ import annotations
 
 import functools
-import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -23,12 +22,10 @@ from lambda_fn.jobs import story_jobs
 from lambda_fn.processor import ProcessorError
 from lambda_fn.queue import DISPATCHED, job_from_pull
 from lambda_fn.rerun import Rerunner
+from lambda_fn.routes.deps import callback_url, require_json, runtime
 from lambda_fn.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["generate"])
-
-_DOMAIN_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
-
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -57,17 +54,6 @@ class GenerateResponse(BaseModel):
     status: str
 
 
-def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-def require_json(request: Request) -> None:
-    """A JSON body must say so: a ``text/plain`` POST (a cross-site form's way around CORS) is refused."""
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != "application/json" and not kind.endswith("+json"):
-        raise HTTPException(415, "send the body as JSON with Content-Type: application/json")
-
-
 def check_repo(repo: str, rt: Runtime) -> str:
     """400 for a name not of the form owner/name, 403 for one outside ``AIPM_ALLOWED_REPOS``."""
     if not naming.valid_repo(repo):
@@ -81,16 +67,6 @@ def check_job_id(job_id: str) -> str:
     if not naming.JOB_ID_RE.match(job_id):
         raise HTTPException(400, "job id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
     return job_id
-
-
-def callback_url(request: Request, rt: Runtime) -> str | None:
-    """PUBLIC_API_URL, else the Function URL's own domain from the Lambda event — never a Host header."""
-    base = rt.settings.public_api_url
-    if not base:
-        event = request.scope.get("aws.event") or {}
-        domain = (event.get("requestContext") or {}).get("domainName")
-        base = f"https://{domain}" if isinstance(domain, str) and _DOMAIN_RE.match(domain) else None
-    return f"{base.rstrip('/')}/api/callbacks/job" if base else None
 
 
 def ui_url(rt: Runtime) -> str | None:
@@ -159,24 +135,18 @@ def _visible_job(rt: Runtime, job_id: str) -> dict:
     return job
 
 
-# owner/name → the repository's web address, asked of the forge once per container: a job page polls every second.
-_REPO_URLS: dict[tuple[int, str], str] = {}
-# owner/name → its exact spelling on the forge (sqs mode reads a job's state from its pull request), same reason.
-_FULL_NAMES: dict[tuple[int, str], str] = {}
-
-
 def _with_pr_url(rt: Runtime, job: dict) -> dict:
     """The job with its pull request's address, so a page that knows only the job id can link to it."""
     repo, number = str(job.get("repo", "")), job.get("pr_number")
     if job.get("pr_url") or not isinstance(number, int) or not naming.valid_repo(repo):
         return job
-    key = (id(rt.forge), repo.lower())
-    if key not in _REPO_URLS:
+    key = repo.lower()
+    if key not in rt.repo_urls:  # asked once per container: a job page polls every second
         try:
-            _REPO_URLS[key] = rt.forge.get_repo(repo).html_url
+            rt.repo_urls[key] = rt.forge.get_repo(repo).html_url
         except ForgeError:
             return job  # the link is a convenience: the job's state still answers
-    return {**job, "pr_url": f"{_REPO_URLS[key]}/pull/{number}"}
+    return {**job, "pr_url": f"{rt.repo_urls[key]}/pull/{number}"}
 
 
 def _queued_job(rt: Runtime, job_id: str, repo: str | None, branch: str | None) -> dict:
@@ -188,10 +158,10 @@ def _queued_job(rt: Runtime, job_id: str, repo: str | None, branch: str | None) 
     check_repo(repo, rt)
     if not naming.valid_branch(branch) or naming.job_id(repo, branch) != naming.run_root(job_id):
         raise HTTPException(404, f"job {job_id} is not the job of {repo} {branch[:200]}")
-    key = (id(rt.forge), repo.lower())
-    if key not in _FULL_NAMES:  # asked once per container: a job page polls every second
-        _FULL_NAMES[key] = rt.forge.get_repo(repo).full_name
-    full_name = _FULL_NAMES[key]
+    key = repo.lower()
+    if key not in rt.full_names:  # asked once per container: a job page polls every second
+        rt.full_names[key] = rt.forge.get_repo(repo).full_name
+    full_name = rt.full_names[key]
     pulls = rt.forge.pulls_for_branch(full_name, branch)  # a conditional read: 304 while nothing changed
     pr = next((p for p in pulls if p.is_open), pulls[0] if pulls else None)
     if pr is None:

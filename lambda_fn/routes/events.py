@@ -16,7 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from lambda_fn.auth import Caller, current_caller
-from lambda_fn.routes.api import _visible_job, check_job_id, runtime
+from lambda_fn.routes.api import _visible_job, check_job_id
+from lambda_fn.routes.deps import runtime
 from lambda_fn.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["generate"])

@@ -15,40 +15,21 @@ import json
 import logging
 import time
 from datetime import datetime
+from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from aipm_common.logging import register_secret
 from lambda_fn import naming
 from lambda_fn.followup import FollowUp, FollowUps, parse
-from lambda_fn.routes.api import callback_url
-from lambda_fn.secrets import read_secret
+from lambda_fn.routes.deps import callback_url, runtime
+from lambda_fn.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 STALE_S = 600
 MAX_BODY = 1 << 20
-
-
-_SECRETS: dict[int, str] = {}  # per runtime (container): read on the first delivery, not at cold start
-
-
-def _secret(rt) -> bytes | None:
-    """The webhook secret (from the variable, else Secrets Manager); None when neither is set."""
-    if id(rt) not in _SECRETS:
-        settings = rt.settings
-        if settings.aipm_github_webhook_secret:
-            value = settings.aipm_github_webhook_secret.get_secret_value()
-        elif settings.aipm_github_webhook_secret_arn:
-            value = read_secret(settings.aipm_github_webhook_secret_arn, "AIPM_GITHUB_WEBHOOK_SECRET_ARN")
-        else:
-            value = ""
-        if value:
-            register_secret(value)
-        _SECRETS[id(rt)] = value
-    return _SECRETS[id(rt)].encode() or None
 
 
 def verify(secret: bytes, body: bytes, header: str | None) -> None:
@@ -72,9 +53,8 @@ router = APIRouter(prefix="/api/github", tags=["github"])
 
 
 @router.post("/webhook")
-async def github_webhook(request: Request):
-    rt = request.app.state.runtime
-    secret = _secret(rt)
+async def github_webhook(request: Request, rt: Annotated[Runtime, Depends(runtime)]):
+    secret = rt.webhook_secret
     if secret is None:
         raise HTTPException(404, "the GitHub webhook is not configured here (AIPM_GITHUB_WEBHOOK_SECRET[_ARN])")
     body = await request.body()
