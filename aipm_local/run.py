@@ -221,10 +221,10 @@ def check_port_free(port: int, service: str, variable: str) -> None:
 
 def prepare_forge(forge_dir: Path) -> Path:
     try:
-        from lambda_fn.forge.gitcmd import GitError
-        from lambda_fn.forge.local import ensure_example_repo
+        from aipm_local.forge.gitcmd import GitError
+        from aipm_local.forge.local import ensure_example_repo
     except ImportError as exc:
-        raise StackError(f"the local forge is not available (lambda_fn.forge.local: {exc})") from None
+        raise StackError(f"the local forge is not available (aipm_local.forge.local: {exc})") from None
     if shutil.which("git") is None:
         raise StackError("git is not on PATH: the local forge and the PR processor need it (apt-get install git)")
     try:

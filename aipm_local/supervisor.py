@@ -134,7 +134,7 @@ class Stack:
         self.children = [
             Child("worker-pool", "ec2_services.worker_pool", pool_port, logs / "worker-pool.log"),
             Child("pr-processor", "ec2_services.pr_processor", processor_port, logs / "pr-processor.log"),
-            Child("lambda-api", "lambda_fn", api_port, logs / "lambda-api.log"),
+            Child("lambda-api", "aipm_local.api", api_port, logs / "lambda-api.log"),
         ]
         self._print_lock = threading.Lock()
 

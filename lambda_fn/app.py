@@ -6,7 +6,9 @@ app. Maps the forge's and the PR processor's errors to JSON ``{"detail": ...}`` 
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from collections.abc import Sequence
+
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
@@ -26,7 +28,8 @@ from lambda_fn.same_origin import SameOriginMiddleware
 from lambda_fn.settings import LambdaSettings
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The API on ``runtime``; ``routers`` are included after its own and before the UI (the Lambda passes none)."""
     settings = runtime.settings
     app = FastAPI(title="AIPM API", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.runtime = runtime
@@ -49,10 +52,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(events_router)
     app.include_router(callbacks_router)
     app.include_router(webhook_router)
-    if runtime.forge.kind == "local":
-        from lambda_fn.routes.forge_pages import router as forge_router
-
-        app.include_router(forge_router)
+    for router in routers:  # what the caller adds: the local stack's forge pages (aipm_local.api)
+        app.include_router(router)
     if settings.aipm_ui_dir:
         _mount_ui(app, settings.aipm_ui_dir, ui_config(runtime))
     return app

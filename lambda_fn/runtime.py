@@ -2,7 +2,8 @@
 ``AIPM_DISPATCH=sqs``, the job queue), auth.
 
 Owns start-up decisions: where each secret comes from (variable, else Secrets Manager), refusing to start without
-the shared secret unless ``AIPM_INSECURE_DEV=1``, and which forge serves. Nothing here handles a request.
+the shared secret unless ``AIPM_INSECURE_DEV=1``, and the GitHub forge (the local forge is handed in by
+``aipm_local.api``). Nothing here handles a request.
 """
 
 from __future__ import annotations
@@ -166,20 +167,18 @@ def _secret_arns(settings: LambdaSettings, *, github: bool) -> dict[str, str]:
 
 def build_runtime(settings: LambdaSettings, *, forge: Forge | None = None) -> Runtime:
     """Read the secrets and build the parts; a missing secret or bad setting raises ``SettingsError``."""
+    if forge is None and settings.aipm_forge == "local":
+        raise SettingsError("AIPM_FORGE=local: the local forge is the local stack's, not the Lambda's: run "
+                            "`python -m aipm_local.api` (what `make run` starts)")
     # All at once, in parallel; the reads below then answer from the per-container cache.
-    read_secrets(_secret_arns(settings, github=forge is None and settings.aipm_forge != "local"), read=read_secret)
+    read_secrets(_secret_arns(settings, github=forge is None), read=read_secret)
     secret = _shared_secret(settings)
     register_secret(secret)
     register_secret(settings.token)
     ui_token = _ui_token(settings)
     register_secret(ui_token)
     if forge is None:
-        if settings.aipm_forge == "local":
-            from lambda_fn.forge.local import LocalForge
-
-            forge = LocalForge(settings.aipm_local_forge_dir, public_url=settings.public_api_url)
-        else:
-            forge = _github_forge(settings)
+        forge = _github_forge(settings)
     return Runtime(
         settings=settings,
         shared_secret=secret,

@@ -1,6 +1,7 @@
-"""Forges: where repositories, branches, pull requests, comments and labels live (GitHub, or the local forge).
+"""Forges: where repositories, branches, pull requests, comments and labels live (GitHub here; the local forge of
+``make run`` and the tests is ``aipm_local.forge``, handed in by the local stack).
 
-``make_forge`` picks the one the settings name; everything else speaks the ``Forge`` protocol of ``base``.
+Everything speaks the ``Forge`` protocol of ``base``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def test_status_reads_the_ports_and_pids_make_run_recorded(tmp_path):
         for service in recorded["services"]:
             cmdline = Path(f"/proc/{service['pid']}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             module = {"worker-pool": "ec2_services.worker_pool", "pr-processor": "ec2_services.pr_processor",
-                      "lambda-api": "lambda_fn"}[service["name"]]
+                      "lambda-api": "aipm_local.api"}[service["name"]]
             assert f"-m {module}" in cmdline
 
         shown = status(stack.state_dir)  # no port variable: the record says where

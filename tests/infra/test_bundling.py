@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,8 @@ def _tree(tmp_path: Path, requirements: str = "annotated-types>=0.6,<1\n") -> Pa
     (root / "ec2_services" / "worker_pool").mkdir(parents=True)
     (root / "ec2_services" / "__init__.py").write_text("")
     (root / "ec2_services" / "worker_pool" / "pool.py").write_text("import ptyprocess\n")
+    (root / "aipm_local" / "forge").mkdir(parents=True)
+    (root / "aipm_local" / "forge" / "local.py").write_text("class LocalForge:\n    pass\n")
     (root / "requirements").mkdir()
     (root / "requirements" / "lambda.txt").write_text(requirements)
     return root
@@ -42,6 +45,8 @@ def test_source_hash_follows_every_input_and_nothing_else(tmp_path):
     before = source_hash(root)
     (root / "ec2_services" / "worker_pool" / "pool.py").write_text("changed\n")
     assert source_hash(root) == before, "host-only code does not change the Lambda asset"
+    (root / "aipm_local" / "forge" / "local.py").write_text("changed\n")
+    assert source_hash(root) == before, "local-only code does not change the Lambda asset"
     for path in ("lambda_fn/handler.py", "aipm_common/settings.py", "requirements/lambda.txt"):
         (root / path).write_text((root / path).read_text() + "# changed\n")
         assert source_hash(root) != before, path
@@ -78,7 +83,8 @@ def test_local_bundling_installs_linux_arm64_wheels(tmp_path):
 
 
 def test_the_real_bundle_carries_the_lambdas_settings_and_no_service_of_the_hosts(tmp_path):
-    """The Lambda zip holds lambda_fn and aipm_common: the worker pool's and the PR processor's settings stay home."""
+    """The Lambda zip holds lambda_fn and aipm_common: the worker pool's and the PR processor's settings stay home, and
+    so does the local forge (``aipm_local.forge``: its store, git helper, markdown, pages and templates)."""
     out = tmp_path / "out"
     copy_code(ROOT, out)
     tops = sorted(p.name for p in out.iterdir())
@@ -87,4 +93,10 @@ def test_the_real_bundle_carries_the_lambdas_settings_and_no_service_of_the_host
     sources = {str(p.relative_to(out)): p.read_text(encoding="utf-8") for p in out.rglob("*.py")}
     for host_only in ("WorkerPoolSettings", "PrProcessorSettings", "kiro_pool_size", "pr_max_attempts"):
         assert not [path for path, text in sources.items() if host_only in text], host_only
+    for local_only in ("class LocalForge", "def ensure_example_repo", "forge.sqlite", "/forge/{owner}/{name}/pull/",
+                       "markdown_it", "Jinja2Templates"):
+        assert not [path for path, text in sources.items() if local_only in text], local_only
+    imports_local = re.compile(r"^\s*(?:from|import)\s+aipm_local\b", re.M)
+    assert not [path for path, text in sources.items() if imports_local.search(text)]
+    assert not [p for p in out.rglob("*") if p.suffix in (".html", ".css", ".js")]
     shutil.rmtree(out)

@@ -183,6 +183,12 @@ def make_api(github, processor, tmp_path, shared_secret):
         }
         values.update(overrides)
         settings = load_settings(LambdaSettings, **{k: v for k, v in values.items() if v is not None})
+        if settings.aipm_forge == "local":  # the local stack's app: the local forge and its pages (aipm_local.api)
+            from mangum import Mangum
+
+            from aipm_local.api import create_local_app
+
+            return Api(Mangum(create_local_app(settings), lifespan="off"), settings)
         return Api(build_handler(settings), settings)
 
     return make
@@ -195,7 +201,7 @@ def api(make_api) -> Api:
 
 @pytest.fixture(scope="session")
 def _example_forge(tmp_path_factory) -> Path:
-    from lambda_fn.forge.local import ensure_example_repo
+    from aipm_local.forge.local import ensure_example_repo
 
     forge_dir = tmp_path_factory.mktemp("example-forge")
     ensure_example_repo(forge_dir)

@@ -1,6 +1,7 @@
 """The real entry points: ``lambda_fn.handler`` imported cold with its secrets in Secrets Manager (moto in server mode
 on loopback, reached by the signed HTTPS call the Lambda makes), refusing to start without a shared secret; and
-``python -m lambda_fn`` serving the API, the local forge and the UI."""
+``python -m aipm_local.api`` serving the API, the local forge and the UI (``python -m lambda_fn`` refuses the local
+forge: it is the local stack's)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,9 @@ def test_without_a_shared_secret_the_lambda_refuses_to_start():
     assert local.returncode == 2 and "AIPM_SHARED_SECRET is not set" in local.stderr
     bad = _import_handler({"AIPM_INSECURE_DEV": "1", "AIPM_FORGE": "gitlab"}, ("-m", "lambda_fn"))
     assert bad.returncode == 2 and "AIPM_FORGE" in bad.stderr
+    local = _import_handler({"AIPM_INSECURE_DEV": "1", "AIPM_FORGE": "local", "AIPM_API_PORT": str(free_port())},
+                            ("-m", "lambda_fn"))
+    assert local.returncode == 2 and "python -m aipm_local.api" in local.stderr, local.stderr
 
 
 def test_insecure_dev_starts_without_a_secret_and_says_so():
@@ -127,12 +131,12 @@ def test_insecure_dev_starts_without_a_secret_and_says_so():
     assert "WITHOUT AIPM_SHARED_SECRET" in proc.stdout
 
 
-def test_python_m_lambda_fn_serves_api_local_forge_and_ui(service_process, tmp_path, shared_secret):
+def test_python_m_aipm_local_api_serves_api_local_forge_and_ui(service_process, tmp_path, shared_secret):
     ui = tmp_path / "ui"
     ui.mkdir()
     (ui / "index.html").write_text("<!doctype html><title>AIPM</title><h1>AIPM UI</h1>")
     port = free_port()
-    proc = service_process("lambda_fn", {
+    proc = service_process("aipm_local.api", {
         "AIPM_API_PORT": str(port), "AIPM_SHARED_SECRET": shared_secret, "AIPM_FORGE": "local", "AIPM_AUTH": "none",
         "AIPM_STATE_DIR": str(tmp_path / "state"), "AIPM_UI_DIR": str(ui),
         "PUBLIC_API_URL": f"http://127.0.0.1:{port}", "PR_PROCESSOR_URL": "http://127.0.0.1:1",

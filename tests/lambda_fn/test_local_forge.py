@@ -8,8 +8,8 @@ import subprocess
 import httpx
 import pytest
 
+from aipm_local.forge.local import ensure_example_repo
 from lambda_fn.forge.base import NoCommits
-from lambda_fn.forge.local import ensure_example_repo
 from tests.lambda_fn.conftest import callback
 
 EXAMPLE = "local/example"

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from aipm_common.signing import LAMBDA_API, PR_PROCESSOR, WORKER_POOL, SigningAuth, receiver_key, signature
-from lambda_fn.forge.local import ensure_example_repo
+from aipm_local.forge.local import ensure_example_repo
 from tests.support.servers import ServiceProcess, free_port, wait_http
 
 AGENT = Path(__file__).with_name("agent.py")
@@ -159,7 +159,7 @@ class Stack:
         self.envs[name] = {k: v for k, v in env.items() if k not in self.common_env() or k == "KIRO_WORKSPACE_ROOT"}
         return env
 
-    MODULES = {"pool": "ec2_services.worker_pool", "processor": "ec2_services.pr_processor", "api": "lambda_fn"}
+    MODULES = {"pool": "ec2_services.worker_pool", "processor": "ec2_services.pr_processor", "api": "aipm_local.api"}
 
     def start(self, name: str, wait: bool = True, **overrides: str) -> ServiceProcess:
         env = self.env_for(name, overrides)

@@ -183,7 +183,7 @@ def test_token_mode_asks_for_the_token_and_sends_it_as_a_bearer_header(page, ser
     from playwright.sync_api import expect
 
     port = free_port()
-    api = service_process("lambda_fn", {
+    api = service_process("aipm_local.api", {
         "AIPM_SHARED_SECRET": "ui-test-secret-0123456789abcdef", "AIPM_STATE_DIR": str(tmp_path),
         "AIPM_FORGE": "local", "AIPM_AUTH": "token", "AIPM_UI_TOKEN": "the-right-token",
         "AIPM_UI_DIR": str(ROOT / "frontend"), "AIPM_API_PORT": str(port),

@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from aipm_common.settings import load_settings
-from lambda_fn.app import create_app
-from lambda_fn.runtime import build_runtime
+from aipm_local.api import create_local_app
 from lambda_fn.settings import LambdaSettings
 from tests.conftest import SECRET
 from tests.lambda_fn.cognito_double import CLIENT_ID, POOL_ID, REGION, CognitoDouble
@@ -52,7 +51,7 @@ def processor():
 @pytest.fixture(scope="module")
 def cognito_site(tmp_path_factory, hosted_ui, processor):
     """The API in cognito mode on the local forge, serving the UI with a config.json naming the hosted UI."""
-    from lambda_fn.forge.local import ensure_example_repo
+    from aipm_local.forge.local import ensure_example_repo
 
     state = tmp_path_factory.mktemp("cognito-ui")
     ensure_example_repo(state / "forge")
@@ -71,10 +70,10 @@ def cognito_site(tmp_path_factory, hosted_ui, processor):
         cognito_client_id=CLIENT_ID, cognito_region=REGION,
         cognito_jwks_url=hosted_ui.url + "/.well-known/jwks.json", pr_processor_url=processor.url,
         public_api_url=api_url, aipm_ui_dir=site)
-    runtime = build_runtime(settings)
+    app = create_local_app(settings)
     hosted_ui.redirect_uris = {api_url + "/"}  # the app client's callback: the page itself
-    with serve_in_thread(create_app(runtime), port=port) as url:
-        yield url, runtime
+    with serve_in_thread(app, port=port) as url:
+        yield url, app.state.runtime
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aipm_local.forge.gitcmd import GitError, git, ref_sha
 from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NoCommits, NotFound, PullRequest, Repo
-from lambda_fn.forge.gitcmd import GitError, git, ref_sha
 from lambda_fn.naming import valid_repo
 
 DB_NAME = "forge.sqlite"

@@ -1,7 +1,8 @@
 """The local forge, seen through the API: pull request pages (``/forge/{owner}/{name}/pull/{n}``) and JSON.
 
-Only included when ``AIPM_FORGE=local``; a local pull request's ``pr_url`` points here, so the UI works without
-GitHub. A pull request's body and comments are rendered from markdown (``lambda_fn.forge.markdown``: raw HTML escaped,
+Included by the local stack's app (``aipm_local.api``), never by the Lambda's; a local pull request's ``pr_url`` points
+here, so the UI works without GitHub. A pull request's body and comments are rendered from markdown
+(``aipm_local.forge.markdown``: raw HTML escaped,
 HTML comments hidden); every other value is HTML-escaped. The pulls list, and merge and close buttons that POST JSON
 (the same-origin guard's rule) from the one inline script the page's CSP allows by its nonce.
 """
@@ -18,9 +19,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from aipm_common.bounds import INT32_MAX
+from aipm_local.forge.local import LocalForge
+from aipm_local.forge.markdown import render
 from lambda_fn.auth import Caller, current_caller
-from lambda_fn.forge.local import LocalForge
-from lambda_fn.forge.markdown import render
 from lambda_fn.naming import valid_repo
 from lambda_fn.routes.deps import callback_url, require_json, runtime
 from lambda_fn.runtime import Runtime
@@ -127,7 +128,7 @@ def local_forge(request: Request) -> LocalForge:
     """The app's forge, which is the local one whenever these routes are included."""
     forge = runtime(request).forge
     if not isinstance(forge, LocalForge):
-        raise HTTPException(404, "the local forge's pages are served only with AIPM_FORGE=local")
+        raise HTTPException(404, "the local forge's pages are served only on the local forge")
     return forge
 
 
