@@ -106,3 +106,33 @@ def test_local_forge_refuses_a_pull_request_whose_head_has_no_commits(local_api)
 def test_unknown_local_repository_is_a_404(local_api):
     resp = local_api.generate(repo="local/nothing", story_id="s")
     assert resp.status_code == 404 and "local/nothing" in resp.json()["detail"]
+
+
+HOSTILE = "<script>alert('x')</script>\"q\"&<b>b</b>"
+
+
+def test_every_page_escapes_what_a_story_or_an_agent_wrote(local_api):
+    """The pages are templates with autoescape: a title, label, branch name, commit subject or diff line that holds
+    markup is shown as text on every page, and the one inline script is the page's own, by the CSP's nonce."""
+    forge = local_api.runtime.forge
+    forge.create_branch(EXAMPLE, "aipm/x-1", forge.branch_sha(EXAMPLE, "main"))
+    forge.put_file(EXAMPLE, "aipm/x-1", "NOTE.md", HOSTILE + "\n", "Note " + HOSTILE, blob_sha=None)
+    pr = forge.open_pull(EXAMPLE, head="aipm/x-1", base="main", title="Title " + HOSTILE, body="Body " + HOSTILE)
+    forge.add_labels(EXAMPLE, pr.number, ["aipm:" + HOSTILE])
+    sha = forge.commits(EXAMPLE, "main", "aipm/x-1")[0]["sha"]
+    for path, shown in ((f"/forge/{EXAMPLE}/pull/{pr.number}", 5),  # title (<title>, <h1>), label, subject, diff line
+                        (f"/forge/{EXAMPLE}/commit/{sha}", 2),  # subject and diff line
+                        (f"/forge/{EXAMPLE}/pulls", 1), (f"/forge/{EXAMPLE}", 1)):  # the title in the list
+        page = local_api.call("GET", path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+        assert "<script>alert" not in page.text and "<b>b</b>" not in page.text, path
+        # every place shows it as text; the pull request page also has the body (markdown, escaped by markdown-it)
+        assert page.text.count("&lt;script&gt;alert(") == shown + ("pull/" in path), path
+        assert page.text.count("&lt;b&gt;b&lt;/b&gt;") == shown + ("pull/" in path), path
+        csp = page.headers["content-security-policy"]
+        scripts = page.text.count("<script")
+        if "pull/" in path:  # an open pull request: merge, close and comment need the page's own script
+            nonce = csp.split("'nonce-", 1)[1].split("'", 1)[0]
+            assert scripts == 1 and f'<script nonce="{nonce}">' in page.text
+        else:
+            assert scripts == 0 and "script-src" not in csp, path
