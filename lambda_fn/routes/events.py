@@ -1,6 +1,6 @@
 """``GET /api/jobs/{id}/events``: the job's Server-Sent Events, relayed from the PR processor to the browser.
 
-Only where an answer can stream: the API under uvicorn (``python -m lambda_fn``: the local stack) with
+Only where an answer can stream: the API under uvicorn (``python -m aipm_local.api``: the local stack) with
 ``AIPM_DISPATCH=http``. Behind a Lambda function URL (Mangum) an answer reaches the browser only once it has ended,
 so there the route answers 409, as it does with ``sqs`` dispatch (no one host streams every job); the UI then polls
 ``GET /api/jobs/{id}``, backing off while nothing changes. The caller signs in as for every route (the UI reads the
