@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from aipm_common.envnames import LambdaApi
 from aipm_common.logging import register_secret
 from aipm_common.settings import SettingsError, require_secret
 from lambda_fn.auth import Authenticator, CognitoConfig, make_authenticator
@@ -72,7 +73,7 @@ class Runtime:
         if self.settings.aipm_github_webhook_secret:
             value = self.settings.aipm_github_webhook_secret.get_secret_value()
         elif self.settings.aipm_github_webhook_secret_arn:
-            value = read_secret(self.settings.aipm_github_webhook_secret_arn, "AIPM_GITHUB_WEBHOOK_SECRET_ARN")
+            value = read_secret(self.settings.aipm_github_webhook_secret_arn, LambdaApi.AIPM_GITHUB_WEBHOOK_SECRET_ARN)
         else:
             value = ""
         register_secret(value)
@@ -81,7 +82,7 @@ class Runtime:
 
 def _shared_secret(settings: LambdaSettings) -> str | None:
     if not settings.shared_secret and settings.aipm_shared_secret_arn:
-        return read_secret(settings.aipm_shared_secret_arn, "AIPM_SHARED_SECRET_ARN")
+        return read_secret(settings.aipm_shared_secret_arn, LambdaApi.AIPM_SHARED_SECRET_ARN)
     return require_secret(settings, "lambda-api", log)
 
 
@@ -89,7 +90,7 @@ def _ui_token(settings: LambdaSettings) -> str | None:
     if settings.aipm_ui_token:
         return settings.aipm_ui_token.get_secret_value()
     if settings.aipm_ui_token_secret_arn:
-        return read_secret(settings.aipm_ui_token_secret_arn, "AIPM_UI_TOKEN_SECRET_ARN")
+        return read_secret(settings.aipm_ui_token_secret_arn, LambdaApi.AIPM_UI_TOKEN_SECRET_ARN)
     return None
 
 
@@ -113,14 +114,14 @@ def _github_forge(settings: LambdaSettings) -> Forge:
 
     token = settings.token
     if not token and settings.github_token_secret_arn:
-        token = read_secret(settings.github_token_secret_arn, "GITHUB_TOKEN_SECRET_ARN")
+        token = read_secret(settings.github_token_secret_arn, LambdaApi.GITHUB_TOKEN_SECRET_ARN)
     if token:
         provider = StaticToken(token)
     elif settings.github_app_id:
         if not (settings.github_app_private_key_secret_arn and settings.github_app_installation_id):
             raise SettingsError(
                 "GITHUB_APP_ID is set: GITHUB_APP_PRIVATE_KEY_SECRET_ARN and GITHUB_APP_INSTALLATION_ID are needed too")
-        key = read_secret(settings.github_app_private_key_secret_arn, "GITHUB_APP_PRIVATE_KEY_SECRET_ARN")
+        key = read_secret(settings.github_app_private_key_secret_arn, LambdaApi.GITHUB_APP_PRIVATE_KEY_SECRET_ARN)
         provider = AppInstallationToken(settings.github_app_id, key, settings.github_app_installation_id)
     else:
         log.warning("no GitHub credentials (GITHUB_TOKEN, GITHUB_TOKEN_SECRET_ARN or a GitHub App): calls go unauthenticated")
@@ -154,14 +155,14 @@ def _secret_arns(settings: LambdaSettings, *, github: bool) -> dict[str, str]:
     """``{variable: ARN}`` of every secret this container will read from Secrets Manager."""
     wanted = {}
     if not settings.shared_secret and settings.aipm_shared_secret_arn:
-        wanted["AIPM_SHARED_SECRET_ARN"] = settings.aipm_shared_secret_arn
+        wanted[LambdaApi.AIPM_SHARED_SECRET_ARN] = settings.aipm_shared_secret_arn
     if not settings.aipm_ui_token and settings.aipm_ui_token_secret_arn:
-        wanted["AIPM_UI_TOKEN_SECRET_ARN"] = settings.aipm_ui_token_secret_arn
+        wanted[LambdaApi.AIPM_UI_TOKEN_SECRET_ARN] = settings.aipm_ui_token_secret_arn
     if github and not settings.token:
         if settings.github_token_secret_arn:
-            wanted["GITHUB_TOKEN_SECRET_ARN"] = settings.github_token_secret_arn
+            wanted[LambdaApi.GITHUB_TOKEN_SECRET_ARN] = settings.github_token_secret_arn
         elif settings.github_app_id and settings.github_app_private_key_secret_arn:
-            wanted["GITHUB_APP_PRIVATE_KEY_SECRET_ARN"] = settings.github_app_private_key_secret_arn
+            wanted[LambdaApi.GITHUB_APP_PRIVATE_KEY_SECRET_ARN] = settings.github_app_private_key_secret_arn
     return wanted
 
 

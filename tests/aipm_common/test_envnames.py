@@ -44,7 +44,7 @@ INFRA = [*sorted((ROOT / "infra").glob("*.py")), ROOT / "infra/host_install/aipm
 LOCAL = [ROOT / "aipm_local/run.py"]
 # Service code that names variables beyond its settings: the agents' profiles, the tests' environment, the test command.
 SERVICES = [ROOT / "ec2_services/worker_pool/profiles.py", ROOT / "ec2_services/worker_pool/commands.py",
-            ROOT / "ec2_services/pr_processor/repo_tests.py"]
+            ROOT / "ec2_services/pr_processor/repo_tests.py", ROOT / "lambda_fn/runtime.py", ROOT / "lambda_fn/routes/webhook.py"]
 # What one of the project's own variables looks like, declared or not.
 LOOKS_LIKE_A_VARIABLE = re.compile(
     r"^(AIPM|KIRO|PR|WORKER_POOL|GITHUB|GIT|COGNITO|ANTHROPIC|GEMINI|ALLOWED|PUBLIC)_[A-Z0-9_]+$")
