@@ -161,16 +161,16 @@ def line_path_rate(path: Path, chunk: int) -> float:
     """Bytes per CPU second of the session's per-read steps and the answer, in this process (no PTY, no HTTP)."""
     import codecs  # noqa: PLC0415 - this table only
 
-    from ec2_services.worker_pool.agent_log import AgentOutputLog  # noqa: PLC0415
-    from ec2_services.worker_pool.profiles import PROFILES  # noqa: PLC0415
-    from ec2_services.worker_pool.screen import (  # noqa: PLC0415
+    from ec2_services.worker_pool.drivers.agent_log import AgentOutputLog  # noqa: PLC0415
+    from ec2_services.worker_pool.drivers.pty.screen import (  # noqa: PLC0415
         LineAssembler,
         Patterns,
         RecentScreen,
         classify_screen,
         last_nonblank_line,
     )
-    from ec2_services.worker_pool.transcript import Transcript  # noqa: PLC0415
+    from ec2_services.worker_pool.drivers.pty.transcript import Transcript  # noqa: PLC0415
+    from ec2_services.worker_pool.profiles import PROFILES  # noqa: PLC0415
 
     data = path.read_bytes().replace(b"\n", b"\r\n")  # as the terminal's ONLCR delivers it
     profile = PROFILES["kiro"]

@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from aipm_common.http import install_edge
 from aipm_common.signing import WORKER_POOL, SignatureVerifier
 from ec2_services.worker_pool.commands import CommandRunner
+from ec2_services.worker_pool.drivers import DriverFactory, make_driver
 from ec2_services.worker_pool.ledger import TaskLedger
-from ec2_services.worker_pool.pool import DriverFactory, WorkerPool, make_driver
+from ec2_services.worker_pool.pool import WorkerPool
 from ec2_services.worker_pool.profiles import acp_command, resolve_profile
 from ec2_services.worker_pool.routes import PoolState, health_router, router
 from ec2_services.worker_pool.settings import WorkerPoolSettings

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from ec2_services.worker_pool.drivers.process import agent_environment, die_with_parent, kill_process_group
+from ec2_services.worker_pool.drivers.pty.screen import strip_ansi
 from ec2_services.worker_pool.profiles import PROVIDER_KEY_VARS
-from ec2_services.worker_pool.screen import strip_ansi
-from ec2_services.worker_pool.session import agent_environment, die_with_parent, kill_process_group
 
 OUTPUT_TAIL_CHARS = 4000
 # pytest's closing line (`== 12 passed, 1 failed, 2 skipped in 0.51s ==`), unittest's (`Ran 3 tests` … `FAILED

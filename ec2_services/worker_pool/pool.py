@@ -3,7 +3,7 @@
 Owns each worker's life (start, respawn after a timeout, an exit or a death while idle — counted in ``restarts``),
 the order in which waiting tasks get a worker, the queue limit, cancellation, and the results kept for replays
 (``KIRO_RESULT_TTL``, 600 s): a ``task_id`` runs at most once. It talks to agents only through the
-``AgentDriver`` interface (``driver.py``), so another driver plugs in via ``make_driver`` alone.
+``AgentDriver`` interface (``drivers/base.py``), so another driver plugs in via ``drivers.make_driver`` alone.
 
 How ``cwd`` is honoured: under the PTY driver sessions are persistent and start in ``KIRO_WORKSPACE_ROOT``; a task
 with a ``cwd`` gets one line in front of its prompt naming that absolute directory and telling the agent to work
@@ -22,15 +22,14 @@ import contextlib
 import enum
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aipm_common.logging import log_context, register_secret
+from aipm_common.logging import log_context
 from ec2_services.worker_pool import metrics
-from ec2_services.worker_pool.driver import (
+from ec2_services.worker_pool.drivers import DriverFactory
+from ec2_services.worker_pool.drivers.base import (
     AgentDriver,
     DriverState,
     StartError,
@@ -39,7 +38,6 @@ from ec2_services.worker_pool.driver import (
     TurnTimeout,
     UnsupportedAgent,
 )
-from ec2_services.worker_pool.profiles import AGENTS, AgentProfile, acp_command
 from ec2_services.worker_pool.settings import WorkerPoolSettings
 
 log = logging.getLogger(__name__)
@@ -173,82 +171,6 @@ class Worker:
             "agent_version": self.driver.agent_version,
             "agent_engine": self.driver.agent_engine,
         }
-
-
-DriverFactory = Callable[[int], AgentDriver]
-
-
-def make_driver(
-    settings: WorkerPoolSettings, profile: AgentProfile, env: Mapping[str, str] | None = None, **options: float
-) -> DriverFactory:
-    """The driver ``KIRO_DRIVER`` names, as a factory of one session per worker id (``options``: its timings)."""
-    # The agent's own key variable reaches it, no other agent's (the services' secrets: session.agent_environment);
-    # its value is redacted from every log record, as the services' secrets are.
-    agent = AGENTS[settings.aipm_agent]
-    base_env = agent.environment(os.environ if env is None else env)
-    for variable in agent.key_vars:
-        register_secret(base_env.get(variable))
-    if settings.kiro_driver == "acp":
-        from ec2_services.worker_pool.acp_driver import AcpDriver, AcpLimits
-
-        command = acp_command(settings)
-        acp_limits = AcpLimits(
-            stall_timeout=settings.kiro_stall_timeout,
-            trouble_retries=settings.kiro_trouble_retries,
-            trouble_backoff=settings.kiro_trouble_backoff,
-            **{k: v for k, v in options.items() if k in AcpLimits.__dataclass_fields__},
-        )
-
-        def acp_factory(worker_id: int) -> AgentDriver:
-            return AcpDriver(
-                worker_id,
-                command,
-                cwd=settings.kiro_workspace_root,
-                env=base_env,
-                deny_tools=tuple(settings.deny_tools),
-                limits=acp_limits,
-                call_id_name=agent.call_id_name,
-            )
-
-        return acp_factory
-    if settings.kiro_driver == "headless":
-        from ec2_services.worker_pool.headless import HeadlessDriver, HeadlessLimits
-
-        headless_limits = HeadlessLimits(
-            stall_timeout=settings.kiro_stall_timeout,
-            trouble_retries=settings.kiro_trouble_retries,
-            trouble_backoff=settings.kiro_trouble_backoff,
-            **{k: v for k, v in options.items() if k in ("cancel_grace",)},
-        )
-
-        def headless_factory(worker_id: int) -> AgentDriver:
-            return HeadlessDriver(
-                worker_id,
-                settings.kiro_headless_command,
-                profile,
-                cwd=settings.kiro_workspace_root,
-                env=base_env,
-                trust_tools=settings.trusted_tools,
-                limits=headless_limits,
-            )
-
-        return headless_factory
-    if settings.kiro_driver != "pty":
-        raise ValueError(f"KIRO_DRIVER={settings.kiro_driver} is not a driver; use pty, acp or headless")
-    from ec2_services.worker_pool.session import PtySession, SessionLimits
-
-    limits = SessionLimits(
-        stall_timeout=settings.kiro_stall_timeout,
-        trouble_retries=settings.kiro_trouble_retries,
-        trouble_backoff=settings.kiro_trouble_backoff,
-        **options,
-    )
-
-    def factory(worker_id: int) -> AgentDriver:
-        return PtySession(worker_id, profile, cwd=settings.kiro_workspace_root, env=base_env, limits=limits,
-                          adapt_command=settings.kiro_command is None)
-
-    return factory
 
 
 class WorkerPool:

@@ -13,8 +13,8 @@ import asyncio
 import sys
 
 from aipm_common.settings import SettingsError, load_settings
-from ec2_services.worker_pool.driver import AgentDriver, StartError
-from ec2_services.worker_pool.pool import make_driver
+from ec2_services.worker_pool.drivers import make_driver
+from ec2_services.worker_pool.drivers.base import AgentDriver, StartError
 from ec2_services.worker_pool.profiles import resolve_profile
 from ec2_services.worker_pool.settings import WorkerPoolSettings
 

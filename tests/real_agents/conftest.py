@@ -26,7 +26,7 @@ from aipm_common.signing import WORKER_POOL, SigningAuth
 from aipm_local.scripted_model import ScriptedModel, scripted_model
 from ec2_services.pr_processor.runner import build_prompt
 from ec2_services.worker_pool.app import create_app
-from ec2_services.worker_pool.pool import make_driver
+from ec2_services.worker_pool.drivers import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
 from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.ec2_services.worker_pool.conftest import PoolServer

@@ -46,7 +46,7 @@ Kiro, as its wire captures show it (``tests/fixtures/kiro-acp/README.md``):
     V3 failed turn          ``display_error`` then ``turn_end`` stopReason ``error``, maybe with no response: the
                             turn ends there, with the error's words
 
-How a turn's end maps onto the driver contract (``driver.py``):
+How a turn's end maps onto the driver contract (``base.py``):
 
     stopReason end_turn                         → TurnResult (``completed``, 200); AgentTrouble if a request was refused
     stopReason cancelled                        → TurnCancelled (``cancelled``, 499)
@@ -62,6 +62,10 @@ How a turn's end maps onto the driver contract (``driver.py``):
 
 ``agent_version`` / ``agent_engine`` (for /health) come from the initialize answer: V2 sends ``agentInfo.version``;
 V3 sends none but is known by its ``agentCapabilities._meta.kiro`` and sign-in methods; else ``--agent-engine``.
+
+Owns one ``kiro-cli acp`` process per worker and the JSON-RPC connection to it: which frames count for which turn,
+the permission policy, the mapping of stop reasons onto the driver contract. Must not offer the agent a file
+system or terminal, answer a permission with a lasting rule, or decide anything about queues, task ids or HTTP.
 """
 
 from __future__ import annotations
@@ -75,10 +79,10 @@ import re
 import shlex
 import signal
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import acp
 from acp.connection import StreamDirection
@@ -93,19 +97,20 @@ from acp.schema import (
     ToolCallUpdate,
 )
 
-from ec2_services.worker_pool.agent_log import AgentOutputLog
-from ec2_services.worker_pool.driver import (
+from ec2_services.worker_pool.drivers.agent_log import AgentOutputLog
+from ec2_services.worker_pool.drivers.base import (
     AgentDriver,
     AgentExited,
     AgentTrouble,
     DriverState,
+    Limits,
     StartError,
     TurnCancelled,
     TurnResult,
     TurnTimeout,
 )
-from ec2_services.worker_pool.kiro_version import named_engine
-from ec2_services.worker_pool.session import (
+from ec2_services.worker_pool.drivers.kiro_version import named_engine
+from ec2_services.worker_pool.drivers.process import (
     agent_environment,
     die_with_parent,
     end_process_group,
@@ -119,18 +124,6 @@ log = logging.getLogger(__name__)
 _THROTTLING = re.compile(r"ThrottlingException|TooManyRequestsException|is having trouble responding")
 _STDERR_KEPT = 40
 _STREAM_LIMIT = 64 * 1024 * 1024  # one JSON-RPC line (a big tool output) may be large
-
-
-@dataclass(frozen=True)
-class AcpLimits:
-    """How long the ACP driver waits for what (the same names as the PTY driver's ``SessionLimits``)."""
-
-    stall_timeout: float = 600  # KIRO_STALL_TIMEOUT: no session/update while busy → timeout, "stalled"
-    trouble_retries: int = 3  # KIRO_TROUBLE_RETRIES
-    trouble_backoff: float = 5.0
-    start_timeout: float = 120  # spawn → initialize answered
-    cancel_grace: float = 5.0  # session/cancel → the prompt's response, else the agent is killed
-    output_limit: int = 1_000_000  # characters of answer kept (the last ones)
 
 
 class _Answer:
@@ -275,7 +268,7 @@ class AcpDriver(AgentDriver):
         cwd: Path,
         env: Mapping[str, str],
         deny_tools: tuple[str, ...] = (),
-        limits: AcpLimits | None = None,
+        limits: Limits | None = None,
         call_id_name: re.Pattern | None = None,
     ):
         self.worker_id = worker_id
@@ -284,7 +277,7 @@ class AcpDriver(AgentDriver):
         self.deny_tools = tuple(deny_tools)
         self._cwd = cwd
         self._env = agent_environment(env)
-        self.limits = limits or AcpLimits()
+        self.limits = limits or Limits()
         self.agent_log = AgentOutputLog(worker_id)
         self.state = DriverState.EXITED
         self.exit_status: int | None = None
@@ -455,7 +448,7 @@ class AcpDriver(AgentDriver):
         if self._loop is not None:
             self._last_update = self._loop.time()
 
-    def _observe(self, event: Any) -> None:  # noqa: C901 - one branch per ACP message kind, as the protocol lists them
+    def _observe(self, event: Any) -> None:
         """Every frame the agent sends, in the order it sent them, before the library acts on it: so a prompt's
         response is seen after every update that came before it, and a frame after it counts for no turn."""
         if event.direction is not StreamDirection.INCOMING:
@@ -464,58 +457,70 @@ class AcpDriver(AgentDriver):
         message = event.message
         method = message.get("method")
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
-        turn = self._turn
+        turn = self._turn if self._turn is not None and self._turn.open else None
         if method is None:  # a response: while a turn is open, only its prompt is waiting for one
-            result = message.get("result")
-            if isinstance(result, dict) and "protocolVersion" in result and self._agent is None:
-                self._agent = result
-            if turn is not None and turn.open:
-                turn.open = False
-                _add_tokens(turn, result)
-            return
-        if "id" in message and method != "session/request_permission":
-            why = f"{method}: {refusal_reason(method)}"
-            log.warning("worker %d: refused the agent's request %s", self.worker_id, why)
-            if turn is not None and turn.open:
-                turn.refused.append(why)
-                turn.answer.line(f"[aipm] refused the agent's request {why}")
-            return
-        open_turn = turn if turn is not None and turn.open else None
-        if method == "_kiro.dev/subagent/list_update":  # V2 names each subagent's session as it starts
-            listed = [s.get("sessionId") for s in params.get("subagents") or [] if isinstance(s, dict)]
-            for session in listed:
+            self._on_response(turn, message.get("result"))
+        elif "id" in message and method != "session/request_permission":
+            self._on_refused_request(turn, method)
+        elif method == "_kiro.dev/subagent/list_update":  # V2 names each subagent's session as it starts
+            for session in [s.get("sessionId") for s in params.get("subagents") or [] if isinstance(s, dict)]:
                 if isinstance(session, str):
-                    self._claim(open_turn, session)
-            return
-        if open_turn is None:
-            return  # between turns, or after a turn's response: it counts for no task
-        turn = open_turn
-        session = params.get("sessionId")
-        subagent = session is not None and session != turn.session_id
-        if subagent and not self._claim(turn, session):
-            return  # a subagent of a turn that ended: it counts for no task
-        if method == "session/update":
-            self._on_update(turn, params.get("update") or {}, subagent=subagent)
-        elif method == "session/request_permission":
-            call = params.get("toolCall") or {}
-            tool = turn.tools.setdefault(str(call.get("toolCallId")), _Tool())
-            tool.permission_meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
-        elif method == "_kiro.dev/metadata" and not subagent:
-            used = [u.get("value") for u in params.get("meteringUsage") or [] if isinstance(u, dict)]
-            self._add_credits(turn, used)
-        elif method == "_kiro.dev/session/update":
-            update = params.get("update") or {}
-            kind = update.get("sessionUpdate")
-            if kind == "tool_call_chunk" and update.get("toolCallId"):
-                tool = turn.tools.setdefault(str(update["toolCallId"]), _Tool())
-                tool.name = tool.name or update.get("title")  # V2: the tool's own name (`shell`, `write`…)
-                tool.kind = tool.kind or update.get("kind")
-            elif kind == "retry_warning":
-                turn.throttled = True
-                turn.answer.line(f"[kiro] {update.get('message') or 'retrying'}")
-        elif method == "_kiro.dev/error/rate_limit":
+                    self._claim(turn, session)
+        elif turn is not None:  # else between turns, or after a turn's response: it counts for no task
+            session = params.get("sessionId")
+            subagent = session is not None and session != turn.session_id
+            if subagent and not self._claim(turn, session):
+                return  # a subagent of a turn that ended: it counts for no task
+            handler = self._NOTIFICATIONS.get(method)
+            if handler is not None:
+                handler(self, turn, params, subagent)
+
+    def _on_response(self, turn: _Turn | None, result: Any) -> None:
+        if isinstance(result, dict) and "protocolVersion" in result and self._agent is None:
+            self._agent = result
+        if turn is not None:
+            turn.open = False
+            _add_tokens(turn, result)
+
+    def _on_refused_request(self, turn: _Turn | None, method: str) -> None:
+        why = f"{method}: {refusal_reason(method)}"
+        log.warning("worker %d: refused the agent's request %s", self.worker_id, why)
+        if turn is not None:
+            turn.refused.append(why)
+            turn.answer.line(f"[aipm] refused the agent's request {why}")
+
+    # One handler per notification the agent sends during a turn (its own session's or a subagent's):
+    # (self, the open turn, the frame's params, whether a subagent sent it).
+
+    def _on_session_update(self, turn: _Turn, params: dict, subagent: bool) -> None:
+        update = params.get("update") or {}
+        handler = self._UPDATES.get(update.get("sessionUpdate"))
+        if handler is not None:
+            handler(self, turn, update, subagent)
+
+    def _on_permission_asked(self, turn: _Turn, params: dict, subagent: bool) -> None:
+        call = params.get("toolCall") or {}
+        tool = turn.tools.setdefault(str(call.get("toolCallId")), _Tool())
+        tool.permission_meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+
+    def _on_metadata(self, turn: _Turn, params: dict, subagent: bool) -> None:
+        if not subagent:  # V2's credits: a subagent's are its parent's to report
+            self._add_credits(turn, [u.get("value") for u in params.get("meteringUsage") or [] if isinstance(u, dict)])
+
+    def _on_kiro_update(self, turn: _Turn, params: dict, subagent: bool) -> None:
+        update = params.get("update") or {}
+        kind = update.get("sessionUpdate")
+        if kind == "tool_call_chunk" and update.get("toolCallId"):
+            tool = turn.tools.setdefault(str(update["toolCallId"]), _Tool())
+            tool.name = tool.name or update.get("title")  # V2: the tool's own name (`shell`, `write`…)
+            tool.kind = tool.kind or update.get("kind")
+        elif kind == "retry_warning":
             turn.throttled = True
-            turn.answer.line(f"[kiro] {params.get('message') or 'rate limited'}")
+            turn.answer.line(f"[kiro] {update.get('message') or 'retrying'}")
+
+    def _on_rate_limit(self, turn: _Turn, params: dict, subagent: bool) -> None:
+        turn.throttled = True
+        turn.answer.line(f"[kiro] {params.get('message') or 'rate limited'}")
 
     def _claim(self, turn: _Turn | None, session: str) -> bool:
         """Whether SESSION is (now) one of TURN's subagents: a session first seen while a turn is open is one it
@@ -537,45 +542,63 @@ class AcpDriver(AgentDriver):
         while len(self._past_subagents) > 1000:
             del self._past_subagents[next(iter(self._past_subagents))]
 
-    def _on_update(self, turn: _Turn, update: dict, *, subagent: bool = False) -> None:  # noqa: C901 - one branch per session/update kind, as the protocol lists them
-        kind = update.get("sessionUpdate")
+    # One handler per session/update kind: (self, the open turn, the update, whether a subagent sent it).
+
+    def _on_message_chunk(self, turn: _Turn, update: dict, subagent: bool) -> None:
+        content = update.get("content") or {}
+        if content.get("type") == "text" and not subagent:  # a subagent answers its parent, not the task
+            turn.answer.text(str(content.get("text", "")))
+
+    def _on_tool_call(self, turn: _Turn, update: dict, subagent: bool) -> None:
+        call_id = str(update.get("toolCallId"))
+        tool = turn.tools.setdefault(call_id, _Tool())
+        tool.name = tool_name(update.get("_meta")) or tool.name or self._named_in_id(call_id)
+        tool.kind, tool.title = update.get("kind") or tool.kind, update.get("title") or tool.title
+        title = tool.title or tool.name or "tool"
+        name = tool.name
         mark = "[subagent] " if subagent else ""
-        if kind == "agent_message_chunk":
-            content = update.get("content") or {}
-            if content.get("type") == "text" and not subagent:  # a subagent answers its parent, not the task
-                turn.answer.text(str(content.get("text", "")))
-        elif kind == "tool_call":
-            call_id = str(update.get("toolCallId"))
-            tool = turn.tools.setdefault(call_id, _Tool())
-            tool.name = tool_name(update.get("_meta")) or tool.name or self._named_in_id(call_id)
-            tool.kind, tool.title = update.get("kind") or tool.kind, update.get("title") or tool.title
-            title = tool.title or tool.name or "tool"
-            name = tool.name
-            turn.answer.line(f"{mark}● {title}" + (f" ({name})" if name and name not in title else ""))
+        turn.answer.line(f"{mark}● {title}" + (f" ({name})" if name and name not in title else ""))
+        self._tool_text(turn, update.get("content"))
+
+    def _on_tool_call_update(self, turn: _Turn, update: dict, subagent: bool) -> None:
+        if not subagent:
             self._tool_text(turn, update.get("content"))
-        elif kind == "tool_call_update":
-            if not subagent:
-                self._tool_text(turn, update.get("content"))
-            status = update.get("status")
-            if status in ("completed", "failed"):
-                title = update.get("title")
-                turn.answer.line(f"{mark} - {title + ': ' if title else ''}{status}")
-        elif subagent:
+        status = update.get("status")
+        if status in ("completed", "failed"):
+            title = update.get("title")
+            mark = "[subagent] " if subagent else ""
+            turn.answer.line(f"{mark} - {title + ': ' if title else ''}{status}")
+
+    def _on_session_info(self, turn: _Turn, update: dict, subagent: bool) -> None:
+        if subagent:
             return  # a subagent's own turn end, errors and credits are not the task's turn
-        elif kind == "session_info_update":
-            kiro = _vendor(update.get("_meta"), "kiro")
-            info = kiro.get("kind")
-            if info == "turn_completion":  # V3: the turn's credits
-                self._add_credits(turn, [s.get("usage") for s in kiro.get("promptTurnSummaries") or []
-                                         if isinstance(s, dict)])
-            elif info == "display_error":
-                turn.error = ": ".join(str(p) for p in (kiro.get("errorType"), kiro.get("message")) if p)
-                turn.answer.line(f"[kiro] {turn.error}")
-                if _THROTTLING.search(turn.error):
-                    turn.throttled = True
-            elif info == "turn_end" and kiro.get("stopReason") == "error" and _pending(turn.outcome):
-                # V3 ends a failed turn here, and may send no response to the prompt at all.
-                turn.outcome.set_result(turn.error or "the agent ended the turn with an error")
+        kiro = _vendor(update.get("_meta"), "kiro")
+        info = kiro.get("kind")
+        if info == "turn_completion":  # V3: the turn's credits
+            self._add_credits(turn, [s.get("usage") for s in kiro.get("promptTurnSummaries") or []
+                                     if isinstance(s, dict)])
+        elif info == "display_error":
+            turn.error = ": ".join(str(p) for p in (kiro.get("errorType"), kiro.get("message")) if p)
+            turn.answer.line(f"[kiro] {turn.error}")
+            if _THROTTLING.search(turn.error):
+                turn.throttled = True
+        elif info == "turn_end" and kiro.get("stopReason") == "error" and _pending(turn.outcome):
+            # V3 ends a failed turn here, and may send no response to the prompt at all.
+            turn.outcome.set_result(turn.error or "the agent ended the turn with an error")
+
+    _NOTIFICATIONS: ClassVar[dict[str, Callable[[AcpDriver, _Turn, dict, bool], None]]] = {
+        "session/update": _on_session_update,
+        "session/request_permission": _on_permission_asked,
+        "_kiro.dev/metadata": _on_metadata,
+        "_kiro.dev/session/update": _on_kiro_update,
+        "_kiro.dev/error/rate_limit": _on_rate_limit,
+    }
+    _UPDATES: ClassVar[dict[str, Callable[[AcpDriver, _Turn, dict, bool], None]]] = {
+        "agent_message_chunk": _on_message_chunk,
+        "tool_call": _on_tool_call,
+        "tool_call_update": _on_tool_call_update,
+        "session_info_update": _on_session_info,
+    }
 
     def _add_credits(self, turn: _Turn, values: list) -> None:
         numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -647,7 +670,7 @@ class AcpDriver(AgentDriver):
                 if stop_reason is not None:
                     return self._finish(turn, stop_reason)
                 # "having trouble": wait, then the same prompt again in the same session
-                delay = self.limits.trouble_backoff * 2 ** (turn.retries - 1)
+                delay = self.limits.backoff(turn.retries - 1)
                 await self._pause(turn, delay, deadline, timeout_s)
         finally:
             turn.answer.end_line()
@@ -709,11 +732,10 @@ class AcpDriver(AgentDriver):
         try:
             while True:
                 now = loop.time()
-                stall_at = self._last_update + self.limits.stall_timeout
-                limit = min(deadline, stall_at)
+                limit, stalled = self.limits.watchdog(deadline, self._last_update)
                 if now >= limit:
                     request.cancel()
-                    await self._timed_out(turn, stalled=stall_at < deadline, timeout_s=timeout_s)
+                    await self._timed_out(turn, stalled=stalled, timeout_s=timeout_s)
                 waiting = {request, exited} | ({cancel} if not cancel.done() else set())
                 done, _ = await asyncio.wait(waiting, timeout=limit - now, return_when=asyncio.FIRST_COMPLETED)
                 if request in done:
@@ -747,11 +769,7 @@ class AcpDriver(AgentDriver):
 
     async def _timed_out(self, turn: _Turn, *, stalled: bool, timeout_s: float) -> None:
         await self.stop()
-        why = (
-            f"stalled (no update from the agent for {self.limits.stall_timeout:g} s)"
-            if stalled
-            else f"timed out (not done within {timeout_s:g} s)"
-        )
+        why = self.limits.why_ended(stalled=stalled, timeout_s=timeout_s, silence="update from the agent")
         raise TurnTimeout(f"the task {why}; its agent session was killed and is being restarted",
                           self._result(turn), stalled=stalled)
 

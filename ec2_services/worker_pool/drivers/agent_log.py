@@ -14,7 +14,7 @@ import logging
 import time
 
 from aipm_common.logging import log_lines
-from ec2_services.worker_pool.screen import Block
+from ec2_services.worker_pool.drivers.pty.screen import Block
 
 log = logging.getLogger("ec2_services.worker_pool.agent")
 

@@ -1,12 +1,14 @@
-"""The seam between the pool and one agent session: the interface every driver implements, and its outcomes.
+"""The seam between the pool and one agent session: the interface every driver implements, its outcomes, its limits.
 
-The pool (``pool.py``) only ever talks to an ``AgentDriver``: ``start()`` until idle, ``run(prompt)`` one turn,
-``cancel()`` the running turn, ``reset()`` the conversation between tasks, ``stop()``, plus ``state``/``pid`` and
-``wait_exited()``. Three drivers implement it: ``session.PtySession`` (``KIRO_DRIVER=pty``, a chat CLI in a terminal),
-``acp_driver.AcpDriver`` (``KIRO_DRIVER=acp``, ``kiro-cli acp``: JSON-RPC over stdio) and ``headless.HeadlessDriver``
-(``KIRO_DRIVER=headless``, one ``kiro-cli chat --no-interactive`` per task); ``make_driver`` picks one. Drivers
-report a turn's end with a ``TurnResult`` or one of the ``TurnError`` subclasses below, which carry the output so
-far; they never raise anything else for an agent's fault.
+Owns the contract: the pool (``pool.py``) only ever talks to an ``AgentDriver``: ``start()`` until idle,
+``run(prompt)`` one turn, ``cancel()`` the running turn, ``reset()`` the conversation between tasks, ``stop()``, plus
+``state``/``pid`` and ``wait_exited()``. Three drivers implement it: ``pty.session.PtySession`` (``KIRO_DRIVER=pty``,
+a chat CLI in a terminal), ``acp.AcpDriver`` (``KIRO_DRIVER=acp``, ``kiro-cli acp``: JSON-RPC over stdio) and
+``headless.HeadlessDriver`` (``KIRO_DRIVER=headless``, one ``kiro-cli chat --no-interactive`` per task);
+``drivers.make_driver`` picks one. Drivers report a turn's end with a ``TurnResult`` or one of the ``TurnError``
+subclasses below, which carry the output so far; they never raise anything else for an agent's fault. ``Limits`` is
+the one set of timings every driver waits by (the stall watchdog, the throttling backoff), so they agree on them.
+Must not: know any one driver's wire, or anything of queues, task ids or HTTP.
 """
 
 from __future__ import annotations
@@ -15,6 +17,36 @@ import abc
 import enum
 from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a driver waits for what, and how much answer it keeps: one set for every driver (each reads the
+    fields it has a use for; ``make_driver`` fills them from the ``KIRO_*`` settings)."""
+
+    stall_timeout: float = 600  # KIRO_STALL_TIMEOUT: no output while busy → timeout, "stalled"
+    trouble_retries: int = 3  # KIRO_TROUBLE_RETRIES
+    trouble_backoff: float = 5.0  # first wait before re-sending after throttling / "having trouble"; doubles each time
+    start_timeout: float = 120  # spawn → idle (MCP servers can take a while); not for headless (nothing to wait for)
+    cancel_grace: float = 5.0  # cancel asked (Ctrl+C, session/cancel, SIGINT) → turn over, else the agent is killed
+    reset_timeout: float = 20.0  # PTY's /clear → prompt back, else the agent is killed
+    output_limit: int = 1_000_000  # characters of answer kept (the last ones)
+
+    def watchdog(self, deadline: float, last_output: float) -> tuple[float, bool]:
+        """When a busy turn must end at the latest (the task's deadline, or a silence of ``stall_timeout`` since
+        ``last_output``), and whether ending then would be a stall rather than the task's timeout."""
+        stall_at = last_output + self.stall_timeout
+        return min(deadline, stall_at), stall_at < deadline
+
+    def backoff(self, retries_done: int) -> float:
+        """The wait before the next retry of a throttled turn: ``trouble_backoff``, doubling with each retry done."""
+        return self.trouble_backoff * 2**retries_done
+
+    def why_ended(self, *, stalled: bool, timeout_s: float, silence: str = "agent output") -> str:
+        """The words for a turn the watchdog ended: ``stalled (no … for N s)`` or ``timed out (not done within N s)``."""
+        if stalled:
+            return f"stalled (no {silence} for {self.stall_timeout:g} s)"
+        return f"timed out (not done within {timeout_s:g} s)"
 
 
 class DriverState(enum.Enum):

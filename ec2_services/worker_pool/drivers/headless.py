@@ -23,6 +23,9 @@ answer is stdout (the coloured ``> `` marker and escape sequences removed); Kiro
 There is no session between tasks: ``reset`` has nothing to do. After a crash or a timeout the driver reports
 itself exited, so the pool counts and logs the restart as with the other drivers; ``start`` only checks that the
 command can be found. Throttling is read only from stderr (Kiro's channel), never from the answer's prose.
+
+Owns one process per task, from spawn to reaped group, and what its exit code means. Must not keep anything
+between tasks (no session, no conversation), nor decide anything about queues, task ids or HTTP.
 """
 
 from __future__ import annotations
@@ -38,24 +41,24 @@ import shutil
 import signal
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from ec2_services.worker_pool.agent_log import AgentOutputLog
-from ec2_services.worker_pool.driver import (
+from ec2_services.worker_pool.drivers.agent_log import AgentOutputLog
+from ec2_services.worker_pool.drivers.base import (
     AgentDriver,
     AgentExited,
     AgentTrouble,
     DriverState,
+    Limits,
     StartError,
     TurnCancelled,
     TurnResult,
     TurnTimeout,
 )
-from ec2_services.worker_pool.kiro_version import installed_version, kiro_cli_prefix, named_engine, shown
+from ec2_services.worker_pool.drivers.kiro_version import installed_version, kiro_cli_prefix, named_engine, shown
+from ec2_services.worker_pool.drivers.process import agent_environment, die_with_parent, kill_process_group
+from ec2_services.worker_pool.drivers.pty.screen import LineAssembler, strip_ansi
 from ec2_services.worker_pool.profiles import AgentProfile
-from ec2_services.worker_pool.screen import LineAssembler, strip_ansi
-from ec2_services.worker_pool.session import agent_environment, die_with_parent, kill_process_group
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +73,6 @@ _DOCUMENTED_EXITS = {
     4: "the agent named in KIRO_HEADLESS_COMMAND was not found (exit 4): check ~/.kiro/agents/",
 }
 _STDERR_KEPT = 40  # lines of Kiro's stderr kept for an error's detail
-
-
-@dataclass(frozen=True)
-class HeadlessLimits:
-    stall_timeout: float = 600  # KIRO_STALL_TIMEOUT
-    trouble_retries: int = 3  # KIRO_TROUBLE_RETRIES
-    trouble_backoff: float = 5.0  # doubles each time
-    cancel_grace: float = 5.0  # SIGINT → exit, else SIGKILL
-    output_limit: int = 1_000_000  # characters of answer kept (the last ones)
 
 
 class _Answer:
@@ -137,7 +131,7 @@ class HeadlessDriver(AgentDriver):
         cwd: Path,
         env: Mapping[str, str],
         trust_tools: list[str],
-        limits: HeadlessLimits | None = None,
+        limits: Limits | None = None,
     ):
         self.worker_id = worker_id
         self._argv = shlex.split(command)
@@ -148,7 +142,7 @@ class HeadlessDriver(AgentDriver):
         self._cwd = cwd
         self._env = agent_environment(env)
         self._trust = list(trust_tools)
-        self.limits = limits or HeadlessLimits()
+        self.limits = limits or Limits()
         self.agent_log = AgentOutputLog(worker_id)
         self.state = DriverState.EXITED
         self._proc: asyncio.subprocess.Process | None = None
@@ -196,7 +190,7 @@ class HeadlessDriver(AgentDriver):
                 if code == 1 and any(_THROTTLED.search(line) for line in stderr):
                     if retries >= self.limits.trouble_retries:
                         raise AgentTrouble(f"Kiro was still throttled after {retries} retries: {detail}", result)
-                    delay = self.limits.trouble_backoff * 2**retries
+                    delay = self.limits.backoff(retries)
                     retries += 1
                     log.warning("worker %d: Kiro throttled (%s); retry %d/%d in %.1f s", self.worker_id, detail,
                                 retries, self.limits.trouble_retries, delay)
@@ -261,10 +255,9 @@ class HeadlessDriver(AgentDriver):
         cancel = asyncio.ensure_future(self._cancel.wait())
         try:
             while not waiter.done():
-                limit = min(deadline, self._last_output + self.limits.stall_timeout)
+                limit, stalled = self.limits.watchdog(deadline, self._last_output)
                 now = loop.time()
                 if now >= limit:
-                    stalled = limit < deadline
                     await self._kill(proc)
                     self._mark_exited()
                     why = (f"stalled (no agent output for {self.limits.stall_timeout:g} s)" if stalled

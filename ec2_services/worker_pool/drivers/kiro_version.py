@@ -7,6 +7,7 @@ than restart an agent that can never reach a prompt it knows. ``kiro-cli --versi
 
 Only commands that run ``kiro-cli`` (a word whose file name is ``kiro-cli``, possibly behind a wrapper such as
 ``setpriv … --``) are asked; any other command (a test double, ``q chat``) is taken as it is.
+Owns reading versions and fitting the PTY argv to one; must not start an agent (only ``kiro-cli --version``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import pytest
 
 from aipm_common.signing import WORKER_POOL, SigningAuth
 from ec2_services.worker_pool.app import create_app
-from ec2_services.worker_pool.pool import make_driver
+from ec2_services.worker_pool.drivers import make_driver
 from ec2_services.worker_pool.profiles import resolve_profile
 from ec2_services.worker_pool.settings import WorkerPoolSettings
 from tests.acp_double import command as acp_command

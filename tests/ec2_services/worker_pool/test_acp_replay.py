@@ -250,7 +250,7 @@ def test_v3_2_16_2_turn_end_error_without_a_response_fails_the_task_with_kiros_w
 
 
 def test_the_tool_name_is_read_under_any_vendor_key_and_on_top():
-    from ec2_services.worker_pool.acp_driver import tool_name
+    from ec2_services.worker_pool.drivers.acp import tool_name
 
     assert tool_name({"kiro": {"toolName": "shell"}}) == "shell"
     assert tool_name({"kiro": {"toolId": "run_command", "consent": {"capability": "shell"}}}) == "run_command"
@@ -261,7 +261,7 @@ def test_the_tool_name_is_read_under_any_vendor_key_and_on_top():
 
 
 def test_the_default_acp_command_names_the_v2_engine():
-    from ec2_services.worker_pool.acp_driver import _identify
+    from ec2_services.worker_pool.drivers.acp import _identify
     from ec2_services.worker_pool.settings import WorkerPoolSettings
 
     command = WorkerPoolSettings.model_fields["kiro_acp_command"].default

@@ -1,7 +1,7 @@
 """The model tokens an ACP agent reports on its prompt responses, summed per turn: ACP's own ``usage`` or Gemini
 CLI's ``_meta.quota.token_count``; nothing when the agent reports neither (claude-code-acp, Kiro)."""
 
-from ec2_services.worker_pool.acp_driver import _add_tokens, _Turn
+from ec2_services.worker_pool.drivers.acp import _add_tokens, _Turn
 
 
 def turn_after(*responses: dict) -> _Turn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from ec2_services.worker_pool.headless import HeadlessDriver
+from ec2_services.worker_pool.drivers.headless import HeadlessDriver
 from ec2_services.worker_pool.profiles import PROFILES
 from tests.kiro_double import HEADLESS, kiro_cli
 

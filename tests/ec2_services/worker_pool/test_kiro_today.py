@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ec2_services.worker_pool.kiro_version import kiro_cli_prefix, parse_version, pty_argv
-from ec2_services.worker_pool.screen import RecentScreen
+from ec2_services.worker_pool.drivers.kiro_version import kiro_cli_prefix, parse_version, pty_argv
+from ec2_services.worker_pool.drivers.pty.screen import RecentScreen
 from tests.kiro_double import SCRIPT, kiro_cli, replay_command
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kiro"

@@ -56,9 +56,9 @@ def test_reply_escapes_are_understood():
 
 
 def test_kiro_driver_picks_the_driver_and_acp_gets_the_acp_command_and_deny_list():
-    from ec2_services.worker_pool.acp_driver import AcpDriver
-    from ec2_services.worker_pool.pool import make_driver
-    from ec2_services.worker_pool.session import PtySession
+    from ec2_services.worker_pool.drivers import make_driver
+    from ec2_services.worker_pool.drivers.acp import AcpDriver
+    from ec2_services.worker_pool.drivers.pty.session import PtySession
 
     acp = settings(kiro_driver="acp", kiro_acp_command="kiro-cli acp --agent 'my agent'", kiro_deny_tools="use_aws")
     driver = make_driver(acp, resolve_profile(acp))(3)
@@ -75,8 +75,8 @@ def test_an_unknown_driver_is_refused():
 
 
 def test_aipm_agent_claude_code_runs_its_acp_server_with_its_own_key_and_no_other_agents():
-    from ec2_services.worker_pool.acp_driver import AcpDriver
-    from ec2_services.worker_pool.pool import make_driver
+    from ec2_services.worker_pool.drivers import make_driver
+    from ec2_services.worker_pool.drivers.acp import AcpDriver
 
     claude = settings(aipm_agent="Claude-Code")
     assert (claude.aipm_agent, claude.kiro_driver) == ("claude-code", "acp")  # ACP only: the driver follows
@@ -94,8 +94,8 @@ def test_aipm_agent_claude_code_runs_its_acp_server_with_its_own_key_and_no_othe
 
 
 def test_aipm_agent_gemini_runs_gemini_acp_with_its_own_key_and_reads_tool_names_from_the_call_id():
-    from ec2_services.worker_pool.acp_driver import AcpDriver
-    from ec2_services.worker_pool.pool import make_driver
+    from ec2_services.worker_pool.drivers import make_driver
+    from ec2_services.worker_pool.drivers.acp import AcpDriver
 
     gemini = settings(aipm_agent="gemini")
     assert (gemini.aipm_agent, gemini.kiro_driver) == ("gemini", "acp")

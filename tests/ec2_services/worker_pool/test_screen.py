@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ec2_services.worker_pool.profiles import PROFILES
-from ec2_services.worker_pool.screen import (
+from ec2_services.worker_pool.drivers.pty.screen import (
     Block,
     LineAssembler,
     Patterns,
@@ -19,7 +18,8 @@ from ec2_services.worker_pool.screen import (
     screen_of,
     strip_ansi,
 )
-from ec2_services.worker_pool.transcript import Transcript
+from ec2_services.worker_pool.drivers.pty.transcript import Transcript
+from ec2_services.worker_pool.profiles import PROFILES
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kiro"
 KIRO = PROFILES["kiro"]
@@ -235,7 +235,7 @@ def test_the_agent_log_writes_each_line_of_a_read_as_shown_and_condenses_a_flood
     import logging  # noqa: PLC0415
 
     from aipm_common.logging import setup_logging  # noqa: PLC0415
-    from ec2_services.worker_pool.agent_log import AgentOutputLog  # noqa: PLC0415
+    from ec2_services.worker_pool.drivers.agent_log import AgentOutputLog  # noqa: PLC0415
 
     stream = io.StringIO()
     setup_logging("worker-pool", stream=stream, json_lines=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 
 from bench.p6_output_flood import realistic_unit
+from ec2_services.worker_pool.drivers.pty.screen import LineAssembler, Patterns
+from ec2_services.worker_pool.drivers.pty.transcript import Transcript
 from ec2_services.worker_pool.profiles import PROFILES
-from ec2_services.worker_pool.screen import LineAssembler, Patterns
-from ec2_services.worker_pool.transcript import Transcript
 
 PROFILE = PROFILES["kiro"]
 

@@ -24,34 +24,43 @@ import asyncio
 import codecs
 import contextlib
 import contextvars
-import ctypes
 import enum
 import logging
 import os
 import re
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from ptyprocess import PtyProcess
 
-from ec2_services.worker_pool.agent_log import AgentOutputLog
-from ec2_services.worker_pool.driver import (
+from ec2_services.worker_pool.drivers.agent_log import AgentOutputLog
+from ec2_services.worker_pool.drivers.base import (
     AgentDriver,
     AgentExited,
     AgentTrouble,
     DriverState,
+    Limits,
     StartError,
     TurnCancelled,
     TurnResult,
     TurnTimeout,
     UnsupportedAgent,
 )
-from ec2_services.worker_pool.kiro_version import installed_version, kiro_cli_prefix, named_engine, pty_argv, shown
-from ec2_services.worker_pool.process_tree import descendants
-from ec2_services.worker_pool.profiles import AgentProfile
-from ec2_services.worker_pool.screen import (
+from ec2_services.worker_pool.drivers.kiro_version import (
+    installed_version,
+    kiro_cli_prefix,
+    named_engine,
+    pty_argv,
+    shown,
+)
+from ec2_services.worker_pool.drivers.process import (
+    agent_environment,
+    die_with_parent,
+    end_process_group,
+    kill_process_group,
+)
+from ec2_services.worker_pool.drivers.pty.screen import (
     COLUMNS,
     ROWS,
     LineAssembler,
@@ -62,7 +71,8 @@ from ec2_services.worker_pool.screen import (
     last_nonblank_line,
     strip_ansi,
 )
-from ec2_services.worker_pool.transcript import Transcript
+from ec2_services.worker_pool.drivers.pty.transcript import Transcript
+from ec2_services.worker_pool.profiles import AgentProfile
 
 log = logging.getLogger(__name__)
 
@@ -70,63 +80,6 @@ CTRL_C = "\x03"
 # A terminal read gives at most 4 KB: up to 256 KB in one block when a flood fills the terminal faster than it is read
 # (the per-block steps then cost per byte what they cost per line).
 _READS_PER_WAKEUP = 64
-# Variables that must never reach the agent (docs/contracts.md: none of the services' secrets in its environment).
-_SECRET_VARS = {
-    "AIPM_SHARED_SECRET",
-    "AIPM_SHARED_SECRET_ARN",
-    "AIPM_UI_TOKEN",
-    "GITHUB_TOKEN",
-    "GITHUB_TOKEN_SECRET_ARN",
-    "GH_TOKEN",
-}
-_AWS_KEPT = {"AWS_REGION", "AWS_DEFAULT_REGION"}
-
-
-def agent_environment(base: Mapping[str, str]) -> dict[str, str]:
-    """The agent's environment: the service's, without its secrets or AWS credentials, with a known terminal."""
-    env = {
-        key: value
-        for key, value in base.items()
-        if key not in _SECRET_VARS and not (key.startswith("AWS_") and key not in _AWS_KEPT)
-    }
-    env.update({"TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS)})
-    return env
-
-
-def die_with_parent() -> None:
-    # Runs in the child before exec: the agent gets SIGKILL if the service dies without stopping it.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def kill_process_group(pid: int, sig: int) -> None:
-    """Signal the agent's whole process group (it leads its own), if it is still there."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-async def end_process_group(pid: int, exited: asyncio.Event, grace: float = 1.0) -> bool:
-    """SIGTERM to the group, SIGKILL if its leader's exit is not seen within ``grace``; True if it was seen.
-    Whatever the agent started outside its group (a shell in a session of its own) is found while the tree is
-    whole and gets the same signals, and SIGKILL after the grace in any case: nothing of the agent outlives it."""
-    tree = descendants(pid)
-    kill_process_group(pid, signal.SIGTERM)
-    _signal_each(tree, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(exited.wait(), grace)
-    _signal_each(tree, signal.SIGKILL)
-    if exited.is_set():
-        return True
-    kill_process_group(pid, signal.SIGKILL)
-    return False
-
-
-def _signal_each(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
 class _Event(enum.Enum):
     IDLE = "idle"
     APPROVAL = "approval"
@@ -143,19 +96,6 @@ _FROM_SCREEN = {
 }
 
 
-@dataclass(frozen=True)
-class SessionLimits:
-    """How long a session waits for what, and how much answer it keeps."""
-
-    stall_timeout: float = 600  # KIRO_STALL_TIMEOUT: no output while busy → timeout, "stalled"
-    trouble_retries: int = 3  # KIRO_TROUBLE_RETRIES
-    trouble_backoff: float = 5.0  # first wait before re-sending after "having trouble"; doubles each time
-    start_timeout: float = 120  # spawn → first idle prompt (MCP servers can take a while)
-    cancel_grace: float = 5.0  # Ctrl+C → prompt back, else the agent is killed
-    reset_timeout: float = 20.0  # /clear → prompt back, else the agent is killed
-    output_limit: int = 1_000_000  # characters of answer kept (the last ones)
-
-
 class PtySession(AgentDriver):
     def __init__(
         self,
@@ -164,19 +104,19 @@ class PtySession(AgentDriver):
         *,
         cwd: Path,
         env: Mapping[str, str],
-        limits: SessionLimits | None = None,
+        limits: Limits | None = None,
         adapt_command: bool = False,
     ):
         self.worker_id = worker_id
         self.profile = profile
         self.patterns = Patterns(profile)
-        # KIRO_COMMAND unset: the profile's command may be fitted to the installed kiro-cli (kiro_version.py).
+        # KIRO_COMMAND unset: the profile's command may be fitted to the installed kiro-cli (drivers/kiro_version.py).
         self._adapt_command = adapt_command
         self._argv: list[str] | None = None
         self._unreadable = re.compile(profile.unreadable_screen_pattern)
         self._cwd = cwd
         self._env = agent_environment(env)
-        self.limits = limits or SessionLimits()
+        self.limits = limits or Limits()
         self.agent_log = AgentOutputLog(worker_id)
         self.state = DriverState.EXITED
         self.exit_status: int | None = None
@@ -461,11 +401,8 @@ class PtySession(AgentDriver):
         """The next thing the agent shows; ``TurnTimeout`` past the deadline or after a silence of the stall time."""
         while True:
             now = self._loop.time()
-            limit = deadline
-            if stall:
-                limit = min(limit, self._last_output + self.limits.stall_timeout)
+            limit, stalled = self.limits.watchdog(deadline, self._last_output) if stall else (deadline, False)
             if now >= limit:
-                stalled = stall and limit < deadline
                 raise TurnTimeout("stalled" if stalled else "timed out", TurnResult(""), stalled=stalled)
             try:
                 return await asyncio.wait_for(self._events.get(), limit - now)
@@ -495,7 +432,7 @@ class PtySession(AgentDriver):
                         f"the agent was still having trouble responding after {counts['retries']} retries",
                         self._result(turn, counts),
                     )
-                delay = self.limits.trouble_backoff * 2 ** counts["retries"]
+                delay = self.limits.backoff(counts["retries"])
                 counts["retries"] += 1
                 log.warning(
                     "worker %d: agent having trouble responding; retry %d/%d in %.1f s",
@@ -507,11 +444,7 @@ class PtySession(AgentDriver):
                 await self._pause(delay, deadline, turn, counts)
         except TurnTimeout as exc:
             await self.stop()
-            why = (
-                f"stalled (no agent output for {self.limits.stall_timeout:g} s)"
-                if exc.stalled
-                else f"timed out (not done within {timeout_s:g} s)"
-            )
+            why = self.limits.why_ended(stalled=exc.stalled, timeout_s=timeout_s)
             raise TurnTimeout(
                 f"the task {why}; its agent session was killed and is being restarted",
                 self._result(turn, counts),

@@ -11,6 +11,7 @@ the last tool, a reply typed), and are then read in order, in one go. Blocks pus
 still waiting are never decoded: only the hints that outlive them (the last tool named, the last credits) are looked
 for in them, with plain substring scans. So a flood costs about what its bytes cost to receive, and reading scales
 with what the answer keeps, not with what the agent printed.
+Must not do I/O or know about processes: it is fed blocks (``session.py``) and asked what they said.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import re
 from collections import deque
 from collections.abc import Callable
 
+from ec2_services.worker_pool.drivers.pty.screen import Block, Patterns, last_nonblank_line, strip_ansi
 from ec2_services.worker_pool.profiles import DEFAULT_PROMPT_PATTERN, DEFAULT_SPINNER_PATTERN
-from ec2_services.worker_pool.screen import Block, Patterns, last_nonblank_line, strip_ansi
 
 _TAIL_CHARS = 16_000
 # Kiro's error is its header line and a few lines of details (`0: ThrottlingException …`, a location, a hint).
@@ -308,32 +309,19 @@ class Transcript:
             self._chars -= len(dropped.text) + 1
             self._dropped += dropped.count
 
-    def _add_one(self, text: str) -> None:  # noqa: C901 - the per-line classifier on the hot output path, kept in one frame for speed (bench p6)
-        p = self._p
+    def _add_one(self, text: str) -> None:
+        # The common line takes no extra call: the rare states (an echo or a reply awaited, a question) take one.
         if self._echo_end is not None:
-            end = self._echo_end
-            if text.endswith(end) or (len(text.strip()) >= 8 and end.endswith(text.strip())):
-                self._echo_end = None
-                self._held.clear()
-                return
-            self._held.append(text)
-            if len(self._held) > self._echo_budget:
-                self._release_held()  # no echo came (or not one we recognise): what was held is answer
+            self._await_echo(text)
             return
-        if self._reply_echo is not None:
-            reply, self._reply_echo = self._reply_echo, None
-            if text.endswith(reply) and (p.prompt_prefix(text) or len(text) <= len(reply) + 2):
-                return
+        if self._reply_echo is not None and self._is_reply_echo(text):
+            return
+        p = self._p
         if p.asks_approval(text):
-            # The question comes as "\n<question>\n\n<prompt>": its blank lines go with it.
-            self._last_tool = p.tool_name(text) or self._last_tool
-            self._drop_trailing_blanks()
-            self._skip_blank = True
+            self._on_question(text)
             return
-        if self._skip_blank:
-            if not text.strip():
-                return
-            self._skip_blank = False
+        if self._skip_blank and self._is_question_blank(text):
+            return
         tool = p.tool_name(text)
         if tool:
             self._last_tool = tool
@@ -353,6 +341,36 @@ class Transcript:
         if _TOOL_DONE.match(text):
             self._answer_starts = True
         self._keep_text(text)
+
+    def _await_echo(self, text: str) -> None:
+        """A line while the prompt's echo is awaited: the echo's end drops it and what was held; else it is held,
+        until more lines than an echo could take came (then what was held is answer)."""
+        end = self._echo_end
+        if text.endswith(end) or (len(text.strip()) >= 8 and end.endswith(text.strip())):
+            self._echo_end = None
+            self._held.clear()
+            return
+        self._held.append(text)
+        if len(self._held) > self._echo_budget:
+            self._release_held()  # no echo came (or not one we recognise): what was held is answer
+
+    def _on_question(self, text: str) -> None:
+        # The question comes as "\n<question>\n\n<prompt>": its blank lines go with it.
+        self._last_tool = self._p.tool_name(text) or self._last_tool
+        self._drop_trailing_blanks()
+        self._skip_blank = True
+
+    def _is_question_blank(self, text: str) -> bool:
+        """Whether the line is one of the blank lines after a question (they go with it); the first other ends them."""
+        if not text.strip():
+            return True
+        self._skip_blank = False
+        return False
+
+    def _is_reply_echo(self, text: str) -> bool:
+        """Whether the line after a reply typed to a question is that reply's echo (looked for on that line only)."""
+        reply, self._reply_echo = self._reply_echo, None
+        return text.endswith(reply) and bool(self._p.prompt_prefix(text) or len(text) <= len(reply) + 2)
 
     def _release_held(self) -> None:
         held, self._held, self._echo_end = self._held, [], None
