@@ -2,7 +2,7 @@
 
 ``pool_server`` runs each test that uses it twice: under ``KIRO_DRIVER=pty`` (the Kiro double in real PTYs) and
 under ``KIRO_DRIVER=acp`` (the ACP double on stdio) — the pool's behaviour must not depend on the driver.
-``headless_pool_server`` runs the headless double (one process per task; test_headless.py).
+``headless_pool_server`` runs the headless double (one process per task; drivers/test_headless.py).
 ``pty_pool_server`` / ``acp_pool_server`` are for what only one driver has (screen parsing; ACP permissions).
 """
 

@@ -21,7 +21,7 @@ from ec2_services.worker_pool.drivers.pty.screen import (
 from ec2_services.worker_pool.drivers.pty.transcript import Transcript
 from ec2_services.worker_pool.profiles import PROFILES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kiro"
+FIXTURES = Path(__file__).resolve().parents[4] / "fixtures" / "kiro"
 KIRO = PROFILES["kiro"]
 PATTERNS = Patterns(KIRO)
 

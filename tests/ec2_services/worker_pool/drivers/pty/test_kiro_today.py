@@ -13,7 +13,7 @@ from ec2_services.worker_pool.drivers.kiro_version import kiro_cli_prefix, parse
 from ec2_services.worker_pool.drivers.pty.screen import RecentScreen
 from tests.kiro_double import SCRIPT, kiro_cli, replay_command
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kiro"
+FIXTURES = Path(__file__).resolve().parents[4] / "fixtures" / "kiro"
 
 
 def test_clear_is_confirmed_at_its_yellow_prompt_so_no_task_restarts_the_agent(pty_pool_server):
