@@ -42,10 +42,12 @@ def wait_for(url: str, predicate, timeout: float = 20) -> dict:
     return health
 
 
-def signed_request(prompt: str, task_id: str) -> tuple[bytes, dict[str, str]]:
-    """The exact bytes and headers of one signed ``/execute``: what a captured request replays."""
+def signed_request(prompt: str, task_id: str, *, after: tuple[bytes, dict[str, str]] | None = None
+                   ) -> tuple[bytes, dict[str, str]]:
+    """The exact bytes and headers of one signed ``/execute``: what a captured request replays. ``after``: a request
+    this one must not share a signature with (the same body signed in the same second would)."""
     payload = json.dumps({"prompt": prompt, "task_id": task_id}).encode()
-    ts = str(int(time.time()))
+    ts = str(int(time.time()) if after is None else max(int(time.time()), int(after[1][TIMESTAMP_HEADER]) + 1))
     sig = signature(receiver_key(SECRET, WORKER_POOL), ts, "POST", "/execute", payload)
     return payload, {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sig, "content-type": "application/json"}
 
@@ -98,7 +100,7 @@ def test_the_same_signed_request_for_a_task_a_restart_interrupted_is_409_and_a_f
         assert "not run again" in replay.json()["detail"]
         assert tasks_run(url) == 0
         # The PR processor sends an interrupted task again under a new signature: that one runs, once.
-        resent = send(url, signed_request("long one [[sleep 2]] [[say finished]]", "t-replay-cut"))
+        resent = send(url, signed_request("long one [[sleep 2]] [[say finished]]", "t-replay-cut", after=captured))
         assert resent.status_code == 200 and "finished" in resent.json()["output"]
         assert send(url, captured).json() == resent.json()  # from now on its result is what any replay gets
         assert tasks_run(url) == 1
