@@ -175,35 +175,50 @@ class AipmConfig:
         cfg.validate()
         return cfg
 
-    def validate(self) -> None:  # noqa: C901 - one flat check per context key, each with its own message
+    def validate(self) -> None:
+        """Each concern's checks in turn; the first wrong key raises its own message."""
+        self._validate_stack()
+        self._validate_network()
+        self._validate_github()
+        self._validate_secrets()
+        self._validate_website()
+        self._validate_operations()
+        self._validate_host()
+        self._validate_kiro()
+        self._validate_dispatch()
+
+    def _validate_stack(self) -> None:
         if not re.match(r"^[A-Za-z][A-Za-z0-9-]{0,127}$", self.stack_name):
             raise ConfigError(f"stackName: {self.stack_name!r} is not a CloudFormation stack name")
         if not _INSTANCE_TYPE.match(self.instance_type):
             raise ConfigError(f"instanceType: {self.instance_type!r} is not an EC2 instance type like t3.medium")
         if not 1 <= self.pool_size <= 32:
             raise ConfigError(f"poolSize: {self.pool_size} must be between 1 and 32 (KIRO_POOL_SIZE)")
+
+    def _validate_network(self) -> None:
         # A bare address is a /32; the security group needs the prefix written out.
         object.__setattr__(self, "api_cidr", _cidr("apiCidr", self.api_cidr))
         if self.admin_cidr is not None:
             object.__setattr__(self, "admin_cidr", _cidr("adminCidr", self.admin_cidr))
+
+    def _validate_github(self) -> None:
         for repo in (r.strip() for r in self.allowed_repos.split(",")):
             if repo and not _REPO_PATTERN.match(repo):
                 raise ConfigError(f"allowedRepos: {repo!r} is not owner/name or owner/*")
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            raise ConfigError(
-                f"logRetentionDays: {self.log_retention_days} is not a CloudWatch Logs retention; "
-                f"use one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
-            )
         for key, url in (("githubApiUrl", self.github_api_url), ("gitBaseUrl", self.git_base_url)):
             if not re.match(r"^https://[^/\s]+(/\S*)?$", url):
                 raise ConfigError(f"{key}: {url!r} must be an https URL")
-        if self.website_mode not in WEBSITE_MODES:
-            raise ConfigError(f"websiteMode: {self.website_mode!r} must be one of {', '.join(WEBSITE_MODES)}")
+
+    def _validate_secrets(self) -> None:
         for key, arn in (("githubTokenSecretArn", self.github_token_secret_arn),
                          ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn),
                          (self.agent_key.context if self.agent_key else "", self.agent_key_secret_arn)):
             if arn is not None and not _SECRET_ARN.match(arn):
                 raise ConfigError(f"{key}: {arn!r} is not a Secrets Manager secret ARN")
+
+    def _validate_website(self) -> None:
+        if self.website_mode not in WEBSITE_MODES:
+            raise ConfigError(f"websiteMode: {self.website_mode!r} must be one of {', '.join(WEBSITE_MODES)}")
         if self.cognito_domain_prefix is not None and (
             not _DOMAIN_PREFIX.match(self.cognito_domain_prefix)
             or any(word in self.cognito_domain_prefix for word in ("aws", "amazon", "cognito"))
@@ -215,20 +230,27 @@ class AipmConfig:
         for group in (g.strip() for g in self.allowed_groups.split(",")):
             if group and not _GROUP.match(group):
                 raise ConfigError(f"allowedGroups: {group!r} is not a Cognito group name")
+
+    def _validate_operations(self) -> None:
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ConfigError(
+                f"logRetentionDays: {self.log_retention_days} is not a CloudWatch Logs retention; "
+                f"use one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
+            )
         if self.alarm_email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.alarm_email):
             raise ConfigError(f"alarmEmail: {self.alarm_email!r} is not an e-mail address")
+
+    def _validate_host(self) -> None:
         if not 8 <= self.root_volume_gb <= 16384:
             raise ConfigError(f"rootVolumeGb: {self.root_volume_gb} must be between 8 and 16384")
         if self.ami_id is not None and not _AMI.match(self.ami_id):
             raise ConfigError(f"amiId: {self.ami_id!r} is not an image id like ami-0123456789abcdef0")
         if not 1 <= self.data_volume_gb <= 16384:
             raise ConfigError(f"dataVolumeGb: {self.data_volume_gb} must be between 1 and 16384")
-        if "\n" in self.kiro_install_command:
-            raise ConfigError("kiroInstallCommand: must be one line")
-        self._validate_kiro()
-        self._validate_dispatch()
 
     def _validate_kiro(self) -> None:
+        if "\n" in self.kiro_install_command:
+            raise ConfigError("kiroInstallCommand: must be one line")
         if self.agent not in AGENTS:
             raise ConfigError(f"agent: {self.agent!r} must be one of {', '.join(AGENTS)}")
         if self.agent != "kiro" and self.kiro_driver != "acp":
