@@ -139,6 +139,31 @@ def _q(value: str) -> str:
     return quote(value, safe="/")
 
 
+class _Tries:
+    """What one call has spent: transient retries, rate-limit waits, and whether the token was refreshed."""
+
+    def __init__(self) -> None:
+        self.transient = 0
+        self.limited = 0
+        self.refreshed = False
+
+
+def _raise_for_status(resp: httpx.Response, what: str) -> None:
+    """The error for an answer no retry could fix (a 5xx, a 401 or a 403); other answers are the caller's."""
+    if resp.status_code >= 500:
+        raise ForgeError(f"GitHub failed while trying to {what} ({resp.status_code} {_message(resp)})")
+    if resp.status_code == 401:
+        raise ForgeError(
+            f"GitHub rejected the credentials while trying to {what} (401 {_message(resp)}): "
+            "set a valid GITHUB_TOKEN (or the secret GITHUB_TOKEN_SECRET_ARN names)"
+        )
+    if resp.status_code == 403:
+        raise ForgeError(
+            f"GitHub refused to {what} (403 {_message(resp)}): the token lacks the permission "
+            "(contents, pull requests and issues: read and write)"
+        )
+
+
 class _DoneAlready(Exception):
     """A retried call found its effect already there (``found``): the first try was carried out."""
 
@@ -194,7 +219,7 @@ class GitHubForge:
 
     # --- the request loop --------------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, what: str, done_already: Callable[[], object] | None = None,  # noqa: C901 - one retry loop mapping each GitHub outcome (timeout, rate limit, 5xx, 401 and a token refresh) to a retry or an error
+    def _request(self, method: str, path: str, *, what: str, done_already: Callable[[], object] | None = None,
                  extra_headers: dict[str, str] | None = None, **kwargs) -> httpx.Response:
         """One GitHub call with auth, rate-limit waits and transient retries; ``what`` names it in errors.
 
@@ -202,10 +227,9 @@ class GitHubForge:
         idempotent) is asked before each retry, and what it finds ends the call as ``_DoneAlready``."""
         import httpx
 
-        transient = limited = 0
-        refreshed = False
+        tries = _Tries()
         while True:
-            if transient and done_already is not None and (found := done_already()) is not None:
+            if tries.transient and done_already is not None and (found := done_already()) is not None:
                 raise _DoneAlready(found)
             headers = dict(extra_headers or {})
             token = self._token(self.client)
@@ -213,47 +237,53 @@ class GitHubForge:
                 headers["Authorization"] = f"Bearer {token}"
             try:
                 resp = self.client.request(method, path, headers=headers, **kwargs)
-            except httpx.TimeoutException as exc:
-                if transient < _TRANSIENT_RETRIES and self._may_wait(0.5 * 2**transient):
-                    transient += 1
-                    continue
-                raise ForgeError(f"GitHub did not answer in time while trying to {what}", status=504) from exc
             except httpx.HTTPError as exc:
-                if transient < _TRANSIENT_RETRIES and self._may_wait(0.5 * 2**transient):
-                    transient += 1
+                if self._retry_transient(tries):
                     continue
-                raise ForgeError(f"GitHub ({self.api_url}) could not be reached to {what}: {type(exc).__name__}") from exc
-            wait = _rate_limit_wait(resp, self._clock)
-            if wait is not None:
-                if limited < 3 and self._may_wait(wait):
-                    limited += 1
-                    log.warning("GitHub rate limit while trying to %s: waiting %.0f s", what, wait)
-                    continue
-                raise RateLimited(
-                    f"GitHub's rate limit was reached while trying to {what}; it resets in about {int(wait)} s. "
-                    "Try again after Retry-After seconds.",
-                    retry_after=int(wait) + 1,
-                )
-            if resp.status_code >= 500:
-                if transient < _TRANSIENT_RETRIES and self._may_wait(0.5 * 2**transient):
-                    transient += 1
-                    continue
-                raise ForgeError(f"GitHub failed while trying to {what} ({resp.status_code} {_message(resp)})")
-            if resp.status_code == 401:
-                if self._token.refreshable and not refreshed:
-                    self._token.invalidate()
-                    refreshed = True
-                    continue
-                raise ForgeError(
-                    f"GitHub rejected the credentials while trying to {what} (401 {_message(resp)}): "
-                    "set a valid GITHUB_TOKEN (or the secret GITHUB_TOKEN_SECRET_ARN names)"
-                )
-            if resp.status_code == 403:
-                raise ForgeError(
-                    f"GitHub refused to {what} (403 {_message(resp)}): the token lacks the permission "
-                    "(contents, pull requests and issues: read and write)"
-                )
+                raise self._unreachable(exc, what) from exc
+            if self._retry_rate_limited(resp, what, tries) or self._retry_status(resp, tries):
+                continue
+            _raise_for_status(resp, what)
             return resp
+
+    def _retry_transient(self, tries: _Tries) -> bool:
+        """True (after its back-off) for another try after a timeout, a network error or a 5xx."""
+        if tries.transient < _TRANSIENT_RETRIES and self._may_wait(0.5 * 2**tries.transient):
+            tries.transient += 1
+            return True
+        return False
+
+    def _retry_rate_limited(self, resp: httpx.Response, what: str, tries: _Tries) -> bool:
+        """True (after waiting) when ``resp`` is a rate limit worth waiting out; RateLimited when it is not."""
+        wait = _rate_limit_wait(resp, self._clock)
+        if wait is None:
+            return False
+        if tries.limited < 3 and self._may_wait(wait):
+            tries.limited += 1
+            log.warning("GitHub rate limit while trying to %s: waiting %.0f s", what, wait)
+            return True
+        raise RateLimited(
+            f"GitHub's rate limit was reached while trying to {what}; it resets in about {int(wait)} s. "
+            "Try again after Retry-After seconds.",
+            retry_after=int(wait) + 1,
+        )
+
+    def _retry_status(self, resp: httpx.Response, tries: _Tries) -> bool:
+        """True for another try after a 5xx (with back-off) or a first 401 with a token that can be refreshed."""
+        if resp.status_code >= 500:
+            return self._retry_transient(tries)
+        if resp.status_code == 401 and self._token.refreshable and not tries.refreshed:
+            self._token.invalidate()
+            tries.refreshed = True
+            return True
+        return False
+
+    def _unreachable(self, exc: httpx.HTTPError, what: str) -> ForgeError:
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return ForgeError(f"GitHub did not answer in time while trying to {what}", status=504)
+        return ForgeError(f"GitHub ({self.api_url}) could not be reached to {what}: {type(exc).__name__}")
 
     def _may_wait(self, seconds: float) -> bool:
         if not can_wait(seconds, margin=self._margin, max_wait=self._max_wait):
