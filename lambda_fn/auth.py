@@ -235,20 +235,14 @@ class CognitoAuth:
                                      "ask an administrator to add you")
         return _caller_from(claims)
 
-    def claims(self, token: str) -> dict:  # noqa: C901 - one flat check per token rule (size, form, algorithm, key, use, expiry, issuer), each with its own answer
-        import jwt  # noqa: PLC0415 - on the first token (see the module's docstring)
+    def claims(self, token: str) -> dict:
+        """The token's claims once every rule holds, checked in this order: its form and header (size, JWT,
+        algorithm, key id), its signing key, then its signature and claims (use, expiry, issuer, audience, client)."""
+        kid = _signing_key_id(token)
+        key = self._signing_key(kid)
+        return _verified_claims(token, key.key, self.config)
 
-        if len(token) > MAX_TOKEN_CHARS:
-            raise _unauthorized("the bearer token is too long to be a Cognito token")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise _unauthorized("the bearer token is not a JWT; sign in again") from None
-        if header.get("alg") != "RS256":
-            raise _unauthorized(f"token algorithm {str(header.get('alg'))[:20]!r} is not accepted (RS256 only)")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise _unauthorized("the token names no signing key (kid)")
+    def _signing_key(self, kid: str) -> jwt.PyJWK:
         try:
             key = self.jwks.key(kid)
         except JwksUnavailable as exc:
@@ -257,29 +251,54 @@ class CognitoAuth:
                                 headers={"Retry-After": "5"}) from exc
         if key is None:
             raise _unauthorized("the token was signed by a key this user pool does not have")
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-            use = unverified.get("token_use")
-            if use not in ("id", "access"):
-                raise _unauthorized(f"token_use {str(use)[:20]!r} is not accepted (an ID or access token is)")
-            claims = jwt.decode(
-                token, key.key, algorithms=["RS256"], issuer=self.config.issuer,
-                audience=self.config.client_id if use == "id" else None, leeway=LEEWAY_S,
-                options={"require": ["exp", "iat", "iss", "sub", "token_use"], "verify_aud": use == "id"},
-            )
-        except jwt.ExpiredSignatureError:
-            raise _unauthorized("the sign-in has expired; sign in again") from None
-        except jwt.InvalidIssuerError:
-            raise _unauthorized("the token was not issued by this API's user pool") from None
-        except jwt.InvalidAudienceError:
-            raise _unauthorized("the token was issued for another app client") from None
-        except jwt.InvalidSignatureError:
-            raise _unauthorized("the token's signature does not verify") from None
-        except jwt.PyJWTError as exc:
-            raise _unauthorized(f"the token was refused: {str(exc)[:200]}") from None
-        if use == "access" and claims.get("client_id") != self.config.client_id:
-            raise _unauthorized("the token was issued for another app client")
-        return claims
+        return key
+
+
+def _signing_key_id(token: str) -> str:
+    """The key id (kid) of a token whose size, form and algorithm are acceptable; nothing is verified yet."""
+    import jwt  # noqa: PLC0415 - on the first token (see the module's docstring)
+
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _unauthorized("the bearer token is too long to be a Cognito token")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise _unauthorized("the bearer token is not a JWT; sign in again") from None
+    if header.get("alg") != "RS256":
+        raise _unauthorized(f"token algorithm {str(header.get('alg'))[:20]!r} is not accepted (RS256 only)")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise _unauthorized("the token names no signing key (kid)")
+    return kid
+
+
+def _verified_claims(token: str, key: Any, config: CognitoConfig) -> dict:
+    """The claims of a token signed with ``key``: its use, signature, expiry, issuer and app client checked."""
+    import jwt  # noqa: PLC0415 - on the first token (see the module's docstring)
+
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+        use = unverified.get("token_use")
+        if use not in ("id", "access"):
+            raise _unauthorized(f"token_use {str(use)[:20]!r} is not accepted (an ID or access token is)")
+        claims = jwt.decode(
+            token, key, algorithms=["RS256"], issuer=config.issuer,
+            audience=config.client_id if use == "id" else None, leeway=LEEWAY_S,
+            options={"require": ["exp", "iat", "iss", "sub", "token_use"], "verify_aud": use == "id"},
+        )
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("the sign-in has expired; sign in again") from None
+    except jwt.InvalidIssuerError:
+        raise _unauthorized("the token was not issued by this API's user pool") from None
+    except jwt.InvalidAudienceError:
+        raise _unauthorized("the token was issued for another app client") from None
+    except jwt.InvalidSignatureError:
+        raise _unauthorized("the token's signature does not verify") from None
+    except jwt.PyJWTError as exc:
+        raise _unauthorized(f"the token was refused: {str(exc)[:200]}") from None
+    if use == "access" and claims.get("client_id") != config.client_id:
+        raise _unauthorized("the token was issued for another app client")
+    return claims
 
 
 def _caller_from(claims: dict) -> Caller:

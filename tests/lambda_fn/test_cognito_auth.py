@@ -106,6 +106,8 @@ def test_every_bad_token_is_refused_401_and_nothing_is_opened(cognito_api, cogni
         "no token_use": (cognito.token("id", token_use=None), "token_use"),
         "no exp": (cognito.token("id", exp=None), "exp"),
         "unknown key": (cognito.token("id", key=new_key(), kid="kid-nobody-has"), "key this user pool does not have"),
+        "no kid": (forged({"alg": "RS256", "typ": "JWT"}, cognito.claims("id")), "names no signing key (kid)"),
+        "alg none, no kid": (forged({"alg": "none", "typ": "JWT"}, cognito.claims("id")), "RS256 only"),  # alg first
         "not a JWT": ("not.a.jwt", "not a JWT"),
         "UI token style": ("ui-token-for-tests-0123456789", "not a JWT"),
     }
