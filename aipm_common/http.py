@@ -36,43 +36,61 @@ class BodyLimitMiddleware:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope, receive, send):  # noqa: C901 - one ASGI wrapper: header check, streaming count and the refusal must share its state
+    async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.limit
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    return await send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
-        received = 0
-        refused = False
-
-        async def limited_receive():
-            # Past the limit: answer 413 ourselves and tell the app the client went away, so nothing is processed.
-            nonlocal received, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    refused = True
-                    await send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message):
-            if not refused:
-                await send(message)
-
+        if _declared_over(scope, self.limit):
+            return await _refuse(send, self.limit)
+        body = _CountedBody(receive, send, self.limit)
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, body.receive, body.send)
         except Exception:
-            if not refused:
+            if not body.refused:
                 raise
+
+
+def _declared_over(scope, limit: int) -> bool:
+    """A Content-Length over ``limit`` (one that is not a number is left to the streaming count)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    return True
+            except ValueError:
+                pass
+    return False
+
+
+async def _refuse(send, limit: int) -> None:
+    await send_json(send, 413, {"detail": f"request body over {limit} bytes"})
+
+
+class _CountedBody:
+    """One request's ``receive`` and ``send`` for the app: the body is counted as it streams in. Past the limit it
+    answers 413 itself and tells the app the client went away, so nothing is processed, and drops what the app sends."""
+
+    def __init__(self, receive, send, limit: int):
+        self._receive = receive
+        self._send = send
+        self._limit = limit
+        self.received = 0
+        self.refused = False
+
+    async def receive(self):
+        if self.refused:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self._limit:
+                self.refused = True
+                await _refuse(self._send, self._limit)
+                return {"type": "http.disconnect"}
+        return message
+
+    async def send(self, message):
+        if not self.refused:
+            await self._send(message)
 
 
 async def send_json(send, status: int, body: dict[str, Any]) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from aipm_common.http import install_edge
+from aipm_common.http import BodyLimitMiddleware, install_edge
 from tests.support.servers import serve_in_thread
 
 
@@ -41,6 +44,30 @@ def test_chunked_body_over_one_mib_is_413(base_url):
 
     r = httpx.post(base_url + "/things", content=gen(), headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+
+def test_a_declared_length_over_the_limit_is_413_before_the_app_or_the_body_is_touched():
+    def run(content_length: bytes) -> tuple[list, list]:
+        reached, sent = [], []
+
+        async def app(scope, receive, send):
+            reached.append(scope["path"])
+
+        async def receive():
+            raise AssertionError("the body was read")
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/things", "headers": [(b"content-length", content_length)]}
+        asyncio.run(BodyLimitMiddleware(app, limit=10)(scope, receive, send))
+        return reached, sent
+
+    reached, sent = run(b"11")
+    assert reached == [] and sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"]) == {"detail": "request body over 10 bytes"}
+    assert run(b"10") == (["/things"], [])  # at the limit: the app has it
+    assert run(b"ten") == (["/things"], [])  # not a number: left to the streaming count
 
 
 def test_non_json_body_is_422_with_detail(base_url):
