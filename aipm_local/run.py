@@ -325,26 +325,21 @@ def main() -> int:
         return _run(running)
 
 
-def _run(running: contextlib.ExitStack) -> int:  # noqa: C901 - the local stack start-up read top to bottom; each branch is one step that can fail
+@dataclass(frozen=True)
+class _Prepared:
+    """What the start-up has settled before any service runs."""
+
+    config: StackConfig
+    secret: str
+    example: Path
+    kiro_command: str | None
+    agent_env: dict[str, str]
+    agent_note: str
+
+
+def _run(running: contextlib.ExitStack) -> int:
     try:
-        config = read_config()
-        for port, service, variable in (
-            (config.pool_port, "worker pool", WorkerPool.WORKER_POOL_PORT),
-            (config.processor_port, "PR processor", PrProcessor.PR_PROCESSOR_PORT),
-            (config.api_port, "API and UI", LambdaApi.AIPM_API_PORT),
-        ):
-            check_port_free(port, service, variable)
-        if len({config.pool_port, config.processor_port, config.api_port}) < 3:
-            raise StackError("WORKER_POOL_PORT, PR_PROCESSOR_PORT and AIPM_API_PORT must be three different ports")
-        secret = ensure_secret(config.state_dir)
-        example = prepare_forge(config.forge_dir)
-        if config.agent == "kiro":
-            kiro_command, agent_note = choose_agent(config.kiro_command)
-            agent_env: dict[str, str] = {}
-        else:
-            model_url = running.enter_context(scripted_model()).url if config.model == "scripted" else None
-            kiro_command = None
-            agent_env, agent_note = choose_acp_agent(config, model_url)
+        ready = _prepare(running)
     except SettingsError as exc:
         print(f"aipm: {exc.message}", file=sys.stderr)
         return 2
@@ -355,9 +350,10 @@ def _run(running: contextlib.ExitStack) -> int:  # noqa: C901 - the local stack 
         print(f"aipm: cannot prepare the state directory (AIPM_STATE_DIR): {exc}", file=sys.stderr)
         return 1
 
-    print(f"aipm: state in {config.state_dir}; local forge {config.forge_dir} (example: {example})")
-    print(f"aipm: {agent_note}")
-    env = {**stack_env(config, secret, kiro_command), **agent_env}
+    config = ready.config
+    print(f"aipm: state in {config.state_dir}; local forge {config.forge_dir} (example: {ready.example})")
+    print(f"aipm: {ready.agent_note}")
+    env = {**stack_env(config, ready.secret, ready.kiro_command), **ready.agent_env}
     print("aipm: starting one agent session to check it (no task is sent)", flush=True)
     started, said = preflight(env)
     if not started:
@@ -366,7 +362,37 @@ def _run(running: contextlib.ExitStack) -> int:  # noqa: C901 - the local stack 
     print(f"aipm: {said}")
     stack = Stack(logs_dir=config.state_dir / "logs", pool_port=config.pool_port, processor_port=config.processor_port,
                   api_port=config.api_port, env=env)
+    _stop_on_signals(stack)
+    become_subreaper()
+    return _serve(stack, config)
 
+
+def _prepare(running: contextlib.ExitStack) -> _Prepared:
+    """Settings, free ports, the secret, the local forge and the agent: SettingsError, StackError or OSError if not."""
+    config = read_config()
+    _check_ports(config)
+    secret = ensure_secret(config.state_dir)
+    example = prepare_forge(config.forge_dir)
+    if config.agent == "kiro":
+        kiro_command, agent_note = choose_agent(config.kiro_command)
+        return _Prepared(config, secret, example, kiro_command, {}, agent_note)
+    model_url = running.enter_context(scripted_model()).url if config.model == "scripted" else None
+    agent_env, agent_note = choose_acp_agent(config, model_url)
+    return _Prepared(config, secret, example, None, agent_env, agent_note)
+
+
+def _check_ports(config: StackConfig) -> None:
+    for port, service, variable in (
+        (config.pool_port, "worker pool", WorkerPool.WORKER_POOL_PORT),
+        (config.processor_port, "PR processor", PrProcessor.PR_PROCESSOR_PORT),
+        (config.api_port, "API and UI", LambdaApi.AIPM_API_PORT),
+    ):
+        check_port_free(port, service, variable)
+    if len({config.pool_port, config.processor_port, config.api_port}) < 3:
+        raise StackError("WORKER_POOL_PORT, PR_PROCESSOR_PORT and AIPM_API_PORT must be three different ports")
+
+
+def _stop_on_signals(stack: Stack) -> None:
     def request_stop(signum, _frame):
         if not stack.stop_requested.is_set():
             stack.say(f"\naipm: {signal.Signals(signum).name} received: stopping the services")
@@ -374,32 +400,32 @@ def _run(running: contextlib.ExitStack) -> int:  # noqa: C901 - the local stack 
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, request_stop)
-    become_subreaper()
-    status = 0
+
+
+def _serve(stack: Stack, config: StackConfig) -> int:
+    """Start the three services, record them, say ready once an agent has started, and watch until the stop; the
+    services are stopped and the record removed however this ends."""
     pool_log = stack.children[0].log_path
     offset = pool_log.stat().st_size if pool_log.exists() else 0  # the log is appended to across runs
     try:
-        if stack.start():
-            run_record.write(config.state_dir, run_record.RunRecord(
-                runner_pid=os.getpid(), started_at=run_record.now(), api_url=config.api_url,
-                services=[run_record.Service(c.name, c.port, c.proc.pid if c.proc else None) for c in stack.children]))
-            stack.say("aipm: services up; waiting for the first agent session to start")
-            why = wait_for_agent(stack, config.pool_port, pool_log, offset)
-            if stack.stop_requested.is_set():
-                status = 0
-            elif why:
-                stack.say(f"aipm: NOT ready: the agent did not start: {why}")
-                status = 1
-            else:
-                stack.say(f"\naipm: ready — open {config.api_url}/\n"
-                          f"aipm: Ctrl+C stops all three; `make status` shows their health and the queue.\n")
-                status = stack.watch()
-        else:
-            status = 0 if stack.stop_requested.is_set() else 1
+        if not stack.start():
+            return 0 if stack.stop_requested.is_set() else 1
+        run_record.write(config.state_dir, run_record.RunRecord(
+            runner_pid=os.getpid(), started_at=run_record.now(), api_url=config.api_url,
+            services=[run_record.Service(c.name, c.port, c.proc.pid if c.proc else None) for c in stack.children]))
+        stack.say("aipm: services up; waiting for the first agent session to start")
+        why = wait_for_agent(stack, config.pool_port, pool_log, offset)
+        if stack.stop_requested.is_set():
+            return 0
+        if why:
+            stack.say(f"aipm: NOT ready: the agent did not start: {why}")
+            return 1
+        stack.say(f"\naipm: ready — open {config.api_url}/\n"
+                  f"aipm: Ctrl+C stops all three; `make status` shows their health and the queue.\n")
+        return stack.watch()
     finally:
         stack.stop()
         run_record.remove(config.state_dir, os.getpid())
-    return status
 
 
 if __name__ == "__main__":
