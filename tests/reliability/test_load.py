@@ -119,7 +119,9 @@ def test_load_every_accepted_task_finishes_and_overflow_is_429(make_stack):  # n
         assert code in (200, 429), (code, body)
         assert code == 429 or body["status"] == "completed", body
     assert burst_codes.get(429, 0) >= 1, burst_codes
-    assert burst_codes.get(200, 0) >= 4 + QUEUE_LIMIT, burst_codes  # refused only once the queue was full
+    # Refused only once the queue was full: the burst's own tasks filled the workers and the queue, but for the slots
+    # the processor's jobs (sent 0.2 s in, and on a loaded machine sometimes before the last of the burst) took.
+    assert burst_codes.get(200, 0) >= 4 + QUEUE_LIMIT - PROCESSOR_JOBS, burst_codes
     burst_jobs = stack.wait_final([f"j-burst-{n}" for n in range(PROCESSOR_JOBS)], timeout=300)
     watching.set()
     watcher.join()
