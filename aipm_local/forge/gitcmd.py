@@ -47,3 +47,9 @@ def git(cwd: Path, *args: str, input: bytes | None = None, env: dict[str, str] |
 def ref_sha(repo_dir: Path, ref: str) -> str | None:
     out = git(repo_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", ok=(0, 1)).strip()
     return out or None
+
+
+def objects(repo_dir: Path, *names: str) -> list[str | None]:
+    """The object id of each name (a ref, or ``ref:path``), None where there is none: one git process for all."""
+    out = git(repo_dir, "cat-file", "--batch-check=%(objectname)", input="".join(f"{n}\n" for n in names).encode())
+    return [None if line.endswith(" missing") or line.endswith(" ambiguous") else line for line in out.splitlines()]

@@ -14,11 +14,12 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aipm_local.forge.gitcmd import GitError, git, ref_sha
+from aipm_local.forge.gitcmd import IDENTITY, GitError, git, objects, ref_sha
 from lambda_fn.forge.base import AlreadyExists, Comment, Conflict, ForgeError, NoCommits, NotFound, PullRequest, Repo
 from lambda_fn.naming import valid_repo
 
@@ -126,24 +127,25 @@ class LocalForge:
 
     def put_file(self, repo: str, branch: str, path: str, text: str, message: str, *, blob_sha: str | None) -> str:
         repo_dir = self._locate(repo)[1]
-        parent = ref_sha(repo_dir, f"refs/heads/{branch}")
+        parent, current = objects(repo_dir, f"refs/heads/{branch}", f"refs/heads/{branch}:{path}")
         if parent is None:
             raise NotFound(f"branch {branch} does not exist in {repo}")
-        current = self.get_file(repo, branch, path)
-        if (current[1] if current else None) != blob_sha:
+        if current != blob_sha:
             raise Conflict(f"{path} on {branch} changed meanwhile")
-        blob = git(repo_dir, "hash-object", "-w", "--stdin", input=text.encode()).strip()
-        with tempfile.TemporaryDirectory(prefix="aipm-index-") as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            git(repo_dir, "read-tree", parent, env=env)
-            git(repo_dir, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
-            tree = git(repo_dir, "write-tree", env=env).strip()
-        commit = git(repo_dir, "commit-tree", tree, "-p", parent, "-m", message).strip()
+        # One git process writes the blob, the tree and the commit and moves the branch, which it does only if the
+        # commit contains the branch's tip by then: a branch moved meanwhile is refused (exit 1), never overwritten.
+        stream = b"".join([
+            f"commit refs/heads/{branch}\nmark :1\n".encode(),
+            f"committer {IDENTITY['name']} <{IDENTITY['email']}> {int(time.time())} +0000\n".encode(),
+            _data(message.encode()), f"from {parent}\n".encode(),
+            f"M 100644 inline {_quoted(path)}\n".encode(), _data(text.encode()), b"\nget-mark :1\n",
+        ])
         try:
-            git(repo_dir, "update-ref", f"refs/heads/{branch}", commit, parent)
+            return git(repo_dir, "fast-import", "--quiet", input=stream).strip()
         except GitError as exc:
-            raise Conflict(f"{branch} moved while {path} was being committed") from exc
-        return commit
+            if exc.returncode == 1 and "Not updating" in exc.stderr:
+                raise Conflict(f"{branch} moved while {path} was being committed") from exc
+            raise
 
     # --- pull requests ---------------------------------------------------------------------------------------
 
@@ -175,8 +177,8 @@ class LocalForge:
 
     def open_pull(self, repo: str, *, head: str, base: str, title: str, body: str) -> PullRequest:
         full_name, path = self._locate(repo)
-        for ref in (head, base):
-            if ref_sha(path, f"refs/heads/{ref}") is None:
+        for ref, sha in zip((head, base), objects(path, f"refs/heads/{head}", f"refs/heads/{base}"), strict=True):
+            if sha is None:
                 raise ForgeError(f"branch {ref} does not exist in {full_name}", status=409)
         if git(path, "rev-list", "--count", f"refs/heads/{base}..refs/heads/{head}", "--").strip() == "0":
             raise NoCommits(f"no pull request can be opened from {head} to {base} in {full_name}: "
@@ -302,6 +304,17 @@ class LocalForge:
     def show_commit(self, repo: str, sha: str) -> str:
         path = self._locate(repo)[1]
         return git(path, "show", "--no-color", "--no-ext-diff", "--format=fuller", sha, "--", ok=(0,))[:1_000_000]
+
+
+def _data(content: bytes) -> bytes:
+    """A ``git fast-import`` data block: its exact length, then the bytes."""
+    return b"data %d\n" % len(content) + content + b"\n"
+
+
+def _quoted(path: str) -> str:
+    """A path as ``git fast-import`` reads it: C-style quoted, so spaces, quotes and non-ASCII arrive intact."""
+    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 def _pull_json(pr: PullRequest) -> dict:

@@ -136,3 +136,26 @@ def test_every_page_escapes_what_a_story_or_an_agent_wrote(local_api):
             assert scripts == 1 and f'<script nonce="{nonce}">' in page.text
         else:
             assert scripts == 0 and "script-src" not in csp, path
+
+
+def test_a_file_is_committed_in_one_step_and_a_branch_moved_meanwhile_is_never_overwritten(tmp_path, monkeypatch):
+    """put_file writes blob, tree and commit and moves the branch in one git process; when the branch moved between
+    the check and the write (the PR processor pushing), the write is refused with Conflict and the push is kept."""
+    import aipm_local.forge.local as local_module  # noqa: PLC0415 - the module whose lookup this test delays
+    from aipm_local.forge.local import LocalForge  # noqa: PLC0415
+    from lambda_fn.forge.base import Conflict  # noqa: PLC0415
+
+    ensure_example_repo(tmp_path / "forge")
+    forge = LocalForge(tmp_path / "forge")
+    forge.create_branch(EXAMPLE, "aipm/one", forge.branch_sha(EXAMPLE, "main"))
+    first = forge.put_file(EXAMPLE, "aipm/one", "docs/a b \"q\".md", "first\n", "Add a note", blob_sha=None)
+    assert forge.branch_sha(EXAMPLE, "aipm/one") == first
+    assert forge.get_file(EXAMPLE, "aipm/one", "docs/a b \"q\".md")[0] == "first\n"
+
+    seen = local_module.objects(tmp_path / "forge/local/example.git", "refs/heads/aipm/one",
+                                "refs/heads/aipm/one:TASK.md")
+    pushed = _commit_on(tmp_path / "clone", tmp_path / "forge", "aipm/one")  # the branch moves after the read
+    monkeypatch.setattr(local_module, "objects", lambda *_: seen)
+    with pytest.raises(Conflict, match="moved while TASK.md was being committed"):
+        forge.put_file(EXAMPLE, "aipm/one", "TASK.md", "late\n", "Late", blob_sha=None)
+    assert forge.branch_sha(EXAMPLE, "aipm/one") == pushed
