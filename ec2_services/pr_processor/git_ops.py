@@ -55,6 +55,8 @@ esac
 # Where finished jobs' worktrees wait for the repository's next job (under the workspace root: a move, not a copy),
 # and how many may wait per repository.
 PARKED_DIR = ".parked"
+# How far below a branch's tip a job's own result commit is looked for (job_commit).
+JOB_COMMIT_DEPTH = 256
 PARKED_PER_REPO = 2
 
 # What git says of a push refused because the branch is not an ancestor of the pushed commit (``--porcelain``:
@@ -239,10 +241,12 @@ class GitOps:
         return result.code == 0
 
     async def job_commit(self, repo: str, tip: str, job_id: str) -> str | None:
-        """The newest commit reachable from ``tip`` that is this job's result: subject ``aipm: …`` and the trailer
-        ``AIPM-Job: <job_id>`` (a WIP commit of a failed attempt does not count). None when the job left none."""
+        """The newest commit among the ``JOB_COMMIT_DEPTH`` newest reachable from ``tip`` that is this job's result:
+        subject ``aipm: …`` and the trailer ``AIPM-Job: <job_id>`` (a WIP commit of a failed attempt does not count).
+        None when the job left none. Only the branch's newest commits are read (a job's commit sits on top of its
+        story's branch), so the look costs the same on a repository of 100,000 commits as on one of 10."""
         result = await self._mirror(
-            repo, "log", "--format=%H%x1f%B%x1e", "--fixed-strings", f"--grep=AIPM-Job: {job_id}", tip, check=False,
+            repo, "log", f"--max-count={JOB_COMMIT_DEPTH}", "--format=%H%x1f%B%x1e", tip, check=False,
         )
         for record in result.out.split("\x1e"):
             sha, _, message = record.strip().partition("\x1f")
