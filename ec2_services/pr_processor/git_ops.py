@@ -402,16 +402,19 @@ class GitOps:
             _restore_git_file(wt)
             checkout = await self._in(wt, "checkout", "-q", "-f", "--detach", sha, check=False)
             await self._in(wt, "clean", "-ffdxq", check=False)
-            if checkout.code == 0 and await self._spotless(wt) and await self.head(wt) == sha:
+            if checkout.code == 0 and await self._spotless(wt, at=sha):
                 return wt
             await self._remove(repo, path)
         return None
 
-    async def _spotless(self, wt: Worktree) -> bool:
-        """Nothing but the checked-out commit's files: no change, no untracked or ignored file."""
-        result = await self._in(wt, "status", "--porcelain=v1", "--untracked-files=all", "--ignored=matching",
-                                "--ignore-submodules=none", check=False)
-        return result.code == 0 and not result.out.strip()
+    async def _spotless(self, wt: Worktree, *, at: str | None = None) -> bool:
+        """Nothing but the checked-out commit's files (and, given ``at``, that commit is ``at``): no change, no
+        untracked or ignored file. One ``git status``: its v2 headers name the commit, every other line is a file."""
+        result = await self._in(wt, "status", "--porcelain=v2", "--branch", "--untracked-files=all",
+                                "--ignored=matching", "--ignore-submodules=none", check=False)
+        lines = result.out.splitlines()
+        files = [line for line in lines if not line.startswith("# ")]
+        return result.code == 0 and not files and (at is None or f"# branch.oid {at}" in lines)
 
     async def show_file(self, repo: str, sha: str, path: str, limit: int = 65536) -> str | None:
         """A file's text at ``sha`` in the mirror (None when it is not there, or is larger than ``limit``)."""
