@@ -367,10 +367,17 @@ class JobRunner:
         """``/execute`` within this attempt: a full pool (429, the task never ran) and a pool briefly out of reach
         (a restart; the same task_id makes a re-send harmless) are waited out, so they do not spend attempts."""
         started = time.monotonic()
-        delay, told = 0.25, None
+        delay, told, resigned = 0.25, None, False
         while True:
             try:
                 answer = await self.pool.execute(prompt=prompt, cwd=cwd, task_id=job.task_id)
+                if answer.status_code == 409 and not resigned:
+                    # The pool refuses an exact replay of a request it took before it restarted; a re-send in the
+                    # same whole second as the first send carries the same signature. Once, in the next second.
+                    resigned = True
+                    self.events.event(job.job_id, "worker pool took this task before it restarted; sending it again")
+                    await asyncio.sleep(1.05 - time.time() % 1)
+                    continue
                 why, limit = ("busy", self.pool_busy_wait) if answer.status_code == 429 else (None, 0.0)
             except PoolUnreachable as exc:
                 answer, why, limit = None, "down", self.pool_down_wait

@@ -57,6 +57,7 @@ class FakePool:
         self.pool_size = pool_size
         self.plans: dict[str, list[Plan]] = {}
         self.busy_answers: dict[str, int] = {}
+        self.replay_refusals: dict[str, str] = {}  # task id → the signature the pool says it took before a restart
         self.default = Plan()
         self.tasks: dict[str, _Task] = {}
         self.executes: list[dict[str, Any]] = []  # every /execute body received, replays included
@@ -71,6 +72,11 @@ class FakePool:
     def busy(self, task_id: str, times: int) -> None:
         """The next ``times`` sends of ``task_id`` answer 429 (queue full), as the real pool does: not registered."""
         self.busy_answers[task_id] = times
+
+    def refuse_replay(self, task_id: str) -> None:
+        """The next send of ``task_id`` is refused 409 as an exact replay, and so is any later send carrying the very
+        same signature: what the real pool answers to a request it took before a restart (its ledger)."""
+        self.replay_refusals[task_id] = ""
 
     def started_tasks(self, job_id: str) -> list[str]:
         return [t for t in self.tasks if t.rsplit(".", 1)[0] == job_id]
@@ -136,6 +142,12 @@ class FakePool:
         async def execute(request: Request):
             body = await request.json()
             self.executes.append(body)
+            refused = self.replay_refusals.get(body["task_id"])
+            signature = request.headers.get("X-AIPM-Signature", "")
+            if refused is not None and refused in ("", signature):
+                self.replay_refusals[body["task_id"]] = signature
+                return JSONResponse({"detail": f"task {body['task_id']!r}: this exact signed request was taken before "
+                                               "the worker pool restarted; it is not run again"}, status_code=409)
             if self.busy_answers.get(body["task_id"], 0) > 0:
                 self.busy_answers[body["task_id"]] -= 1
                 return JSONResponse({"detail": "0 requests are already waiting for a worker", "worker_id": None,

@@ -135,3 +135,17 @@ def test_push_failure_is_retried_without_running_the_agent_again(start_processor
     assert job["commit"] == forge.tip(REPO, BRANCH)
     assert "push failed" in job["log_tail"] and "pushing the recorded commit" in job["log_tail"]
 
+
+
+def test_a_resend_the_pool_refuses_as_a_replay_is_signed_again_in_a_later_second(start_processor, forge, fake_pool):
+    """A pool that restarted in under a second sees the re-send of a task it took before carry the same signature
+    (same body, same second) and refuses it 409: the processor sends it once more in the next second, without
+    spending an attempt."""
+    fake_pool.refuse_replay("j-replay.1")
+    fake_pool.plan("j-replay", Plan(files={"ok.txt": "ok\n"}))
+    proc = start_processor(PR_MAX_ATTEMPTS="1")
+    assert proc.submit("j-replay").status_code == 202
+    job = proc.wait("j-replay")
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    assert [b["task_id"] for b in fake_pool.executes] == ["j-replay.1"] * 2
+    assert "sending it again" in job["log_tail"]
