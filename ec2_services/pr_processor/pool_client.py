@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
-from aipm_common.contracts import ExecuteRequest
+from aipm_common.contracts import ExecuteRequest, Tokens
 from aipm_common.signing import WORKER_POOL, SigningAuth
 
 # /execute stays open for the whole agent task (the pool caps it at KIRO_TASK_TIMEOUT, plus its queue wait).
@@ -42,14 +43,12 @@ class PoolAnswer:
 
     @property
     def tokens(self) -> dict[str, int] | None:
-        """``{input, output}`` when the pool reported the agent's tokens (whole, non-negative numbers), else None."""
-        value = self.body.get("tokens")
-        if not isinstance(value, dict):
+        """``{input, output}`` when the pool reported the agent's tokens as the contract's ``Tokens`` (whole,
+        non-negative numbers, checked strictly), else None."""
+        try:
+            return Tokens.model_validate(self.body.get("tokens"), strict=True).model_dump()
+        except ValidationError:
             return None
-        counts = {key: value.get(key) for key in ("input", "output")}
-        if all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**12 for n in counts.values()):
-            return counts
-        return None
 
     @property
     def reason(self) -> str:
