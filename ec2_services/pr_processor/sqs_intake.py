@@ -1,12 +1,13 @@
 """``AIPM_DISPATCH=sqs``: this host's PR processor takes jobs from the FIFO job queue that every host long-polls.
 
 Owns the messages it holds. It asks for no more messages than the worker pool can start (its capacity minus the jobs
-this processor already has queued or running), admits each through the same model and ``ProcessorService.submit``
-that ``POST /api/process-pr`` uses, keeps the message invisible while its job lives (extending the visibility every
-third of ``PR_SQS_VISIBILITY_S``) and deletes it once the job is final. A message that is not a valid job is never
-deleted: it is logged (its id and why, never its body) and made visible again, so the queue's redrive policy moves it
-to the dead-letter queue after ``maxReceiveCount`` receives. If this host dies, its messages reappear after the
-visibility timeout and another host takes them (the runner then finds a job already committed on its branch).
+this processor already has queued or running, and minus the messages of ended jobs not yet deleted), admits each
+through the same model and ``ProcessorService.submit`` that ``POST /api/process-pr`` uses, keeps the message invisible
+while its job lives (extending the visibility every third of ``PR_SQS_VISIBILITY_S``) and deletes it once the job is
+final. A message that is not a valid job is never deleted: it is logged (its id and why, never its body) and made
+visible again, so the queue's redrive policy moves it to the dead-letter queue after ``maxReceiveCount`` receives. If
+this host dies, its messages reappear after the visibility timeout and another host takes them (the runner then finds
+a job already committed on its branch).
 
 In an Auto Scaling group (``AIPM_ASG_NAME``) the intake tells ``scale_in.ScaleInProtection`` whether this host has a
 live job or a message not yet deleted whenever that may have changed (a job taken, a message deleted, each keep
@@ -161,7 +162,17 @@ class SqsIntake:
             await scheduler.refresh_capacity()
             if not scheduler.pool_reachable:
                 return 0  # a host whose pool is down takes nothing: another host can run the job now
-        return scheduler.capacity - self.live_jobs()
+        return scheduler.capacity - self.live_jobs() - self.ended_not_deleted()
+
+    def ended_not_deleted(self) -> int:
+        """Messages of ended jobs this host still holds (their delete not yet done): each still counts against the
+        pool's size, so the host never holds more messages than it has workers, and the next message is left for
+        another host until then (the delete's end wakes the receive loop)."""
+        ended = 0
+        for job_id in list(self.held):
+            job = self.service.get(job_id)
+            ended += job is None or job.status.final
+        return ended + self._deleting
 
     def live_jobs(self) -> int:
         """Jobs queued, running or pushing on this host (taken from the queue or not)."""
@@ -341,6 +352,7 @@ class SqsIntake:
             await self._delete(job_id, held)
         finally:
             self._deleting -= 1
+            self._room.set()  # the worker it counted against is free for the next message
             self._busy_changed()  # the host is let go for scale-in only once its job's message is deleted
 
     async def _delete(self, job_id: str, held: Receipt) -> None:

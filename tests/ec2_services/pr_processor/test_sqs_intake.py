@@ -12,7 +12,9 @@ import json
 import logging
 import signal
 import sqlite3
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -293,6 +295,48 @@ def test_at_start_held_messages_are_extended_or_deleted_and_a_stale_receipt_hand
         assert "could not extend job queue message m-j-live of job j-live" in caplog.text
     assert "job queue message m-j-ended of job j-ended deleted" in caplog.text
     assert live not in caplog.text and ended not in caplog.text
+    store.close()
+
+
+class _SlowDelete(_Sqs):
+    """DeleteMessage blocks until ``done`` is set, as a slow call to SQS does."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.done = threading.Event()
+
+    def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> None:
+        super().delete_message(QueueUrl=QueueUrl, ReceiptHandle=ReceiptHandle)
+        assert self.done.wait(10)
+
+
+def test_a_message_of_an_ended_job_counts_against_the_pool_until_its_delete_is_done(tmp_path):
+    # One worker: the job ended, but while its message is not deleted yet the host takes no second message (it
+    # would hold two for one worker); the delete's end frees the worker and wakes the receive loop.
+    store = JobStore(tmp_path / "jobs.sqlite")
+    _stored_job(store, "j-1", "aipm/a", "AQEB" + "x" * 200)
+    store.jobs.transition("j-1", JobState.CANCELLED)
+    service = _Service(store)
+    service.scheduler = SimpleNamespace(pool_reachable=True, capacity=1)
+    sqs = _SlowDelete()
+    intake = SqsIntake(service, queue_url="http://127.0.0.1:1/1/q.fifo", wait_s=1, visibility_s=3, client=sqs)
+    intake.adopt_held()
+
+    async def scenario() -> list[int]:
+        free = [await intake.free_workers()]  # ended, its message held
+        deleting = asyncio.create_task(intake._delete_message("j-1", intake.held["j-1"]))
+        while not sqs.calls:
+            await asyncio.sleep(0.01)
+        assert "j-1" not in intake.held and not intake._room.is_set()
+        free.append(await intake.free_workers())  # the delete in flight
+        sqs.done.set()
+        await deleting
+        assert intake._room.is_set()
+        free.append(await intake.free_workers())
+        return free
+
+    assert asyncio.run(scenario()) == [0, 0, 1]
+    assert store.receipts.held() == []
     store.close()
 
 
