@@ -135,7 +135,7 @@ class DispatchSettings(ServiceSettings):
             url = self.aipm_job_queue_url
             if not url:
                 raise ValueError("AIPM_DISPATCH=sqs needs AIPM_JOB_QUEUE_URL (the FIFO job queue's URL)")
-            if not re.match(r"^https?://\S+\.fifo$", url):
+            if not re.fullmatch(r"^https?://\S+\.fifo$", url):
                 raise ValueError(f"AIPM_JOB_QUEUE_URL must be the http(s) URL of a FIFO queue (ending .fifo), got {url!r}")
         return self
 

@@ -68,7 +68,7 @@ def read_task(path: Path) -> Task:
     checkboxes: list[str] = []
     in_section_level = 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        heading = _HEADING.match(line)
+        heading = _HEADING.fullmatch(line)
         if heading:
             level, text = len(heading.group(1)), heading.group(2)
             if not title:
@@ -78,7 +78,7 @@ def read_task(path: Path) -> Task:
             if "acceptance" in text.lower():
                 in_section_level = level
             continue
-        item = _LIST_ITEM.match(line)
+        item = _LIST_ITEM.fullmatch(line)
         if item:
             if in_section_level:
                 criteria.append(item.group(1))

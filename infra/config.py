@@ -188,9 +188,9 @@ class AipmConfig:
         self._validate_dispatch()
 
     def _validate_stack(self) -> None:
-        if not re.match(r"^[A-Za-z][A-Za-z0-9-]{0,127}$", self.stack_name):
+        if not re.fullmatch(r"^[A-Za-z][A-Za-z0-9-]{0,127}$", self.stack_name):
             raise ConfigError(f"stackName: {self.stack_name!r} is not a CloudFormation stack name")
-        if not _INSTANCE_TYPE.match(self.instance_type):
+        if not _INSTANCE_TYPE.fullmatch(self.instance_type):
             raise ConfigError(f"instanceType: {self.instance_type!r} is not an EC2 instance type like t3.medium")
         if not 1 <= self.pool_size <= 32:
             raise ConfigError(f"poolSize: {self.pool_size} must be between 1 and 32 (KIRO_POOL_SIZE)")
@@ -203,24 +203,24 @@ class AipmConfig:
 
     def _validate_github(self) -> None:
         for repo in (r.strip() for r in self.allowed_repos.split(",")):
-            if repo and not _REPO_PATTERN.match(repo):
+            if repo and not _REPO_PATTERN.fullmatch(repo):
                 raise ConfigError(f"allowedRepos: {repo!r} is not owner/name or owner/*")
         for key, url in (("githubApiUrl", self.github_api_url), ("gitBaseUrl", self.git_base_url)):
-            if not re.match(r"^https://[^/\s]+(/\S*)?$", url):
+            if not re.fullmatch(r"^https://[^/\s]+(/\S*)?$", url):
                 raise ConfigError(f"{key}: {url!r} must be an https URL")
 
     def _validate_secrets(self) -> None:
         for key, arn in (("githubTokenSecretArn", self.github_token_secret_arn),
                          ("kiroApiKeySecretArn", self.kiro_api_key_secret_arn),
                          (self.agent_key.context if self.agent_key else "", self.agent_key_secret_arn)):
-            if arn is not None and not _SECRET_ARN.match(arn):
+            if arn is not None and not _SECRET_ARN.fullmatch(arn):
                 raise ConfigError(f"{key}: {arn!r} is not a Secrets Manager secret ARN")
 
     def _validate_website(self) -> None:
         if self.website_mode not in WEBSITE_MODES:
             raise ConfigError(f"websiteMode: {self.website_mode!r} must be one of {', '.join(WEBSITE_MODES)}")
         if self.cognito_domain_prefix is not None and (
-            not _DOMAIN_PREFIX.match(self.cognito_domain_prefix)
+            not _DOMAIN_PREFIX.fullmatch(self.cognito_domain_prefix)
             or any(word in self.cognito_domain_prefix for word in ("aws", "amazon", "cognito"))
         ):
             raise ConfigError(
@@ -228,7 +228,7 @@ class AipmConfig:
                 "without 'aws', 'amazon' or 'cognito'"
             )
         for group in (g.strip() for g in self.allowed_groups.split(",")):
-            if group and not _GROUP.match(group):
+            if group and not _GROUP.fullmatch(group):
                 raise ConfigError(f"allowedGroups: {group!r} is not a Cognito group name")
 
     def _validate_operations(self) -> None:
@@ -237,13 +237,13 @@ class AipmConfig:
                 f"logRetentionDays: {self.log_retention_days} is not a CloudWatch Logs retention; "
                 f"use one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
             )
-        if self.alarm_email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.alarm_email):
+        if self.alarm_email is not None and not re.fullmatch(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.alarm_email):
             raise ConfigError(f"alarmEmail: {self.alarm_email!r} is not an e-mail address")
 
     def _validate_host(self) -> None:
         if not 8 <= self.root_volume_gb <= 16384:
             raise ConfigError(f"rootVolumeGb: {self.root_volume_gb} must be between 8 and 16384")
-        if self.ami_id is not None and not _AMI.match(self.ami_id):
+        if self.ami_id is not None and not _AMI.fullmatch(self.ami_id):
             raise ConfigError(f"amiId: {self.ami_id!r} is not an image id like ami-0123456789abcdef0")
         if not 1 <= self.data_volume_gb <= 16384:
             raise ConfigError(f"dataVolumeGb: {self.data_volume_gb} must be between 1 and 16384")
@@ -257,7 +257,7 @@ class AipmConfig:
             raise ConfigError(f"kiroDriver: agent={self.agent} speaks ACP only; leave kiroDriver at acp")
         if self.kiro_driver not in KIRO_DRIVERS:
             raise ConfigError(f"kiroDriver: {self.kiro_driver!r} must be one of {', '.join(KIRO_DRIVERS)}")
-        if not _VERSION.match(self.kiro_version):
+        if not _VERSION.fullmatch(self.kiro_version):
             raise ConfigError(f"kiroVersion: {self.kiro_version!r} is not a kiro-cli version like {KIRO_VERSION}")
         if self.kiro_driver == "pty" and int(self.kiro_version.split(".")[0]) >= 3:
             # kiro-cli 3.0 retired the classic chat the PTY driver reads: its workers would restart forever.

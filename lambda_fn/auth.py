@@ -306,7 +306,7 @@ def _caller_from(claims: dict) -> Caller:
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
     verified = claims.get("email_verified")
     if email and (verified is False or str(verified).lower() == "false"
-                  or len(email) > MAX_EMAIL or not EMAIL_RE.match(email)):
+                  or len(email) > MAX_EMAIL or not EMAIL_RE.fullmatch(email)):
         email = None
     given = " ".join(str(claims.get(k, "")) for k in ("given_name", "family_name") if isinstance(claims.get(k), str))
     name = (clean_name(claims.get("name")) or clean_name(given) or clean_name(claims.get("preferred_username"))

@@ -33,7 +33,7 @@ class Recorder:
             repo = self.forge.get_repo(repo_name)
             pr = self._pull(repo.full_name, branch, result.get("pr_number"))
             commit = result.get("commit")
-            commit = commit.lower() if isinstance(commit, str) and SHA_RE.match(commit.lower()) else None
+            commit = commit.lower() if isinstance(commit, str) and SHA_RE.fullmatch(commit.lower()) else None
             body = render_result(
                 job_id=job, status=result["status"], commit=commit,
                 commit_url=self.forge.commit_url(repo, commit) if commit else None,

@@ -20,7 +20,7 @@ TITLE_SLUG_MAX = 40
 
 def valid_repo(repo: str) -> bool:
     """``owner/name`` as GitHub allows it (``.`` and ``..`` are not names)."""
-    return bool(REPO_RE.match(repo)) and repo.split("/", 1)[1] not in (".", "..") and not repo.endswith(".git")
+    return bool(REPO_RE.fullmatch(repo)) and repo.split("/", 1)[1] not in (".", "..") and not repo.endswith(".git")
 
 
 def repo_allowed(repo: str, allow_list: list[str]) -> bool:
@@ -76,7 +76,7 @@ _BRANCH_CHARS = re.compile(r"^[A-Za-z0-9._/-]{1,200}$")
 
 def valid_branch(name: str) -> bool:
     """The rules of ``git check-ref-format --branch`` for the characters docs/contracts.md allows (no git on Lambda)."""
-    if not _BRANCH_CHARS.match(name) or name.startswith(("-", "/")) or name.endswith(("/", ".")):
+    if not _BRANCH_CHARS.fullmatch(name) or name.startswith(("-", "/")) or name.endswith(("/", ".")):
         return False
     if ".." in name or "//" in name or name == "@":
         return False

@@ -27,7 +27,7 @@ class PinMismatch(ssl.SSLError):
 def normalize(fingerprint: str) -> str:
     """``AB:CD:…`` (openssl's form) or plain hex, as 64 lower-case hex digits; anything else raises ValueError."""
     value = fingerprint.strip().lower().replace(":", "").removeprefix("sha256=").removeprefix("sha256 fingerprint=")
-    if not _HEX.match(value):
+    if not _HEX.fullmatch(value):
         raise ValueError(f"not a SHA-256 certificate fingerprint: {fingerprint[:80]!r}")
     return value
 

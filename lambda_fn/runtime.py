@@ -99,8 +99,8 @@ def _cognito(settings: LambdaSettings) -> CognitoConfig | None:
     if not (settings.cognito_user_pool_id and settings.cognito_client_id):
         return None
     region = settings.cognito_region or settings.cognito_user_pool_id.split("_", 1)[0]
-    if not (_POOL_ID_RE.match(settings.cognito_user_pool_id) and _REGION_RE.match(region)
-            and _CLIENT_ID_RE.match(settings.cognito_client_id)):
+    if not (_POOL_ID_RE.fullmatch(settings.cognito_user_pool_id) and _REGION_RE.fullmatch(region)
+            and _CLIENT_ID_RE.fullmatch(settings.cognito_client_id)):
         log.error("COGNITO_USER_POOL_ID / COGNITO_REGION / COGNITO_CLIENT_ID do not look like Cognito's "
                   "(us-east-1_AbC123, us-east-1, 26 letters and digits)")
         return None

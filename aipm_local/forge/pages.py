@@ -170,7 +170,7 @@ def pull_page(owner: str, name: str, number: Annotated[int, Path(ge=1, le=INT32_
 def commit_page(owner: str, name: str, sha: str, request: Request, caller: Annotated[Caller, Depends(current_caller)],
                 forge: Forge):
     repo = repo_name(forge, owner, name)
-    if not _SHA_RE.match(sha):
+    if not _SHA_RE.fullmatch(sha):
         raise HTTPException(400, "not a commit sha")
     try:
         shown = forge.show_commit(repo, sha)

@@ -42,7 +42,7 @@ def ref_name_problem(name: str) -> str | None:
         return f"is longer than {MAX_REF_LEN} characters"
     if name.startswith("-"):
         return "starts with '-'"
-    if not _REF_CHARS_RE.match(name):
+    if not _REF_CHARS_RE.fullmatch(name):
         return "has a character outside [A-Za-z0-9._/-]"
     if name == "HEAD":
         return "is HEAD"
@@ -62,7 +62,7 @@ def ref_name_problem(name: str) -> str | None:
 
 def check_repo(repo: str) -> str:
     owner, sep, name = repo.partition("/")
-    if not sep or not _OWNER_RE.match(owner) or not _NAME_RE.match(name) or name.endswith(".git") or name in {".", ".."}:
+    if not sep or not _OWNER_RE.fullmatch(owner) or not _NAME_RE.fullmatch(name) or name.endswith(".git") or name in {".", ".."}:
         raise InvalidInput(f"repo must be 'owner/name' (GitHub's characters only), got {repo!r}")
     return repo
 
@@ -110,8 +110,8 @@ def parse_requested_by(value: str) -> tuple[str, str | None]:
         raise InvalidInput("requested_by is blank")
     if "<" not in value and ">" not in value:
         return " ".join(value.split()), None
-    match = _REQUESTER_RE.match(value)
-    if not match or not match["name"].strip() or not _EMAIL_RE.match(match["email"]):
+    match = _REQUESTER_RE.fullmatch(value)
+    if not match or not match["name"].strip() or not _EMAIL_RE.fullmatch(match["email"]):
         raise InvalidInput("requested_by must be a name, or 'Name <email>' with one e-mail address")
     return " ".join(match["name"].split()), match["email"]
 
@@ -153,7 +153,7 @@ class ProcessPrRequest(ProcessPrBody):
 
     def validate_rules(self, allowed_origins: list[str]) -> None:
         """Every rule of docs/contracts.md's bad-input list that is not a type error; raises ``InvalidInput``."""
-        if not JOB_ID_RE.match(self.job_id):
+        if not JOB_ID_RE.fullmatch(self.job_id):
             raise InvalidInput(f"job_id must match {JOB_ID_RE.pattern}")
         check_repo(self.repo)
         check_branch(self.branch)

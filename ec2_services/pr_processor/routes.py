@@ -50,7 +50,7 @@ def _service(request: Request) -> ProcessorService:
 
 
 def _known_job_id(job_id: str) -> str:
-    if not JOB_ID_RE.match(job_id):
+    if not JOB_ID_RE.fullmatch(job_id):
         raise HTTPException(404, f"no job {job_id!r}")
     return job_id
 

@@ -59,7 +59,7 @@ def fetch_instance_id(endpoint: str, timeout: float = IMDS_TIMEOUT_S) -> str:
             raise RuntimeError(f"the instance metadata service at {endpoint} did not give this instance's id "
                                f"({type(exc).__name__}: {exc})") from exc
     instance_id = answer.text.strip()
-    if not _INSTANCE_ID.match(instance_id):
+    if not _INSTANCE_ID.fullmatch(instance_id):
         raise RuntimeError(f"the instance metadata service at {endpoint} gave {instance_id[:40]!r}, not an instance id")
     return instance_id
 

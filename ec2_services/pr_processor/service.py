@@ -114,7 +114,7 @@ class ProcessorService:
                               "(cancel it first to start again now)")
         runs = self.store.jobs.branch_jobs(job.repo, job.branch)
         new_id = f"{rerun_root(runs[0].job_id if runs else job_id)}-r{len(runs) + 1}"
-        if not JOB_ID_RE.match(new_id):
+        if not JOB_ID_RE.fullmatch(new_id):
             raise JobConflict(f"job {job_id} cannot be re-run: the new job id {new_id!r} would be too long")
         if requested_by is not None:
             parse_requested_by(requested_by)  # InvalidInput (400) for anything that could break a trailer

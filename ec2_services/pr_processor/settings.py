@@ -57,7 +57,7 @@ class PrProcessorSettings(WorkspaceSettings, DispatchSettings):
     @field_validator("git_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
-        if not re.match(r"^(https?://[^/\s]+(/[^\s]*)?|file:///[^\s]*)$", value):
+        if not re.fullmatch(r"^(https?://[^/\s]+(/[^\s]*)?|file:///[^\s]*)$", value):
             raise ValueError("must be an http(s) URL or file:///absolute/path")
         return value.rstrip("/")
 

@@ -65,7 +65,7 @@ def summarise(output: str, exit_code: int | None, timed_out: bool) -> tuple[int 
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     passed = failed = None
     for index in range(len(lines) - 1, -1, -1):
-        end = _PYTEST_END.match(lines[index])
+        end = _PYTEST_END.fullmatch(lines[index])
         if end:
             counts = {kind.rstrip("s"): int(n) for n, kind in _COUNT.findall(end.group(1))}
             passed = counts.get("passed", 0)

@@ -64,7 +64,7 @@ def check_repo(repo: str, rt: Runtime) -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    if not naming.JOB_ID_RE.match(job_id):
+    if not naming.JOB_ID_RE.fullmatch(job_id):
         raise HTTPException(400, "job id must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
     return job_id
 

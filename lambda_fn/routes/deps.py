@@ -30,5 +30,5 @@ def callback_url(request: Request, rt: Runtime) -> str | None:
     if not base:
         event = request.scope.get("aws.event") or {}
         domain = (event.get("requestContext") or {}).get("domainName")
-        base = f"https://{domain}" if isinstance(domain, str) and _DOMAIN_RE.match(domain) else None
+        base = f"https://{domain}" if isinstance(domain, str) and _DOMAIN_RE.fullmatch(domain) else None
     return f"{base.rstrip('/')}/api/callbacks/job" if base else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -158,3 +159,13 @@ def test_cdk_synth_with_an_unknown_dispatch_stops_with_the_key_and_the_choices(t
     assert result.returncode == 1
     assert "cdk.json / -c context: dispatch: 'kafka' must be one of http, sqs" in result.stderr
     assert not list(tmp_path.glob("*.template.json"))
+
+
+@pytest.mark.parametrize("field, key", [("kiro_version", "kiroVersion"), ("stack_name", "stackName"),
+                                        ("ami_id", "amiId")])
+def test_a_value_with_a_newline_at_its_end_is_refused_though_its_pattern_ends_in_a_dollar(field, key):
+    good = config(amiId="ami-0123456789abcdef0")
+    good.validate()
+    bad = dataclasses.replace(good, **{field: getattr(good, field) + "\n"})
+    with pytest.raises(ConfigError, match=key):
+        bad.validate()

@@ -62,6 +62,11 @@ def test_job_state_is_proxied_and_unknown_ids_are_404(api, github, processor):
     assert missing.status_code == 404 and "not found" in missing.json()["detail"]
     assert api.call("GET", "/api/jobs/..%2Fetc").status_code in (400, 404)
     assert api.call("GET", "/api/jobs/-bad").status_code == 400
+    for line_break in ("%0A", "%0D%0A"):  # a pattern's `$` matches before a final newline: fullmatch, not match
+        for method, path in (("GET", f"/api/jobs/0{line_break}"), ("POST", f"/api/jobs/0{line_break}/cancel"),
+                             ("GET", f"/api/jobs/{out['job_id']}{line_break}")):
+            resp = api.call(method, path, json={} if method == "POST" else None)
+            assert resp.status_code == 400 and "job id must match" in resp.json()["detail"], (path, resp.text)
 
 
 def test_story_job_is_found_by_repo_and_story_id(api, github, processor):

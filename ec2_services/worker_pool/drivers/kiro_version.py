@@ -52,7 +52,7 @@ def named_engine(argv: list[str]) -> str | None:
     """The agent engine a kiro-cli command names (``--agent-engine v2``, ``--agent-engine=v3``, ``--v3``), or None."""
     named = None
     for i, word in enumerate(argv):
-        match = _ENGINE_FLAG.match(word)
+        match = _ENGINE_FLAG.fullmatch(word)
         if match:
             named = match.group(1) or (argv[i + 1] if i + 1 < len(argv) else None)
         elif word == "--v3":
