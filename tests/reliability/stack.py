@@ -38,6 +38,22 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliabilit
 _figures_lock = threading.Lock()
 
 
+def server_failed(response: httpx.Response) -> bool:
+    """A 5xx that is a failure of the service. The worker pool's ``POST /execute`` answers a task that ran out of
+    the time its caller gave it (a fuzzed ``timeout_s`` of 1e-171 s, or a replay of such a task id) 504 with the
+    task's result, as docs/contracts.md says: that answer is the contract, not a failure. Any other 5xx is."""
+    if response.status_code < 500:
+        return False
+    if response.status_code != 504 or response.request.url.path != "/execute":
+        return True
+    try:
+        body = response.json()
+    except ValueError:
+        return True
+    return not (isinstance(body, dict) and body.get("status") == "timeout" and isinstance(body.get("task_id"), str)
+                and isinstance(body.get("duration_s"), float | int))
+
+
 def size(default: int, torture: int) -> int:
     return torture if TORTURE else default
 
