@@ -138,6 +138,18 @@ def test_strip_ansi_removes_csi_osc_and_controls_but_keeps_text():
     assert strip_ansi(raw) == "red plain\ttab"
 
 
+def test_two_byte_escapes_leave_no_letter_or_digit_behind():
+    # ESC 7 / ESC 8 (save and restore the cursor, as crossterm writes them), ESC = / ESC > (keypad modes), ESC c
+    # (reset), ESC M (reverse index): none of their second bytes is text, and a stray ">" would look like a marker.
+    raw = "\x1b=\x1b7\x1b[1;1Hstatus\x1b8done\x1bM \x1b>kept\x1bc"
+    assert strip_ansi(raw) == "statusdone kept"
+    assembler = LineAssembler(KIRO)
+    assembler.feed("answer \x1b")  # an escape split across two reads
+    block = assembler.feed("7saved\x1b8 line\r\n")
+    assert block.plain_lines() == ["answer saved line"]
+    assert strip_ansi("\x1b[31mred\x1b[") == "red["  # an unfinished CSI is not a two-byte escape: its [ stays
+
+
 def test_transcript_leaves_out_echo_questions_replies_and_credits():
     transcript = Transcript(PATTERNS)
     transcript.begin("first line\nsecond line")
