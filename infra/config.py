@@ -49,9 +49,9 @@ KIRO_INSTALL_COMMAND = (
     '&& rm -rf /tmp/kirocli && unzip -q -o /tmp/kirocli.zip -d /tmp && bash /tmp/kirocli/install.sh --no-confirm'
 )
 _AMI = re.compile(r"^ami-[0-9a-f]{8,17}$")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 MAX_HOSTS_LIMIT = 100  # a guard against a typo (40 → 400 hosts), not a service limit
-_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$")
 _REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/([A-Za-z0-9_.-]+|\*)$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _GROUP = re.compile(r"^[\w+=.@-]{1,128}$")  # a Cognito group name, without the comma the list is split on

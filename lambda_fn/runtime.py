@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lambda_fn")
 
-_POOL_ID_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d_[0-9A-Za-z]{1,55}$")
-_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
+_POOL_ID_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]_[0-9A-Za-z]{1,55}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]$")
 _CLIENT_ID_RE = re.compile(r"^[0-9A-Za-z]{1,128}$")
 
 

@@ -169,3 +169,11 @@ def test_a_value_with_a_newline_at_its_end_is_refused_though_its_pattern_ends_in
     bad = dataclasses.replace(good, **{field: getattr(good, field) + "\n"})
     with pytest.raises(ConfigError, match=key):
         bad.validate()
+
+
+def test_digits_are_ascii_digits():
+    # Python's \d also takes digits of other scripts: "２.19.1" would have passed as a version to pin.
+    with pytest.raises(ConfigError, match="kiroVersion"):
+        config(kiroVersion="\uff12.19.1").validate()
+    with pytest.raises(ConfigError, match="githubTokenSecretArn"):
+        config(githubTokenSecretArn="arn:aws:secretsmanager:us-east-1:\u0661" + "1" * 11 + ":secret:gh").validate()
