@@ -138,7 +138,10 @@ def execute_in_service(service_process, env: dict[str, str], *, agent: str, comm
            "AIPM_AGENT": agent, "KIRO_ACP_COMMAND": command}
     proc, url = start_service(service_process, env)
     with httpx.Client(base_url=url, auth=SigningAuth(secret, WORKER_POOL), timeout=120) as client:
-        return proc, client.post("/execute", json={"prompt": prompt, "task_id": task_id}).json()
+        answer = client.post("/execute", json={"prompt": prompt, "task_id": task_id})
+    body = answer.json()
+    assert "status" in body, (answer.status_code, body, proc.output()[-4000:])  # a task's result, not a refusal
+    return proc, body
 
 
 def prompt_for(workspace: Path) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import signal
 import socket
@@ -33,7 +34,41 @@ def die_with_parent() -> None:
         pass
 
 
+_PORT_BLOCK = 800  # ports per pytest-xdist worker
+_PORT_BASE = 20000
+_next_port = itertools.count()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections and ``bind(port 0)`` take theirs there)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing holds, for a service a test starts a moment later. Taken below the
+    ephemeral range, in a block of its own per xdist worker: a port from ``bind(0)`` lies where every outgoing
+    connection takes its port and where another worker's ``bind(0)`` can land, so under load one could be taken
+    before the service bound it (the service then failed to start while its health check reached another test's
+    service on that port). Falls back to ``bind(0)`` where the ephemeral range leaves no room below it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = _PORT_BASE + (int(worker) if worker.isdigit() else 0) * _PORT_BLOCK
+    if low + _PORT_BLOCK <= _ephemeral_low():
+        for _ in range(_PORT_BLOCK):
+            port = low + next(_next_port) % _PORT_BLOCK
+            if _bindable(port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
