@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ def die_with_parent() -> None:
 
 _PORT_BLOCK = 800  # ports per pytest-xdist worker
 _PORT_BASE = 20000
-_next_port = itertools.count()
+_next_port = itertools.count(random.randrange(_PORT_BLOCK))  # two test runs at once start apart
 
 
 def _ephemeral_low() -> int:
@@ -60,7 +61,7 @@ def free_port() -> int:
     """A port on 127.0.0.1 that nothing holds, for a service a test starts a moment later. Taken below the
     ephemeral range, in a block of its own per xdist worker: a port from ``bind(0)`` lies where every outgoing
     connection takes its port and where another worker's ``bind(0)`` can land, so under load one could be taken
-    before the service bound it (the service then failed to start while its health check reached another test's
+    before the service bound it (the service can then fail to start while its health check reaches another test's
     service on that port). Falls back to ``bind(0)`` where the ephemeral range leaves no room below it."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     low = _PORT_BASE + (int(worker) if worker.isdigit() else 0) * _PORT_BLOCK
