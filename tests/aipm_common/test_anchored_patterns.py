@@ -19,15 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("aipm_common", "aipm_local", "ec2_services", "infra", "lambda_fn")
 
 
-def _calls_in_production():
-    for package in PRODUCTION:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            yield path, ast.parse(path.read_text(), str(path))
+def _production_modules() -> list[tuple[Path, ast.Module]]:
+    return [(path, ast.parse(path.read_text(), str(path)))
+            for package in PRODUCTION for path in sorted((ROOT / package).rglob("*.py"))]
 
 
-def _string_constants() -> dict[str, str]:
+def _string_constants(modules: list[tuple[Path, ast.Module]]) -> dict[str, str]:
     """Module-level ``NAME = "…"`` across production code (``JOB_ID_PATTERN`` and its kind)."""
-    return {t.id: node.value.value for _, tree in _calls_in_production() for node in tree.body
+    return {t.id: node.value.value for _, tree in modules for node in tree.body
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
             and isinstance(node.value.value, str) for t in node.targets if isinstance(t, ast.Name)}
 
@@ -55,8 +54,8 @@ def _module_name(path: Path) -> str:
 
 
 def test_no_production_code_matches_a_dollar_anchored_pattern_with_match_or_search():
-    constants = _string_constants()
-    modules = list(_calls_in_production())
+    modules = _production_modules()  # parsed once
+    constants = _string_constants(modules)
     compiled = {_module_name(path): _compiled_validators(tree, constants) for path, tree in modules}
     assert {"JOB_ID_RE", "REPO_RE", "_BRANCH_CHARS"} <= compiled["lambda_fn.naming"]  # the scan sees what it must
     found = []
